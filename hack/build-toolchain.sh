@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Builds the local control plane from published Go modules and caches the binaries
+# outside the repository, one directory per component and version:
+#   $VIDEOQUEUE_CACHE/<component>-<version>/<binary>
+# A component is rebuilt only when its pinned version changes. Pins live in
+# hack/toolchain/versions.env (kwok, helm) and in the wrapper modules' go.mod files
+# (kubernetes, etcd), whose go.sum files make the download reproducible.
+#
+# Usage: hack/build-toolchain.sh            build what is missing, print the bin dir
+#        hack/build-toolchain.sh --print    only print the bin dir (fails if not built)
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+toolchain="$repo/hack/toolchain"
+# shellcheck source=toolchain/versions.env
+source "$toolchain/versions.env"
+
+cache=${VIDEOQUEUE_CACHE:-$HOME/.cache/videoqueue}
+bin="$cache/bin"
+mkdir -p "$cache" "$bin"
+
+# Two cores and no checksum server reachable from here: bound parallelism, and trust
+# the committed go.sum files instead of sum.golang.org.
+export GOFLAGS="-p=${BUILD_JOBS:-2} -buildvcs=false -trimpath"
+export GOSUMDB=off
+export GOTOOLCHAIN=local
+export CGO_ENABLED=0
+
+module_version() { # <wrapper dir> <module path>
+    awk -v m="$2" '$1 == "require" {$1 = ""; $0 = $0} $1 == m && $2 ~ /^v/ {print $2; exit}' "$1/go.mod"
+}
+
+KUBERNETES_VERSION=$(module_version "$toolchain/kubernetes" k8s.io/kubernetes)
+ETCD_VERSION=$(module_version "$toolchain/etcd" go.etcd.io/etcd/server/v3)
+
+log() { printf '[toolchain %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+# build_component <name-version> <binaries...> -- <build command...>
+# Runs the build into a temporary directory and renames it into place, so an
+# interrupted build never leaves a half-filled cache entry that looks complete.
+build_component() {
+    local key=$1; shift
+    local bins=()
+    while [[ $1 != -- ]]; do bins+=("$1"); shift; done
+    shift
+    local dest="$cache/$key"
+    if [[ -f "$dest/.complete" ]]; then
+        log "$key: cached"
+    else
+        log "$key: building ${bins[*]} (cold builds take several minutes)"
+        local tmp start=$SECONDS
+        tmp=$(mktemp -d "$cache/.$key.XXXXXX")
+        OUT="$tmp" "$@"
+        touch "$tmp/.complete"
+        rm -rf "$dest"
+        mv "$tmp" "$dest"
+        log "$key: built in $((SECONDS - start))s"
+    fi
+    local b
+    for b in "${bins[@]}"; do ln -sfn "$dest/$b" "$bin/$b"; done
+}
+
+build_kubernetes() {
+    cd "$toolchain/kubernetes"
+    # The proxy's .info file records the tag's commit and time; `--version` shows them.
+    local info commit date
+    info=$(go mod download -json k8s.io/kubernetes | python3 -c 'import json,sys; print(json.load(sys.stdin)["Info"])')
+    read -r commit date < <(python3 -c 'import json,sys; i=json.load(open(sys.argv[1])); print(i.get("Origin",{}).get("Hash","unknown"), i["Time"])' "$info")
+    local pkg=k8s.io/component-base/version client=k8s.io/client-go/pkg/version
+    local minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
+    local ldflags="-s -w"
+    local p
+    for p in $pkg $client; do
+        ldflags+=" -X $p.gitVersion=$KUBERNETES_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+        ldflags+=" -X $p.gitCommit=$commit -X $p.gitTreeState=clean -X $p.buildDate=$date"
+    done
+    local c
+    for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+        log "  go build $c"
+        go build -ldflags "$ldflags" -o "$OUT/$c" "k8s.io/kubernetes/cmd/$c"
+    done
+}
+
+build_etcd() {
+    cd "$toolchain/etcd"
+    log "  go build etcd"
+    go build -ldflags "-s -w" -o "$OUT/etcd" .
+}
+
+go_install() { # <package@version>
+    log "  go install $1"
+    GOBIN="$OUT" go install -ldflags "-s -w" "$1"
+}
+
+build_kwok() {
+    go_install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+}
+
+build_helm() {
+    go_install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+}
+
+if [[ ${1:-} != --print ]]; then
+    build_component "etcd-$ETCD_VERSION" etcd -- build_etcd
+    build_component "kwok-$KWOK_VERSION" kwok -- build_kwok
+    build_component "helm-$HELM_VERSION" helm -- build_helm
+    build_component "kubernetes-$KUBERNETES_VERSION" \
+        kube-apiserver kube-controller-manager kube-scheduler kubectl -- build_kubernetes
+fi
+
+for b in etcd kwok helm kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    [[ -x "$bin/$b" ]] || { log "missing $bin/$b: run hack/build-toolchain.sh"; exit 1; }
+done
+echo "$bin"

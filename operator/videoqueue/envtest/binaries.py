@@ -1,0 +1,50 @@
+"""Where the control-plane binaries built by hack/build-toolchain.sh live."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+COMPONENTS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kwok",
+    "helm",
+)
+
+
+class MissingBinaryError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Binaries:
+    directory: Path
+
+    def __getitem__(self, name: str) -> Path:
+        if name not in COMPONENTS:
+            raise KeyError(name)
+        return self.directory / name
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("VIDEOQUEUE_CACHE", Path.home() / ".cache" / "videoqueue"))
+
+
+def find_binaries() -> Binaries:
+    """The binaries in $VIDEOQUEUE_BIN_DIR, else in the toolchain cache.
+
+    Fails with the command that builds them, so a fresh checkout tells the user what to do.
+    """
+    directory = Path(os.environ.get("VIDEOQUEUE_BIN_DIR", default_cache_dir() / "bin"))
+    missing = [c for c in COMPONENTS if not os.access(directory / c, os.X_OK)]
+    if missing:
+        raise MissingBinaryError(
+            f"control-plane binaries missing from {directory}: {', '.join(missing)}; "
+            "build them with `make toolchain` (hack/build-toolchain.sh)"
+        )
+    return Binaries(directory)

@@ -1,0 +1,56 @@
+"""One real control plane per test session, one namespace per test.
+
+VIDEOQUEUE_TEST_CLUSTER=kind runs the same tests on a kind cluster via pytest-kind
+(needs Docker and internet); the default, and what CI runs, is the local control plane.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from videoqueue.envtest import ClusterBase, LocalCluster
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[ClusterBase]:
+    if os.environ.get("VIDEOQUEUE_TEST_CLUSTER", "local") == "kind":
+        from videoqueue.envtest.kind import KindBackedCluster
+
+        with KindBackedCluster() as kind_cluster:
+            yield kind_cluster
+        return
+    with LocalCluster() as local:
+        timings = ", ".join(f"{k} {v:.1f}s" for k, v in local.startup_seconds.items())
+        print(f"\nlocal control plane up ({timings})", file=sys.stderr)
+        yield local
+
+
+@pytest.fixture
+def api(cluster: ClusterBase) -> Iterator[Any]:
+    with cluster.api_client() as api_client:
+        yield api_client
+
+
+@pytest.fixture
+def core(api: Any) -> Any:
+    return client.CoreV1Api(api)
+
+
+@pytest.fixture
+def namespace(cluster: ClusterBase, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace named after the test, deleted afterwards."""
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].rstrip("-")
+    name = f"{base}-{uuid.uuid4().hex[:5]}"
+    cluster.create_namespace(name)
+    yield name
+    cluster.delete_namespace(name)
