@@ -1,0 +1,50 @@
+"""Pure scheduling decisions: given a queue, a snapshot of its jobs and the time, what to do.
+
+No I/O, no clock reads, no kopf, no Kubernetes client: the controller builds a `Snapshot`,
+passes the current time, and applies the returned decision. Everything here is deterministic.
+
+- `snapshot`: the input types (`QueuePolicy`, `JobView`, `Snapshot`).
+- `admission`: `decide_admissions`, the admission order, backfill and the starvation guard.
+- `retry`: retry, backoff and OOM memory growth rules.
+"""
+
+from videoqueue.scheduling.admission import (
+    AdmissionDecision,
+    Blocked,
+    BlockReason,
+    Rejection,
+    RejectReason,
+    decide_admissions,
+    order_key,
+)
+from videoqueue.scheduling.retry import (
+    DISRUPTION_REASONS,
+    OOM_KILLED,
+    backoff_delay,
+    consumes_attempt,
+    next_memory_after_oom,
+    should_retry,
+)
+from videoqueue.scheduling.snapshot import JobState, JobView, QueuePolicy, Snapshot
+from videoqueue.scheduling.units import format_memory
+
+__all__ = [
+    "DISRUPTION_REASONS",
+    "OOM_KILLED",
+    "AdmissionDecision",
+    "BlockReason",
+    "Blocked",
+    "JobState",
+    "JobView",
+    "QueuePolicy",
+    "RejectReason",
+    "Rejection",
+    "Snapshot",
+    "backoff_delay",
+    "consumes_attempt",
+    "decide_admissions",
+    "format_memory",
+    "next_memory_after_oom",
+    "order_key",
+    "should_retry",
+]

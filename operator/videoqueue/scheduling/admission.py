@@ -1,0 +1,212 @@
+"""Admission: which pending jobs of one queue start now.
+
+`decide_admissions(snapshot, now)` is a pure function of the queue policy, a snapshot of the
+queue's unfinished jobs and the time. The controller calls it whenever something changes
+(a job appears or finishes, the spec changes) and again at `wake_at`, then writes the result.
+
+Order
+    Higher priority first; within a priority, earlier `created_at` first (FIFO); the key
+    ("namespace/name") breaks the remaining ties, so the order is total and does not depend
+    on the order in which jobs were listed. `created_at` never changes, so a disrupted job
+    that is re-queued goes back to its old place.
+
+Limits, never exceeded
+    Admitted plus running jobs never number more than `concurrency`, and their memory never
+    sums to more than `memory_budget`. When the queue is already over a limit (the limit was
+    lowered), nothing is admitted until enough jobs finish.
+
+Rejection
+    A pending job asking for more than `memory_max` can never run and is rejected. A job
+    within `memory_max` but bigger than the whole `memory_budget` is not rejected (the budget
+    may be raised again); it waits, and because it cannot fit it never holds up other jobs.
+
+Backfill and the starvation guard
+    Jobs are admitted in order while they fit. A job that does not fit the free memory does
+    not stop the walk: smaller jobs behind it are admitted in its place (backfill). Left at
+    that, a big job could wait forever while a stream of small jobs keeps the memory busy.
+    So the first job in the order that does not fit the free memory (the *blocked head*) may be
+    overtaken only for `backfill_seconds` after it was queued: from
+    `queued_at + backfill_seconds` on, the free memory is reserved for it and no job behind it
+    in the order is admitted until it has been admitted. Jobs ahead of it are not affected.
+
+    Guarantee: once the reservation holds, no new job starts behind the blocked head, the jobs
+    running finish (they are bounded by their deadlines), and their memory is left free, so
+    the head fits after at most `backfill_seconds` plus the longest remaining run of the jobs
+    that were running at that time, however many small jobs keep arriving. Only jobs ahead of
+    it in the order, that is of higher priority or created earlier, can delay it further, and
+    these are finite except for a stream of higher-priority work (which the queue's aging
+    setting is meant to address). A job bigger than the whole budget is never the blocked head,
+    so the reservation can never wait for something that cannot happen.
+
+Result
+    `admit` (keys, in order), `reject` (with a reason naming the limit), `blocked_reasons` for
+    every eligible pending job that was not admitted, `reserved_for` (the blocked head while
+    memory is reserved for it) and `wake_at`: the earliest future time at which deciding again
+    on the same snapshot could give a different result (a job's `eligible_at`, or the moment
+    the reservation for the blocked head begins), or None when only a change of the snapshot
+    can. Deciding at any time in `[now, wake_at)` gives the same decision.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from videoqueue.scheduling.snapshot import JobState, JobView, QueuePolicy, Snapshot
+from videoqueue.scheduling.units import format_memory, format_seconds
+
+
+class BlockReason(enum.StrEnum):
+    """Why an eligible pending job was not admitted; values are condition reasons."""
+
+    WAITING_FOR_SLOT = "WaitingForSlot"
+    WAITING_FOR_MEMORY = "WaitingForMemory"
+    MEMORY_RESERVED = "MemoryReserved"
+    EXCEEDS_BUDGET = "ExceedsMemoryBudget"
+    QUEUE_NOT_ADMITTING = "QueueNotAdmitting"
+
+
+class RejectReason(enum.StrEnum):
+    """Why a job can never run in this queue; values are condition reasons."""
+
+    EXCEEDS_MEMORY_MAX = "ExceedsMemoryMax"
+
+
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    reason: BlockReason
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    key: str
+    reason: RejectReason
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionDecision:
+    admit: tuple[str, ...] = ()
+    reject: tuple[Rejection, ...] = ()
+    blocked_reasons: Mapping[str, Blocked] = field(default_factory=dict)
+    reserved_for: str | None = None
+    wake_at: float | None = None
+
+
+def order_key(job: JobView) -> tuple[int, float, str]:
+    """The admission order: priority descending, then FIFO, then key.
+
+    Aging (a boost for long-waiting jobs) would enter here as an effective priority.
+    """
+    return (-job.priority, job.created_at, job.key)
+
+
+def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
+    """Decide which pending jobs to admit at `now`; see the module docstring for the rules."""
+    policy = snapshot.policy
+
+    # 1. Usage: admitted and running jobs hold a slot and their memory until they finish.
+    active = [job for job in snapshot.jobs if job.state is not JobState.PENDING]
+    slots_free = policy.concurrency - len(active)
+    memory_free = policy.memory_budget - sum(job.memory for job in active)
+
+    # 2. Candidates: pending jobs that can run at all and are eligible now. The others either
+    #    are rejected for good or set a time to look again.
+    pending = [job for job in snapshot.jobs if job.state is JobState.PENDING]
+    rejected = sorted((job for job in pending if job.memory > policy.memory_max), key=order_key)
+    runnable = [job for job in pending if job.memory <= policy.memory_max]
+    candidates = [job for job in runnable if job.eligible_at is None or job.eligible_at <= now]
+    reject = tuple(_rejection(job, policy) for job in rejected)
+
+    if not policy.admitting:
+        # Paused or draining: time changes nothing, only a spec change does.
+        message = "the queue is not admitting new jobs"
+        blocked = {job.key: Blocked(BlockReason.QUEUE_NOT_ADMITTING, message) for job in candidates}
+        return AdmissionDecision(reject=reject, blocked_reasons=blocked)
+
+    wake_times = [job.eligible_at for job in runnable if job.eligible_at is not None]
+    wake_times = [t for t in wake_times if t > now]
+
+    # 3. Order: priority, then FIFO, then key.
+    candidates.sort(key=order_key)
+
+    # 4. Walk in order, admitting each job that fits the free slots and memory. A job that
+    #    does not fit does not stop the walk (backfill) unless memory is reserved for it (5).
+    admit: list[str] = []
+    blocked_reasons: dict[str, Blocked] = {}
+    blocked_head: JobView | None = None
+    reserved_for: JobView | None = None
+    for job in candidates:
+        if reserved_for is not None:
+            blocked_reasons[job.key] = _behind_reservation(reserved_for, policy)
+        elif job.memory > policy.memory_budget:
+            blocked_reasons[job.key] = _exceeds_budget(job, policy)
+        elif slots_free <= 0:
+            blocked_reasons[job.key] = _no_slot(policy, slots_free)
+        elif job.memory > memory_free:
+            reserved = False
+            if blocked_head is None:
+                # 5. Starvation guard: the first job that does not fit may be overtaken only
+                #    until its backfill window closes; then nothing behind it is admitted.
+                blocked_head = job
+                deadline = job.queued_at + policy.backfill_seconds
+                if now >= deadline:
+                    reserved_for, reserved = job, True
+                else:
+                    wake_times.append(deadline)
+            blocked_reasons[job.key] = _no_memory(job, policy, memory_free, reserved)
+        else:
+            admit.append(job.key)
+            slots_free -= 1
+            memory_free -= job.memory
+
+    # 6. Result.
+    return AdmissionDecision(
+        admit=tuple(admit),
+        reject=reject,
+        blocked_reasons=blocked_reasons,
+        reserved_for=None if reserved_for is None else reserved_for.key,
+        wake_at=min(wake_times, default=None),
+    )
+
+
+def _rejection(job: JobView, policy: QueuePolicy) -> Rejection:
+    message = (
+        f"needs {format_memory(job.memory)} but the queue's memory.max is "
+        f"{format_memory(policy.memory_max)}; lower the job's memory or raise memory.max"
+    )
+    return Rejection(job.key, RejectReason.EXCEEDS_MEMORY_MAX, message)
+
+
+def _exceeds_budget(job: JobView, policy: QueuePolicy) -> Blocked:
+    message = (
+        f"needs {format_memory(job.memory)}, more than the queue's whole memory.budget of "
+        f"{format_memory(policy.memory_budget)}; it can start only if the budget is raised"
+    )
+    return Blocked(BlockReason.EXCEEDS_BUDGET, message)
+
+
+def _no_slot(policy: QueuePolicy, slots_free: int) -> Blocked:
+    in_use = policy.concurrency - slots_free
+    message = f"waiting for a free slot: {in_use} of {policy.concurrency} admitted or running"
+    return Blocked(BlockReason.WAITING_FOR_SLOT, message)
+
+
+def _no_memory(job: JobView, policy: QueuePolicy, memory_free: int, reserved: bool) -> Blocked:
+    message = (
+        f"waiting for memory: needs {format_memory(job.memory)}, "
+        f"{format_memory(max(memory_free, 0))} free of {format_memory(policy.memory_budget)}"
+    )
+    if reserved:
+        message += "; memory is reserved for it, no job behind it starts first"
+    return Blocked(BlockReason.WAITING_FOR_MEMORY, message)
+
+
+def _behind_reservation(head: JobView, policy: QueuePolicy) -> Blocked:
+    message = (
+        f"waiting behind {head.key}, which has waited over "
+        f"{format_seconds(policy.backfill_seconds)} and has the free memory reserved"
+    )
+    return Blocked(BlockReason.MEMORY_RESERVED, message)

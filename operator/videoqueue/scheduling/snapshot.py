@@ -1,0 +1,89 @@
+"""The immutable input of a scheduling decision: one queue's policy and a view of its jobs.
+
+These types are deliberately independent of the CRD models in `videoqueue.api`: the
+controller converts a VideoQueue and its VideoJobs into them (quantities already in bytes,
+timestamps already in epoch seconds), so the decision code never parses anything and tests
+can build inputs in one line.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+
+class JobState(enum.Enum):
+    """Where a job stands as far as admission is concerned.
+
+    Finished jobs are left out of the snapshot; a job in backoff or waiting for its start time
+    is passed as PENDING with `eligible_at` set.
+    """
+
+    PENDING = "Pending"
+    ADMITTED = "Admitted"  # admitted, worker pod not running yet: already holds slot and memory
+    RUNNING = "Running"
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePolicy:
+    """The parts of a VideoQueue spec that admission reads.
+
+    `memory_budget` is the ceiling for the sum of the memory of admitted and running jobs;
+    `memory_max` is the most a single job may ask for (a bigger job is rejected).
+    `backfill_seconds` is how long the first job that does not fit may be overtaken by smaller
+    jobs before memory is reserved for it (see `videoqueue.scheduling.admission`); use
+    `math.inf` to never reserve and 0 to never backfill. `admitting` is False while the queue
+    is Paused or Draining.
+    """
+
+    concurrency: int
+    memory_budget: int
+    memory_max: int
+    backfill_seconds: float = 300.0
+    admitting: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("concurrency", "memory_budget", "memory_max"):
+            if (value := getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if math.isnan(self.backfill_seconds) or self.backfill_seconds < 0:
+            raise ValueError(f"backfill_seconds must be >= 0, got {self.backfill_seconds}")
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """One job of the queue, as admission sees it.
+
+    `key` is "namespace/name" and breaks ties in the order. `created_at` fixes the job's place
+    in the order for good (a disrupted job keeps its place); `queued_at` is when it last entered
+    the pending state (creation, or re-queue after a failure or disruption) and only feeds the
+    starvation guard. `memory` is the effective memory of the next attempt in bytes (it grows
+    after an OOM). A pending job is not admitted before `eligible_at` (backoff, delayed start).
+    """
+
+    key: str
+    priority: int
+    created_at: float
+    queued_at: float
+    memory: int
+    state: JobState = JobState.PENDING
+    eligible_at: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.memory < 0:
+            raise ValueError(f"{self.key}: memory must be >= 0, got {self.memory}")
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A queue's policy and all of its unfinished jobs at one instant. Keys are unique."""
+
+    policy: QueuePolicy
+    jobs: tuple[JobView, ...] = ()
+
+    def __post_init__(self) -> None:
+        keys = [job.key for job in self.jobs]
+        if len(keys) != len(set(keys)):
+            duplicates = sorted({k for k in keys if keys.count(k) > 1})
+            raise ValueError(f"duplicate job keys in snapshot: {duplicates}")

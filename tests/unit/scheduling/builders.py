@@ -1,0 +1,140 @@
+"""Fluent builders for scheduling inputs, in the manner of Kueue's `MakeWorkload("a").Obj()`.
+
+    job("a").priority(3).memory("2Gi").created(10).build()
+    queue().concurrency(2).budget("8Gi").backfill(60).build()
+
+Memory may be given as bytes or as a "Mi"/"Gi" string; only the builders parse strings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Self
+
+from videoqueue.scheduling import JobState, JobView, QueuePolicy, Snapshot
+from videoqueue.scheduling.units import GiB, MiB
+
+NAMESPACE = "ns"
+
+_UNITS = {"Mi": MiB, "Gi": GiB}
+
+
+def parse_memory(value: int | str) -> int:
+    if isinstance(value, int):
+        return value
+    number, unit = value[:-2], value[-2:]
+    return int(float(number) * _UNITS[unit])
+
+
+def key(name: str) -> str:
+    return f"{NAMESPACE}/{name}"
+
+
+def names(keys: Iterable[str]) -> list[str]:
+    """Job names without the namespace, for readable assertions."""
+    return [k.removeprefix(f"{NAMESPACE}/") for k in keys]
+
+
+class JobBuilder:
+    def __init__(self, name: str) -> None:
+        self._key = key(name)
+        self._priority = 0
+        self._created_at = 0.0
+        self._queued_at: float | None = None
+        self._memory = GiB
+        self._state = JobState.PENDING
+        self._eligible_at: float | None = None
+
+    def priority(self, priority: int) -> Self:
+        self._priority = priority
+        return self
+
+    def created(self, at: float) -> Self:
+        """Creation time; also the queue time unless `queued` says otherwise."""
+        self._created_at = at
+        return self
+
+    def queued(self, at: float) -> Self:
+        self._queued_at = at
+        return self
+
+    def memory(self, memory: int | str) -> Self:
+        self._memory = parse_memory(memory)
+        return self
+
+    def admitted(self) -> Self:
+        self._state = JobState.ADMITTED
+        return self
+
+    def running(self) -> Self:
+        self._state = JobState.RUNNING
+        return self
+
+    def eligible_at(self, at: float) -> Self:
+        self._eligible_at = at
+        return self
+
+    def build(self) -> JobView:
+        return JobView(
+            key=self._key,
+            priority=self._priority,
+            created_at=self._created_at,
+            queued_at=self._created_at if self._queued_at is None else self._queued_at,
+            memory=self._memory,
+            state=self._state,
+            eligible_at=self._eligible_at,
+        )
+
+
+class QueueBuilder:
+    def __init__(self) -> None:
+        self._concurrency = 10
+        self._budget = 8 * GiB
+        self._max: int | None = None
+        self._backfill = math.inf
+        self._admitting = True
+
+    def concurrency(self, concurrency: int) -> Self:
+        self._concurrency = concurrency
+        return self
+
+    def budget(self, memory: int | str) -> Self:
+        self._budget = parse_memory(memory)
+        return self
+
+    def max(self, memory: int | str) -> Self:
+        self._max = parse_memory(memory)
+        return self
+
+    def backfill(self, seconds: float) -> Self:
+        self._backfill = seconds
+        return self
+
+    def paused(self) -> Self:
+        self._admitting = False
+        return self
+
+    def build(self) -> QueuePolicy:
+        return QueuePolicy(
+            concurrency=self._concurrency,
+            memory_budget=self._budget,
+            memory_max=self._budget if self._max is None else self._max,
+            backfill_seconds=self._backfill,
+            admitting=self._admitting,
+        )
+
+
+def job(name: str) -> JobBuilder:
+    return JobBuilder(name)
+
+
+def queue() -> QueueBuilder:
+    """A queue with 10 slots, 8Gi budget and max, and no starvation guard unless asked."""
+    return QueueBuilder()
+
+
+def snapshot(policy: QueueBuilder | QueuePolicy, *jobs: JobBuilder | JobView) -> Snapshot:
+    built_policy = policy.build() if isinstance(policy, QueueBuilder) else policy
+    views = tuple(j.build() if isinstance(j, JobBuilder) else j for j in jobs)
+    return Snapshot(built_policy, views)
