@@ -244,29 +244,30 @@ WIDGET_CRD = {
 }
 
 
-class TestCustomResources:
-    @pytest.fixture(scope="class")
-    def widgets(self, cluster: ClusterBase) -> Any:
-        with cluster.api_client() as api:
-            ext = client.ApiextensionsV1Api(api)
-            try:
-                ext.create_custom_resource_definition(WIDGET_CRD)
-            except ApiException as e:
-                if e.status != 409:
-                    raise
-            wait_for_object(
-                ext.list_custom_resource_definition,
-                name=WIDGET_CRD["metadata"]["name"],
-                predicate=lambda crd: any(
-                    c.type == "Established" and c.status == "True"
-                    for c in (crd.status.conditions or [])
-                ),
-                timeout=30,
-                what="the Widget CRD to be established",
-            )
-            yield
-            ext.delete_custom_resource_definition(WIDGET_CRD["metadata"]["name"])
+@pytest.fixture(scope="module")
+def widgets(cluster: ClusterBase) -> Any:
+    with cluster.api_client() as api:
+        ext = client.ApiextensionsV1Api(api)
+        try:
+            ext.create_custom_resource_definition(WIDGET_CRD)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        wait_for_object(
+            ext.list_custom_resource_definition,
+            name=WIDGET_CRD["metadata"]["name"],
+            predicate=lambda crd: any(
+                c.type == "Established" and c.status == "True"
+                for c in (crd.status.conditions or [])
+            ),
+            timeout=30,
+            what="the Widget CRD to be established",
+        )
+        yield
+        ext.delete_custom_resource_definition(WIDGET_CRD["metadata"]["name"])
 
+
+class TestCustomResources:
     def custom(self, api: Any) -> Any:
         return client.CustomObjectsApi(api)
 
@@ -329,5 +330,11 @@ def test_kubectl_get_apply_and_wait(cluster: ClusterBase, namespace: str) -> Non
         "get", "pods", "-n", namespace, "-o", "jsonpath={.items[*].metadata.name}"
     )
     assert listed.stdout == "applied"
-    unchanged = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
-    assert "pod/applied unchanged" in unchanged.stdout
+    relabelled = json.loads(manifest)
+    relabelled["metadata"]["labels"] = {"stage": "done"}
+    configured = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(relabelled))
+    assert "pod/applied configured" in configured.stdout
+    label = cluster.kubectl(
+        "get", "pod/applied", "-n", namespace, "-o", "jsonpath={.metadata.labels.stage}"
+    )
+    assert label.stdout == "done"

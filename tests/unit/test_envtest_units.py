@@ -50,6 +50,8 @@ def test_stages_file_names_every_annotation() -> None:
     stages = list(yaml.safe_load_all(text))
 
     assert [s["metadata"]["name"] for s in stages] == [
+        "videoqueue-node-ready",
+        "videoqueue-node-heartbeat",
         "videoqueue-pod-start",
         "videoqueue-pod-exit",
         "videoqueue-pod-delete",

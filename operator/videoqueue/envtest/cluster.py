@@ -100,7 +100,7 @@ class ClusterBase:
         return config.new_client_from_config(config_file=str(self.kubeconfig))
 
     def create_nodes(self, specs: Iterable[NodeSpec], *, timeout: float = 60) -> None:
-        """Create fake nodes and wait until KWOK reports them Ready."""
+        """Create fake nodes and wait until they are Ready and untainted."""
         specs = list(specs)
         with self.api_client() as api:
             core = client.CoreV1Api(api)
@@ -462,7 +462,11 @@ def kubeconfig_document(
 
 
 def _ready(node: Any) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
+    """Ready and schedulable: the node lifecycle controller lifts its not-ready taint a
+    moment after the Ready condition appears, and the scheduler honours that taint."""
+    ready = any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
+    tainted = any(t.key.startswith("node.kubernetes.io/") for t in (node.spec.taints or []))
+    return ready and not tainted
 
 
 def _free_ports(count: int) -> list[int]:

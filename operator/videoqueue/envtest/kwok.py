@@ -73,7 +73,6 @@ def build_node_manifest(spec: NodeSpec) -> dict[str, Any]:
         "status": {
             "allocatable": resources_,
             "capacity": resources_,
-            "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux"},
         },
     }
 
