@@ -1,0 +1,98 @@
+"""The VideoQueue and VideoJob API (group videoqueue.dev, version v1alpha1).
+
+These pydantic models are the single source of the CRD schemas (`videoqueue.api.crds`) and
+of what the operator reads and writes. Wire names are camelCase, Python names snake_case;
+`Model.model_validate(body)` reads an object, `model.to_dict()` writes one.
+"""
+
+from videoqueue.api.common import (
+    API_VERSION,
+    GROUP,
+    VERSION,
+    ApiModel,
+    CelRule,
+    Condition,
+    ConditionStatus,
+    ObjectMeta,
+    find_condition,
+    is_condition_true,
+    set_condition,
+)
+from videoqueue.api.job import (
+    KNOWN_JOB_TYPES,
+    MAX_ATTEMPT_HISTORY,
+    AttemptReason,
+    AttemptRecord,
+    BackoffOverride,
+    JobConditionType,
+    JobInput,
+    JobOutput,
+    JobPhase,
+    JobResources,
+    VideoJob,
+    VideoJobSpec,
+    VideoJobStatus,
+)
+from videoqueue.api.quantity import (
+    POSITIVE_QUANTITY_MESSAGE,
+    QUANTITY_PATTERN,
+    PositiveQuantity,
+    Quantity,
+    format_bytes,
+    parse_quantity,
+)
+from videoqueue.api.queue import (
+    Backoff,
+    QueueConditionType,
+    QueueHealth,
+    QueueMemory,
+    QueueMemoryStatus,
+    QueueState,
+    RetryPolicy,
+    VideoQueue,
+    VideoQueueSpec,
+    VideoQueueStatus,
+)
+
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "KNOWN_JOB_TYPES",
+    "MAX_ATTEMPT_HISTORY",
+    "POSITIVE_QUANTITY_MESSAGE",
+    "QUANTITY_PATTERN",
+    "VERSION",
+    "ApiModel",
+    "AttemptReason",
+    "AttemptRecord",
+    "Backoff",
+    "BackoffOverride",
+    "CelRule",
+    "Condition",
+    "ConditionStatus",
+    "JobConditionType",
+    "JobInput",
+    "JobOutput",
+    "JobPhase",
+    "JobResources",
+    "ObjectMeta",
+    "PositiveQuantity",
+    "Quantity",
+    "QueueConditionType",
+    "QueueHealth",
+    "QueueMemory",
+    "QueueMemoryStatus",
+    "QueueState",
+    "RetryPolicy",
+    "VideoJob",
+    "VideoJobSpec",
+    "VideoJobStatus",
+    "VideoQueue",
+    "VideoQueueSpec",
+    "VideoQueueStatus",
+    "find_condition",
+    "format_bytes",
+    "is_condition_true",
+    "parse_quantity",
+    "set_condition",
+]

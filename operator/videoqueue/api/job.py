@@ -1,0 +1,284 @@
+"""VideoJob: one piece of video work, run as one worker pod per attempt."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Self
+
+from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints, model_validator
+
+from videoqueue.api.common import (
+    API_VERSION,
+    CONDITION_LIST,
+    MAX_CONDITIONS,
+    NAME_MAX_LENGTH,
+    NAME_PATTERN,
+    PRESERVE_UNKNOWN_FIELDS,
+    ApiModel,
+    CelRule,
+    Condition,
+    ObjectMeta,
+    cel_rules,
+)
+from videoqueue.api.quantity import PositiveQuantity, Quantity
+from videoqueue.api.queue import Backoff
+
+JOB_KIND = "VideoJob"
+
+KNOWN_JOB_TYPES = ("probe", "transcode", "thumbnail", "audio", "clip")
+"""Types the stock worker image runs; any other name is a custom type for a custom image."""
+JOB_TYPE_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
+
+MIN_PRIORITY, DEFAULT_PRIORITY, MAX_PRIORITY = 0, 5, 10
+MAX_DEPENDENCIES = 32
+MAX_ATTEMPT_HISTORY = 20
+"""status.attempts keeps the most recent attempts only, so status stays small."""
+
+QUEUE_NAME_IMMUTABLE = CelRule(
+    rule="self == oldSelf",
+    message=(
+        "spec.queueName is immutable: delete and recreate the job to move it to another queue"
+    ),
+)
+NOT_DEPENDING_ON_ITSELF = CelRule(
+    rule="!has(self.spec.dependsOn) || !(self.metadata.name in self.spec.dependsOn)",
+    message=(
+        "spec.dependsOn must not name the job itself (it would wait forever); "
+        "remove its own name from the list"
+    ),
+    field_path=".spec.dependsOn",
+)
+JOB_NAME_LENGTH = CelRule(
+    rule=f"size(self.metadata.name) <= {NAME_MAX_LENGTH}",
+    message=(
+        f"metadata.name of a VideoJob must be at most {NAME_MAX_LENGTH} characters "
+        "(it is used as a label value on worker pods); choose a shorter name"
+    ),
+    field_path=".metadata.name",
+)
+BACKOFF_OVERRIDE_INITIAL_WITHIN_MAX = CelRule(
+    rule="!has(self.initialSeconds) || !has(self.maxSeconds) || "
+    "self.initialSeconds <= self.maxSeconds",
+    message=(
+        "spec.backoff.initialSeconds must not exceed spec.backoff.maxSeconds; "
+        "lower one or raise the other"
+    ),
+    field_path=".initialSeconds",
+)
+
+ObjectName = Annotated[str, StringConstraints(max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
+
+
+class JobPhase(StrEnum):
+    """A one-word summary of the job for people (logic reads conditions, not the phase)."""
+
+    PENDING = "Pending"
+    WAITING = "Waiting"
+    ADMITTED = "Admitted"
+    RUNNING = "Running"
+    BACKOFF = "Backoff"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+    REJECTED = "Rejected"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL_PHASES
+
+
+_TERMINAL_PHASES = frozenset(
+    {JobPhase.SUCCEEDED, JobPhase.FAILED, JobPhase.CANCELLED, JobPhase.REJECTED}
+)
+
+
+class JobConditionType(StrEnum):
+    """Condition types on a VideoJob. Complete and Failed match batch/v1 Job, so
+    `kubectl wait --for=condition=Complete vj/NAME` works the same way."""
+
+    ADMITTED = "Admitted"
+    RUNNING = "Running"
+    COMPLETE = "Complete"
+    FAILED = "Failed"
+    REJECTED = "Rejected"
+    QUEUE_MISSING = "QueueMissing"
+
+
+class AttemptReason(StrEnum):
+    """How an attempt ended. Evicted, Preempted, Disrupted and Suspended do not use up an
+    attempt."""
+
+    COMPLETED = "Completed"
+    ERROR = "Error"
+    OOM_KILLED = "OOMKilled"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    STALLED = "Stalled"
+    EVICTED = "Evicted"
+    PREEMPTED = "Preempted"
+    DISRUPTED = "Disrupted"
+    SUSPENDED = "Suspended"
+    CANCELLED = "Cancelled"
+
+
+class JobInput(ApiModel):
+    """Where the source media is."""
+
+    url: str = Field(min_length=1, max_length=4096)
+    """URL or path of the input the worker reads, e.g. s3://bucket/in.mp4."""
+
+
+class JobOutput(ApiModel):
+    """Where results go."""
+
+    url: str = Field(min_length=1, max_length=4096)
+    """URL or path prefix the worker writes to."""
+
+
+class JobResources(ApiModel):
+    """Resources of the job's worker pod."""
+
+    memory: PositiveQuantity | None = None
+    """Memory request and limit of the worker; the queue's memory.defaultRequest if unset."""
+
+
+class BackoffOverride(ApiModel):
+    """Per-job retry delay settings; each one unset falls back to the queue's."""
+
+    model_config = ConfigDict(json_schema_extra=cel_rules(BACKOFF_OVERRIDE_INITIAL_WITHIN_MAX))
+
+    initial_seconds: int | None = Field(default=None, ge=0, le=86_400)
+    """Delay before the first retry, in seconds."""
+    factor: float | None = Field(default=None, ge=1, le=10)
+    """Multiplier applied to the delay after each failed attempt."""
+    max_seconds: int | None = Field(default=None, ge=0, le=604_800)
+    """Upper bound on the delay, in seconds."""
+
+    def apply_to(self, base: Backoff) -> Backoff:
+        """The queue's backoff with this job's settings on top. When the job raises
+        initialSeconds above the queue's maxSeconds, the cap rises to match rather than
+        silently discarding what the job asked for."""
+        initial = base.initial_seconds if self.initial_seconds is None else self.initial_seconds
+        factor = base.factor if self.factor is None else self.factor
+        cap = base.max_seconds if self.max_seconds is None else self.max_seconds
+        return Backoff(initial_seconds=initial, factor=factor, max_seconds=max(cap, initial))
+
+
+class VideoJobSpec(ApiModel):
+    """The work to do, in which queue, and how urgently."""
+
+    queue_name: str = Field(
+        max_length=NAME_MAX_LENGTH,
+        pattern=NAME_PATTERN,
+        json_schema_extra=cel_rules(QUEUE_NAME_IMMUTABLE),
+    )
+    """Name of the VideoQueue in the same namespace. Immutable."""
+    priority: int = Field(default=DEFAULT_PRIORITY, ge=MIN_PRIORITY, le=MAX_PRIORITY)
+    """0 to 10; higher runs first, first come first served within a priority."""
+    type: str = Field(max_length=63, pattern=JOB_TYPE_PATTERN)
+    """What the worker does: probe, transcode, thumbnail, audio, clip, or a custom type."""
+    input: JobInput
+    """The source media."""
+    output: JobOutput | None = None
+    """Where results go, for types that write files."""
+    params: dict[str, Any] = Field(default_factory=dict, json_schema_extra=PRESERVE_UNKNOWN_FIELDS)
+    """Type-specific parameters handed to the worker as they are."""
+    resources: JobResources = Field(default_factory=JobResources)
+    """Resources of the worker pod."""
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    """Overrides the queue's retry.maxAttempts."""
+    backoff: BackoffOverride | None = None
+    """Overrides parts of the queue's retry.backoff."""
+    active_deadline_seconds: int | None = Field(default=None, ge=1)
+    """Time limit of one attempt; the queue's activeDeadlineSeconds if unset."""
+    start_after: AwareDatetime | None = None
+    """Not admitted before this time (RFC 3339)."""
+    depends_on: list[ObjectName] = Field(
+        default_factory=list,
+        max_length=MAX_DEPENDENCIES,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    """Names of VideoJobs in the same namespace that must succeed before this one starts."""
+    suspend: bool = False
+    """Hold the job: not admitted while true; a running attempt is stopped and re-queued."""
+    cancel: bool = False
+    """Cancel the job for good: its worker is stopped and the phase becomes Cancelled."""
+
+
+class AttemptRecord(ApiModel):
+    """One attempt of a job, kept in status.attempts."""
+
+    attempt: int = Field(ge=1)
+    """Attempt number, from 1."""
+    pod: str | None = Field(default=None, max_length=253)
+    """Worker pod of the attempt."""
+    node: str | None = Field(default=None, max_length=253)
+    """Node the worker ran on."""
+    memory: Quantity | None = None
+    """Memory the attempt was given."""
+    exit_code: int | None = None
+    """Exit code of the worker container."""
+    reason: AttemptReason | None = None
+    """How the attempt ended."""
+    message: str | None = Field(default=None, max_length=1024)
+    """Details of how the attempt ended."""
+    start_time: AwareDatetime | None = None
+    """When the worker started."""
+    finish_time: AwareDatetime | None = None
+    """When the attempt ended."""
+
+
+class VideoJobStatus(ApiModel):
+    """What the operator observed about the job."""
+
+    observed_generation: int | None = Field(default=None, ge=0)
+    """metadata.generation this status describes."""
+    phase: JobPhase | None = None
+    """Summary for people; conditions are authoritative."""
+    conditions: list[Condition] = Field(
+        default_factory=list, max_length=MAX_CONDITIONS, json_schema_extra=CONDITION_LIST
+    )
+    """Current conditions of the job, one per type."""
+    attempt: int = Field(default=0, ge=0)
+    """Number of the current or last attempt; 0 before the first."""
+    attempts: list[AttemptRecord] = Field(default_factory=list, max_length=MAX_ATTEMPT_HISTORY)
+    """The most recent attempts, oldest first."""
+    effective_memory: Quantity | None = None
+    """Memory of the current or next attempt (grows after OOMKilled)."""
+    stage: str | None = Field(default=None, max_length=63)
+    """Current stage as the worker reports it, e.g. download, encode, upload."""
+    progress: int | None = Field(default=None, ge=0, le=100)
+    """Percent done as the worker reports it."""
+    message: str | None = Field(default=None, max_length=1024)
+    """Latest human-readable news about the job."""
+    queued_time: AwareDatetime | None = None
+    """When the job entered the queue's order."""
+    admitted_time: AwareDatetime | None = None
+    """When the current or last attempt was admitted."""
+    start_time: AwareDatetime | None = None
+    """When the first attempt's worker started."""
+    completion_time: AwareDatetime | None = None
+    """When the job reached a terminal phase."""
+    next_attempt_time: AwareDatetime | None = None
+    """When the job becomes eligible again after a failed attempt."""
+    wait_seconds: float | None = Field(default=None, ge=0)
+    """Seconds spent waiting for admission, all attempts together."""
+    run_seconds: float | None = Field(default=None, ge=0)
+    """Seconds workers ran, all attempts together."""
+    result: dict[str, Any] | None = Field(default=None, json_schema_extra=PRESERVE_UNKNOWN_FIELDS)
+    """What the worker returned (from its termination message)."""
+
+
+class VideoJob(ApiModel):
+    """A VideoJob object as the API server returns it."""
+
+    api_version: str = API_VERSION
+    kind: str = JOB_KIND
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: VideoJobSpec
+    status: VideoJobStatus = Field(default_factory=VideoJobStatus)
+
+    @model_validator(mode="after")
+    def _not_depending_on_itself(self) -> Self:
+        if self.metadata.name and self.metadata.name in self.spec.depends_on:
+            raise ValueError(NOT_DEPENDING_ON_ITSELF.message)
+        return self

@@ -1,0 +1,139 @@
+"""Kubernetes memory quantities: parsing to bytes, formatting back, and the pydantic types.
+
+The API keeps quantities as the strings users wrote (so `2Gi` stays `2Gi` on a round trip);
+code that does arithmetic converts with `parse_quantity` and writes back with `format_bytes`.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import ROUND_UP, Context, Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
+
+# The full Kubernetes grammar (sign, milli/micro/nano, exponents), for `parse_quantity`.
+_QUANTITY_RE = re.compile(
+    r"(?P<number>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
+    r"(?P<suffix>[KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?"
+)
+
+# What the API accepts for memory: no sign, no sub-byte suffixes (`512m` is a classic typo for
+# `512Mi` and means half a byte) and no negative exponents. Written for both Go RE2 and Python.
+QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[kMGTPE]|[eE]\+?[0-9]+)?$"
+
+POSITIVE_QUANTITY_MESSAGE = (
+    "must be a positive memory quantity in bytes such as 512Mi, 2Gi or 1.5G "
+    "(binary Ki/Mi/Gi/Ti or decimal k/M/G/T suffixes; not m, which means thousandths)"
+)
+
+_BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
+_DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+# Far beyond any real memory size; keeps a hostile `1e999999999` from allocating a huge int.
+_MAX_EXPONENT = 60
+# Enough digits that no quantity a person writes is rounded before the final ceiling.
+_CONTEXT = Context(prec=120)
+
+
+def parse_quantity(value: str | int) -> int:
+    """Return a Kubernetes quantity in whole units (bytes, for memory), rounded up.
+
+    Rounding up (away from zero) matches what Kubernetes does when it turns a quantity into
+    an integer, so `0.5` is 1 byte, never 0.
+    """
+    if isinstance(value, bool):  # bool is an int subclass; True is not a memory size
+        raise TypeError(f"quantity must be a string or an integer, not {value!r}")
+    if isinstance(value, int):
+        return value
+    match = _QUANTITY_RE.fullmatch(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (examples: 512Mi, 2Gi, 1.5G)")
+    suffix = match["suffix"] or ""
+    try:
+        number = Decimal(match["number"])
+    except InvalidOperation as e:  # pragma: no cover - the regex admits only valid decimals
+        raise ValueError(f"{value!r} is not a Kubernetes quantity") from e
+    if suffix in _BINARY:
+        scale = Decimal(1024) ** _BINARY[suffix]
+    else:
+        exponent = _DECIMAL[suffix] if suffix in _DECIMAL else int(suffix[1:])
+        if abs(exponent) > _MAX_EXPONENT:
+            raise ValueError(f"{value!r} is out of range for a quantity")
+        scale = Decimal(10) ** exponent
+    exact = _CONTEXT.multiply(number, scale)
+    return int(exact.to_integral_value(rounding=ROUND_UP, context=_CONTEXT))
+
+
+def format_bytes(value: int) -> str:
+    """Write a byte count as the shortest exact quantity: binary suffix first, then decimal.
+
+    `parse_quantity(format_bytes(n)) == n` for every integer n.
+    """
+    if value < 0:
+        return "-" + format_bytes(-value)
+    if value == 0:
+        return "0"
+    for suffix, power in sorted(_BINARY.items(), key=lambda kv: -kv[1]):
+        unit = 1024**power
+        if value % unit == 0:
+            return f"{value // unit}{suffix}"
+    for suffix in ("E", "P", "T", "G", "M", "k"):
+        unit = 10 ** _DECIMAL[suffix]
+        if value % unit == 0:
+            return f"{value // unit}{suffix}"
+    return str(value)
+
+
+def _int_to_string(value: Any) -> Any:
+    # int-or-string fields may arrive as YAML integers; keep one Python type (str).
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _check_pattern(value: str) -> str:
+    if not re.fullmatch(QUANTITY_PATTERN, value):
+        raise ValueError(POSITIVE_QUANTITY_MESSAGE)
+    return value
+
+
+def _check_positive(value: str) -> str:
+    if parse_quantity(value) <= 0:
+        raise ValueError(POSITIVE_QUANTITY_MESSAGE)
+    return value
+
+
+def _quantity_schema(*, positive: bool) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "x-kubernetes-int-or-string": True,
+        "pattern": QUANTITY_PATTERN,
+    }
+    if positive:
+        # The pattern cannot say "not zero" and does not apply to integers; CEL can.
+        schema["x-kubernetes-validations"] = [
+            {
+                "rule": "isQuantity(string(self)) && "
+                "quantity(string(self)).isGreaterThan(quantity('0'))",
+                "message": POSITIVE_QUANTITY_MESSAGE,
+            }
+        ]
+    return schema
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_int_to_string),
+    AfterValidator(_check_pattern),
+    WithJsonSchema(_quantity_schema(positive=False)),
+]
+"""A memory quantity that may be zero (status fields the operator writes)."""
+
+PositiveQuantity = Annotated[
+    str,
+    BeforeValidator(_int_to_string),
+    AfterValidator(_check_pattern),
+    AfterValidator(_check_positive),
+    WithJsonSchema(_quantity_schema(positive=True)),
+]
+"""A memory quantity a user sets: must be more than zero bytes."""
