@@ -60,12 +60,18 @@ build_component() {
     for b in "${bins[@]}"; do ln -sfn "$dest/$b" "$bin/$b"; done
 }
 
+# origin <module@version>: prints "<commit> <time>" of the tag, from the proxy's .info file,
+# so the binaries report what they were built from.
+origin() {
+    local info
+    info=$(go mod download -json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Info"])')
+    python3 -c 'import json,sys; i=json.load(open(sys.argv[1])); print(i.get("Origin",{}).get("Hash","unknown"), i["Time"])' "$info"
+}
+
 build_kubernetes() {
     cd "$toolchain/kubernetes"
-    # The proxy's .info file records the tag's commit and time; `--version` shows them.
-    local info commit date
-    info=$(go mod download -json k8s.io/kubernetes | python3 -c 'import json,sys; print(json.load(sys.stdin)["Info"])')
-    read -r commit date < <(python3 -c 'import json,sys; i=json.load(open(sys.argv[1])); print(i.get("Origin",{}).get("Hash","unknown"), i["Time"])' "$info")
+    local commit date
+    read -r commit date < <(origin "k8s.io/kubernetes@$KUBERNETES_VERSION")
     local pkg=k8s.io/component-base/version client=k8s.io/client-go/pkg/version
     local minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
     local ldflags="-s -w"
@@ -83,13 +89,15 @@ build_kubernetes() {
 
 build_etcd() {
     cd "$toolchain/etcd"
+    local commit _
+    read -r commit _ < <(origin "go.etcd.io/etcd/server/v3@$ETCD_VERSION")
     log "  go build etcd"
-    go build -ldflags "-s -w" -o "$OUT/etcd" .
+    go build -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${commit:0:9}" -o "$OUT/etcd" .
 }
 
-go_install() { # <package@version>
+go_install() { # <package@version> [ldflags]
     log "  go install $1"
-    GOBIN="$OUT" go install -ldflags "-s -w" "$1"
+    GOBIN="$OUT" go install -ldflags "-s -w ${2:-}" "$1"
 }
 
 build_kwok() {
@@ -97,7 +105,10 @@ build_kwok() {
 }
 
 build_helm() {
-    go_install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+    local commit _ pkg=helm.sh/helm/v3/internal/version
+    read -r commit _ < <(origin "helm.sh/helm/v3@$HELM_VERSION")
+    go_install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" \
+        "-X $pkg.version=$HELM_VERSION -X $pkg.gitCommit=$commit -X $pkg.gitTreeState=clean"
 }
 
 if [[ ${1:-} != --print ]]; then
