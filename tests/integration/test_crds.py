@@ -466,3 +466,23 @@ def test_names_category_and_field_selector(
         "videoqueue.videoqueue.dev/work",
     ]
     assert in_work.split() == ["videojob.videoqueue.dev/a"]
+
+
+def test_kubectl_wait_for_complete_works_as_for_batch_jobs(
+    cluster: ClusterBase, namespace: str, crds: None
+) -> None:
+    create(cluster, namespace, make_job())
+    complete = {
+        "type": "Complete",
+        "status": "True",
+        "reason": "WorkerSucceeded",
+        "message": "transcode finished",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
+    patch(cluster, namespace, "vj", "job", {"status": {"conditions": [complete]}}, status=True)
+
+    waited = cluster.kubectl(
+        "wait", "-n", namespace, "--for=condition=Complete", "--timeout=10s", "vj/job"
+    )
+
+    assert "condition met" in waited.stdout
