@@ -119,32 +119,39 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
     runnable = [job for job in pending if job.memory <= policy.memory_max]
     candidates = [job for job in runnable if job.eligible_at is None or job.eligible_at <= now]
     reject = tuple(_rejection(job, policy) for job in rejected)
-
-    if not policy.admitting:
-        # Paused or draining: time changes nothing, only a spec change does.
-        message = "the queue is not admitting new jobs"
-        blocked = {job.key: Blocked(BlockReason.QUEUE_NOT_ADMITTING, message) for job in candidates}
-        return AdmissionDecision(reject=reject, blocked_reasons=blocked)
-
     wake_times = [job.eligible_at for job in runnable if job.eligible_at is not None]
     wake_times = [t for t in wake_times if t > now]
+
+    if not policy.admitting:
+        # Paused or draining: nothing starts, but jobs still become eligible and wait visibly.
+        paused = Blocked(BlockReason.QUEUE_NOT_ADMITTING, "the queue is not admitting new jobs")
+        return AdmissionDecision(
+            reject=reject,
+            blocked_reasons=dict.fromkeys((job.key for job in candidates), paused),
+            wake_at=min(wake_times, default=None),
+        )
 
     # 3. Order: priority, then FIFO, then key.
     candidates.sort(key=order_key)
 
     # 4. Walk in order, admitting each job that fits the free slots and memory. A job that
     #    does not fit does not stop the walk (backfill) unless memory is reserved for it (5).
+    #    Once slots run out or memory is reserved, every later job waits for the same reason:
+    #    one shared Blocked keeps long queues cheap.
     admit: list[str] = []
     blocked_reasons: dict[str, Blocked] = {}
     blocked_head: JobView | None = None
     reserved_for: JobView | None = None
+    behind_reservation: Blocked | None = None
+    no_slot: Blocked | None = None
     for job in candidates:
-        if reserved_for is not None:
-            blocked_reasons[job.key] = _behind_reservation(reserved_for, policy)
+        if behind_reservation is not None:
+            blocked_reasons[job.key] = behind_reservation
         elif job.memory > policy.memory_budget:
             blocked_reasons[job.key] = _exceeds_budget(job, policy)
         elif slots_free <= 0:
-            blocked_reasons[job.key] = _no_slot(policy, slots_free)
+            no_slot = no_slot or _no_slot(policy, slots_free)
+            blocked_reasons[job.key] = no_slot
         elif job.memory > memory_free:
             reserved = False
             if blocked_head is None:
@@ -154,6 +161,7 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
                 deadline = job.queued_at + policy.backfill_seconds
                 if now >= deadline:
                     reserved_for, reserved = job, True
+                    behind_reservation = _behind_reservation(job, policy)
                 else:
                     wake_times.append(deadline)
             blocked_reasons[job.key] = _no_memory(job, policy, memory_free, reserved)

@@ -362,7 +362,7 @@ def test_blocked_reasons_cover_every_eligible_job_left_waiting() -> None:
             id="already-reserved",
         ),
         pytest.param(
-            queue().paused(), [job("a").eligible_at(130)], None, id="paused-queue-waits-for-spec"
+            queue().paused(), [job("a").eligible_at(130)], 130, id="paused-queue-still-wakes"
         ),
         pytest.param(
             queue().max("1Gi"),

@@ -1,0 +1,70 @@
+"""Invariants every admission decision must satisfy, shared by examples and properties."""
+
+from __future__ import annotations
+
+from videoqueue.scheduling import AdmissionDecision, JobState, JobView, Snapshot
+
+
+def usage(snapshot: Snapshot, admit: tuple[str, ...] = ()) -> tuple[int, int]:
+    """(jobs, memory) held by admitted and running jobs, plus `admit` if given."""
+    holding = [
+        job for job in snapshot.jobs if job.state is not JobState.PENDING or job.key in admit
+    ]
+    return len(holding), sum(job.memory for job in holding)
+
+
+def assert_admissions_within_limits(snapshot: Snapshot, decision: AdmissionDecision) -> None:
+    """Admitting never takes the queue over a limit (and nothing is admitted if it is over)."""
+    if not decision.admit:
+        return
+    jobs, memory = usage(snapshot, decision.admit)
+    assert jobs <= snapshot.policy.concurrency, (jobs, snapshot.policy)
+    assert memory <= snapshot.policy.memory_budget, (memory, snapshot.policy)
+
+
+def candidates(snapshot: Snapshot, now: float) -> list[JobView]:
+    """Pending jobs that may start now, in the admission order, as the contract states it."""
+    eligible = [
+        job
+        for job in snapshot.jobs
+        if job.state is JobState.PENDING
+        and job.memory <= snapshot.policy.memory_max
+        and (job.eligible_at is None or job.eligible_at <= now)
+    ]
+    return sorted(eligible, key=lambda job: (-job.priority, job.created_at, job.key))
+
+
+def assert_follows_the_order(snapshot: Snapshot, now: float, decision: AdmissionDecision) -> None:
+    """Replays the decision along the admission order and checks every job at its turn.
+
+    At its turn a job *fits* when a slot is free and its memory is within what the admitted and
+    running jobs, plus the jobs admitted ahead of it, leave of the budget. Then:
+    - an admitted job fitted and was not behind a reservation;
+    - a job left waiting did not fit, or was behind a reservation (or the queue is paused);
+    - memory is reserved exactly for the first job that had a slot and was within the budget
+      but did not fit, once its backfill window has closed.
+    """
+    policy = snapshot.policy
+    admitted = set(decision.admit)
+    order = candidates(snapshot, now)
+    assert decision.admit == tuple(job.key for job in order if job.key in admitted)
+
+    jobs, memory = usage(snapshot)
+    slots_free, memory_free = policy.concurrency - jobs, policy.memory_budget - memory
+    head: JobView | None = None
+    reserved: JobView | None = None
+    for job in order:
+        fits = slots_free > 0 and job.memory <= memory_free
+        if job.key in admitted:
+            assert policy.admitting, job
+            assert fits, job
+            assert reserved is None, job
+            slots_free, memory_free = slots_free - 1, memory_free - job.memory
+            continue
+        assert not fits or reserved is not None or not policy.admitting, job
+        within_budget = job.memory <= policy.memory_budget
+        if policy.admitting and head is None and slots_free > 0 and within_budget:
+            head = job
+            if now - job.queued_at >= policy.backfill_seconds:
+                reserved = job
+    assert decision.reserved_for == (None if reserved is None else reserved.key)
