@@ -29,14 +29,15 @@ Backfill and the starvation guard
     `queued_at + backfill_seconds` on, the free memory is reserved for it and no job behind it
     in the order is admitted until it has been admitted. Jobs ahead of it are not affected.
 
-    Guarantee: once the reservation holds, no new job starts behind the blocked head, the jobs
-    running finish (they are bounded by their deadlines), and their memory is left free, so
-    the head fits after at most `backfill_seconds` plus the longest remaining run of the jobs
-    that were running at that time, however many small jobs keep arriving. Only jobs ahead of
-    it in the order, that is of higher priority or created earlier, can delay it further, and
-    these are finite except for a stream of higher-priority work (which the queue's aging
-    setting is meant to address). A job bigger than the whole budget is never the blocked head,
-    so the reservation can never wait for something that cannot happen.
+    Guarantee: while the reservation holds, nothing starts behind the blocked head and the
+    memory that admitted and running jobs free when they finish (their run time is bounded by
+    deadlines) stays free, so the head is admitted at the latest when the jobs holding memory
+    at `queued_at + backfill_seconds` (or when it became the head, if later) have finished,
+    however many smaller jobs keep arriving. Only jobs ahead of it in the order, of higher
+    priority or created earlier, can delay it further; those are finite except for a steady
+    stream of higher-priority work, which is what the queue's aging setting is for. A job
+    bigger than the whole budget is never the blocked head, so a reservation never waits for
+    something that cannot happen.
 
 Result
     `admit` (keys, in order), `reject` (with a reason naming the limit), `blocked_reasons` for
@@ -45,6 +46,11 @@ Result
     on the same snapshot could give a different result (a job's `eligible_at`, or the moment
     the reservation for the blocked head begins), or None when only a change of the snapshot
     can. Deciding at any time in `[now, wake_at)` gives the same decision.
+
+Room to grow
+    Paused and Draining queues pass `admitting=False`. Aging would raise the priority used by
+    `order_key`; a start rate limit would be one more limit in the walk, like the free slots;
+    preemption would be a separate decision on the same snapshot on behalf of the blocked head.
 """
 
 from __future__ import annotations
@@ -88,6 +94,13 @@ class Rejection:
 
 @dataclass(frozen=True, slots=True)
 class AdmissionDecision:
+    """What to do now.
+
+    `admit` is in admission order; `blocked_reasons` has an entry for every eligible pending job
+    not admitted; `reserved_for` names the blocked head while memory is reserved for it;
+    `wake_at` is when to decide again if nothing else happens first.
+    """
+
     admit: tuple[str, ...] = ()
     reject: tuple[Rejection, ...] = ()
     blocked_reasons: Mapping[str, Blocked] = field(default_factory=dict)
@@ -118,9 +131,8 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
     rejected = sorted((job for job in pending if job.memory > policy.memory_max), key=order_key)
     runnable = [job for job in pending if job.memory <= policy.memory_max]
     candidates = [job for job in runnable if job.eligible_at is None or job.eligible_at <= now]
+    wake_times = [t for job in runnable if (t := job.eligible_at) is not None and t > now]
     reject = tuple(_rejection(job, policy) for job in rejected)
-    wake_times = [job.eligible_at for job in runnable if job.eligible_at is not None]
-    wake_times = [t for t in wake_times if t > now]
 
     if not policy.admitting:
         # Paused or draining: nothing starts, but jobs still become eligible and wait visibly.
@@ -153,18 +165,17 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
             no_slot = no_slot or _no_slot(policy, slots_free)
             blocked_reasons[job.key] = no_slot
         elif job.memory > memory_free:
-            reserved = False
             if blocked_head is None:
                 # 5. Starvation guard: the first job that does not fit may be overtaken only
                 #    until its backfill window closes; then nothing behind it is admitted.
                 blocked_head = job
                 deadline = job.queued_at + policy.backfill_seconds
                 if now >= deadline:
-                    reserved_for, reserved = job, True
+                    reserved_for = job
                     behind_reservation = _behind_reservation(job, policy)
                 else:
                     wake_times.append(deadline)
-            blocked_reasons[job.key] = _no_memory(job, policy, memory_free, reserved)
+            blocked_reasons[job.key] = _no_memory(job, policy, memory_free, reserved_for is job)
         else:
             admit.append(job.key)
             slots_free -= 1
