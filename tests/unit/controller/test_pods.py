@@ -1,0 +1,843 @@
+"""Worker pods: names, what build_worker_pod sets and keeps, and reading a pod's outcome."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from typing import Any, Self
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from videoqueue.api import AttemptReason, VideoJob, VideoJobSpec, parse_quantity
+from videoqueue.controller.pods import (
+    ANNOTATION_ADMITTED_AT,
+    ANNOTATION_JOB_NAME,
+    ANNOTATION_JOB_UID,
+    ENV_ATTEMPT,
+    ENV_JOB,
+    LABEL_APP_NAME,
+    LABEL_ATTEMPT,
+    LABEL_JOB,
+    LABEL_MANAGED_BY,
+    LABEL_QUEUE,
+    MAX_JOB_PAYLOAD_BYTES,
+    PodOutcome,
+    build_worker_pod,
+    disruption,
+    label_value,
+    read_pod_outcome,
+    worker_pod_name,
+)
+
+NAMESPACE = "media"
+UID = "6f1c2a4e-93b1-4c57-9d0e-0a7b1f2c3d4e"
+Mi = 1024**2
+Gi = 1024**3
+T_START = "2026-01-01T10:00:00Z"
+T_END = "2026-01-01T10:02:30Z"
+
+DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
+
+
+# --- Builders, in the manner of Kueue's MakeWorkload("a", "ns").Priority(3).Obj() ---------
+
+
+class MakeQueue:
+    def __init__(self, name: str = "work", namespace: str = NAMESPACE) -> None:
+        self._obj: dict[str, Any] = {
+            "apiVersion": "videoqueue.dev/v1alpha1",
+            "kind": "VideoQueue",
+            "metadata": {"name": name, "namespace": namespace, "uid": "queue-uid"},
+            "spec": {
+                "memory": {"budget": "8Gi"},
+                "template": {
+                    "spec": {"containers": [{"name": "worker", "image": "videoqueue/worker:1"}]}
+                },
+            },
+        }
+
+    def deadline(self, seconds: int) -> Self:
+        self._obj["spec"]["activeDeadlineSeconds"] = seconds
+        return self
+
+    def template(self, template: dict[str, Any]) -> Self:
+        self._obj["spec"]["template"] = template
+        return self
+
+    def obj(self) -> dict[str, Any]:
+        return copy.deepcopy(self._obj)
+
+
+class MakeJob:
+    def __init__(self, name: str = "clip-1", namespace: str = NAMESPACE) -> None:
+        self._obj: dict[str, Any] = {
+            "apiVersion": "videoqueue.dev/v1alpha1",
+            "kind": "VideoJob",
+            "metadata": {"name": name, "namespace": namespace, "uid": UID, "generation": 1},
+            "spec": {
+                "queueName": "work",
+                "type": "transcode",
+                "input": {"url": "https://media.example/in.mp4"},
+                "output": {"url": "file:///out/"},
+                "params": {"codec": "h264", "crf": 23},
+            },
+        }
+
+    def queue(self, name: str) -> Self:
+        self._obj["spec"]["queueName"] = name
+        return self
+
+    def priority(self, priority: int) -> Self:
+        self._obj["spec"]["priority"] = priority
+        return self
+
+    def deadline(self, seconds: int) -> Self:
+        self._obj["spec"]["activeDeadlineSeconds"] = seconds
+        return self
+
+    def params(self, **params: Any) -> Self:
+        self._obj["spec"]["params"] = params
+        return self
+
+    def obj(self) -> dict[str, Any]:
+        return copy.deepcopy(self._obj)
+
+
+def build(
+    job: MakeJob | None = None,
+    queue: MakeQueue | None = None,
+    *,
+    attempt: int = 1,
+    memory: int = 2 * Gi,
+) -> dict[str, Any]:
+    return build_worker_pod(
+        (job or MakeJob()).obj(), (queue or MakeQueue()).obj(), attempt=attempt, memory_bytes=memory
+    )
+
+
+def worker_of(pod: dict[str, Any]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = pod["spec"]["containers"]
+    return next(c for c in containers if c["name"] == "worker")
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+# --- Names -----------------------------------------------------------------------------------
+
+LONG = "x" * 60
+
+
+@pytest.mark.parametrize(
+    ("job_name", "attempt", "expected"),
+    [
+        pytest.param("clip-1", 1, "clip-1-a1", id="short-name"),
+        pytest.param("clip-1", 12, "clip-1-a12", id="two-digit-attempt"),
+        pytest.param("a.b.c", 2, "a.b.c-a2", id="dotted-name"),
+        pytest.param("x" * 60, 1, "x" * 60 + "-a1", id="exactly-63"),
+    ],
+)
+def test_pod_name_is_job_and_attempt(job_name: str, attempt: int, expected: str) -> None:
+    assert worker_pod_name(job_name, attempt) == expected
+
+
+@pytest.mark.parametrize(
+    ("job_name", "attempt"),
+    [
+        pytest.param("x" * 61, 1, id="one-over-63"),
+        pytest.param("x" * 60, 10, id="attempt-pushes-over-63"),
+        pytest.param("transcode-" * 25 + "x", 3, id="253-characters"),
+        pytest.param("a" * 50 + "." + "b" * 50, 1, id="cut-after-a-dot"),
+        pytest.param("a" * 50 + "-" + "b" * 50, 1, id="cut-after-a-dash"),
+    ],
+)
+def test_long_names_are_cut_and_hashed(job_name: str, attempt: int) -> None:
+    name = worker_pod_name(job_name, attempt)
+
+    assert len(name) <= 63
+    assert DNS1123_SUBDOMAIN.fullmatch(name)
+    assert name.endswith(f"-a{attempt}")
+    assert name == worker_pod_name(job_name, attempt)
+
+
+def test_long_names_sharing_a_prefix_get_distinct_pods() -> None:
+    assert worker_pod_name(LONG + "-first", 1) != worker_pod_name(LONG + "-second", 1)
+
+
+@pytest.mark.parametrize(
+    ("job_name", "attempt", "match"),
+    [
+        pytest.param("Clip", 1, "not a valid", id="upper-case"),
+        pytest.param("-clip", 1, "not a valid", id="leading-dash"),
+        pytest.param("", 1, "not a valid", id="empty"),
+        pytest.param("clip", 0, "start at 1", id="attempt-zero"),
+    ],
+)
+def test_pod_name_refuses_bad_input(job_name: str, attempt: int, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        worker_pod_name(job_name, attempt)
+
+
+def _as_name(raw: str) -> str:
+    """A valid object name from any string of name characters: drop empty and dashed edges."""
+    return ".".join(p.strip("-") for p in raw.split(".") if p.strip("-")) or "x"
+
+
+# from_regex alone rarely goes past 63 characters, where the interesting cases are; the
+# second strategy draws lengths evenly up to the 253 an object name may have.
+job_names = st.from_regex(DNS1123_SUBDOMAIN, fullmatch=True).filter(lambda n: len(n) <= 253) | (
+    st.integers(1, 253)
+    .flatmap(lambda n: st.text("abcxyz0189-.", min_size=n, max_size=n))
+    .map(_as_name)
+)
+attempts = st.integers(1, 100_000)
+
+
+@settings(max_examples=300, deadline=None)
+@given(job_name=job_names, attempt=attempts)
+def test_any_job_name_gives_a_valid_short_pod_name(job_name: str, attempt: int) -> None:
+    name = worker_pod_name(job_name, attempt)
+
+    assert DNS1123_SUBDOMAIN.fullmatch(name)
+    assert len(name) <= 63
+    assert name == worker_pod_name(job_name, attempt)
+
+
+@settings(max_examples=200, deadline=None)
+@given(job_name=job_names, attempts=st.lists(attempts, min_size=2, max_size=5, unique=True))
+def test_attempts_of_a_job_get_distinct_pods(job_name: str, attempts: list[int]) -> None:
+    names = {worker_pod_name(job_name, a) for a in attempts}
+
+    assert len(names) == len(attempts)
+
+
+@settings(max_examples=200, deadline=None)
+@given(names=st.lists(job_names, min_size=2, max_size=2, unique=True), attempt=attempts)
+def test_distinct_jobs_get_distinct_pods(names: list[str], attempt: int) -> None:
+    first, second = names
+
+    assert worker_pod_name(first, attempt) != worker_pod_name(second, attempt)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.text(max_size=300))
+def test_label_value_is_always_valid(value: str) -> None:
+    label = label_value(value)
+
+    assert len(label) <= 63
+    assert LABEL_VALUE.fullmatch(label)
+
+
+def test_long_job_name_is_hashed_in_labels_and_exact_in_annotations() -> None:
+    long_name = "y" * 40 + "." + "z" * 40
+    pod = build(MakeJob(long_name))
+
+    meta = pod["metadata"]
+    assert meta["labels"][LABEL_JOB] == label_value(long_name)
+    assert meta["labels"][LABEL_JOB] != long_name
+    assert meta["annotations"][ANNOTATION_JOB_NAME] == long_name
+
+
+# --- Building the pod ------------------------------------------------------------------------
+
+
+def test_pod_identity_labels_and_owner() -> None:
+    pod = build(MakeJob("clip-1").queue("work"), attempt=2)
+
+    assert pod["apiVersion"] == "v1"
+    assert pod["kind"] == "Pod"
+    meta = pod["metadata"]
+    assert meta["name"] == "clip-1-a2"
+    assert meta["namespace"] == NAMESPACE
+    assert meta["labels"] == {
+        LABEL_APP_NAME: "videoqueue-worker",
+        LABEL_MANAGED_BY: "videoqueue-operator",
+        LABEL_QUEUE: "work",
+        LABEL_JOB: "clip-1",
+        LABEL_ATTEMPT: "2",
+    }
+    assert meta["annotations"][ANNOTATION_JOB_UID] == UID
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "videoqueue.dev/v1alpha1",
+            "kind": "VideoJob",
+            "name": "clip-1",
+            "uid": UID,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+
+
+def test_building_twice_gives_the_same_pod() -> None:
+    assert build(attempt=3) == build(attempt=3)
+
+
+@pytest.mark.parametrize(
+    ("memory", "quantity"),
+    [
+        pytest.param(2 * Gi, "2Gi", id="whole-gibibytes"),
+        pytest.param(1536 * Mi, "1536Mi", id="mebibytes"),
+        pytest.param(10**9, "1G", id="decimal"),
+        pytest.param(Gi + 1, str(Gi + 1), id="odd-bytes"),
+    ],
+)
+def test_memory_request_equals_limit(memory: int, quantity: str) -> None:
+    resources = worker_of(build(memory=memory))["resources"]
+
+    assert resources["requests"]["memory"] == quantity
+    assert resources["limits"]["memory"] == quantity
+    assert parse_quantity(quantity) == memory
+
+
+def test_template_cpu_kept_and_its_memory_replaced() -> None:
+    queue = MakeQueue().template(
+        {
+            "spec": {
+                "containers": [
+                    {
+                        "name": "worker",
+                        "image": "w",
+                        "resources": {
+                            "requests": {"cpu": "500m", "memory": "64Mi"},
+                            "limits": {"cpu": "2", "memory": "64Mi"},
+                        },
+                    }
+                ]
+            }
+        }
+    )
+
+    resources = worker_of(build(queue=queue, memory=Gi))["resources"]
+
+    assert resources == {
+        "requests": {"cpu": "500m", "memory": "1Gi"},
+        "limits": {"cpu": "2", "memory": "1Gi"},
+    }
+
+
+RESTRICTED_POD = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+}
+RICH_TEMPLATE: dict[str, Any] = {
+    "metadata": {
+        "labels": {"team": "media", LABEL_JOB: "spoofed"},
+        "annotations": {"example.com/cost-center": "42"},
+    },
+    "spec": {
+        "securityContext": RESTRICTED_POD,
+        "serviceAccountName": "transcoder",
+        "automountServiceAccountToken": True,
+        "nodeSelector": {"pool": "video"},
+        "restartPolicy": "OnFailure",
+        "containers": [
+            {
+                "name": "log-shipper",
+                "image": "shipper",
+                "resources": {"limits": {"memory": "32Mi"}},
+            },
+            {
+                "name": "worker",
+                "image": "videoqueue/worker:1",
+                "securityContext": RESTRICTED_CONTAINER,
+                "env": [
+                    {"name": "LOG_LEVEL", "value": "debug"},
+                    {"name": ENV_JOB, "value": "stale"},
+                ],
+                "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+            },
+        ],
+        "volumes": [{"name": "work", "emptyDir": {}}],
+    },
+}
+
+
+def test_template_is_kept_and_not_mutated() -> None:
+    template = copy.deepcopy(RICH_TEMPLATE)
+    queue = MakeQueue().template(template)
+    queue_obj, job_obj = queue.obj(), MakeJob().obj()
+    before = (copy.deepcopy(queue_obj), copy.deepcopy(job_obj))
+
+    pod = build_worker_pod(job_obj, queue_obj, attempt=1, memory_bytes=Gi)
+
+    assert (queue_obj, job_obj) == before
+    meta, spec = pod["metadata"], pod["spec"]
+    assert meta["labels"]["team"] == "media"
+    assert meta["labels"][LABEL_JOB] == "clip-1"  # ours win: the controller selects by it
+    assert meta["annotations"]["example.com/cost-center"] == "42"
+    assert spec["securityContext"] == RESTRICTED_POD
+    assert spec["serviceAccountName"] == "transcoder"
+    assert spec["automountServiceAccountToken"] is True
+    assert spec["nodeSelector"] == {"pool": "video"}
+    assert spec["volumes"] == [{"name": "work", "emptyDir": {}}]
+    assert spec["restartPolicy"] == "Never"
+    shipper, worker = spec["containers"]
+    assert shipper == RICH_TEMPLATE["spec"]["containers"][0]
+    assert worker["securityContext"] == RESTRICTED_CONTAINER
+    assert worker["volumeMounts"] == [{"name": "work", "mountPath": "/work"}]
+    assert [e["name"] for e in worker["env"]] == ["LOG_LEVEL", ENV_JOB, ENV_ATTEMPT]
+    assert env_of(worker)[ENV_JOB] != "stale"
+
+
+def test_worker_container_settings() -> None:
+    pod = build(attempt=4)
+
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never"
+    assert spec["enableServiceLinks"] is False
+    assert spec["automountServiceAccountToken"] is False
+    worker = worker_of(pod)
+    assert worker["terminationMessagePath"] == "/dev/termination-log"
+    assert worker["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert env_of(worker)[ENV_ATTEMPT] == "4"
+
+
+def test_first_container_is_the_worker_when_none_is_named_so() -> None:
+    queue = MakeQueue().template(
+        {"spec": {"containers": [{"name": "main", "image": "a"}, {"name": "side", "image": "b"}]}}
+    )
+
+    main, side = build(queue=queue, memory=Gi)["spec"]["containers"]
+
+    assert main["resources"]["limits"]["memory"] == "1Gi"
+    assert ENV_JOB in env_of(main)
+    assert side == {"name": "side", "image": "b"}
+
+
+@pytest.mark.parametrize(
+    ("job", "queue", "template_deadline", "expected"),
+    [
+        pytest.param(MakeJob().deadline(30), MakeQueue().deadline(600), None, 30, id="job-wins"),
+        pytest.param(MakeJob(), MakeQueue().deadline(600), None, 600, id="queue-default"),
+        pytest.param(MakeJob(), MakeQueue(), None, None, id="none"),
+        pytest.param(MakeJob(), MakeQueue().deadline(600), 90, 600, id="queue-over-template"),
+        pytest.param(MakeJob(), MakeQueue(), 90, 90, id="template-kept-when-nothing-else"),
+    ],
+)
+def test_active_deadline_precedence(
+    job: MakeJob, queue: MakeQueue, template_deadline: int | None, expected: int | None
+) -> None:
+    queue_obj = queue.obj()
+    if template_deadline is not None:
+        queue_obj["spec"]["template"]["spec"]["activeDeadlineSeconds"] = template_deadline
+
+    pod = build_worker_pod(job.obj(), queue_obj, attempt=1, memory_bytes=Gi)
+
+    assert pod["spec"].get("activeDeadlineSeconds") == expected
+
+
+def test_job_handed_to_the_worker_round_trips() -> None:
+    job = MakeJob("clip-7").priority(9).params(codec="av1", crf=30, preset={"speed": 6})
+
+    worker = worker_of(build(job, attempt=2))
+
+    text = env_of(worker)[ENV_JOB]
+    assert " " not in text  # compact
+    payload = json.loads(text)
+    assert {k: v for k, v in payload.items() if k != "spec"} == {
+        "apiVersion": "videoqueue.dev/v1alpha1",
+        "kind": "VideoJob",
+        "namespace": NAMESPACE,
+        "name": "clip-7",
+        "uid": UID,
+        "attempt": 2,
+    }
+    assert VideoJobSpec.model_validate(payload["spec"]) == VideoJob.model_validate(job.obj()).spec
+    assert payload["spec"]["params"] == {"codec": "av1", "crf": 30, "preset": {"speed": 6}}
+
+
+def test_admission_time_is_recorded_when_given() -> None:
+    pod = build_worker_pod(
+        MakeJob().obj(), MakeQueue().obj(), attempt=1, memory_bytes=Gi, now_iso=T_START
+    )
+
+    assert pod["metadata"]["annotations"][ANNOTATION_ADMITTED_AT] == T_START
+    assert ANNOTATION_ADMITTED_AT not in build()["metadata"]["annotations"]
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        pytest.param({}, id="empty-template"),
+        pytest.param({"spec": {}}, id="no-containers-key"),
+        pytest.param({"spec": {"containers": []}}, id="empty-containers"),
+    ],
+)
+def test_template_without_containers_is_refused(template: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=r"spec\.template\.spec\.containers") as raised:
+        build(queue=MakeQueue("work").template(template))
+
+    assert f"VideoQueue {NAMESPACE}/work" in str(raised.value)
+
+
+def test_oversized_job_is_refused() -> None:
+    job = MakeJob().params(blob="x" * MAX_JOB_PAYLOAD_BYTES)
+
+    with pytest.raises(ValueError, match=r"spec\.params"):
+        build(job)
+
+
+@pytest.mark.parametrize(
+    ("attempt", "memory", "match"),
+    [
+        pytest.param(0, Gi, "start at 1", id="attempt-zero"),
+        pytest.param(1, 0, "memory_bytes must be positive", id="no-memory"),
+    ],
+)
+def test_bad_attempt_or_memory_is_refused(attempt: int, memory: int, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        build(attempt=attempt, memory=memory)
+
+
+def test_job_without_uid_is_refused() -> None:
+    job_obj = MakeJob().obj()
+    del job_obj["metadata"]["uid"]
+
+    with pytest.raises(ValueError, match=r"metadata\.uid"):
+        build_worker_pod(job_obj, MakeQueue().obj(), attempt=1, memory_bytes=Gi)
+
+
+# --- Reading the outcome ---------------------------------------------------------------------
+# Status shapes as KWOK's stages (envtest/kwok-stages.yaml) and a real kubelet write them.
+
+SCHEDULED = [
+    {"type": "PodScheduled", "status": "True", "lastTransitionTime": T_START},
+    {"type": "Initialized", "status": "True", "lastTransitionTime": T_START},
+]
+
+
+def running_status() -> dict[str, Any]:
+    return {
+        "phase": "Running",
+        "startTime": T_START,
+        "conditions": [
+            *SCHEDULED,
+            {"type": "ContainersReady", "status": "True", "lastTransitionTime": T_START},
+            {"type": "Ready", "status": "True", "lastTransitionTime": T_START},
+        ],
+        "containerStatuses": [
+            {
+                "name": "worker",
+                "image": "videoqueue/worker:1",
+                "ready": True,
+                "started": True,
+                "restartCount": 0,
+                "state": {"running": {"startedAt": T_START}},
+            }
+        ],
+        "podIP": "10.0.0.7",
+    }
+
+
+def terminated_status(
+    exit_code: int,
+    reason: str,
+    message: str | None = None,
+    *,
+    pod_reason: str | None = None,
+    pod_message: str | None = None,
+    disruption: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    terminated: dict[str, Any] = {
+        "exitCode": exit_code,
+        "reason": reason,
+        "startedAt": T_START,
+        "finishedAt": T_END,
+    }
+    if message is not None:
+        terminated["message"] = message
+    status: dict[str, Any] = {
+        "phase": "Succeeded" if exit_code == 0 else "Failed",
+        "startTime": T_START,
+        "conditions": [
+            *SCHEDULED,
+            {"type": "ContainersReady", "status": "False", "reason": "PodCompleted"},
+            {"type": "Ready", "status": "False", "reason": "PodCompleted"},
+        ],
+        "containerStatuses": [
+            {
+                "name": "worker",
+                "image": "videoqueue/worker:1",
+                "ready": False,
+                "started": False,
+                "restartCount": 0,
+                "state": {"terminated": terminated},
+            }
+        ],
+    }
+    if pod_reason is not None:
+        status["reason"] = pod_reason
+    if pod_message is not None:
+        status["message"] = pod_message
+    if disruption is not None:
+        status["conditions"].append(
+            {
+                "type": "DisruptionTarget",
+                "status": "True",
+                "lastTransitionTime": T_END,
+                **disruption,
+            }
+        )
+    return status
+
+
+def pod_with(status: dict[str, Any] | None, *, deleting: bool = False) -> dict[str, Any]:
+    pod = build(attempt=2)
+    pod["spec"]["nodeName"] = "kwok-node-1"
+    pod["metadata"]["uid"] = "pod-uid"
+    if status is not None:
+        pod["status"] = status
+    if deleting:
+        pod["metadata"]["deletionTimestamp"] = T_END
+        pod["metadata"]["deletionGracePeriodSeconds"] = 30
+    return pod
+
+
+RESULT = {"output": "file:///out/clip-1.mp4", "size": 1048576, "codec": "h264"}
+EVICTION_MESSAGE = "The node was low on resource: memory. Threshold quantity: 100Mi."
+DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
+
+
+def outcome(**fields: Any) -> PodOutcome:
+    """The outcome of a pod on kwok-node-1 at attempt 2, with `fields` changed."""
+    defaults: dict[str, Any] = {
+        "attempt": 2,
+        "phase": "Failed",
+        "running": False,
+        "finished": True,
+        "reason": None,
+        "exit_code": None,
+        "message": None,
+        "result": None,
+        "node": "kwok-node-1",
+        "start_time": T_START,
+        "finish_time": T_END,
+        "deleted": False,
+    }
+    return PodOutcome(**(defaults | fields))
+
+
+@pytest.mark.parametrize(
+    ("pod", "expected"),
+    [
+        pytest.param(
+            pod_with(None),
+            outcome(phase="Pending", finished=False, start_time=None, finish_time=None),
+            id="just-created",
+        ),
+        pytest.param(
+            pod_with(running_status()),
+            outcome(phase="Running", running=True, finished=False, finish_time=None),
+            id="running",
+        ),
+        pytest.param(
+            pod_with(terminated_status(0, "Completed", json.dumps(RESULT))),
+            outcome(phase="Succeeded", reason="Completed", exit_code=0, result=RESULT),
+            id="succeeded-with-json-result",
+        ),
+        pytest.param(
+            pod_with(terminated_status(0, "Completed", "done, wrote 3 files")),
+            outcome(
+                phase="Succeeded", reason="Completed", exit_code=0, message="done, wrote 3 files"
+            ),
+            id="succeeded-with-plain-message",
+        ),
+        pytest.param(
+            pod_with(terminated_status(0, "Completed", "[1, 2]")),
+            outcome(phase="Succeeded", reason="Completed", exit_code=0, message="[1, 2]"),
+            id="succeeded-with-json-that-is-not-an-object",
+        ),
+        pytest.param(
+            pod_with(terminated_status(137, "OOMKilled")),
+            outcome(reason="OOMKilled", exit_code=137),
+            id="oom-killed",
+        ),
+        pytest.param(
+            pod_with(terminated_status(137, "OOMKilled", "ffmpeg: frame= 120 fps=30\n")),
+            outcome(reason="OOMKilled", exit_code=137, message="ffmpeg: frame= 120 fps=30\n"),
+            id="oom-killed-with-log-tail",
+        ),
+        pytest.param(
+            pod_with(terminated_status(137, "Error", "Killed")),
+            outcome(reason="Error", exit_code=137, message="Killed"),
+            id="exit-137-without-oom-is-an-error",
+        ),
+        pytest.param(
+            pod_with(terminated_status(1, "Error", "unsupported codec 'h999'")),
+            outcome(reason="Error", exit_code=1, message="unsupported codec 'h999'"),
+            id="error-exit-1",
+        ),
+        pytest.param(
+            pod_with(
+                terminated_status(
+                    137, "Error", pod_reason="DeadlineExceeded", pod_message=DEADLINE_MESSAGE
+                )
+            ),
+            outcome(reason="DeadlineExceeded", exit_code=137, message=DEADLINE_MESSAGE),
+            id="deadline-exceeded",
+        ),
+        pytest.param(
+            pod_with(
+                terminated_status(
+                    137,
+                    "ContainerStatusUnknown",
+                    pod_reason="Evicted",
+                    pod_message=EVICTION_MESSAGE,
+                    disruption={"reason": "TerminationByKubelet", "message": EVICTION_MESSAGE},
+                )
+            ),
+            outcome(reason="Evicted", exit_code=137, message=EVICTION_MESSAGE),
+            id="evicted-by-kubelet",
+        ),
+        pytest.param(
+            pod_with(
+                terminated_status(
+                    143,
+                    "Error",
+                    disruption={
+                        "reason": "EvictionByEvictionAPI",
+                        "message": "Eviction API: evicting",
+                    },
+                )
+            ),
+            outcome(reason="Evicted", exit_code=143, message="Eviction API: evicting"),
+            id="drained-through-the-eviction-api",
+        ),
+        pytest.param(
+            pod_with(
+                {
+                    "phase": "Failed",
+                    "reason": "OutOfmemory",
+                    "message": "Pod was rejected: Node didn't have enough resource: memory",
+                    "startTime": T_START,
+                }
+            ),
+            outcome(
+                reason="Disrupted",
+                message="Pod was rejected: Node didn't have enough resource: memory",
+                finish_time=None,
+            ),
+            id="rejected-by-its-node-before-running",
+        ),
+        pytest.param(
+            pod_with(running_status(), deleting=True),
+            outcome(
+                phase="Running",
+                running=True,
+                finished=False,
+                reason="Disrupted",
+                finish_time=None,
+                deleted=True,
+            ),
+            id="deleting-while-running",
+        ),
+        pytest.param(
+            pod_with(terminated_status(0, "Completed", json.dumps(RESULT)), deleting=True),
+            outcome(
+                phase="Succeeded", reason="Completed", exit_code=0, result=RESULT, deleted=True
+            ),
+            id="deleted-after-success-is-still-a-success",
+        ),
+    ],
+)
+def test_read_pod_outcome(pod: dict[str, Any], expected: PodOutcome) -> None:
+    assert read_pod_outcome(pod) == expected
+
+
+def test_outcome_reasons_are_attempt_reasons() -> None:
+    reasons = {
+        read_pod_outcome(pod_with(s)).reason
+        for s in (
+            terminated_status(0, "Completed"),
+            terminated_status(1, "Error"),
+            terminated_status(137, "OOMKilled"),
+            terminated_status(137, "Error", pod_reason="DeadlineExceeded"),
+            terminated_status(137, "Error", pod_reason="Evicted"),
+        )
+    }
+
+    assert reasons <= {r.value for r in AttemptReason}
+
+
+def test_long_termination_message_is_cut() -> None:
+    pod = pod_with(terminated_status(1, "Error", "e" * 5000))
+
+    message = read_pod_outcome(pod).message
+
+    assert message is not None
+    assert len(message) == 1024
+    assert message.endswith("...")
+
+
+def test_worker_found_by_name_among_sidecars() -> None:
+    status = terminated_status(3, "Error", "bad input")
+    status["containerStatuses"].insert(
+        0, {"name": "log-shipper", "state": {"running": {"startedAt": T_START}}}
+    )
+    pod = pod_with(status)
+    pod["spec"]["containers"].insert(0, {"name": "log-shipper", "image": "shipper"})
+
+    assert read_pod_outcome(pod).exit_code == 3
+
+
+def test_worker_done_while_a_sidecar_runs_is_finished() -> None:
+    status = terminated_status(0, "Completed", json.dumps(RESULT))
+    status["phase"] = "Running"
+    status["containerStatuses"].append(
+        {"name": "log-shipper", "state": {"running": {"startedAt": T_START}}}
+    )
+
+    result = read_pod_outcome(pod_with(status))
+
+    assert (result.finished, result.reason, result.result) == (True, "Completed", RESULT)
+
+
+@pytest.mark.parametrize(
+    ("pod", "expected"),
+    [
+        pytest.param(pod_with(None), False, id="pending"),
+        pytest.param(pod_with(running_status()), False, id="running"),
+        pytest.param(pod_with(running_status(), deleting=True), True, id="deleted-while-running"),
+        pytest.param(pod_with(None, deleting=True), True, id="deleted-before-starting"),
+        pytest.param(
+            pod_with(terminated_status(137, "Error", pod_reason="Evicted")), True, id="evicted"
+        ),
+        pytest.param(
+            pod_with(
+                terminated_status(
+                    137, "Error", disruption={"reason": "PreemptionByScheduler", "message": "p"}
+                )
+            ),
+            True,
+            id="preempted-by-the-scheduler",
+        ),
+        pytest.param(pod_with(terminated_status(0, "Completed")), False, id="succeeded"),
+        pytest.param(
+            pod_with(terminated_status(0, "Completed"), deleting=True),
+            False,
+            id="deleted-after-success",
+        ),
+        pytest.param(pod_with(terminated_status(137, "OOMKilled")), False, id="oom-killed"),
+        pytest.param(
+            pod_with(terminated_status(137, "Error", pod_reason="DeadlineExceeded")),
+            False,
+            id="deadline-exceeded",
+        ),
+        pytest.param(pod_with(terminated_status(1, "Error")), False, id="error"),
+        pytest.param(
+            pod_with(terminated_status(1, "Error"), deleting=True),
+            False,
+            id="deleted-after-failing",
+        ),
+    ],
+)
+def test_disruption(pod: dict[str, Any], expected: bool) -> None:
+    assert disruption(pod) is expected
