@@ -1,0 +1,829 @@
+"""The operator's own Kubernetes API I/O: one small async client on aiohttp.
+
+kopf runs the watches; every other request the operator makes (creating pods, patching
+status, deleting, posting Events) goes through `KubeClient`, so connection pooling, retries,
+timeouts, write concurrency and request counting live in one place.
+
+Return conventions, chosen so that callers branch on values rather than exceptions for the
+outcomes a controller expects:
+- `create` -> `CreateResult(obj, created)`; an object that already exists (HTTP 409
+  AlreadyExists) is read back and returned with `created=False`.
+- `get` and `patch` -> the object, or None when it does not exist (404).
+- `delete` -> True when the deletion was accepted; False when the object is already gone or
+  is not the one the uid precondition names (a re-created object).
+- `post_event` never raises.
+Anything else the API server refuses raises `KubeApiError` carrying the server's message;
+a server that cannot be reached after the retries raises `KubeConnectionError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import email.utils
+import json
+import logging
+import os
+import random
+import socket
+import ssl
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http import HTTPStatus
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, NamedTuple, Self
+from urllib.parse import quote
+
+import aiohttp
+import kopf
+import yaml
+
+from videoqueue import __version__
+from videoqueue.api.common import GROUP, VERSION
+
+logger = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+ObjList = list[Obj]
+PatchBody = Mapping[str, Any] | Sequence[Mapping[str, Any]]
+PatchType = Literal["merge", "json", "strategic"]
+EventType = Literal["Normal", "Warning"]
+PropagationPolicy = Literal["Background", "Foreground", "Orphan"]
+
+DEFAULT_COMPONENT = "videoqueue-operator"
+EVENT_MESSAGE_LIMIT = 1024
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+# Projected service-account tokens rotate (hourly by default); the kubelet rewrites the
+# file well before expiry, so re-reading it this often never sends a stale token.
+TOKEN_REFRESH_SECONDS = 60.0
+
+_PATCH_CONTENT_TYPES: dict[str, str] = {
+    "merge": "application/merge-patch+json",
+    "json": "application/json-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+}
+# Overload and transient failures of the API server or a proxy in front of it.
+_RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
+# Failures before the request left this process: always safe to repeat, whatever the verb.
+_NOT_SENT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+_TRANSPORT_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """An API resource: where its objects live on the API server."""
+
+    group: str  # "" for the core group
+    version: str
+    plural: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(
+        self, namespace: str | None, name: str | None = None, subresource: str | None = None
+    ) -> str:
+        """The URL path of the collection (no name) or of one object or its subresource.
+
+        A namespaced resource without a namespace is the all-namespaces collection.
+        """
+        root = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if namespace is not None:
+            if not self.namespaced:
+                raise ValueError(f"{self.plural} are cluster-scoped; got namespace {namespace!r}")
+            root += f"/namespaces/{quote(namespace, safe='')}"
+        elif self.namespaced and name is not None:
+            raise ValueError(f"{self.plural} are namespaced; a name needs a namespace")
+        path = f"{root}/{self.plural}"
+        if name is not None:
+            path += f"/{quote(name, safe='')}"
+        if subresource is not None:
+            if name is None:
+                raise ValueError("a subresource needs an object name")
+            path += f"/{subresource}"
+        return path
+
+
+PODS = Resource("", "v1", "pods")
+EVENTS = Resource("", "v1", "events")
+VIDEOJOBS = Resource(GROUP, VERSION, "videojobs")
+VIDEOQUEUES = Resource(GROUP, VERSION, "videoqueues")
+LEASES = Resource("coordination.k8s.io", "v1", "leases")
+
+
+class CreateResult(NamedTuple):
+    """What `KubeClient.create` returns; unpacks as `obj, created = await kube.create(...)`."""
+
+    obj: Obj
+    created: bool  # False: the object already existed (409 AlreadyExists) and was read back
+
+
+class KubeError(Exception):
+    """Base of everything this client raises."""
+
+
+class KubeApiError(KubeError):
+    """The API server answered with an error status (after any retries)."""
+
+    def __init__(self, status: int, reason: str, message: str, body: Obj | str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason  # the Status reason (AlreadyExists, Invalid, ...) or HTTP phrase
+        self.message = message  # the API server's own words
+        self.body = body  # the decoded Status object, or the raw text if it was not JSON
+
+    @classmethod
+    def from_response(cls, status: int, raw: bytes) -> KubeApiError:
+        text = raw.decode("utf-8", errors="replace")
+        try:
+            body: Any = json.loads(text) if text else {}
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            reason = str(body.get("reason") or _http_phrase(status))
+            message = str(body.get("message") or text)
+            return cls(status, reason, message, body)
+        return cls(status, _http_phrase(status), text.strip(), text)
+
+
+class KubeConnectionError(KubeError):
+    """The API server could not be reached or did not answer in time, after any retries."""
+
+
+class KubeConfigError(KubeError):
+    """No usable credentials: no kubeconfig and not running in a pod, or an unsupported one."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    # Sized for parallel pod creates and status patches; HTTP/1.1 needs one connection per
+    # request in flight.
+    connection_limit: int = 64
+    # Writes get most of the pool but never all of it, so reads (GETs after a 409, LISTs)
+    # are not starved by a burst of writes.
+    write_concurrency: int = 48
+    request_timeout: float = 30.0
+    connect_timeout: float = 5.0
+    max_attempts: int = 6
+    backoff_base: float = 0.2
+    backoff_cap: float = 5.0
+    retry_after_cap: float = 30.0
+
+
+# -- pure helpers ---------------------------------------------------------------------------
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
+    """Capped exponential backoff with "equal jitter": half fixed so a retry never comes back
+    at once, half random so clients that failed together do not retry together."""
+    ceiling = min(cap, base * 2.0**attempt)
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+def retry_after_seconds(value: str | None, *, now: datetime) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def status_class(status: int | None) -> str:
+    """The counter label of a response: "2xx".."5xx", or "error" when none arrived."""
+    return "error" if status is None else f"{status // 100}xx"
+
+
+def truncate_utf8(text: str, limit: int) -> str:
+    """Cut `text` to at most `limit` bytes of UTF-8 (so also `limit` characters) without
+    splitting a character; the API server measures Event messages in bytes."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return text
+    return encoded[: limit - 3].decode("utf-8", errors="ignore") + "..."
+
+
+def build_event(
+    involved: Mapping[str, Any],
+    *,
+    type_: EventType,
+    reason: str,
+    message: str,
+    component: str,
+    instance: str,
+    now: datetime,
+    suffix: str,
+) -> Obj:
+    """A core/v1 Event about `involved`, in its namespace ("default" for cluster objects).
+
+    The name is fixed here (object name + `suffix`) rather than left to generateName, so a
+    retried POST cannot record the same Event twice.
+    """
+    meta = involved.get("metadata") or {}
+    name = str(meta.get("name", ""))
+    namespace = meta.get("namespace") or "default"
+    suffix = f".{suffix}"
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    reference = {
+        "apiVersion": involved.get("apiVersion"),
+        "kind": involved.get("kind"),
+        "name": name,
+        "namespace": meta.get("namespace"),
+        "uid": meta.get("uid"),
+        "resourceVersion": meta.get("resourceVersion"),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": name[: 253 - len(suffix)] + suffix, "namespace": namespace},
+        "involvedObject": {k: v for k, v in reference.items() if v is not None},
+        "type": type_,
+        "reason": reason,
+        "message": truncate_utf8(message, EVENT_MESSAGE_LIMIT),
+        "source": {"component": component},
+        "reportingComponent": component,
+        "reportingInstance": instance,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+
+
+def load_kubeconfig(paths: Sequence[Path]) -> Obj:
+    """Merge kubeconfig files the way kubectl does: the first definition of a name wins and
+    the first current-context wins. File paths inside are made absolute relative to the file
+    that names them, so the merged document can be used from anywhere."""
+    merged: Obj = {"clusters": [], "users": [], "contexts": [], "current-context": None}
+    seen: dict[str, set[str]] = {"clusters": set(), "users": set(), "contexts": set()}
+    for path in paths:
+        document = yaml.safe_load(path.read_text()) or {}
+        base = path.resolve().parent
+        merged["current-context"] = merged["current-context"] or document.get("current-context")
+        for section, inner, fields in (
+            ("clusters", "cluster", ("certificate-authority",)),
+            ("users", "user", ("client-certificate", "client-key", "tokenFile")),
+            ("contexts", "context", ()),
+        ):
+            for entry in document.get(section) or []:
+                if entry["name"] in seen[section]:
+                    continue
+                seen[section].add(entry["name"])
+                body = dict(entry.get(inner) or {})
+                for field in fields:
+                    if body.get(field):
+                        body[field] = str(base / os.path.expanduser(body[field]))
+                merged[section].append({"name": entry["name"], inner: body})
+    return merged
+
+
+def kubeconfig_paths(
+    path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None
+) -> list[Path]:
+    """The kubeconfig files to read: `path`, else the existing files $KUBECONFIG lists,
+    else ~/.kube/config if it exists; empty means "use the service account"."""
+    if path is not None:
+        if not Path(path).exists():
+            raise KubeConfigError(f"kubeconfig {os.fspath(path)} does not exist")
+        return [Path(path)]
+    listed = (os.environ if environ is None else environ).get("KUBECONFIG", "")
+    candidates = [Path(os.path.expanduser(p)) for p in listed.split(os.pathsep) if p]
+    if not listed:
+        candidates = [Path.home() / ".kube" / "config"]
+    return [p for p in candidates if p.exists()]
+
+
+def connection_info_from_kubeconfig(
+    document: Mapping[str, Any], *, context: str | None = None
+) -> tuple[kopf.ConnectionInfo, Path | None]:
+    """kopf's connection info for a (merged) kubeconfig's context, and the token file to
+    re-read if the user's token comes from one."""
+    name = context or document.get("current-context")
+    if not name:
+        raise KubeConfigError("the kubeconfig sets no current-context")
+
+    def find(section: str, inner: str, wanted: str) -> Obj:
+        for entry in document.get(section) or []:
+            if entry.get("name") == wanted:
+                return dict(entry.get(inner) or {})
+        raise KubeConfigError(f"the kubeconfig has no {inner} named {wanted!r}")
+
+    ctx = find("contexts", "context", name)
+    cluster = find("clusters", "cluster", ctx.get("cluster", ""))
+    user = find("users", "user", ctx.get("user", "")) if ctx.get("user") else {}
+    if "exec" in user:
+        raise KubeConfigError(
+            f"user {ctx.get('user')!r} uses an exec credential plugin, which this client does "
+            "not run; use a token or a client certificate"
+        )
+    token_file = Path(user["tokenFile"]) if user.get("tokenFile") else None
+    token = user.get("token") or (user.get("auth-provider") or {}).get("config", {}).get(
+        "access-token"
+    )
+    if token is None and token_file is not None:
+        token = token_file.read_text().strip()
+    info = kopf.ConnectionInfo(
+        server=cluster["server"],
+        ca_path=cluster.get("certificate-authority"),
+        ca_data=cluster.get("certificate-authority-data"),
+        insecure=cluster.get("insecure-skip-tls-verify"),
+        certificate_path=user.get("client-certificate"),
+        certificate_data=user.get("client-certificate-data"),
+        private_key_path=user.get("client-key"),
+        private_key_data=user.get("client-key-data"),
+        username=user.get("username"),
+        password=user.get("password"),
+        token=token,
+        default_namespace=ctx.get("namespace"),
+        proxy_url=cluster.get("proxy-url"),
+    )
+    return info, token_file
+
+
+def in_cluster_connection_info(
+    account_dir: Path = SERVICE_ACCOUNT_DIR, environ: Mapping[str, str] | None = None
+) -> tuple[kopf.ConnectionInfo, Path] | None:
+    """The pod's service account, or None outside a pod."""
+    token_file = account_dir / "token"
+    if not token_file.exists():
+        return None
+    env = os.environ if environ is None else environ
+    host = env.get("KUBERNETES_SERVICE_HOST", "kubernetes.default.svc")
+    port = env.get("KUBERNETES_SERVICE_PORT", "443")
+    if ":" in host:  # an IPv6 service address
+        host = f"[{host}]"
+    ca = account_dir / "ca.crt"
+    namespace = account_dir / "namespace"
+    info = kopf.ConnectionInfo(
+        server=f"https://{host}:{port}",
+        ca_path=str(ca) if ca.exists() else None,
+        token=token_file.read_text().strip(),
+        default_namespace=namespace.read_text().strip() if namespace.exists() else None,
+    )
+    return info, token_file
+
+
+def _http_phrase(status: int) -> str:
+    with contextlib.suppress(ValueError):
+        return HTTPStatus(status).phrase.replace(" ", "")
+    return "Unknown"
+
+
+def _pem(data: str | bytes) -> str:
+    """kubeconfig `*-data` fields are base64 of PEM; kopf's login handlers pass them as they
+    are, and custom ones may pass PEM itself. Accept both."""
+    text = data.decode("ascii") if isinstance(data, bytes) else data
+    if "-----BEGIN" in text:
+        return text
+    return base64.b64decode(text).decode("ascii")
+
+
+def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext:
+    context = ssl.create_default_context(
+        cafile=os.fsdecode(info.ca_path) if info.ca_path else None,
+        cadata=_pem(info.ca_data) if info.ca_data else None,
+    )
+    if info.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    has_cert = bool(info.certificate_path or info.certificate_data)
+    has_key = bool(info.private_key_path or info.private_key_data)
+    if has_cert != has_key:
+        raise KubeConfigError("a client certificate needs both the certificate and its key")
+    if not has_cert:
+        return context
+    # The ssl module loads certificates only from files: in-memory data goes through a
+    # private temporary directory that is removed as soon as the chain is loaded.
+    with tempfile.TemporaryDirectory(prefix="videoqueue-tls-") as tmp:
+
+        def as_file(path: Any, data: str | bytes | None, name: str) -> str:
+            if path:
+                return os.fsdecode(path)
+            target = Path(tmp) / name
+            target.write_text(_pem(data or ""))
+            return str(target)
+
+        context.load_cert_chain(
+            certfile=as_file(info.certificate_path, info.certificate_data, "client.crt"),
+            keyfile=as_file(info.private_key_path, info.private_key_data, "client.key"),
+        )
+    return context
+
+
+def _authorization(info: kopf.ConnectionInfo) -> str | None:
+    if info.username and info.password:
+        return aiohttp.BasicAuth(info.username, info.password).encode()
+    if info.token:
+        return f"{info.scheme or 'Bearer'} {info.token}"
+    return info.scheme or None
+
+
+# -- the client -----------------------------------------------------------------------------
+
+
+class KubeClient:
+    """An async client for the handful of calls the operator makes.
+
+    Build it with `from_kopf` or `from_kubeconfig` inside the running event loop, and close
+    it (`await close()` or `async with`). `request_counts` counts every HTTP attempt by
+    (verb, resource, status class): verb is get/list/create/patch/delete, resource the plural
+    with any subresource ("videojobs/status"), class "2xx".."5xx" or "error" (no response).
+    """
+
+    def __init__(
+        self,
+        server: str,
+        session: aiohttp.ClientSession,
+        *,
+        settings: ClientSettings | None = None,
+        authorization: str | None = None,
+        token_file: Path | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self.settings = settings or ClientSettings()
+        self.request_counts: Counter[tuple[str, str, str]] = Counter()
+        self._session = session
+        self._authorization = authorization
+        self._token_file = token_file
+        self._token_read_at = time.monotonic()
+        self._write_slots = asyncio.Semaphore(self.settings.write_concurrency)
+        self._rng = rng or random.Random()
+        self._instance = socket.gethostname()
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    async def from_kopf(
+        cls,
+        info: kopf.ConnectionInfo,
+        *,
+        settings: ClientSettings | None = None,
+        token_file: Path | None = None,
+    ) -> Self:
+        """A client with the credentials kopf logged in with (e.g. from an `on.login`
+        handler). A token read from the pod's service account is re-read as it rotates."""
+        if token_file is None and info.token and _is_service_account_token(info.token):
+            token_file = SERVICE_ACCOUNT_DIR / "token"
+        settings = settings or ClientSettings()
+        connector = aiohttp.TCPConnector(
+            limit=settings.connection_limit, ssl=_ssl_context(info), keepalive_timeout=60
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            headers={
+                "Accept": "application/json",
+                "User-Agent": f"videoqueue-operator/{__version__}",
+            },
+            timeout=aiohttp.ClientTimeout(
+                total=settings.request_timeout, sock_connect=settings.connect_timeout
+            ),
+            proxy=info.proxy_url,
+            trust_env=info.trust_env,
+        )
+        return cls(
+            info.server,
+            session,
+            settings=settings,
+            authorization=_authorization(info),
+            token_file=token_file,
+        )
+
+    @classmethod
+    async def from_kubeconfig(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        context: str | None = None,
+        settings: ClientSettings | None = None,
+    ) -> Self:
+        """A client from `path`, else $KUBECONFIG (several files merged), else
+        ~/.kube/config, else the pod's service account."""
+        paths = kubeconfig_paths(path)
+        if paths:
+            info, token_file = connection_info_from_kubeconfig(
+                load_kubeconfig(paths), context=context
+            )
+        else:
+            found = in_cluster_connection_info()
+            if found is None:
+                raise KubeConfigError("no kubeconfig found and not running in a pod")
+            info, token_file = found
+        return await cls.from_kopf(info, settings=settings, token_file=token_file)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- the API --------------------------------------------------------------------------
+
+    async def create(self, resource: Resource, namespace: str | None, body: Obj) -> CreateResult:
+        """Create `body`; when an object of that name exists, return it with created=False.
+
+        Objects with a fixed name are retried like idempotent requests: a retry after a
+        create that did land answers 409, and the object is read back.
+        """
+        name = (body.get("metadata") or {}).get("name")
+        for _ in range(3):
+            status, raw = await self._request(
+                "POST",
+                "create",
+                resource.plural,
+                resource.path(namespace),
+                body=body,
+                idempotent=bool(name),
+                write=True,
+            )
+            if status != 409 or not name:
+                return CreateResult(_ok(status, raw), created=True)
+            error = KubeApiError.from_response(status, raw)
+            if error.reason != "AlreadyExists":
+                raise error
+            existing = await self.get(resource, namespace, name)
+            if existing is not None:
+                return CreateResult(existing, created=False)
+            # Deleted between our POST and GET: the name is free again, so try again.
+        raise KubeApiError(409, "AlreadyExists", f"{resource.plural}/{name} keeps flapping", {})
+
+    async def get(self, resource: Resource, namespace: str | None, name: str) -> Obj | None:
+        status, raw = await self._request(
+            "GET", "get", resource.plural, resource.path(namespace, name)
+        )
+        return None if status == 404 else _ok(status, raw)
+
+    async def list(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        limit: int | None = 500,
+        *,
+        field_selector: str | None = None,
+    ) -> tuple[ObjList, str]:
+        """All matching objects, fetched in pages of `limit`, and the list's resourceVersion.
+
+        Items get `apiVersion` and `kind` filled in (the API server leaves them out of list
+        items), so they can be passed on as they are, e.g. to `post_event`.
+        """
+        params: dict[str, str] = {}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if field_selector:
+            params["fieldSelector"] = field_selector
+        if limit:
+            params["limit"] = str(limit)
+        # A continue token expires with etcd compaction (410); the only remedy is to start
+        # the list over.
+        for _ in range(3):
+            items: ObjList = []
+            token: str | None = None
+            while True:
+                page_params = {**params, "continue": token} if token else params
+                status, raw = await self._request(
+                    "GET", "list", resource.plural, resource.path(namespace), params=page_params
+                )
+                if status == 410 and token:
+                    break
+                page = _ok(status, raw)
+                api_version = page.get("apiVersion", resource.api_version)
+                kind = str(page.get("kind", "")).removesuffix("List")
+                for item in page.get("items") or []:
+                    item.setdefault("apiVersion", api_version)
+                    item.setdefault("kind", kind)
+                    items.append(item)
+                metadata = page.get("metadata") or {}
+                token = metadata.get("continue")
+                if not token:
+                    return items, str(metadata.get("resourceVersion", ""))
+        raise KubeApiError(410, "Expired", f"listing {resource.plural} kept expiring", {})
+
+    async def patch(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        patch: PatchBody,
+        *,
+        subresource: str | None = None,
+        patch_type: PatchType = "merge",
+    ) -> Obj | None:
+        """Apply a merge, JSON or strategic-merge patch; the patched object, None if absent.
+
+        Custom resources accept merge and JSON patches only; strategic is for built-ins.
+        """
+        status, raw = await self._request(
+            "PATCH",
+            "patch",
+            _label(resource, subresource),
+            resource.path(namespace, name, subresource),
+            body=patch,
+            content_type=_PATCH_CONTENT_TYPES[patch_type],
+            write=True,
+        )
+        return None if status == 404 else _ok(status, raw)
+
+    async def delete(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        *,
+        uid: str | None = None,
+        grace_period_seconds: int | None = None,
+        propagation_policy: PropagationPolicy = "Background",
+    ) -> bool:
+        """Delete; True when accepted, False when already gone or when `uid` no longer
+        matches (the name now belongs to a re-created object, which must survive)."""
+        options: Obj = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "propagationPolicy": propagation_policy,
+        }
+        if uid is not None:
+            options["preconditions"] = {"uid": uid}
+        if grace_period_seconds is not None:
+            options["gracePeriodSeconds"] = grace_period_seconds
+        status, raw = await self._request(
+            "DELETE",
+            "delete",
+            resource.plural,
+            resource.path(namespace, name),
+            body=options,
+            write=True,
+        )
+        if status == 404 or (status == 409 and uid is not None):
+            return False
+        _ok(status, raw)
+        return True
+
+    async def post_event(
+        self,
+        involved: Mapping[str, Any],
+        *,
+        type_: EventType,
+        reason: str,
+        message: str,
+        component: str = DEFAULT_COMPONENT,
+    ) -> None:
+        """Record a core/v1 Event about `involved` (the object itself). Events are advice
+        for people: a failure is logged and dropped, never raised into the caller."""
+        try:
+            event = build_event(
+                involved,
+                type_=type_,
+                reason=reason,
+                message=message,
+                component=component,
+                instance=self._instance,
+                now=datetime.now(UTC),
+                suffix=f"{time.time_ns():x}",
+            )
+            await self.create(EVENTS, event["metadata"]["namespace"], event)
+        except Exception:
+            meta = involved.get("metadata") or {}
+            logger.warning(
+                "dropped %s event %s for %s %s/%s",
+                type_,
+                reason,
+                involved.get("kind"),
+                meta.get("namespace"),
+                meta.get("name"),
+                exc_info=True,
+            )
+
+    # -- transport ------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        verb: str,
+        label: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        idempotent: bool = True,
+        write: bool = False,
+    ) -> tuple[int, bytes]:
+        """One API call with retries; returns the final (status, body) for the caller to
+        interpret, raising only when no response could be had."""
+        url = self.server + path
+        data = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
+        settings = self.settings
+        token_reloaded = False
+        attempt = 0
+        while True:
+            attempt += 1
+            headers = {"Content-Type": content_type} if data is not None else {}
+            if authorization := self._current_authorization():
+                headers["Authorization"] = authorization
+            delay: float
+            try:
+                async with (
+                    self._write_slots if write else contextlib.nullcontext(),
+                    self._session.request(
+                        method, url, params=params, data=data, headers=headers
+                    ) as response,
+                ):
+                    raw = await response.read()
+                    status = response.status
+                    retry_after = response.headers.get("Retry-After")
+            except _TRANSPORT_ERRORS as error:
+                self.request_counts[verb, label, "error"] += 1
+                repeatable = idempotent or isinstance(error, _NOT_SENT_ERRORS)
+                if not repeatable or attempt >= settings.max_attempts:
+                    raise KubeConnectionError(f"{method} {path}: {error!r}") from error
+                delay = self._backoff(attempt)
+                logger.debug(
+                    "%s %s failed (%r); retry %d in %.2fs", method, path, error, attempt, delay
+                )
+            else:
+                self.request_counts[verb, label, status_class(status)] += 1
+                if status == 401 and self._token_file is not None and not token_reloaded:
+                    # The token may have rotated since we last read it.
+                    token_reloaded = True
+                    self._reload_token()
+                    continue
+                # 429 means the request was not processed: repeatable for any verb.
+                retryable = status == 429 or (idempotent and status in _RETRYABLE_STATUSES)
+                if not retryable or attempt >= settings.max_attempts:
+                    return status, raw
+                waited = retry_after_seconds(retry_after, now=datetime.now(UTC))
+                if waited is not None:
+                    delay = min(waited, settings.retry_after_cap)
+                else:
+                    delay = self._backoff(attempt)
+                logger.debug(
+                    "%s %s answered %d; retry %d in %.2fs", method, path, status, attempt, delay
+                )
+            await asyncio.sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        return backoff_delay(
+            attempt - 1,
+            base=self.settings.backoff_base,
+            cap=self.settings.backoff_cap,
+            rng=self._rng,
+        )
+
+    def _current_authorization(self) -> str | None:
+        if (
+            self._token_file is not None
+            and time.monotonic() - self._token_read_at > TOKEN_REFRESH_SECONDS
+        ):
+            self._reload_token()
+        return self._authorization
+
+    def _reload_token(self) -> None:
+        assert self._token_file is not None
+        self._token_read_at = time.monotonic()
+        try:
+            token = self._token_file.read_text().strip()
+        except OSError as error:
+            logger.warning("could not re-read the token from %s: %s", self._token_file, error)
+            return
+        if token:
+            self._authorization = f"Bearer {token}"
+
+
+def _ok(status: int, raw: bytes) -> Obj:
+    if 200 <= status < 300:
+        result: Obj = json.loads(raw) if raw else {}
+        return result
+    raise KubeApiError.from_response(status, raw)
+
+
+def _label(resource: Resource, subresource: str | None) -> str:
+    return f"{resource.plural}/{subresource}" if subresource else resource.plural
+
+
+def _is_service_account_token(token: str) -> bool:
+    try:
+        return (SERVICE_ACCOUNT_DIR / "token").read_text().strip() == token
+    except OSError:
+        return False
