@@ -19,7 +19,14 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast, get_args
 
-from videoqueue.api import API_VERSION, AttemptReason, VideoJob, VideoQueue, format_bytes
+from videoqueue.api import (
+    API_VERSION,
+    AttemptReason,
+    VideoJob,
+    VideoQueue,
+    format_bytes,
+    parse_quantity,
+)
 from videoqueue.api.job import JOB_KIND
 from videoqueue.scheduling import consumes_attempt
 
@@ -152,6 +159,11 @@ def _set_env(container: dict[str, Any], values: dict[str, str]) -> None:
     container["env"] = env
 
 
+def _is_system_annotation(key: str) -> bool:
+    domain = key.partition("/")[0] if "/" in key else ""
+    return domain.endswith(("kubernetes.io", "k8s.io"))
+
+
 def build_worker_pod(
     job: dict[str, Any],
     queue: dict[str, Any],
@@ -167,7 +179,8 @@ def build_worker_pod(
 
     - name `worker_pod_name(job, attempt)`, the job's namespace;
     - labels: the template's, plus `worker_labels(...)` (ours win on a clash); annotations:
-      the template's, plus the exact job name and uid, the worker container's name and, when
+      the template's, then the job's own (except *.kubernetes.io and *.k8s.io ones), plus
+      the exact job name and uid, the worker container's name and, when
       `now_iso` is given, the admission time (pass the time recorded in status, so that
       rebuilding the pod after a restart gives the same object);
     - owned by the VideoJob (`controller` and `blockOwnerDeletion` true): deleting the job
@@ -243,6 +256,13 @@ def build_worker_pod(
         worker_labels(queue_name=video_job.spec.queue_name, job_name=job_name, attempt=attempt)
     )
     annotations = dict(template_meta.get("annotations") or {})
+    # The job's own annotations travel to its pod (tools that read pods, such as log
+    # shippers, cost reports or KWOK in tests, see them), except Kubernetes' bookkeeping.
+    annotations.update(
+        (key, value)
+        for key, value in video_job.metadata.annotations.items()
+        if not _is_system_annotation(key)
+    )
     annotations[ANNOTATION_JOB_NAME] = job_name
     annotations[ANNOTATION_JOB_UID] = uid
     annotations[ANNOTATION_WORKER_CONTAINER] = str(worker.get("name", ""))
@@ -288,8 +308,11 @@ class PodOutcome:
     before it finished, or turned away by its node before the worker ran) or Error.
     """
 
+    name: str
     attempt: int | None
     """From the attempt label; None if the pod has none."""
+    memory: int
+    """The worker container's memory limit in bytes (what admission reserved); 0 if unset."""
     phase: PodPhase
     running: bool
     """The worker container has started and is running."""
@@ -368,6 +391,18 @@ def _attempt_label(pod: dict[str, Any]) -> int | None:
         return None
 
 
+def _memory_limit(pod: dict[str, Any]) -> int:
+    containers: list[dict[str, Any]] = pod.get("spec", {}).get("containers") or []
+    if not containers:
+        return 0
+    wanted = (pod.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_WORKER_CONTAINER)
+    worker = next((c for c in containers if c.get("name") == wanted), None) or _worker_container(
+        containers
+    )
+    limit = ((worker.get("resources") or {}).get("limits") or {}).get("memory")
+    return parse_quantity(limit) if limit is not None else 0
+
+
 def read_pod_outcome(pod: dict[str, Any]) -> PodOutcome:
     """Read a worker pod (as the API server returns it) into a `PodOutcome`.
 
@@ -436,7 +471,9 @@ def read_pod_outcome(pod: dict[str, Any]) -> PodOutcome:
         reason = AttemptReason.EVICTED if evicted else AttemptReason.DISRUPTED
 
     return PodOutcome(
+        name=metadata.get("name", ""),
         attempt=_attempt_label(pod),
+        memory=_memory_limit(pod),
         phase=phase,
         running=running,
         finished=finished,

@@ -609,7 +609,9 @@ DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadlin
 def outcome(**fields: Any) -> PodOutcome:
     """The outcome of a pod on kwok-node-1 at attempt 2, with `fields` changed."""
     defaults: dict[str, Any] = {
+        "name": worker_pod_name(MakeJob().obj()["metadata"]["name"], 2),
         "attempt": 2,
+        "memory": 2 * Gi,
         "phase": "Failed",
         "running": False,
         "finished": True,

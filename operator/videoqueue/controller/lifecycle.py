@@ -1,0 +1,411 @@
+"""A job's lifecycle: from its object, its worker pods and its queue, what its status is.
+
+`assess_job` is pure (the time is passed in). The worker pods are the truth about attempts:
+a pod exists for every attempt that was admitted (the operator creates the pod before it
+records the admission), so after a crash the status is rebuilt from the pods, and an
+attempt's outcome is read from its pod's container status and termination message.
+
+Attempt numbers name pods (`<job>-a<n>`) and grow with every pod, including re-queues after
+a disruption; only failures that are the job's fault count against `maxAttempts`
+(`videoqueue.scheduling.consumes_attempt`).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from videoqueue.api import (
+    AttemptReason,
+    AttemptRecord,
+    Condition,
+    ConditionStatus,
+    JobConditionType,
+    JobPhase,
+    VideoJob,
+    VideoJobStatus,
+    VideoQueue,
+    format_bytes,
+    parse_quantity,
+    set_condition,
+)
+from videoqueue.controller.pods import PodOutcome
+from videoqueue.scheduling import (
+    OOM_KILLED,
+    JobState,
+    JobView,
+    backoff_delay,
+    consumes_attempt,
+    next_memory_after_oom,
+)
+
+MAX_HISTORY = 20
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A Kubernetes Event to post about a transition."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Assessment:
+    status: VideoJobStatus
+    # The job's place in its queue's admission, or None when it is not competing
+    # (finished, rejected, its queue missing).
+    view: JobView | None
+    notices: tuple[Notice, ...] = ()
+    # The pod of the current attempt according to status, not in the index: the caller
+    # confirms with a GET that it is really gone before trusting `assess_job` with it.
+    unconfirmed_pod: str | None = None
+    terminal: bool = False
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What the controller records when the scheduler admits a job."""
+
+    attempt: int
+    memory: int
+
+
+def job_key(job: VideoJob) -> str:
+    return f"{job.metadata.namespace}/{job.metadata.name}"
+
+
+def effective_memory(job: VideoJob, queue: VideoQueue) -> int:
+    """Memory of the job's next attempt: what it grew to after OOM kills, else what it asks."""
+    if job.status.effective_memory is not None:
+        return parse_quantity(job.status.effective_memory)
+    if job.spec.resources.memory is not None:
+        return parse_quantity(job.spec.resources.memory)
+    return queue.spec.memory.default_request_bytes
+
+
+def assess_job(
+    job: VideoJob,
+    pods: Sequence[PodOutcome],
+    queue: VideoQueue | None,
+    now: datetime.datetime,
+    *,
+    confirmed_missing: frozenset[str] = frozenset(),
+) -> Assessment:
+    status = job.status.model_copy(deep=True)
+    generation = job.metadata.generation
+    status.observed_generation = generation
+    created = job.metadata.creation_timestamp or now
+    if status.queued_time is None:
+        status.queued_time = created
+    notices: list[Notice] = []
+
+    def condition(type_: JobConditionType, value: bool, reason: str, message: str = "") -> None:
+        status.conditions = set_condition(
+            status.conditions,
+            Condition(
+                type=type_,
+                status=ConditionStatus.TRUE if value else ConditionStatus.FALSE,
+                reason=reason,
+                message=message,
+                last_transition_time=now,
+                observed_generation=generation,
+            ),
+        )
+
+    if status.phase is not None and status.phase.is_terminal:
+        return Assessment(status=status, view=None, terminal=True)
+
+    by_attempt = {pod.attempt: pod for pod in pods if pod.attempt is not None}
+    current = max([status.attempt, *by_attempt])
+    # A pod of an attempt newer than the status knows: the operator stopped between creating
+    # the pod and recording the admission. Record it now.
+    if current > status.attempt:
+        adopted = by_attempt[current]
+        status.attempt = current
+        _record_admission(status, adopted.name, adopted.memory, now)
+        condition(JobConditionType.ADMITTED, True, "Admitted", f"worker pod {adopted.name} created")
+
+    pod = by_attempt.get(current)
+    record = _history(status, current)
+    awaiting_outcome = current > 0 and (record is None or record.finish_time is None)
+
+    if awaiting_outcome and pod is None:
+        pod_name = record.pod if record is not None and record.pod else ""
+        if pod_name not in confirmed_missing:
+            return Assessment(status=job.status, view=None, unconfirmed_pod=pod_name)
+        record = _finish(
+            status,
+            current,
+            now,
+            reason=AttemptReason.DISRUPTED,
+            message=f"worker pod {pod_name} was deleted before it finished",
+        )
+        notices.append(
+            Notice("Warning", "Disrupted", f"{record.message}; re-queued without using an attempt")
+        )
+        _requeue(status, now, delay=0.0)
+        condition(JobConditionType.ADMITTED, False, "Disrupted", record.message or "")
+        condition(JobConditionType.RUNNING, False, "Disrupted", record.message or "")
+    elif awaiting_outcome and pod is not None and pod.finished:
+        notices.extend(_conclude(job, queue, status, current, pod, now, condition))
+        if status.phase is not None and status.phase.is_terminal:
+            return Assessment(status=status, view=None, notices=tuple(notices), terminal=True)
+    elif awaiting_outcome and pod is not None:
+        running = pod.running
+        if running and status.phase != JobPhase.RUNNING:
+            notices.append(
+                Notice("Normal", "Started", f"worker {pod.name} started on node {pod.node}")
+            )
+            if status.start_time is None:
+                status.start_time = _parse_time(pod.start_time) or now
+            if record is not None:
+                record.node = pod.node
+                record.start_time = _parse_time(pod.start_time) or now
+        status.phase = JobPhase.RUNNING if running else JobPhase.ADMITTED
+        condition(
+            JobConditionType.RUNNING,
+            running,
+            "WorkerRunning" if running else "WorkerStarting",
+            f"worker pod {pod.name}",
+        )
+        memory = pod.memory or (
+            parse_quantity(status.effective_memory) if status.effective_memory else 0
+        )
+        view = JobView(
+            key=job_key(job),
+            priority=job.spec.priority,
+            created_at=created.timestamp(),
+            queued_at=(status.queued_time or created).timestamp(),
+            memory=memory,
+            state=JobState.RUNNING if running else JobState.ADMITTED,
+        )
+        return Assessment(status=status, view=view, notices=tuple(notices))
+
+    # Not running: waiting for admission.
+    if queue is None:
+        status.phase = JobPhase.PENDING
+        condition(
+            JobConditionType.QUEUE_MISSING,
+            True,
+            "QueueNotFound",
+            f"VideoQueue {job.spec.queue_name!r} does not exist in namespace "
+            f"{job.metadata.namespace}; create it and the job will be admitted",
+        )
+        condition(
+            JobConditionType.ADMITTED, False, "QueueNotFound", "waiting for the queue to exist"
+        )
+        status.message = f"waiting for VideoQueue {job.spec.queue_name}"
+        return Assessment(status=status, view=None, notices=tuple(notices))
+    if any(c.type == JobConditionType.QUEUE_MISSING for c in status.conditions):
+        condition(JobConditionType.QUEUE_MISSING, False, "QueueFound", "")
+
+    memory = effective_memory(job, queue)
+    status.effective_memory = format_bytes(memory)
+    limit = queue.spec.memory.max_bytes
+    if memory > limit:
+        message = (
+            f"needs {format_bytes(memory)} of memory but queue {job.spec.queue_name} allows at "
+            f"most {format_bytes(limit)} per job (spec.memory.max); lower "
+            "spec.resources.memory or raise the queue's memory.max"
+        )
+        status.phase = JobPhase.REJECTED
+        status.completion_time = now
+        status.message = message
+        condition(JobConditionType.REJECTED, True, "MemoryExceedsMax", message)
+        condition(JobConditionType.FAILED, True, "MemoryExceedsMax", message)
+        condition(JobConditionType.ADMITTED, False, "MemoryExceedsMax", message)
+        notices.append(Notice("Warning", "Rejected", message))
+        return Assessment(status=status, view=None, notices=tuple(notices), terminal=True)
+
+    eligible_at: datetime.datetime | None = None
+    if status.next_attempt_time is not None and status.next_attempt_time > now:
+        eligible_at = status.next_attempt_time
+        status.phase = JobPhase.BACKOFF
+    elif job.spec.start_after is not None and job.spec.start_after > now:
+        eligible_at = job.spec.start_after
+        status.phase = JobPhase.WAITING
+        status.message = f"not admitted before {job.spec.start_after.isoformat()} (spec.startAfter)"
+    else:
+        status.phase = JobPhase.PENDING
+    if not any(c.type == JobConditionType.ADMITTED for c in status.conditions):
+        condition(JobConditionType.ADMITTED, False, "Pending", "waiting for admission")
+    view = JobView(
+        key=job_key(job),
+        priority=job.spec.priority,
+        created_at=created.timestamp(),
+        queued_at=(status.queued_time or created).timestamp(),
+        memory=memory,
+        state=JobState.PENDING,
+        eligible_at=eligible_at.timestamp() if eligible_at else None,
+    )
+    return Assessment(status=status, view=view, notices=tuple(notices))
+
+
+def admit(
+    status: VideoJobStatus,
+    *,
+    pod_name: str,
+    admission: Admission,
+    now: datetime.datetime,
+    generation: int | None,
+) -> VideoJobStatus:
+    """The status after the scheduler admitted the job and its pod was created."""
+    admitted = status.model_copy(deep=True)
+    admitted.attempt = admission.attempt
+    _record_admission(admitted, pod_name, admission.memory, now)
+    admitted.conditions = set_condition(
+        admitted.conditions,
+        Condition(
+            type=JobConditionType.ADMITTED,
+            status=ConditionStatus.TRUE,
+            reason="Admitted",
+            message=f"worker pod {pod_name} created",
+            last_transition_time=now,
+            observed_generation=generation,
+        ),
+    )
+    return admitted
+
+
+def status_patch(current: dict[str, Any], desired: VideoJobStatus) -> dict[str, Any] | None:
+    """A JSON merge patch turning `current` (the status as stored) into `desired`, or None
+    when they already agree (no write)."""
+    wanted = desired.to_dict()
+    patch: dict[str, Any] = {k: v for k, v in wanted.items() if current.get(k) != v}
+    patch.update({k: None for k in current if k not in wanted})
+    return patch or None
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _history(status: VideoJobStatus, attempt: int) -> AttemptRecord | None:
+    return next((r for r in reversed(status.attempts) if r.attempt == attempt), None)
+
+
+def _record_admission(
+    status: VideoJobStatus, pod_name: str, memory: int, now: datetime.datetime
+) -> None:
+    if _history(status, status.attempt) is None:
+        status.attempts = [
+            *status.attempts,
+            AttemptRecord(
+                attempt=status.attempt,
+                pod=pod_name,
+                memory=format_bytes(memory) if memory else None,
+            ),
+        ][-MAX_HISTORY:]
+    status.phase = JobPhase.ADMITTED
+    status.admitted_time = now
+    status.next_attempt_time = None
+    if memory:
+        status.effective_memory = format_bytes(memory)
+    queued = status.queued_time or now
+    status.wait_seconds = round(
+        (status.wait_seconds or 0.0) + max(0.0, (now - queued).total_seconds()), 3
+    )
+    status.message = f"admitted: worker pod {pod_name}"
+
+
+def _finish(
+    status: VideoJobStatus,
+    attempt: int,
+    now: datetime.datetime,
+    *,
+    reason: AttemptReason,
+    message: str | None,
+    pod: PodOutcome | None = None,
+) -> AttemptRecord:
+    record = _history(status, attempt)
+    if record is None:
+        record = AttemptRecord(attempt=attempt)
+        status.attempts = [*status.attempts, record][-MAX_HISTORY:]
+    record.reason = reason
+    record.message = message[:1024] if message else None
+    record.finish_time = (_parse_time(pod.finish_time) if pod else None) or now
+    if pod is not None:
+        record.pod = pod.name
+        record.node = pod.node
+        record.exit_code = pod.exit_code
+        record.start_time = _parse_time(pod.start_time) or record.start_time
+    if record.start_time is not None:
+        ran = (record.finish_time - record.start_time).total_seconds()
+        status.run_seconds = round((status.run_seconds or 0.0) + max(0.0, ran), 3)
+    return record
+
+
+def _requeue(status: VideoJobStatus, now: datetime.datetime, delay: float) -> None:
+    status.queued_time = now
+    status.next_attempt_time = now + datetime.timedelta(seconds=delay) if delay > 0 else None
+    status.phase = JobPhase.BACKOFF if delay > 0 else JobPhase.PENDING
+
+
+def _conclude(
+    job: VideoJob,
+    queue: VideoQueue | None,
+    status: VideoJobStatus,
+    attempt: int,
+    pod: PodOutcome,
+    now: datetime.datetime,
+    condition: Any,
+) -> list[Notice]:
+    """Record the outcome of the finished pod of the current attempt."""
+    known = {r.value for r in AttemptReason}
+    reason = AttemptReason(pod.reason) if pod.reason in known else AttemptReason.ERROR
+    if reason == AttemptReason.COMPLETED:
+        _finish(status, attempt, now, reason=reason, message=None, pod=pod)
+        status.phase = JobPhase.SUCCEEDED
+        status.completion_time = now
+        status.result = pod.result
+        status.message = "completed"
+        status.progress = 100
+        condition(JobConditionType.RUNNING, False, "Completed", "")
+        condition(JobConditionType.COMPLETE, True, "Completed", f"worker pod {pod.name} succeeded")
+        return [Notice("Normal", "Completed", f"worker pod {pod.name} succeeded")]
+
+    detail = pod.message or f"exit code {pod.exit_code}"
+    record = _finish(status, attempt, now, reason=reason, message=detail, pod=pod)
+    condition(JobConditionType.RUNNING, False, reason.value, detail)
+    retry = queue.spec.retry if queue is not None else None
+    max_attempts = job.spec.max_attempts or (retry.max_attempts if retry else 1)
+    used = sum(1 for r in status.attempts if r.reason is not None and consumes_attempt(r.reason))
+    if consumes_attempt(reason) and used >= max_attempts:
+        status.phase = JobPhase.FAILED
+        status.completion_time = now
+        message = (
+            f"attempt {used} of {max_attempts} ended {reason.value}: {detail}; no attempts left"
+        )
+        status.message = message
+        condition(JobConditionType.FAILED, True, reason.value, message)
+        return [Notice("Warning", "Failed", message)]
+
+    delay = 0.0
+    if consumes_attempt(reason) and retry is not None:
+        backoff = job.spec.backoff.apply_to(retry.backoff) if job.spec.backoff else retry.backoff
+        delay = backoff_delay(used, backoff.initial_seconds, backoff.factor, backoff.max_seconds)
+    grown = ""
+    if reason.value == OOM_KILLED and queue is not None and record.memory is not None:
+        before = parse_quantity(record.memory)
+        limit = min(queue.spec.memory.max_bytes, queue.spec.memory.budget_bytes)
+        after = next_memory_after_oom(before, queue.spec.memory.oom_retry_multiplier, limit)
+        status.effective_memory = format_bytes(after)
+        grown = f"; next attempt gets {format_bytes(after)} instead of {format_bytes(before)}"
+    _requeue(status, now, delay)
+    counted = (
+        f"attempt {used} of {max_attempts}"
+        if consumes_attempt(reason)
+        else "a disruption (no attempt used)"
+    )
+    message = f"{counted} ended {reason.value}: {detail}; retrying in {delay:.0f}s{grown}"
+    status.message = message
+    return [Notice("Warning", "Retrying", message)]
+
+
+def _parse_time(value: str | None) -> datetime.datetime | None:
+    if not value:
+        return None
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -1,0 +1,325 @@
+"""The operator's running state: an index of queues, jobs and worker pods fed by watches,
+and one scheduler loop per queue that decides on it and writes the results.
+
+Watch events only update the index and wake the queue's loop; a loop cycle then
+  1. assesses the jobs that changed (`lifecycle.assess_job`),
+  2. decides admissions on a snapshot of the queue (`scheduling.decide_admissions`),
+  3. creates the admitted jobs' worker pods (pod first: the pod is the record of admission),
+  4. writes the job statuses that differ from what is stored, in parallel,
+  5. posts Events for transitions and sleeps until woken or until `wake_at`.
+Events arriving during a cycle are coalesced into the next one, so the number of cycles
+adapts to the load instead of growing with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from videoqueue.api import VideoJob, VideoQueue, format_bytes
+from videoqueue.controller.kube import PODS, VIDEOJOBS, EventType, KubeClient
+from videoqueue.controller.lifecycle import Admission, Assessment, admit, assess_job, status_patch
+from videoqueue.controller.pods import ANNOTATION_JOB_NAME, build_worker_pod, read_pod_outcome
+from videoqueue.scheduling import QueuePolicy, Snapshot, decide_admissions
+
+logger = logging.getLogger(__name__)
+
+# Parallel API writes per queue cycle: enough to keep the API server busy, bounded so
+# one huge queue does not starve the others of connections.
+WRITE_PARALLELISM = 32
+
+
+@dataclass
+class JobEntry:
+    body: dict[str, Any]
+    job: VideoJob | None  # None when the object does not parse (the CRD schema prevents it)
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    assessment: Assessment | None = None
+    dirty: bool = True
+
+
+@dataclass
+class QueueEntry:
+    key: str
+    body: dict[str, Any] | None = None
+    queue: VideoQueue | None = None
+    jobs: set[str] = field(default_factory=set)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    all_dirty: bool = True
+
+
+class Controller:
+    def __init__(self, kube: KubeClient, *, clock: Callable[[], float] = time.time) -> None:
+        self.kube = kube
+        self.clock = clock
+        self.queues: dict[str, QueueEntry] = {}
+        self.jobs: dict[str, JobEntry] = {}
+        self._stopping = False
+
+    # -- watch events ---------------------------------------------------------------------
+
+    def observe_queue(self, body: dict[str, Any], *, deleted: bool) -> None:
+        meta = body["metadata"]
+        entry = self._queue(f"{meta['namespace']}/{meta['name']}")
+        if deleted:
+            entry.body, entry.queue = None, None
+        elif _newer(body, entry.body):
+            entry.body = body
+            try:
+                entry.queue = VideoQueue.model_validate(body)
+            except ValidationError:
+                logger.exception("cannot read VideoQueue %s", entry.key)
+                entry.queue = None
+        entry.all_dirty = True
+        entry.wake.set()
+
+    def observe_job(self, body: dict[str, Any], *, deleted: bool) -> None:
+        meta = body["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        queue_key = f"{meta['namespace']}/{body.get('spec', {}).get('queueName', '')}"
+        queue = self._queue(queue_key)
+        if deleted:
+            self.jobs.pop(key, None)
+            queue.jobs.discard(key)
+        else:
+            entry = self.jobs.get(key)
+            if entry is None:
+                entry = self.jobs[key] = JobEntry(body=body, job=None)
+            elif not _newer(body, entry.body):
+                return
+            entry.body = body
+            try:
+                entry.job = VideoJob.model_validate(body)
+            except ValidationError:
+                logger.exception("cannot read VideoJob %s", key)
+                entry.job = None
+            entry.dirty = True
+            queue.jobs.add(key)
+        queue.wake.set()
+
+    def observe_pod(self, body: dict[str, Any], *, deleted: bool) -> None:
+        meta = body["metadata"]
+        # The label holds a shortened name when the job's name is long; the annotation is exact.
+        job_name = (meta.get("annotations") or {}).get(ANNOTATION_JOB_NAME)
+        key = f"{meta['namespace']}/{job_name}"
+        entry = self.jobs.get(key)
+        if entry is None:
+            return  # the job's own event will come; its pods are looked up again then
+        if deleted:
+            entry.pods.pop(meta["name"], None)
+        elif _newer(body, entry.pods.get(meta["name"])):
+            entry.pods[meta["name"]] = body
+        entry.dirty = True
+        queue_key = f"{meta['namespace']}/{entry.body.get('spec', {}).get('queueName', '')}"
+        self._queue(queue_key).wake.set()
+
+    def _queue(self, key: str) -> QueueEntry:
+        entry = self.queues.get(key)
+        if entry is None:
+            entry = self.queues[key] = QueueEntry(key)
+        if entry.task is None and not self._stopping:
+            entry.task = asyncio.create_task(self._loop(entry), name=f"queue {key}")
+        return entry
+
+    async def stop(self) -> None:
+        self._stopping = True
+        tasks = [q.task for q in self.queues.values() if q.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- the per-queue loop ----------------------------------------------------------------
+
+    async def _loop(self, entry: QueueEntry) -> None:
+        wake_at: float | None = None
+        while True:
+            timeout = None if wake_at is None else max(0.0, wake_at - self.clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(entry.wake.wait(), timeout)
+            entry.wake.clear()
+            try:
+                wake_at = await self.reconcile_queue(entry)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("queue %s: cycle failed; retrying in 1s", entry.key)
+                wake_at = self.clock() + 1.0
+
+    async def reconcile_queue(self, entry: QueueEntry) -> float | None:
+        now_ts = self.clock()
+        now = datetime.datetime.fromtimestamp(now_ts, datetime.UTC)
+        # 1. assess changed jobs (and time-dependent ones whose moment has come)
+        for key in list(entry.jobs):
+            job_entry = self.jobs.get(key)
+            if job_entry is None or job_entry.job is None:
+                continue
+            due = job_entry.assessment is not None and _due(job_entry.assessment, now_ts)
+            if job_entry.dirty or entry.all_dirty or due:
+                job_entry.assessment = await self._assess(job_entry, entry.queue, now)
+                job_entry.dirty = False
+        entry.all_dirty = False
+
+        # 2. decide
+        writes: list[Any] = []
+        wake_at: float | None = None
+        queue = entry.queue
+        if queue is not None:
+            views = [
+                e.assessment.view
+                for key in entry.jobs
+                if (e := self.jobs.get(key)) is not None
+                and e.assessment is not None
+                and e.assessment.view is not None
+            ]
+            memory = queue.spec.memory
+            policy = QueuePolicy(
+                concurrency=queue.spec.concurrency,
+                memory_budget=memory.budget_bytes,
+                memory_max=memory.max_bytes,
+                backfill_seconds=float(memory.backfill_seconds),
+                admitting=queue.spec.state == "Active",
+            )
+            decision = decide_admissions(Snapshot(policy, tuple(views)), now_ts)
+            wake_at = decision.wake_at
+            # 3. admit: create the pods, then record the admissions
+            writes += [self._admit(self.jobs[key], entry, now) for key in decision.admit]
+
+        # 4. write statuses that differ
+        for key in entry.jobs:
+            job_entry = self.jobs.get(key)
+            if job_entry is None or job_entry.assessment is None or job_entry.job is None:
+                continue
+            if key in (decision.admit if queue is not None else ()):
+                continue
+            writes.append(self._write_status(job_entry, job_entry.assessment))
+        await _gather_bounded(writes)
+        return wake_at
+
+    async def _assess(
+        self, entry: JobEntry, queue: VideoQueue | None, now: datetime.datetime
+    ) -> Assessment:
+        assert entry.job is not None
+        outcomes = [read_pod_outcome(pod) for pod in entry.pods.values()]
+        assessment = assess_job(entry.job, outcomes, queue, now)
+        if missing := assessment.unconfirmed_pod:
+            # The index may lag behind (e.g. right after a restart): ask the API server.
+            namespace = entry.job.metadata.namespace or ""
+            pod = (
+                await self.kube.get(PODS, namespace, assessment.unconfirmed_pod)
+                if assessment.unconfirmed_pod
+                else None
+            )
+            if pod is not None:
+                entry.pods[pod["metadata"]["name"]] = pod
+                outcomes = [read_pod_outcome(p) for p in entry.pods.values()]
+                assessment = assess_job(entry.job, outcomes, queue, now)
+            else:
+                assessment = assess_job(
+                    entry.job,
+                    outcomes,
+                    queue,
+                    now,
+                    confirmed_missing=frozenset({missing}),
+                )
+        return assessment
+
+    async def _admit(self, entry: JobEntry, queue: QueueEntry, now: datetime.datetime) -> None:
+        job, assessment = entry.job, entry.assessment
+        assert job is not None
+        assert assessment is not None
+        assert assessment.view is not None
+        assert queue.body is not None
+        attempt = assessment.status.attempt + 1
+        memory = assessment.view.memory
+        try:
+            pod = build_worker_pod(entry.body, queue.body, attempt=attempt, memory_bytes=memory)
+        except ValueError as e:
+            logger.error(
+                "queue %s: cannot build worker pod for %s: %s", queue.key, job.metadata.name, e
+            )
+            return
+        namespace = job.metadata.namespace or ""
+        created, _ = await self.kube.create(PODS, namespace, pod)
+        entry.pods[created["metadata"]["name"]] = created
+        status = admit(
+            assessment.status,
+            pod_name=pod["metadata"]["name"],
+            admission=Admission(attempt=attempt, memory=memory),
+            now=now,
+            generation=job.metadata.generation,
+        )
+        entry.assessment = Assessment(status=status, view=None)
+        entry.dirty = True  # re-assess from the pod on the next cycle
+        await self._write_status(entry, entry.assessment)
+        self._notify(
+            entry,
+            "Normal",
+            "Admitted",
+            f"admitted as attempt {attempt} with {format_bytes(memory)} of memory; "
+            f"worker pod {pod['metadata']['name']}",
+        )
+
+    async def _write_status(self, entry: JobEntry, assessment: Assessment) -> None:
+        for notice in assessment.notices:
+            self._notify(entry, notice.type, notice.reason, notice.message)
+        patch = status_patch(entry.body.get("status") or {}, assessment.status)
+        if patch is None:
+            return
+        meta = entry.body["metadata"]
+        updated = await self.kube.patch(
+            VIDEOJOBS, meta["namespace"], meta["name"], {"status": patch}, subresource="status"
+        )
+        if updated is not None and _newer(updated, entry.body):
+            entry.body = updated
+            entry.job = VideoJob.model_validate(updated)
+
+    def _notify(self, entry: JobEntry, type_: EventType, reason: str, message: str) -> None:
+        task = asyncio.create_task(
+            self.kube.post_event(entry.body, type_=type_, reason=reason, message=message)
+        )
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+def _newer(body: dict[str, Any], than: dict[str, Any] | None) -> bool:
+    """Whether `body` is at least as new as `than`. resourceVersions are opaque by contract
+    but etcd revisions in practice; comparing them keeps a late watch event from rolling
+    back what a write response already told us."""
+    if than is None:
+        return True
+    try:
+        return int(body["metadata"]["resourceVersion"]) >= int(than["metadata"]["resourceVersion"])
+    except (KeyError, ValueError, TypeError):
+        return True
+
+
+def _due(assessment: Assessment, now: float) -> bool:
+    view = assessment.view
+    return view is not None and view.eligible_at is not None and view.eligible_at <= now
+
+
+async def _gather_bounded(coroutines: Iterable[Any]) -> None:
+    semaphore = asyncio.Semaphore(WRITE_PARALLELISM)
+
+    async def run(coroutine: Any) -> None:
+        async with semaphore:
+            try:
+                await coroutine
+            except Exception:
+                logger.exception("write failed; the next cycle retries it")
+
+    await asyncio.gather(*(run(c) for c in coroutines))
