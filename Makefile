@@ -12,6 +12,9 @@ CLUSTER_DIR := .dev/cluster
 # Where hack/build-toolchain.sh caches the control-plane binaries (outside the repo).
 export VIDEOQUEUE_CACHE ?= $(HOME)/.cache/videoqueue
 PYTEST_ARGS ?=
+LOCAL_KUBECONFIG := $(CURDIR)/$(CLUSTER_DIR)/kubeconfig
+KUBECONFIG ?= $(LOCAL_KUBECONFIG)
+KUBECTL = KUBECONFIG=$(KUBECONFIG) $(VIDEOQUEUE_CACHE)/bin/kubectl
 
 ##@ General
 
@@ -64,15 +67,36 @@ cluster-down: ## Stop the local control plane and delete its state.
 cluster-status: ## Tell whether the local control plane is running.
 	$(RUN)/python -m videoqueue.envtest status --state-dir $(CLUSTER_DIR)
 
+.PHONY: manifests
+manifests: venv ## Generate crds/ from the API models in videoqueue.api.
+	$(RUN)/python -m videoqueue.api.crds --out crds
+
+.PHONY: install
+install: ## Apply the CRDs to the cluster of KUBECONFIG (default: the local cluster).
+	$(KUBECTL) apply --server-side --force-conflicts -f crds/
+	$(KUBECTL) wait --for=condition=Established --timeout=60s crd/videoqueues.videoqueue.dev crd/videojobs.videoqueue.dev
+
+.PHONY: run
+run: venv ## Run the operator in the foreground against KUBECONFIG (default: the local cluster).
+	KUBECONFIG=$(KUBECONFIG) $(RUN)/python -m videoqueue
+
 .PHONY: dev
-dev: setup cluster-up ## Bring up the local cluster (the operator and sample jobs join it later).
-	@echo "Local cluster ready. Use it with: export KUBECONFIG=$(CURDIR)/$(CLUSTER_DIR)/kubeconfig"
-	@echo "kubectl is at $(VIDEOQUEUE_CACHE)/bin/kubectl; stop everything with: make cluster-down"
+# Always the local cluster, whatever KUBECONFIG the shell has: sample jobs never land elsewhere.
+dev: export KUBECONFIG := $(LOCAL_KUBECONFIG)
+dev: setup cluster-up install ## Local cluster + CRDs + sample jobs (examples/local), then run the operator.
+	$(KUBECTL) apply -f examples/local/queue.yaml -f examples/local/jobs.yaml
+	@echo "Watch the jobs from another shell: KUBECONFIG=$(KUBECONFIG) $(VIDEOQUEUE_CACHE)/bin/kubectl get vj -w"
+	@echo "Stop with Ctrl-C, then: make cluster-down"
+	$(MAKE) --no-print-directory run
 
 ##@ Test
 
 .PHONY: test
-test: setup lint test-unit test-integration ## Everything CI runs: lint, unit and integration tests.
+test: setup lint check-manifests test-unit test-integration ## Everything CI runs.
+
+.PHONY: check-manifests
+check-manifests: venv ## Fail when crds/ differs from what the API models generate.
+	$(RUN)/python -m videoqueue.api.crds --out crds --check
 
 .PHONY: test-unit
 test-unit: venv ## Pure tests, no cluster.

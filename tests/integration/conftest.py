@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,8 @@ from kubernetes import client
 from videoqueue.envtest import ClusterBase, LocalCluster
 
 pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +58,41 @@ def namespace(cluster: ClusterBase, request: pytest.FixtureRequest) -> Iterator[
     cluster.create_namespace(name)
     yield name
     cluster.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: ClusterBase) -> None:
+    """The videoqueue CRDs, applied from crds/ as a user would, and established."""
+    # Server-side apply: the schemas are too large for the last-applied annotation.
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/videoqueues.videoqueue.dev",
+        "crd/videojobs.videoqueue.dev",
+    )
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: ClusterBase, crds: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The operator as its own process (`python -m videoqueue`), watching the whole cluster."""
+    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "videoqueue"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if os.environ.get("VIDEOQUEUE_SHOW_OPERATOR_LOG"):
+            print(log_path.read_text(), file=sys.stderr)

@@ -11,22 +11,11 @@ from typing import Any
 import pytest
 
 from videoqueue.api import API_VERSION, VideoJobSpec, VideoJobStatus, VideoQueueSpec
-from videoqueue.api.crds import KINDS
 from videoqueue.envtest import ClusterBase
 
 pytestmark = pytest.mark.integration
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
-
-
-@pytest.fixture(scope="module")
-def crds(cluster: ClusterBase) -> None:
-    # Server-side apply: the schemas are too large for the last-applied annotation.
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
-    for kind in KINDS:
-        cluster.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s", f"crd/{kind.crd_name}"
-        )
 
 
 def make_queue(name: str = "work", **spec: Any) -> dict[str, Any]:

@@ -54,15 +54,15 @@ def _deleted(event: kopf.RawEvent) -> bool:
 
 
 @kopf.on.event(GROUP, VERSION, "videoqueues")
-def queue_event(event: kopf.RawEvent, **_: Any) -> None:
+async def queue_event(event: kopf.RawEvent, **_: Any) -> None:
     controller().observe_queue(dict(event["object"]), deleted=_deleted(event))
 
 
 @kopf.on.event(GROUP, VERSION, "videojobs")
-def job_event(event: kopf.RawEvent, **_: Any) -> None:
+async def job_event(event: kopf.RawEvent, **_: Any) -> None:
     controller().observe_job(dict(event["object"]), deleted=_deleted(event))
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_JOB: kopf.PRESENT})
-def pod_event(event: kopf.RawEvent, **_: Any) -> None:
+async def pod_event(event: kopf.RawEvent, **_: Any) -> None:
     controller().observe_pod(dict(event["object"]), deleted=_deleted(event))

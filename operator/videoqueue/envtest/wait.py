@@ -46,8 +46,8 @@ def wait_for_object(
 ) -> Any:
     """Watch the object called `name` until `predicate(obj)` holds; return that object.
 
-    `list_fn` is a kubernetes-client list call (e.g. `CoreV1Api.list_namespaced_pod`) and
-    `args` its positional arguments. The initial list covers a state reached before the
+    `list_fn` is a kubernetes-client list call (e.g. `CoreV1Api.list_namespaced_pod`, or
+    `CustomObjectsApi.list_namespaced_custom_object`) and `args` its positional arguments. The initial list covers a state reached before the
     watch starts; the watch resumes from the list's resourceVersion so no change is missed.
     """
     deadline = time.monotonic() + timeout
@@ -55,7 +55,12 @@ def wait_for_object(
     last: Any = None
     while (remaining := deadline - time.monotonic()) > 0:
         listing = list_fn(*args, field_selector=selector)
-        for item in listing.items:
+        # Typed clients return models; CustomObjectsApi returns plain dicts.
+        if isinstance(listing, dict):
+            items, version = listing["items"], listing["metadata"]["resourceVersion"]
+        else:
+            items, version = listing.items, listing.metadata.resource_version
+        for item in items:
             last = item
             if predicate(item):
                 return item
@@ -63,7 +68,7 @@ def wait_for_object(
             list_fn,
             *args,
             field_selector=selector,
-            resource_version=listing.metadata.resource_version,
+            resource_version=version,
             timeout_seconds=max(1, int(remaining)),
         )
         for event in stream:
