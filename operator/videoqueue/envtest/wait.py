@@ -48,7 +48,8 @@ def wait_for_object(
 
     `list_fn` is a kubernetes-client list call (e.g. `CoreV1Api.list_namespaced_pod`, or
     `CustomObjectsApi.list_namespaced_custom_object`) and `args` its positional arguments.
-    The initial list covers a state reached before the watch starts; the watch resumes from the list's resourceVersion so no change is missed.
+    The initial list covers a state reached before the watch starts; the watch resumes from
+    the list's resourceVersion so no change is missed.
     """
     deadline = time.monotonic() + timeout
     selector = f"metadata.name={name}"
