@@ -51,6 +51,12 @@ def core(api: Any) -> Any:
 
 
 @pytest.fixture
+def custom(api: Any) -> Any:
+    """CustomObjectsApi, for VideoQueues and VideoJobs."""
+    return client.CustomObjectsApi(api)
+
+
+@pytest.fixture
 def namespace(cluster: ClusterBase, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace named after the test, deleted afterwards."""
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].rstrip("-")

@@ -78,10 +78,13 @@ def job_key(job: VideoJob) -> str:
     return f"{job.metadata.namespace}/{job.metadata.name}"
 
 
-def effective_memory(job: VideoJob, queue: VideoQueue) -> int:
-    """Memory of the job's next attempt: what it grew to after OOM kills, else what it asks."""
-    if job.status.effective_memory is not None:
-        return parse_quantity(job.status.effective_memory)
+def effective_memory(job: VideoJob, status: VideoJobStatus, queue: VideoQueue) -> int:
+    """Memory of the job's next attempt: what it grew to after OOM kills (as recorded in
+    `status`, the status being assessed), else what the job asks for now (a pending job's
+    spec.resources.memory may still be edited)."""
+    grown = any(r.reason == AttemptReason.OOM_KILLED for r in status.attempts)
+    if grown and status.effective_memory is not None:
+        return parse_quantity(status.effective_memory)
     if job.spec.resources.memory is not None:
         return parse_quantity(job.spec.resources.memory)
     return queue.spec.memory.default_request_bytes
@@ -203,7 +206,7 @@ def assess_job(
     if any(c.type == JobConditionType.QUEUE_MISSING for c in status.conditions):
         condition(JobConditionType.QUEUE_MISSING, False, "QueueFound", "")
 
-    memory = effective_memory(job, queue)
+    memory = effective_memory(job, status, queue)
     status.effective_memory = format_bytes(memory)
     limit = queue.spec.memory.max_bytes
     if memory > limit:

@@ -15,6 +15,9 @@ RUN_DURATION = "kwok.videoqueue.dev/run-duration"
 EXIT_CODE = "kwok.videoqueue.dev/exit-code"
 REASON = "kwok.videoqueue.dev/reason"
 MESSAGE = "kwok.videoqueue.dev/message"
+# Per attempt of a videoqueue worker pod (its `videoqueue.dev/attempt` label): the reason
+# that attempt ends with, e.g. OOMKilled for attempt 1 and success afterwards.
+REASON_FOR_ATTEMPT = "kwok.videoqueue.dev/reason-attempt-{attempt}"
 
 # KWOK manages only nodes carrying this annotation, so a real node joined to the same
 # control plane (kind, later a kubelet) is left alone.

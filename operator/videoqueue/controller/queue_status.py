@@ -1,0 +1,185 @@
+"""A VideoQueue's status: what its jobs add up to, as a pure function of the queue, the jobs'
+desired statuses and the time.
+
+`summarize_queue` counts the jobs by phase, adds up the memory of the admitted and running
+ones, and sets the conditions kstatus readers (Flux, kpt, `kubectl wait`) look for:
+
+- `Ready`: True (reason `Active`) while the queue admits jobs; False with reason `Paused` or
+  `Draining` otherwise, and a message that says what that state means and the command that
+  resumes admission.
+- `Reconciling`: always False with reason `Reconciled`. A status is only written after the
+  operator has acted on the spec it read, so the status describes `observedGeneration`; a
+  reader that sees `metadata.generation` ahead of it knows a change is still being picked up.
+- `Stalled` is not set yet (kstatus treats a missing Stalled as False).
+
+Conditions go through `set_condition`, so lastTransitionTime moves only when a condition's
+status changes, and conditions of other types (written by later features) are kept.
+
+The status is bounded in size: counts and totals, never a list of jobs. An unchanged queue
+yields an identical status, so `status_patch` returns None and the cycle costs no write.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from videoqueue.api import (
+    ApiModel,
+    Condition,
+    ConditionStatus,
+    JobPhase,
+    QueueConditionType,
+    QueueHealth,
+    QueueMemoryStatus,
+    QueueState,
+    VideoJobStatus,
+    VideoQueue,
+    VideoQueueStatus,
+    format_bytes,
+    parse_quantity,
+    set_condition,
+)
+
+REASON_ACTIVE = "Active"
+REASON_PAUSED = "Paused"
+REASON_DRAINING = "Draining"
+REASON_RECONCILED = "Reconciled"
+
+RESERVING_PHASES = frozenset({JobPhase.ADMITTED, JobPhase.RUNNING})
+"""Phases whose jobs hold memory of the queue's budget (their worker pod exists)."""
+
+_READY_MESSAGES = {
+    QueueState.ACTIVE: "spec.state is Active: jobs are admitted in priority order within "
+    "spec.concurrency and spec.memory.budget",
+    QueueState.PAUSED: "spec.state is Paused: no new jobs are admitted; running jobs finish "
+    "and new jobs are accepted and wait",
+    QueueState.DRAINING: "spec.state is Draining: no new jobs are admitted and new jobs are "
+    "rejected; running jobs finish",
+}
+_RECONCILED_MESSAGE = "the operator has acted on the current spec (see status.observedGeneration)"
+
+
+def summarize_queue(
+    queue: VideoQueue,
+    jobs: Iterable[VideoJobStatus],
+    now: datetime.datetime,
+    *,
+    previous: VideoQueueStatus | None = None,
+) -> VideoQueueStatus:
+    """The status `queue` should have, given the desired statuses of its jobs.
+
+    `previous` is the status as last written, whose conditions are kept (and whose
+    lastTransitionTimes are kept while their status does not change); it defaults to
+    `queue.status`, the status the object was read with. Pass `VideoQueueStatus()` to start
+    from nothing. `now` stamps conditions that change. Pure: no I/O, no clock reads.
+    """
+    base = previous if previous is not None else queue.status
+    generation = queue.metadata.generation
+
+    counts: Counter[JobPhase] = Counter()
+    reserved = 0
+    for job in jobs:
+        phase = job.phase or JobPhase.PENDING
+        counts[phase] += 1
+        if phase in RESERVING_PHASES and job.effective_memory is not None:
+            reserved += parse_quantity(job.effective_memory)
+
+    budget = queue.spec.memory.budget_bytes
+    status = VideoQueueStatus(
+        observed_generation=generation,
+        conditions=[c.model_copy() for c in base.conditions],
+        pending=counts[JobPhase.PENDING],
+        waiting=counts[JobPhase.WAITING],
+        admitted=counts[JobPhase.ADMITTED],
+        running=counts[JobPhase.RUNNING],
+        backoff=counts[JobPhase.BACKOFF],
+        succeeded=counts[JobPhase.SUCCEEDED],
+        failed=counts[JobPhase.FAILED],
+        cancelled=counts[JobPhase.CANCELLED],
+        rejected=counts[JobPhase.REJECTED],
+        memory=QueueMemoryStatus(
+            reserved=format_bytes(reserved),
+            budget=format_bytes(budget),
+            summary=f"{format_bytes(reserved)}/{format_bytes(budget)}",
+        ),
+    )
+
+    def condition(type_: QueueConditionType, value: bool, reason: str, message: str) -> None:
+        status.conditions = set_condition(
+            status.conditions,
+            Condition(
+                type=type_,
+                status=ConditionStatus.TRUE if value else ConditionStatus.FALSE,
+                reason=reason,
+                message=message,
+                last_transition_time=now,
+                observed_generation=generation,
+            ),
+        )
+
+    state = queue.spec.state
+    if state == QueueState.ACTIVE:
+        condition(QueueConditionType.READY, True, REASON_ACTIVE, _READY_MESSAGES[state])
+    else:
+        reason = REASON_PAUSED if state == QueueState.PAUSED else REASON_DRAINING
+        message = f"{_READY_MESSAGES[state]}. Resume admission with: {resume_command(queue)}"
+        condition(QueueConditionType.READY, False, reason, message)
+    condition(QueueConditionType.RECONCILING, False, REASON_RECONCILED, _RECONCILED_MESSAGE)
+
+    status.health = assess_health(queue, status)
+    return status
+
+
+def assess_health(queue: VideoQueue, status: VideoQueueStatus) -> QueueHealth:
+    """The queue's health from its spec and the counts and memory in `status`.
+
+    The hook for the documented health rules of issue 4 (backlog size, failure rate, memory
+    utilisation over its warning threshold, worker pods that cannot be scheduled → Warning,
+    Critical or Offline, with the reason in the Ready condition). Until those rules land
+    every queue is Healthy: a Paused or Draining queue is a choice, not a fault. It must stay
+    a pure function of its arguments.
+    """
+    return QueueHealth.HEALTHY
+
+
+def resume_command(queue: VideoQueue) -> str:
+    """The kubectl command that sets the queue back to Active."""
+    namespace = f"-n {queue.metadata.namespace} " if queue.metadata.namespace else ""
+    name = queue.metadata.name or "NAME"
+    return f"""kubectl {namespace}patch vq {name} --type merge -p '{{"spec":{{"state":"Active"}}}}'"""
+
+
+def status_patch(current: Mapping[str, Any], desired: ApiModel) -> dict[str, Any] | None:
+    """A JSON merge patch (RFC 7386) turning `current`, the status as stored, into `desired`,
+    or None when they already agree (no write).
+
+    Works for any status model (VideoQueueStatus, VideoJobStatus). Nested objects are diffed
+    key by key, so a nested field that became unset is removed (`null`) rather than left
+    behind; lists such as `conditions` are replaced whole, as merge patches do. Top-level keys
+    the model does not declare are left alone: they are not this model's to remove.
+    """
+    owned = {field.alias or name for name, field in type(desired).model_fields.items()}
+    patch = merge_patch({k: v for k, v in current.items() if k in owned}, desired.to_dict())
+    return patch or None
+
+
+def merge_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns `current` into `desired`; empty when equal.
+
+    Keys missing from `desired` become `null`, so `desired` must not itself hold `null`
+    values (a merge patch cannot set a value to null; `ApiModel.to_dict` leaves them out).
+    """
+    patch: dict[str, Any] = {}
+    for key, value in desired.items():
+        old = current.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            nested = merge_patch(old, value)
+            if nested:
+                patch[key] = nested
+        elif key not in current or old != value:
+            patch[key] = value
+    patch.update({key: None for key in current if key not in desired})
+    return patch

@@ -1,0 +1,143 @@
+"""Retries against the real control plane: OOM growth, backoff, giving up, disruptions."""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+from typing import Any
+
+import pytest
+
+from tests.integration.objects import (
+    GROUP,
+    VERSION,
+    condition,
+    create,
+    get_job,
+    make_job,
+    make_queue,
+    wait_job,
+)
+from videoqueue.envtest import ClusterBase
+from videoqueue.envtest.kwok import REASON, REASON_FOR_ATTEMPT, RUN_DURATION
+
+pytestmark = pytest.mark.integration
+
+
+def annotated(job: dict[str, Any], annotations: dict[str, str]) -> dict[str, Any]:
+    job["metadata"]["annotations"] = annotations
+    return job
+
+
+def timestamp(value: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def test_oom_killed_attempt_is_retried_with_more_memory(
+    operator: subprocess.Popen[bytes], custom: Any, core: Any, namespace: str
+) -> None:
+    create(custom, namespace, "videoqueues", make_queue(budget="8Gi", max_="4Gi"))
+    oom_first = {REASON_FOR_ATTEMPT.format(attempt=1): "OOMKilled"}
+    create(custom, namespace, "videojobs", annotated(make_job("grows", memory="1Gi"), oom_first))
+
+    job = wait_job(custom, namespace, "grows", "Complete")
+
+    attempts = job["status"]["attempts"]
+    assert [(a["attempt"], a["reason"], a["memory"]) for a in attempts] == [
+        (1, "OOMKilled", "1Gi"),
+        (2, "Completed", "2Gi"),
+    ]
+    assert attempts[0]["exitCode"] == 137
+    assert job["status"]["effectiveMemory"] == "2Gi"
+    pod = core.read_namespaced_pod(attempts[1]["pod"], namespace)
+    assert pod.spec.containers[0].resources.limits["memory"] == "2Gi"
+    assert pod.spec.containers[0].resources.requests["memory"] == "2Gi"
+    reasons = [
+        e.reason
+        for e in core.list_namespaced_event(namespace).items
+        if e.involved_object.name == "grows"
+    ]
+    assert "Retrying" in reasons
+
+
+def test_oom_growth_is_capped_at_memory_max(
+    operator: subprocess.Popen[bytes], custom: Any, namespace: str
+) -> None:
+    create(custom, namespace, "videoqueues", make_queue(budget="8Gi", max_="3Gi"))
+    oom_twice = {REASON_FOR_ATTEMPT.format(attempt=n): "OOMKilled" for n in (1, 2)}
+    create(custom, namespace, "videojobs", annotated(make_job("capped", memory="2Gi"), oom_twice))
+
+    job = wait_job(custom, namespace, "capped", "Complete")
+
+    assert [a["memory"] for a in job["status"]["attempts"]] == ["2Gi", "3Gi", "3Gi"]
+
+
+def test_job_fails_for_good_after_max_attempts_with_backoff(
+    operator: subprocess.Popen[bytes], custom: Any, namespace: str, cluster: ClusterBase
+) -> None:
+    create(custom, namespace, "videoqueues", make_queue())  # maxAttempts 3, backoff 1s x2
+    create(custom, namespace, "videojobs", annotated(make_job("broken"), {REASON: "Error"}))
+
+    cluster.kubectl("wait", "-n", namespace, "--for=condition=Failed", "vj/broken", "--timeout=90s")
+
+    job = get_job(custom, namespace, "broken")
+    status = job["status"]
+    assert status["phase"] == "Failed"
+    assert [a["reason"] for a in status["attempts"]] == ["Error", "Error", "Error"]
+    failed = condition(job, "Failed")
+    assert failed is not None
+    assert failed["reason"] == "Error"
+    assert "no attempts left" in failed["message"]
+    # Backoff: 1s after the first failure, 2s after the second.
+    gaps = [
+        (timestamp(later["startTime"]) - timestamp(earlier["finishTime"])).total_seconds()
+        for earlier, later in zip(status["attempts"], status["attempts"][1:], strict=False)
+    ]
+    assert gaps[0] >= 1
+    assert gaps[1] >= 2
+    assert condition(job, "Complete") is None
+
+
+def test_deleted_worker_pod_is_requeued_without_using_an_attempt(
+    operator: subprocess.Popen[bytes], custom: Any, core: Any, namespace: str
+) -> None:
+    queue = make_queue()
+    queue["spec"]["retry"]["maxAttempts"] = 1
+    create(custom, namespace, "videoqueues", queue)
+    # The first worker runs long enough to be deleted; the next one finishes.
+    create(custom, namespace, "videojobs", annotated(make_job("disrupted"), {RUN_DURATION: "600s"}))
+    running = wait_job(custom, namespace, "disrupted", "Running")
+    first_pod = running["status"]["attempts"][0]["pod"]
+    # Make the re-queued attempt short, then take the running worker away.
+    custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "videojobs",
+        "disrupted",
+        {"metadata": {"annotations": {RUN_DURATION: "1s"}}},
+    )
+    core.delete_namespaced_pod(first_pod, namespace)
+
+    job = wait_job(custom, namespace, "disrupted", "Complete")
+
+    attempts = job["status"]["attempts"]
+    assert [(a["attempt"], a["reason"]) for a in attempts] == [(1, "Disrupted"), (2, "Completed")]
+    assert attempts[1]["pod"] != first_pod
+
+
+def test_no_job_gets_two_pods_for_one_attempt(
+    operator: subprocess.Popen[bytes], custom: Any, core: Any, namespace: str
+) -> None:
+    create(custom, namespace, "videoqueues", make_queue(concurrency=4, budget="8Gi"))
+    for i in range(8):
+        create(custom, namespace, "videojobs", make_job(f"job-{i}"))
+    for i in range(8):
+        wait_job(custom, namespace, f"job-{i}", "Complete")
+
+    pods = core.list_namespaced_pod(namespace).items
+    per_attempt = [
+        (p.metadata.labels["videoqueue.dev/job"], p.metadata.labels["videoqueue.dev/attempt"])
+        for p in pods
+    ]
+    assert len(per_attempt) == len(set(per_attempt)) == 8

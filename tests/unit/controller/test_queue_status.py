@@ -1,0 +1,499 @@
+"""A VideoQueue's status: counts by phase, memory in use, Ready/Reconciling conditions,
+health, and the merge patch that writes it only when something changed."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import shlex
+from typing import Any, Self
+
+import pytest
+
+from videoqueue.api import (
+    Condition,
+    ConditionStatus,
+    JobPhase,
+    QueueConditionType,
+    QueueHealth,
+    QueueState,
+    VideoJobStatus,
+    VideoQueue,
+    VideoQueueStatus,
+    VideoQueueSpec,
+    find_condition,
+)
+from videoqueue.api.common import ObjectMeta
+from videoqueue.api.queue import QueueMemory
+from videoqueue.controller.queue_status import (
+    merge_patch,
+    status_patch,
+    summarize_queue,
+)
+
+T0 = datetime.datetime(2026, 1, 1, 10, 0, tzinfo=datetime.UTC)
+T1 = T0 + datetime.timedelta(minutes=5)
+T2 = T0 + datetime.timedelta(minutes=10)
+
+PHASE_FIELDS = (
+    "pending",
+    "waiting",
+    "admitted",
+    "running",
+    "backoff",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "rejected",
+)
+
+
+# --- Builders, in the manner of Kueue's MakeWorkload("a", "ns").Priority(3).Obj() ---------
+
+
+class MakeQueue:
+    def __init__(self, name: str = "work", namespace: str | None = "media") -> None:
+        self._name, self._namespace = name, namespace
+        self._generation = 1
+        self._state = QueueState.ACTIVE
+        self._budget = "8Gi"
+        self._status = VideoQueueStatus()
+
+    def state(self, state: QueueState) -> Self:
+        self._state = state
+        return self
+
+    def budget(self, budget: str) -> Self:
+        self._budget = budget
+        return self
+
+    def generation(self, generation: int) -> Self:
+        self._generation = generation
+        return self
+
+    def status(self, status: VideoQueueStatus) -> Self:
+        self._status = status
+        return self
+
+    def obj(self) -> VideoQueue:
+        return VideoQueue(
+            metadata=ObjectMeta(
+                name=self._name, namespace=self._namespace, generation=self._generation
+            ),
+            spec=VideoQueueSpec(state=self._state, memory=QueueMemory(budget=self._budget)),
+            status=self._status,
+        )
+
+
+def job(phase: JobPhase | None, memory: str | None = "1Gi") -> VideoJobStatus:
+    """A job's desired status: only the phase and memory matter to the queue."""
+    return VideoJobStatus(phase=phase, effective_memory=memory)
+
+
+def counts(status: VideoQueueStatus) -> dict[str, int]:
+    return {f: n for f in PHASE_FIELDS if (n := getattr(status, f))}
+
+
+def condition(status: VideoQueueStatus, type_: QueueConditionType) -> Condition:
+    found = find_condition(status.conditions, type_)
+    assert found is not None, f"no {type_} condition in {status.conditions}"
+    return found
+
+
+# --- Counts -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("jobs", "expected"),
+    [
+        pytest.param([], {}, id="no-jobs-all-zero"),
+        pytest.param(
+            [job(p) for p in JobPhase],
+            {f: 1 for f in PHASE_FIELDS},
+            id="one-of-each-phase",
+        ),
+        pytest.param([job(None), job(None)], {"pending": 2}, id="no-phase-counts-as-pending"),
+        pytest.param(
+            [job(JobPhase.PENDING), job(None), job(JobPhase.RUNNING), job(JobPhase.RUNNING)],
+            {"pending": 2, "running": 2},
+            id="unphased-adds-to-pending",
+        ),
+        pytest.param(
+            [job(JobPhase.SUCCEEDED)] * 3 + [job(JobPhase.FAILED), job(JobPhase.BACKOFF)],
+            {"succeeded": 3, "failed": 1, "backoff": 1},
+            id="finished-and-retrying",
+        ),
+    ],
+)
+def test_counts_jobs_by_phase(jobs: list[VideoJobStatus], expected: dict[str, int]) -> None:
+    status = summarize_queue(MakeQueue().obj(), jobs, T0)
+
+    assert counts(status) == expected
+
+
+def test_counts_are_written_even_when_zero() -> None:
+    # The printer columns read .status.pending and .status.running; 0 must show as 0.
+    written = summarize_queue(MakeQueue().obj(), [], T0).to_dict()
+
+    assert {f: written[f] for f in PHASE_FIELDS} == dict.fromkeys(PHASE_FIELDS, 0)
+
+
+def test_accepts_any_iterable_of_jobs() -> None:
+    status = summarize_queue(MakeQueue().obj(), (job(JobPhase.RUNNING) for _ in range(3)), T0)
+
+    assert status.running == 3
+    assert status.memory is not None
+    assert status.memory.reserved == "3Gi"
+
+
+# --- Memory -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("budget", "jobs", "reserved", "summary"),
+    [
+        pytest.param("8Gi", [], "0", "0/8Gi", id="idle-queue-shows-0"),
+        pytest.param(
+            "8Gi",
+            [job(JobPhase.ADMITTED, "1Gi"), job(JobPhase.RUNNING, "2Gi")],
+            "3Gi",
+            "3Gi/8Gi",
+            id="admitted-and-running-reserve",
+        ),
+        pytest.param(
+            "8Gi",
+            [
+                job(JobPhase.PENDING, "4Gi"),
+                job(JobPhase.WAITING, "4Gi"),
+                job(JobPhase.BACKOFF, "4Gi"),
+                job(None, "4Gi"),
+            ],
+            "0",
+            "0/8Gi",
+            id="waiting-jobs-reserve-nothing",
+        ),
+        pytest.param(
+            "8Gi",
+            [
+                job(JobPhase.SUCCEEDED, "4Gi"),
+                job(JobPhase.FAILED, "4Gi"),
+                job(JobPhase.CANCELLED, "4Gi"),
+                job(JobPhase.REJECTED, "16Gi"),
+            ],
+            "0",
+            "0/8Gi",
+            id="finished-jobs-reserve-nothing",
+        ),
+        pytest.param(
+            "8Gi",
+            [job(JobPhase.RUNNING, "512Mi"), job(JobPhase.RUNNING, "1536Mi")],
+            "2Gi",
+            "2Gi/8Gi",
+            id="mebibytes-add-up-to-gibibytes",
+        ),
+        pytest.param(
+            "8Gi",
+            [job(JobPhase.RUNNING, "512Mi")],
+            "512Mi",
+            "512Mi/8Gi",
+            id="smaller-than-a-gibibyte",
+        ),
+        pytest.param(
+            "10G",
+            [job(JobPhase.RUNNING, "1G"), job(JobPhase.RUNNING, "2G")],
+            "3G",
+            "3G/10G",
+            id="decimal-units",
+        ),
+        pytest.param("8192Mi", [], "0", "0/8Gi", id="budget-in-shortest-form"),
+        pytest.param(
+            "8Gi", [job(JobPhase.RUNNING, None)], "0", "0/8Gi", id="running-without-memory"
+        ),
+    ],
+)
+def test_memory_reserved_against_budget(
+    budget: str, jobs: list[VideoJobStatus], reserved: str, summary: str
+) -> None:
+    status = summarize_queue(MakeQueue().budget(budget).obj(), jobs, T0)
+
+    assert status.memory is not None
+    assert (status.memory.reserved, status.memory.summary) == (reserved, summary)
+    assert status.memory.budget == summary.split("/")[1]
+
+
+# --- observedGeneration, health -----------------------------------------------------------
+
+
+def test_observed_generation_is_the_queues_generation() -> None:
+    status = summarize_queue(MakeQueue().generation(7).obj(), [], T0)
+
+    assert status.observed_generation == 7
+    assert {c.observed_generation for c in status.conditions} == {7}
+
+
+@pytest.mark.parametrize("state", list(QueueState), ids=str)
+def test_health_is_healthy_by_default(state: QueueState) -> None:
+    jobs = [job(JobPhase.FAILED)] * 10 + [job(JobPhase.PENDING)] * 100
+
+    status = summarize_queue(MakeQueue().state(state).obj(), jobs, T0)
+
+    assert status.health == QueueHealth.HEALTHY
+
+
+# --- Conditions ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "ready", "reason", "says"),
+    [
+        pytest.param(QueueState.ACTIVE, ConditionStatus.TRUE, "Active", "admitted", id="active"),
+        pytest.param(
+            QueueState.PAUSED,
+            ConditionStatus.FALSE,
+            "Paused",
+            "new jobs are accepted and wait",
+            id="paused",
+        ),
+        pytest.param(
+            QueueState.DRAINING,
+            ConditionStatus.FALSE,
+            "Draining",
+            "new jobs are rejected",
+            id="draining",
+        ),
+    ],
+)
+def test_ready_follows_state(
+    state: QueueState, ready: ConditionStatus, reason: str, says: str
+) -> None:
+    status = summarize_queue(MakeQueue().state(state).obj(), [], T0)
+
+    found = condition(status, QueueConditionType.READY)
+    assert (found.status, found.reason, found.last_transition_time) == (ready, reason, T0)
+    assert says in found.message
+    assert ("kubectl" in found.message) == (state != QueueState.ACTIVE)
+
+
+@pytest.mark.parametrize(
+    ("namespace", "prefix"),
+    [
+        pytest.param("media", "kubectl -n media patch vq work", id="namespaced"),
+        pytest.param(None, "kubectl patch vq work", id="no-namespace"),
+    ],
+)
+@pytest.mark.parametrize("state", [QueueState.PAUSED, QueueState.DRAINING], ids=str)
+def test_not_ready_message_gives_a_resume_command_that_works(
+    state: QueueState, namespace: str | None, prefix: str
+) -> None:
+    status = summarize_queue(MakeQueue(namespace=namespace).state(state).obj(), [], T0)
+
+    message = condition(status, QueueConditionType.READY).message
+    command = message[message.index("kubectl") :]
+    assert command.startswith(prefix)
+    args = shlex.split(command)
+    assert args[args.index("--type") + 1] == "merge"
+    assert json.loads(args[args.index("-p") + 1]) == {"spec": {"state": "Active"}}
+
+
+@pytest.mark.parametrize("state", list(QueueState), ids=str)
+def test_reconciling_is_false_for_the_observed_generation(state: QueueState) -> None:
+    status = summarize_queue(MakeQueue().state(state).generation(3).obj(), [], T0)
+
+    found = condition(status, QueueConditionType.RECONCILING)
+    assert (found.status, found.reason, found.observed_generation) == (
+        ConditionStatus.FALSE,
+        "Reconciled",
+        3,
+    )
+    assert find_condition(status.conditions, QueueConditionType.STALLED) is None
+
+
+def test_conditions_are_valid_kubernetes_conditions() -> None:
+    status = summarize_queue(MakeQueue().state(QueueState.DRAINING).obj(), [], T0)
+
+    for found in status.to_dict()["conditions"]:
+        assert re.fullmatch(r"[A-Z][A-Za-z]*", found["reason"])
+        assert found["lastTransitionTime"] == "2026-01-01T10:00:00Z"
+        assert Condition.model_validate(found).message == found["message"]
+
+
+# --- lastTransitionTime -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("state", list(QueueState), ids=str)
+def test_last_transition_time_kept_while_nothing_transitions(state: QueueState) -> None:
+    first = summarize_queue(MakeQueue().state(state).obj(), [], T0)
+
+    later = summarize_queue(
+        MakeQueue().state(state).obj(), [job(JobPhase.RUNNING)], T1, previous=first
+    )
+
+    assert [(c.type, c.last_transition_time) for c in later.conditions] == [
+        ("Ready", T0),
+        ("Reconciling", T0),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "ready_since"),
+    [
+        pytest.param(QueueState.ACTIVE, QueueState.PAUSED, T1, id="active-to-paused-moves"),
+        pytest.param(QueueState.PAUSED, QueueState.ACTIVE, T1, id="paused-to-active-moves"),
+        pytest.param(
+            QueueState.PAUSED, QueueState.DRAINING, T0, id="paused-to-draining-stays-false"
+        ),
+    ],
+)
+def test_last_transition_time_moves_only_when_ready_changes_status(
+    before: QueueState, after: QueueState, ready_since: datetime.datetime
+) -> None:
+    first = summarize_queue(MakeQueue().state(before).generation(1).obj(), [], T0)
+
+    later = summarize_queue(MakeQueue().state(after).generation(2).obj(), [], T1, previous=first)
+
+    ready = condition(later, QueueConditionType.READY)
+    assert ready.last_transition_time == ready_since
+    assert ready.reason == after.value
+    assert ready.observed_generation == 2
+    assert condition(later, QueueConditionType.RECONCILING).last_transition_time == T0
+
+
+def test_previous_defaults_to_the_status_the_queue_was_read_with() -> None:
+    stored = summarize_queue(MakeQueue().obj(), [], T0)
+
+    later = summarize_queue(MakeQueue().status(stored).obj(), [], T1)
+
+    assert condition(later, QueueConditionType.READY).last_transition_time == T0
+
+
+def test_conditions_of_other_types_are_kept() -> None:
+    drained = Condition(
+        type="Drained", status=ConditionStatus.TRUE, reason="NothingRuns", last_transition_time=T0
+    )
+
+    status = summarize_queue(
+        MakeQueue().obj(), [], T1, previous=VideoQueueStatus(conditions=[drained])
+    )
+
+    assert [c.type for c in status.conditions] == ["Drained", "Ready", "Reconciling"]
+    assert condition(status, "Drained") == drained  # type: ignore[arg-type]
+
+
+def test_previous_is_not_modified() -> None:
+    previous = summarize_queue(MakeQueue().obj(), [], T0)
+    before = previous.model_copy(deep=True)
+
+    summarize_queue(MakeQueue().state(QueueState.PAUSED).obj(), [], T1, previous=previous)
+
+    assert previous == before
+
+
+# --- Bounded size -------------------------------------------------------------------------
+
+
+def test_status_size_does_not_grow_with_the_number_of_jobs() -> None:
+    def size(n: int) -> int:
+        jobs = [job(phase, "1Mi") for phase in JobPhase for _ in range(n)]
+        return len(json.dumps(summarize_queue(MakeQueue().obj(), jobs, T0).to_dict()))
+
+    # Only the digits of the counts and the memory total grow.
+    assert size(10_000) - size(1) < 64
+
+
+# --- status_patch ---------------------------------------------------------------------------
+
+
+def test_patch_is_none_when_the_stored_status_is_the_desired_one() -> None:
+    desired = summarize_queue(MakeQueue().obj(), [job(JobPhase.RUNNING)], T0)
+
+    assert status_patch(desired.to_dict(), desired) is None
+
+
+def test_unchanged_queue_costs_no_write_at_a_later_time() -> None:
+    jobs = [job(JobPhase.RUNNING), job(JobPhase.PENDING)]
+    stored = summarize_queue(MakeQueue().obj(), jobs, T0).to_dict()
+
+    queue = MakeQueue().status(VideoQueueStatus.model_validate(stored)).obj()
+    again = summarize_queue(queue, jobs, T2)
+
+    assert status_patch(stored, again) is None
+
+
+@pytest.mark.parametrize(
+    ("jobs", "expected"),
+    [
+        pytest.param(
+            [job(JobPhase.PENDING), job(JobPhase.PENDING)],
+            {"pending": 2},
+            id="only-the-changed-count",
+        ),
+        pytest.param(
+            [job(JobPhase.PENDING), job(JobPhase.RUNNING, "2Gi")],
+            {"running": 1, "memory": {"reserved": "2Gi", "summary": "2Gi/8Gi"}},
+            id="nested-memory-diffed-key-by-key",
+        ),
+    ],
+)
+def test_patch_holds_only_what_changed(
+    jobs: list[VideoJobStatus], expected: dict[str, Any]
+) -> None:
+    stored = summarize_queue(MakeQueue().obj(), [job(JobPhase.PENDING)], T0).to_dict()
+    queue = MakeQueue().status(VideoQueueStatus.model_validate(stored)).obj()
+
+    assert status_patch(stored, summarize_queue(queue, jobs, T1)) == expected
+
+
+def test_patch_replaces_conditions_whole_when_one_changes() -> None:
+    stored = summarize_queue(MakeQueue().obj(), [], T0).to_dict()
+    queue = MakeQueue().state(QueueState.PAUSED).status(VideoQueueStatus.model_validate(stored))
+
+    patch = status_patch(stored, summarize_queue(queue.obj(), [], T1))
+
+    assert patch is not None
+    assert set(patch) == {"conditions"}
+    assert [c["type"] for c in patch["conditions"]] == ["Ready", "Reconciling"]
+
+
+def test_patch_starts_an_empty_status_in_full() -> None:
+    desired = summarize_queue(MakeQueue().obj(), [], T0)
+
+    assert status_patch({}, desired) == desired.to_dict()
+
+
+def test_patch_removes_declared_fields_that_became_unset_and_leaves_foreign_ones() -> None:
+    stored = {
+        **summarize_queue(MakeQueue().obj(), [], T0).to_dict(),
+        "kopf": {"progress": {}},
+    }
+    desired = VideoQueueStatus.model_validate(stored)
+    desired.health = None
+
+    assert status_patch(stored, desired) == {"health": None}
+
+
+def test_patch_works_for_job_statuses_too() -> None:
+    stored = VideoJobStatus(phase=JobPhase.RUNNING, result={"a": 1, "b": 2}).to_dict()
+    desired = VideoJobStatus(phase=JobPhase.SUCCEEDED, result={"a": 1})
+
+    assert status_patch(stored, desired) == {"phase": "Succeeded", "result": {"b": None}}
+    assert status_patch(desired.to_dict(), desired) is None
+
+
+@pytest.mark.parametrize(
+    ("current", "desired", "expected"),
+    [
+        pytest.param({"a": 1}, {"a": 1}, {}, id="equal"),
+        pytest.param({}, {"a": 1}, {"a": 1}, id="added"),
+        pytest.param({"a": 1, "b": 2}, {"a": 1}, {"b": None}, id="removed-is-null"),
+        pytest.param({"a": {"x": 1, "y": 2}}, {"a": {"x": 1}}, {"a": {"y": None}}, id="nested"),
+        pytest.param({"a": 1}, {"a": {"x": 1}}, {"a": {"x": 1}}, id="scalar-to-object"),
+        pytest.param({"a": {"x": 1}}, {"a": 2}, {"a": 2}, id="object-to-scalar"),
+        pytest.param({"a": [1, 2]}, {"a": [1]}, {"a": [1]}, id="lists-replaced-whole"),
+        pytest.param({}, {"a": {}}, {"a": {}}, id="empty-object-added"),
+    ],
+)
+def test_merge_patch(
+    current: dict[str, Any], desired: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    assert merge_patch(current, desired) == expected
