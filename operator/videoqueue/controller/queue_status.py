@@ -88,6 +88,7 @@ def summarize_queue(
             reserved += parse_quantity(job.effective_memory)
 
     budget = queue.spec.memory.budget_bytes
+    reserved_text, budget_text = display_bytes(reserved), display_bytes(budget)
     status = VideoQueueStatus(
         observed_generation=generation,
         conditions=[c.model_copy() for c in base.conditions],
@@ -101,9 +102,9 @@ def summarize_queue(
         cancelled=counts[JobPhase.CANCELLED],
         rejected=counts[JobPhase.REJECTED],
         memory=QueueMemoryStatus(
-            reserved=format_bytes(reserved),
-            budget=format_bytes(budget),
-            summary=f"{format_bytes(reserved)}/{format_bytes(budget)}",
+            reserved=reserved_text,
+            budget=budget_text,
+            summary=f"{reserved_text}/{budget_text}",
         ),
     )
 
@@ -145,11 +146,26 @@ def assess_health(queue: VideoQueue, status: VideoQueueStatus) -> QueueHealth:
     return QueueHealth.HEALTHY
 
 
+def display_bytes(value: int) -> str:
+    """A byte count as the shortest exact quantity for people: `format_bytes`, unless a
+    decimal suffix is shorter (`format_bytes` tries binary suffixes first, so 10G would read
+    9765625Ki). `parse_quantity(display_bytes(n)) == n`; 0 reads "0"."""
+    candidates = [format_bytes(value)]
+    if value > 0:
+        candidates += [f"{value // 10**p}{s}" for s, p in _DECIMAL_SUFFIXES if value % 10**p == 0]
+    return min(candidates, key=len)  # the first of the shortest: binary wins a tie
+
+
+_DECIMAL_SUFFIXES = (("E", 18), ("P", 15), ("T", 12), ("G", 9), ("M", 6), ("k", 3))
+
+
 def resume_command(queue: VideoQueue) -> str:
     """The kubectl command that sets the queue back to Active."""
     namespace = f"-n {queue.metadata.namespace} " if queue.metadata.namespace else ""
     name = queue.metadata.name or "NAME"
-    return f"""kubectl {namespace}patch vq {name} --type merge -p '{{"spec":{{"state":"Active"}}}}'"""
+    return (
+        f"""kubectl {namespace}patch vq {name} --type merge -p '{{"spec":{{"state":"Active"}}}}'"""
+    )
 
 
 def status_patch(current: Mapping[str, Any], desired: ApiModel) -> dict[str, Any] | None:

@@ -10,6 +10,8 @@ import shlex
 from typing import Any, Self
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from videoqueue.api import (
     Condition,
@@ -20,13 +22,16 @@ from videoqueue.api import (
     QueueState,
     VideoJobStatus,
     VideoQueue,
-    VideoQueueStatus,
     VideoQueueSpec,
+    VideoQueueStatus,
     find_condition,
+    format_bytes,
+    parse_quantity,
 )
 from videoqueue.api.common import ObjectMeta
 from videoqueue.api.queue import QueueMemory
 from videoqueue.controller.queue_status import (
+    display_bytes,
     merge_patch,
     status_patch,
     summarize_queue,
@@ -95,7 +100,7 @@ def counts(status: VideoQueueStatus) -> dict[str, int]:
     return {f: n for f in PHASE_FIELDS if (n := getattr(status, f))}
 
 
-def condition(status: VideoQueueStatus, type_: QueueConditionType) -> Condition:
+def condition(status: VideoQueueStatus, type_: str) -> Condition:
     found = find_condition(status.conditions, type_)
     assert found is not None, f"no {type_} condition in {status.conditions}"
     return found
@@ -206,6 +211,13 @@ def test_accepts_any_iterable_of_jobs() -> None:
             "3G/10G",
             id="decimal-units",
         ),
+        pytest.param(
+            "10G",
+            [job(JobPhase.RUNNING, "1G"), job(JobPhase.RUNNING, "3G")],
+            "4G",
+            "4G/10G",
+            id="decimal-units-stay-decimal",
+        ),
         pytest.param("8192Mi", [], "0", "0/8Gi", id="budget-in-shortest-form"),
         pytest.param(
             "8Gi", [job(JobPhase.RUNNING, None)], "0", "0/8Gi", id="running-without-memory"
@@ -220,6 +232,33 @@ def test_memory_reserved_against_budget(
     assert status.memory is not None
     assert (status.memory.reserved, status.memory.summary) == (reserved, summary)
     assert status.memory.budget == summary.split("/")[1]
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        pytest.param(0, "0", id="zero"),
+        pytest.param(1, "1", id="one-byte"),
+        pytest.param(1024, "1Ki", id="kibibyte"),
+        pytest.param(1000, "1k", id="kilobyte"),
+        pytest.param(3 * 1024**3, "3Gi", id="gibibytes"),
+        pytest.param(4 * 10**9, "4G", id="gigabytes-not-3906250Ki"),
+        pytest.param(1024**4, "1Ti", id="tebibyte"),
+        pytest.param(1536 * 1024**2, "1536Mi", id="one-and-a-half-gibibytes"),
+        pytest.param(1_234_567, "1234567", id="no-suffix-fits"),
+    ],
+)
+def test_display_bytes_is_exact_and_short(value: int, shown: str) -> None:
+    assert display_bytes(value) == shown
+    assert parse_quantity(shown) == value
+
+
+@given(st.integers(min_value=0, max_value=2**70))
+def test_display_bytes_round_trips_and_is_never_longer_than_format_bytes(value: int) -> None:
+    shown = display_bytes(value)
+
+    assert parse_quantity(shown) == value
+    assert len(shown) <= len(format_bytes(value))
 
 
 # --- observedGeneration, health -----------------------------------------------------------
@@ -377,7 +416,7 @@ def test_conditions_of_other_types_are_kept() -> None:
     )
 
     assert [c.type for c in status.conditions] == ["Drained", "Ready", "Reconciling"]
-    assert condition(status, "Drained") == drained  # type: ignore[arg-type]
+    assert condition(status, "Drained") == drained
 
 
 def test_previous_is_not_modified() -> None:
@@ -496,4 +535,20 @@ def test_patch_works_for_job_statuses_too() -> None:
 def test_merge_patch(
     current: dict[str, Any], desired: dict[str, Any], expected: dict[str, Any]
 ) -> None:
-    assert merge_patch(current, desired) == expected
+    patch = merge_patch(current, desired)
+
+    assert patch == expected
+    assert apply_merge_patch(current, patch) == desired
+
+
+def apply_merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 section 2, as the API server applies a merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = apply_merge_patch(result.get(key), value)
+    return result
