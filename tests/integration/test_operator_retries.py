@@ -18,6 +18,7 @@ from tests.integration.objects import (
     make_queue,
     wait_job,
 )
+from videoqueue.api import RETRY_ANNOTATION
 from videoqueue.envtest import ClusterBase
 from videoqueue.envtest.kwok import REASON, REASON_FOR_ATTEMPT, RUN_DURATION
 
@@ -141,3 +142,23 @@ def test_no_job_gets_two_pods_for_one_attempt(
         for p in pods
     ]
     assert len(per_attempt) == len(set(per_attempt)) == 8
+
+
+def test_failed_job_is_retried_by_hand_with_one_annotation(
+    operator: subprocess.Popen[bytes], custom: Any, namespace: str, cluster: ClusterBase
+) -> None:
+    create(custom, namespace, "videoqueues", make_queue())
+    job = annotated(make_job("fix-me"), {REASON: "Error"})
+    job["spec"]["maxAttempts"] = 1
+    create(custom, namespace, "videojobs", job)
+    wait_job(custom, namespace, "fix-me", "Failed")
+    # The user fixes the cause (here: the simulated failure goes away), then asks for a retry.
+    cluster.kubectl("annotate", "-n", namespace, "vj/fix-me", f"{REASON}-")
+
+    cluster.kubectl("annotate", "-n", namespace, "vj/fix-me", f"{RETRY_ANNOTATION}=1")
+
+    done = wait_job(custom, namespace, "fix-me", "Complete")
+    status = done["status"]
+    assert [a["reason"] for a in status["attempts"]] == ["Error", "Completed"]
+    assert status["manualRetry"] == {"request": "1", "afterAttempt": 1}
+    assert condition(done, "Failed")["status"] == "False"  # type: ignore[index]

@@ -227,6 +227,20 @@ class AttemptRecord(ApiModel):
     """When the attempt ended."""
 
 
+RETRY_ANNOTATION = "videoqueue.dev/retry"
+"""Set (or change) this annotation on a Failed job to run it again with a fresh budget of
+attempts: `kubectl annotate vj NAME videoqueue.dev/retry="$(date +%s)" --overwrite`."""
+
+
+class ManualRetry(ApiModel):
+    """A retry asked for by a user, recorded so that it is acted on once."""
+
+    request: str = Field(max_length=253)
+    """The value of the videoqueue.dev/retry annotation that was acted on."""
+    after_attempt: int = Field(ge=0)
+    """Attempts up to this number no longer count against maxAttempts."""
+
+
 class VideoJobStatus(ApiModel):
     """What the operator observed about the job."""
 
@@ -266,6 +280,8 @@ class VideoJobStatus(ApiModel):
     """Seconds workers ran, all attempts together."""
     result: dict[str, Any] | None = Field(default=None, json_schema_extra=PRESERVE_UNKNOWN_FIELDS)
     """What the worker returned (from its termination message)."""
+    manual_retry: ManualRetry | None = None
+    """The last retry a user asked for with the videoqueue.dev/retry annotation."""
 
 
 class VideoJob(ApiModel):

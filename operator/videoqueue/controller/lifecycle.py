@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from videoqueue.api import (
+    RETRY_ANNOTATION,
     AttemptReason,
     AttemptRecord,
     Condition,
     ConditionStatus,
     JobConditionType,
     JobPhase,
+    ManualRetry,
     VideoJob,
     VideoJobStatus,
     VideoQueue,
@@ -118,6 +120,23 @@ def assess_job(
                 observed_generation=generation,
             ),
         )
+
+    request = job.metadata.annotations.get(RETRY_ANNOTATION)
+    handled = status.manual_retry.request if status.manual_retry else None
+    if request and request != handled:
+        after = status.manual_retry.after_attempt if status.manual_retry else 0
+        if status.phase == JobPhase.FAILED:
+            # A fresh budget of attempts; the history stays for the record.
+            after = status.attempt
+            status.phase = JobPhase.PENDING
+            status.completion_time = None
+            status.next_attempt_time = None
+            status.queued_time = now
+            status.message = "retry requested by the videoqueue.dev/retry annotation"
+            condition(JobConditionType.FAILED, False, "RetryRequested", status.message)
+            notices.append(Notice("Normal", "RetryRequested", status.message))
+        # Acted on once; a request on a job that has not failed is recorded and ignored.
+        status.manual_retry = ManualRetry(request=request, after_attempt=after)
 
     if status.phase is not None and status.phase.is_terminal:
         return Assessment(status=status, view=None, terminal=True)
@@ -375,7 +394,12 @@ def _conclude(
     condition(JobConditionType.RUNNING, False, reason.value, detail)
     retry = queue.spec.retry if queue is not None else None
     max_attempts = job.spec.max_attempts or (retry.max_attempts if retry else 1)
-    used = sum(1 for r in status.attempts if r.reason is not None and consumes_attempt(r.reason))
+    after = status.manual_retry.after_attempt if status.manual_retry else 0
+    used = sum(
+        1
+        for r in status.attempts
+        if r.attempt > after and r.reason is not None and consumes_attempt(r.reason)
+    )
     if consumes_attempt(reason) and used >= max_attempts:
         status.phase = JobPhase.FAILED
         status.completion_time = now
