@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from tests.integration.objects import (
+    GROUP,
     RESULT,
+    VERSION,
     PodSampler,
     condition,
     create,
@@ -17,7 +19,7 @@ from tests.integration.objects import (
     make_queue,
     wait_job,
 )
-from videoqueue.envtest import ClusterBase, poll
+from videoqueue.envtest import ClusterBase, poll, wait_for_object
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +45,20 @@ def test_jobs_run_in_priority_order_within_concurrency_and_memory(
         assert status["attempt"] == 1
         assert status["attempts"][0]["reason"] == "Completed"
         assert status["effectiveMemory"] == "1Gi"
+    queue = wait_for_object(
+        custom.list_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        namespace,
+        "videoqueues",
+        name="work",
+        predicate=lambda q: q.get("status", {}).get("succeeded") == len(jobs),
+        timeout=30,
+        what="the queue's status to count every job as succeeded",
+    )
+    assert queue["status"]["running"] == 0
+    assert queue["status"]["memory"] == {"reserved": "0", "budget": "3Gi", "summary": "0/3Gi"}
+    assert is_true(queue, "Ready")
     # Jobs created within a moment of each other: the first two may start before the rest
     # exist, but from then on admission follows priority.
     admitted = sorted(done, key=lambda n: done[n]["status"]["admittedTime"])

@@ -65,23 +65,21 @@ def parse_quantity(value: str | int) -> int:
 
 
 def format_bytes(value: int) -> str:
-    """Write a byte count as the shortest exact quantity: binary suffix first, then decimal.
+    """Write a byte count as the shortest exact quantity; a binary suffix wins a tie.
 
-    `parse_quantity(format_bytes(n)) == n` for every integer n.
+    `parse_quantity(format_bytes(n)) == n` for every integer n, and 4G stays 4G rather than
+    3906250Ki.
     """
     if value < 0:
         return "-" + format_bytes(-value)
     if value == 0:
         return "0"
-    for suffix, power in sorted(_BINARY.items(), key=lambda kv: -kv[1]):
-        unit = 1024**power
-        if value % unit == 0:
-            return f"{value // unit}{suffix}"
-    for suffix in ("E", "P", "T", "G", "M", "k"):
-        unit = 10 ** _DECIMAL[suffix]
-        if value % unit == 0:
-            return f"{value // unit}{suffix}"
-    return str(value)
+    binary = [(s, 1024**p) for s, p in sorted(_BINARY.items(), key=lambda kv: -kv[1])]
+    decimal = [(s, 10 ** _DECIMAL[s]) for s in ("E", "P", "T", "G", "M", "k")]
+    candidates = [
+        f"{value // unit}{suffix}" for suffix, unit in binary + decimal if value % unit == 0
+    ]
+    return min([*candidates, str(value)], key=len)
 
 
 def _int_to_string(value: Any) -> Any:

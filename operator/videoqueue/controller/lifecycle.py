@@ -293,15 +293,6 @@ def admit(
     return admitted
 
 
-def status_patch(current: dict[str, Any], desired: VideoJobStatus) -> dict[str, Any] | None:
-    """A JSON merge patch turning `current` (the status as stored) into `desired`, or None
-    when they already agree (no write)."""
-    wanted = desired.to_dict()
-    patch: dict[str, Any] = {k: v for k, v in wanted.items() if current.get(k) != v}
-    patch.update({k: None for k in current if k not in wanted})
-    return patch or None
-
-
 # -- helpers ------------------------------------------------------------------------------
 
 

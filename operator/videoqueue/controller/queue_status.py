@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import datetime
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
 from videoqueue.api import (
-    ApiModel,
     Condition,
     ConditionStatus,
     JobPhase,
@@ -88,7 +86,7 @@ def summarize_queue(
             reserved += parse_quantity(job.effective_memory)
 
     budget = queue.spec.memory.budget_bytes
-    reserved_text, budget_text = display_bytes(reserved), display_bytes(budget)
+    reserved_text, budget_text = format_bytes(reserved), format_bytes(budget)
     status = VideoQueueStatus(
         observed_generation=generation,
         conditions=[c.model_copy() for c in base.conditions],
@@ -146,19 +144,6 @@ def assess_health(queue: VideoQueue, status: VideoQueueStatus) -> QueueHealth:
     return QueueHealth.HEALTHY
 
 
-def display_bytes(value: int) -> str:
-    """A byte count as the shortest exact quantity for people: `format_bytes`, unless a
-    decimal suffix is shorter (`format_bytes` tries binary suffixes first, so 10G would read
-    9765625Ki). `parse_quantity(display_bytes(n)) == n`; 0 reads "0"."""
-    candidates = [format_bytes(value)]
-    if value > 0:
-        candidates += [f"{value // 10**p}{s}" for s, p in _DECIMAL_SUFFIXES if value % 10**p == 0]
-    return min(candidates, key=len)  # the first of the shortest: binary wins a tie
-
-
-_DECIMAL_SUFFIXES = (("E", 18), ("P", 15), ("T", 12), ("G", 9), ("M", 6), ("k", 3))
-
-
 def resume_command(queue: VideoQueue) -> str:
     """The kubectl command that sets the queue back to Active."""
     namespace = f"-n {queue.metadata.namespace} " if queue.metadata.namespace else ""
@@ -166,36 +151,3 @@ def resume_command(queue: VideoQueue) -> str:
     return (
         f"""kubectl {namespace}patch vq {name} --type merge -p '{{"spec":{{"state":"Active"}}}}'"""
     )
-
-
-def status_patch(current: Mapping[str, Any], desired: ApiModel) -> dict[str, Any] | None:
-    """A JSON merge patch (RFC 7386) turning `current`, the status as stored, into `desired`,
-    or None when they already agree (no write).
-
-    Works for any status model (VideoQueueStatus, VideoJobStatus). Nested objects are diffed
-    key by key, so a nested field that became unset is removed (`null`) rather than left
-    behind; lists such as `conditions` are replaced whole, as merge patches do. Top-level keys
-    the model does not declare are left alone: they are not this model's to remove.
-    """
-    owned = {field.alias or name for name, field in type(desired).model_fields.items()}
-    patch = merge_patch({k: v for k, v in current.items() if k in owned}, desired.to_dict())
-    return patch or None
-
-
-def merge_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON merge patch (RFC 7386) that turns `current` into `desired`; empty when equal.
-
-    Keys missing from `desired` become `null`, so `desired` must not itself hold `null`
-    values (a merge patch cannot set a value to null; `ApiModel.to_dict` leaves them out).
-    """
-    patch: dict[str, Any] = {}
-    for key, value in desired.items():
-        old = current.get(key)
-        if isinstance(value, Mapping) and isinstance(old, Mapping):
-            nested = merge_patch(old, value)
-            if nested:
-                patch[key] = nested
-        elif key not in current or old != value:
-            patch[key] = value
-    patch.update({key: None for key in current if key not in desired})
-    return patch

@@ -25,9 +25,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from videoqueue.api import VideoJob, VideoQueue, format_bytes
-from videoqueue.controller.kube import PODS, VIDEOJOBS, EventType, KubeClient
-from videoqueue.controller.lifecycle import Admission, Assessment, admit, assess_job, status_patch
+from videoqueue.controller.kube import PODS, VIDEOJOBS, VIDEOQUEUES, EventType, KubeClient
+from videoqueue.controller.lifecycle import Admission, Assessment, admit, assess_job
+from videoqueue.controller.patching import status_patch
 from videoqueue.controller.pods import ANNOTATION_JOB_NAME, build_worker_pod, read_pod_outcome
+from videoqueue.controller.queue_status import summarize_queue
 from videoqueue.scheduling import QueuePolicy, Snapshot, decide_admissions
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,8 @@ logger = logging.getLogger(__name__)
 # Parallel API writes per queue cycle: enough to keep the API server busy, bounded so
 # one huge queue does not starve the others of connections.
 WRITE_PARALLELISM = 32
+# A queue's status is rewritten at most this often, however busy the queue.
+QUEUE_STATUS_INTERVAL = 2.0
 
 
 @dataclass
@@ -55,6 +59,7 @@ class QueueEntry:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     all_dirty: bool = True
+    status_written_at: float = 0.0
 
 
 class Controller:
@@ -73,12 +78,15 @@ class Controller:
         if deleted:
             entry.body, entry.queue = None, None
         elif _newer(body, entry.body):
+            spec_changed = entry.body is None or _generation(body) != _generation(entry.body)
             entry.body = body
             try:
                 entry.queue = VideoQueue.model_validate(body)
             except ValidationError:
                 logger.exception("cannot read VideoQueue %s", entry.key)
                 entry.queue = None
+            if not spec_changed:
+                return  # our own status write coming back: nothing to re-decide
         entry.all_dirty = True
         entry.wake.set()
 
@@ -204,7 +212,40 @@ class Controller:
                 continue
             writes.append(self._write_status(job_entry, job_entry.assessment))
         await _gather_bounded(writes)
+        # 5. the queue's own status, at a bounded rate
+        status_due = await self._write_queue_status(entry, now_ts, now)
+        if status_due is not None:
+            wake_at = status_due if wake_at is None else min(wake_at, status_due)
         return wake_at
+
+    async def _write_queue_status(
+        self, entry: QueueEntry, now_ts: float, now: datetime.datetime
+    ) -> float | None:
+        """Write the queue's status if it changed and the last write is old enough; else
+        return when to try again."""
+        if entry.queue is None or entry.body is None:
+            return None
+        statuses = [
+            e.assessment.status
+            for key in entry.jobs
+            if (e := self.jobs.get(key)) is not None and e.assessment is not None
+        ]
+        desired = summarize_queue(entry.queue, statuses, now)
+        patch = status_patch(entry.body.get("status") or {}, desired)
+        if patch is None:
+            return None
+        due = entry.status_written_at + QUEUE_STATUS_INTERVAL
+        if now_ts < due:
+            return due
+        entry.status_written_at = now_ts
+        meta = entry.body["metadata"]
+        updated = await self.kube.patch(
+            VIDEOQUEUES, meta["namespace"], meta["name"], {"status": patch}, subresource="status"
+        )
+        if updated is not None and _newer(updated, entry.body):
+            entry.body = updated
+            entry.queue = VideoQueue.model_validate(updated)
+        return None
 
     async def _assess(
         self, entry: JobEntry, queue: VideoQueue | None, now: datetime.datetime
@@ -305,6 +346,11 @@ def _newer(body: dict[str, Any], than: dict[str, Any] | None) -> bool:
         return int(body["metadata"]["resourceVersion"]) >= int(than["metadata"]["resourceVersion"])
     except (KeyError, ValueError, TypeError):
         return True
+
+
+def _generation(body: dict[str, Any]) -> int | None:
+    generation: int | None = body.get("metadata", {}).get("generation")
+    return generation
 
 
 def _due(assessment: Assessment, now: float) -> bool:

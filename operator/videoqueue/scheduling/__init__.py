@@ -26,7 +26,6 @@ from videoqueue.scheduling.retry import (
     should_retry,
 )
 from videoqueue.scheduling.snapshot import JobState, JobView, QueuePolicy, Snapshot
-from videoqueue.scheduling.units import format_memory
 
 __all__ = [
     "DISRUPTION_REASONS",
@@ -43,7 +42,6 @@ __all__ = [
     "backoff_delay",
     "consumes_attempt",
     "decide_admissions",
-    "format_memory",
     "next_memory_after_oom",
     "order_key",
     "should_retry",

@@ -59,8 +59,9 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from videoqueue.api import format_bytes
 from videoqueue.scheduling.snapshot import JobState, JobView, QueuePolicy, Snapshot
-from videoqueue.scheduling.units import format_memory, format_seconds
+from videoqueue.scheduling.units import format_seconds
 
 
 class BlockReason(enum.StrEnum):
@@ -193,16 +194,16 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
 
 def _rejection(job: JobView, policy: QueuePolicy) -> Rejection:
     message = (
-        f"needs {format_memory(job.memory)} but the queue's memory.max is "
-        f"{format_memory(policy.memory_max)}; lower the job's memory or raise memory.max"
+        f"needs {format_bytes(job.memory)} but the queue's memory.max is "
+        f"{format_bytes(policy.memory_max)}; lower the job's memory or raise memory.max"
     )
     return Rejection(job.key, RejectReason.EXCEEDS_MEMORY_MAX, message)
 
 
 def _exceeds_budget(job: JobView, policy: QueuePolicy) -> Blocked:
     message = (
-        f"needs {format_memory(job.memory)}, more than the queue's whole memory.budget of "
-        f"{format_memory(policy.memory_budget)}; it can start only if the budget is raised"
+        f"needs {format_bytes(job.memory)}, more than the queue's whole memory.budget of "
+        f"{format_bytes(policy.memory_budget)}; it can start only if the budget is raised"
     )
     return Blocked(BlockReason.EXCEEDS_BUDGET, message)
 
@@ -215,8 +216,8 @@ def _no_slot(policy: QueuePolicy, slots_free: int) -> Blocked:
 
 def _no_memory(job: JobView, policy: QueuePolicy, memory_free: int, reserved: bool) -> Blocked:
     message = (
-        f"waiting for memory: needs {format_memory(job.memory)}, "
-        f"{format_memory(max(memory_free, 0))} free of {format_memory(policy.memory_budget)}"
+        f"waiting for memory: needs {format_bytes(job.memory)}, "
+        f"{format_bytes(max(memory_free, 0))} free of {format_bytes(policy.memory_budget)}"
     )
     if reserved:
         message += "; memory is reserved for it, no job behind it starts first"

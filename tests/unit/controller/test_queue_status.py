@@ -30,12 +30,8 @@ from videoqueue.api import (
 )
 from videoqueue.api.common import ObjectMeta
 from videoqueue.api.queue import QueueMemory
-from videoqueue.controller.queue_status import (
-    display_bytes,
-    merge_patch,
-    status_patch,
-    summarize_queue,
-)
+from videoqueue.controller.patching import merge_patch, status_patch
+from videoqueue.controller.queue_status import summarize_queue
 
 T0 = datetime.datetime(2026, 1, 1, 10, 0, tzinfo=datetime.UTC)
 T1 = T0 + datetime.timedelta(minutes=5)
@@ -248,17 +244,14 @@ def test_memory_reserved_against_budget(
         pytest.param(1_234_567, "1234567", id="no-suffix-fits"),
     ],
 )
-def test_display_bytes_is_exact_and_short(value: int, shown: str) -> None:
-    assert display_bytes(value) == shown
+def test_format_bytes_is_exact_and_short(value: int, shown: str) -> None:
+    assert format_bytes(value) == shown
     assert parse_quantity(shown) == value
 
 
 @given(st.integers(min_value=0, max_value=2**70))
-def test_display_bytes_round_trips_and_is_never_longer_than_format_bytes(value: int) -> None:
-    shown = display_bytes(value)
-
-    assert parse_quantity(shown) == value
-    assert len(shown) <= len(format_bytes(value))
+def test_format_bytes_round_trips(value: int) -> None:
+    assert parse_quantity(format_bytes(value)) == value
 
 
 # --- observedGeneration, health -----------------------------------------------------------

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.scheduling.builders import parse_memory
+from videoqueue.api import format_bytes
 from videoqueue.scheduling import (
     DISRUPTION_REASONS,
     OOM_KILLED,
@@ -15,7 +16,7 @@ from videoqueue.scheduling import (
     next_memory_after_oom,
     should_retry,
 )
-from videoqueue.scheduling.units import MiB, format_memory
+from videoqueue.scheduling.units import MiB
 
 PROPERTIES = settings(max_examples=100, deadline=None)
 
@@ -94,7 +95,7 @@ def test_next_memory_after_oom(
 ) -> None:
     grown = next_memory_after_oom(parse_memory(current), multiplier, parse_memory(memory_max))
 
-    assert format_memory(grown) == expected
+    assert format_bytes(grown) == expected
 
 
 attempts = st.integers(1, 200)
