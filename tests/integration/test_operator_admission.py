@@ -14,12 +14,14 @@ from tests.integration.objects import (
     PodSampler,
     condition,
     create,
+    get_job,
     is_true,
     make_job,
     make_queue,
     wait_job,
 )
 from videoqueue.envtest import ClusterBase, poll, wait_for_object
+from videoqueue.envtest.kwok import RUN_DURATION
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +120,67 @@ def test_kubectl_wait_for_complete(
 
     listed = cluster.kubectl("get", "vj", "-n", namespace)
     assert "Succeeded" in listed.stdout
+
+
+def long_running(job: dict[str, Any], run_for: str = "600s") -> dict[str, Any]:
+    job["metadata"]["annotations"] = {RUN_DURATION: run_for}
+    return job
+
+
+@pytest.mark.parametrize(
+    ("backfill_seconds", "small_admitted"),
+    [
+        pytest.param(600, True, id="small-job-backfills-while-big-one-waits"),
+        pytest.param(0, False, id="memory-reserved-for-big-job-at-once"),
+    ],
+)
+def test_job_that_does_not_fit_lets_smaller_ones_pass_until_its_window_closes(
+    operator: subprocess.Popen[bytes],
+    custom: Any,
+    namespace: str,
+    backfill_seconds: int,
+    small_admitted: bool,
+) -> None:
+    queue = make_queue(concurrency=3, budget="3Gi")
+    queue["spec"]["memory"]["backfillSeconds"] = backfill_seconds
+    create(custom, namespace, "videoqueues", queue)
+    create(custom, namespace, "videojobs", long_running(make_job("running", memory="2Gi")))
+    wait_job(custom, namespace, "running", "Admitted")
+    create(custom, namespace, "videojobs", make_job("big", memory="2Gi", priority=9))
+    wait_for_object(
+        custom.list_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        namespace,
+        "videojobs",
+        name="big",
+        predicate=lambda j: (
+            (condition(j, "Admitted") or {}).get("reason") in ("WaitingForMemory", "MemoryReserved")
+        ),
+        timeout=30,
+        what="the big job to wait for memory, saying so",
+    )
+
+    create(
+        custom, namespace, "videojobs", long_running(make_job("small", memory="1Gi", priority=1))
+    )
+
+    if small_admitted:
+        small = wait_job(custom, namespace, "small", "Admitted")
+        assert small["status"]["phase"] in ("Admitted", "Running")
+    else:
+        small = wait_for_object(
+            custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            "videojobs",
+            name="small",
+            predicate=lambda j: (condition(j, "Admitted") or {}).get("reason") == "MemoryReserved",
+            timeout=30,
+            what="the small job to wait behind the reservation",
+        )
+        assert "big" in small["status"]["message"]
+    big = get_job(custom, namespace, "big")
+    assert not is_true(big, "Admitted")
+    assert "needs 2Gi" in big["status"]["message"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import logging
 import time
@@ -24,7 +25,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from videoqueue.api import VideoJob, VideoQueue, format_bytes
+from videoqueue.api import (
+    Condition,
+    ConditionStatus,
+    JobConditionType,
+    VideoJob,
+    VideoQueue,
+    find_condition,
+    format_bytes,
+    set_condition,
+)
 from videoqueue.controller.kube import PODS, VIDEOJOBS, VIDEOQUEUES, EventType, KubeClient
 from videoqueue.controller.lifecycle import Admission, Assessment, admit, assess_job
 from videoqueue.controller.patching import status_patch
@@ -200,6 +210,8 @@ class Controller:
             )
             decision = decide_admissions(Snapshot(policy, tuple(views)), now_ts)
             wake_at = decision.wake_at
+            for key, blocked in decision.blocked_reasons.items():
+                self._explain_wait(self.jobs[key], blocked.reason.value, blocked.message, now)
             # 3. admit: create the pods, then record the admissions
             writes += [self._admit(self.jobs[key], entry, now) for key in decision.admit]
 
@@ -246,6 +258,33 @@ class Controller:
             entry.body = updated
             entry.queue = VideoQueue.model_validate(updated)
         return None
+
+    def _explain_wait(
+        self, entry: JobEntry, reason: str, message: str, now: datetime.datetime
+    ) -> None:
+        """Say in the job's status why it waits. Only a change of reason is written: the
+        numbers in the message (free memory, slots) change all the time and would cost a
+        status write per job on every admission in the queue."""
+        assessment = entry.assessment
+        if assessment is None or entry.job is None:
+            return
+        current = find_condition(assessment.status.conditions, JobConditionType.ADMITTED)
+        if current is not None and current.reason == reason:
+            return
+        status = assessment.status.model_copy(deep=True)
+        status.message = message
+        status.conditions = set_condition(
+            status.conditions,
+            Condition(
+                type=JobConditionType.ADMITTED,
+                status=ConditionStatus.FALSE,
+                reason=reason,
+                message=message,
+                last_transition_time=now,
+                observed_generation=entry.job.metadata.generation,
+            ),
+        )
+        entry.assessment = dataclasses.replace(assessment, status=status)
 
     async def _assess(
         self, entry: JobEntry, queue: VideoQueue | None, now: datetime.datetime
