@@ -1,27 +1,157 @@
-"""`python -m videoqueue`: run the operator against the cluster of $KUBECONFIG or in-cluster."""
+"""`python -m videoqueue`: run the operator against the cluster of $KUBECONFIG or in-cluster.
+
+High availability: run several replicas; one acts, the others stand by (kopf peering). The
+replicas publish keep-alives in a ClusterKopfPeering object, and only the live replica with
+the highest priority watches and writes; the others keep no watches open and write nothing
+but their keep-alive. When the acting replica stops renewing its keep-alive (killed, node
+lost), the next one takes over once the keep-alive's lifetime has run out; when it exits
+cleanly it withdraws its keep-alive and the next one takes over at once.
+
+Peering modes:
+  (default)        peer in the ClusterKopfPeering named `videoqueue-operator` when the
+                   peering CRD (crds/peering/clusterkopfpeerings.kopf.dev.yaml) is installed,
+                   and run standalone when it is not;
+  --peering NAME   peer in the ClusterKopfPeering NAME; exit with an error when the CRD is
+                   missing;
+  --standalone     never peer (one replica only, or development against a cluster whose
+                   operator is stopped).
+When peering, the ClusterKopfPeering object is created if it does not exist, and a replica
+stands by until it has seen the peering state (it never acts before knowing whether another
+replica does).
+
+Priorities: replicas must have distinct priorities (kopf pauses every replica of a tie). By
+default the priority comes from the start time, older replicas first
+(`-(start time in microseconds)`): the acting replica keeps acting while others start and
+stop, and a replacement never takes over from a replica that is still renewing its
+keep-alive. `--priority N` sets it explicitly (higher acts first).
+
+Identity: kopf names a replica by $POD_ID when set (give it the pod's metadata.name); a
+container restarted in the same pod then replaces its own keep-alive instead of waiting for
+the old one to expire.
+
+`--peering-lifetime SECONDS` (default 60): how long a keep-alive counts; the takeover delay
+after a replica dies without exiting cleanly. Keep-alives are renewed a few seconds before
+they expire (one PATCH per replica per lifetime, whatever the load).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import time
+from dataclasses import dataclass
 
 import kopf
 
 import videoqueue.controller.handlers  # noqa: F401  (registers the handlers)
+from videoqueue.controller.kube import KubeApiError, KubeClient, Resource
+
+logger = logging.getLogger("videoqueue")
+
+DEFAULT_PEERING_NAME = "videoqueue-operator"
+PEERING_CRD = "crds/peering/clusterkopfpeerings.kopf.dev.yaml"
+CLUSTER_PEERINGS = Resource("kopf.dev", "v1", "clusterkopfpeerings", namespaced=False)
+
+
+@dataclass(frozen=True)
+class Peering:
+    """How this replica takes part in peering; `name` None means standalone."""
+
+    name: str | None
+    priority: int
+    lifetime: int
+
+
+def default_priority(now_ns: int | None = None) -> int:
+    """Older replicas first: the negated start time in microseconds."""
+    return -((time.time_ns() if now_ns is None else now_ns) // 1000)
+
+
+async def ensure_peering_object(name: str) -> bool:
+    """Create the ClusterKopfPeering `name` unless it exists; False when the CRD is missing."""
+    async with await KubeClient.from_kubeconfig() as kube:
+        if await kube.get(CLUSTER_PEERINGS, None, name) is not None:
+            return True
+        body = {
+            "apiVersion": CLUSTER_PEERINGS.api_version,
+            "kind": "ClusterKopfPeering",
+            "metadata": {"name": name},
+        }
+        try:
+            await kube.create(CLUSTER_PEERINGS, None, body)
+        except KubeApiError as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
+
+def resolve_peering(args: argparse.Namespace) -> Peering:
+    priority = args.priority if args.priority is not None else default_priority()
+    if args.standalone:
+        return Peering(None, priority, args.peering_lifetime)
+    name = args.peering or DEFAULT_PEERING_NAME
+    if asyncio.run(ensure_peering_object(name)):
+        return Peering(name, priority, args.peering_lifetime)
+    if args.peering:
+        raise SystemExit(
+            f"--peering {name}: the ClusterKopfPeering CRD (kopf.dev) is not installed; "
+            f"apply {PEERING_CRD} or run with --standalone"
+        )
+    logger.info("the kopf.dev peering CRD is not installed: running standalone (one replica)")
+    return Peering(None, priority, args.peering_lifetime)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="videoqueue", description=__doc__)
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    parser = argparse.ArgumentParser(
+        prog="videoqueue", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--standalone", action="store_true", help="never peer with other replicas")
+    mode.add_argument("--peering", metavar="NAME", help="peer in this ClusterKopfPeering")
+    parser.add_argument(
+        "--priority", type=int, help="peering priority, higher acts first (default: start time)"
+    )
+    parser.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=60,
+        metavar="SECONDS",
+        help="how long a keep-alive counts: the takeover delay after a crash (default 60)",
+    )
+    args = parser.parse_args(argv)
+    if args.peering_lifetime < 2:
+        parser.error("--peering-lifetime must be at least 2 seconds")
+    # kopf.configure installs the one root handler; a basicConfig handler would print twice.
     kopf.configure(verbose=args.verbose)
-    # One active replica at a time is issue work still to come (peering); until then the
-    # operator runs standalone.
-    kopf.run(clusterwide=True, standalone=True)
+    if not args.verbose:
+        # kopf logs "Handler ... succeeded." at INFO for every watch event: a line per pod
+        # and job change, which costs more CPU than handling the event. Failures still show.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+
+    peering = resolve_peering(args)
+    settings = kopf.OperatorSettings()
+    settings.peering.lifetime = peering.lifetime
+    if peering.name is None:
+        kopf.run(clusterwide=True, standalone=True, settings=settings)
+        return
+    logger.info(
+        "peering in ClusterKopfPeering %s with priority %d: standing by until no live replica "
+        "has a higher priority",
+        peering.name,
+        peering.priority,
+    )
+    # A peering name makes peering mandatory: kopf starts paused and watches nothing until it
+    # has read the peering state, so a new replica never acts next to the acting one.
+    kopf.run(
+        clusterwide=True,
+        standalone=False,
+        peering_name=peering.name,
+        priority=peering.priority,
+        settings=settings,
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,142 @@
+"""Operator processes for tests and benchmarks: start, stop, SIGKILL, read their logs.
+
+Each `OperatorProcess` is one `python -m videoqueue` with its own log file; `restart()` starts
+a fresh process on the same log (a marker line separates the runs), as a kubelet restarts a
+crashed container.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from videoqueue.envtest import poll
+
+
+class OperatorProcess:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_path: Path,
+        args: Sequence[str] = (),
+        *,
+        name: str = "operator",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.args = list(args)
+        self.name = name
+        self.env = env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.started_at: float | None = None  # time.time() of the last start
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        if self.alive:
+            raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
+        self.starts += 1
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env}
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            log.write(f"=== {self.name} start #{self.starts} ===\n".encode())
+            log.flush()
+            self.started_at = time.time()
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "videoqueue", *self.args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def kill(self) -> float:
+        """SIGKILL: no cleanup, no goodbye to peers. Returns when it died (time.time())."""
+        process = self._require()
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        return time.time()
+
+    def stop(self, timeout: float = 20) -> None:
+        """SIGTERM and wait (kopf's graceful exit); SIGKILL after `timeout`."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self) -> Self:
+        if self.alive:
+            self.kill()
+        return self.start()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        if exc_type is not None or os.environ.get("VIDEOQUEUE_SHOW_OPERATOR_LOG"):
+            print(f"\n--- {self.name} log ({self.log_path}) ---\n{self.log()}", file=sys.stderr)
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def _require(self) -> subprocess.Popen[bytes]:
+        if self.process is None or self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} is not running")
+        return self.process
+
+    # -- logs -----------------------------------------------------------------------------
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def current_log(self) -> str:
+        """The log of the current (last started) run only."""
+        text = self.log()
+        marker = f"=== {self.name} start #{self.starts} ==="
+        return text[text.rfind(marker) :] if marker in text else text
+
+    def wait_for_log(self, pattern: str, *, timeout: float, current: bool = True) -> str:
+        """Wait until the log (of the current run, by default) has a line matching the
+        regular expression `pattern`; return that line. Fails early if the process died."""
+        regex = re.compile(pattern)
+
+        def probe() -> str | None:
+            text = self.current_log() if current else self.log()
+            found = next((line for line in text.splitlines() if regex.search(line)), None)
+            if found is None and not self.alive:
+                raise AssertionError(f"{self.name} exited while waiting for {pattern!r}:\n{text}")
+            return found
+
+        return poll(probe, timeout=timeout, what=f"{self.name} to log {pattern!r}", interval=0.1)
+
+    def log_lines(self, pattern: str, *, current: bool = False) -> list[str]:
+        regex = re.compile(pattern)
+        text = self.current_log() if current else self.log()
+        return [line for line in text.splitlines() if regex.search(line)]
