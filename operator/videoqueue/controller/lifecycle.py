@@ -29,6 +29,7 @@ from videoqueue.api import (
     VideoJob,
     VideoJobStatus,
     VideoQueue,
+    find_condition,
     format_bytes,
     parse_quantity,
     set_condition,
@@ -141,6 +142,9 @@ def assess_job(
     if status.phase is not None and status.phase.is_terminal:
         return Assessment(status=status, view=None, terminal=True)
 
+    if queue is not None and find_condition(status.conditions, JobConditionType.QUEUE_MISSING):
+        condition(JobConditionType.QUEUE_MISSING, False, "QueueFound", "")
+
     by_attempt = {pod.attempt: pod for pod in pods if pod.attempt is not None}
     current = max([status.attempt, *by_attempt])
     # A pod of an attempt newer than the status knows: the operator stopped between creating
@@ -148,7 +152,8 @@ def assess_job(
     if current > status.attempt:
         adopted = by_attempt[current]
         status.attempt = current
-        _record_admission(status, adopted.name, adopted.memory, now)
+        admitted = _parse_time(adopted.admitted_at) or now
+        _record_admission(status, adopted.name, adopted.memory, admitted)
         condition(JobConditionType.ADMITTED, True, "Admitted", f"worker pod {adopted.name} created")
 
     pod = by_attempt.get(current)
@@ -222,8 +227,6 @@ def assess_job(
         )
         status.message = f"waiting for VideoQueue {job.spec.queue_name}"
         return Assessment(status=status, view=None, notices=tuple(notices))
-    if any(c.type == JobConditionType.QUEUE_MISSING for c in status.conditions):
-        condition(JobConditionType.QUEUE_MISSING, False, "QueueFound", "")
 
     memory = effective_memory(job, status, queue)
     status.effective_memory = format_bytes(memory)

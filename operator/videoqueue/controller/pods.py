@@ -331,6 +331,8 @@ class PodOutcome:
     finish_time: str | None
     """When the worker container terminated, as found."""
     deleted: bool
+    admitted_at: str | None = None
+    """When the operator admitted this attempt (the admitted-at annotation), as found."""
     """The pod has a deletionTimestamp."""
 
     @property
@@ -485,6 +487,7 @@ def read_pod_outcome(pod: dict[str, Any]) -> PodOutcome:
         start_time=started_at or status.get("startTime"),
         finish_time=terminated.get("finishedAt") if terminated else None,
         deleted=deleted,
+        admitted_at=(metadata.get("annotations") or {}).get(ANNOTATION_ADMITTED_AT),
     )
 
 

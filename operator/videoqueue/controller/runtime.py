@@ -30,6 +30,7 @@ from videoqueue.api import (
     ConditionStatus,
     JobConditionType,
     VideoJob,
+    VideoJobStatus,
     VideoQueue,
     find_condition,
     format_bytes,
@@ -47,6 +48,8 @@ logger = logging.getLogger(__name__)
 # Parallel API writes per queue cycle: enough to keep the API server busy, bounded so
 # one huge queue does not starve the others of connections.
 WRITE_PARALLELISM = 32
+# How long the status write of a fresh admission waits for the worker to start.
+ADMISSION_WRITE_DELAY = 1.0
 # A queue's status is rewritten at most this often, however busy the queue.
 QUEUE_STATUS_INTERVAL = 2.0
 
@@ -58,6 +61,10 @@ class JobEntry:
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     assessment: Assessment | None = None
     dirty: bool = True
+    write_after: float = 0.0  # no status write before this time (see ADMISSION_WRITE_DELAY)
+    # The status decided but not yet written (a deferred admission): what the next
+    # assessment starts from, since part of it (e.g. a disrupted attempt) is nowhere else.
+    unwritten: VideoJobStatus | None = None
 
 
 @dataclass
@@ -222,6 +229,13 @@ class Controller:
                 continue
             if key in (decision.admit if queue is not None else ()):
                 continue
+            if job_entry.write_after > now_ts:
+                wake_at = (
+                    job_entry.write_after
+                    if wake_at is None
+                    else min(wake_at, job_entry.write_after)
+                )
+                continue
             writes.append(self._write_status(job_entry, job_entry.assessment))
         await _gather_bounded(writes)
         # 5. the queue's own status, at a bounded rate
@@ -290,8 +304,11 @@ class Controller:
         self, entry: JobEntry, queue: VideoQueue | None, now: datetime.datetime
     ) -> Assessment:
         assert entry.job is not None
+        job = entry.job
+        if entry.unwritten is not None:
+            job = job.model_copy(update={"status": entry.unwritten})
         outcomes = [read_pod_outcome(pod) for pod in entry.pods.values()]
-        assessment = assess_job(entry.job, outcomes, queue, now)
+        assessment = assess_job(job, outcomes, queue, now)
         if missing := assessment.unconfirmed_pod:
             # The index may lag behind (e.g. right after a restart): ask the API server.
             namespace = entry.job.metadata.namespace or ""
@@ -303,10 +320,10 @@ class Controller:
             if pod is not None:
                 entry.pods[pod["metadata"]["name"]] = pod
                 outcomes = [read_pod_outcome(p) for p in entry.pods.values()]
-                assessment = assess_job(entry.job, outcomes, queue, now)
+                assessment = assess_job(job, outcomes, queue, now)
             else:
                 assessment = assess_job(
-                    entry.job,
+                    job,
                     outcomes,
                     queue,
                     now,
@@ -323,7 +340,13 @@ class Controller:
         attempt = assessment.status.attempt + 1
         memory = assessment.view.memory
         try:
-            pod = build_worker_pod(entry.body, queue.body, attempt=attempt, memory_bytes=memory)
+            pod = build_worker_pod(
+                entry.body,
+                queue.body,
+                attempt=attempt,
+                memory_bytes=memory,
+                now_iso=now.isoformat().replace("+00:00", "Z"),
+            )
         except ValueError as e:
             logger.error(
                 "queue %s: cannot build worker pod for %s: %s", queue.key, job.metadata.name, e
@@ -341,7 +364,10 @@ class Controller:
         )
         entry.assessment = Assessment(status=status, view=None)
         entry.dirty = True  # re-assess from the pod on the next cycle
-        await self._write_status(entry, entry.assessment)
+        # Most workers start within a moment: wait that long, and write Running (which
+        # records the admission too, from the pod) instead of Admitted and then Running.
+        entry.write_after = self.clock() + ADMISSION_WRITE_DELAY
+        entry.unwritten = status
         self._notify(
             entry,
             "Normal",
@@ -355,11 +381,13 @@ class Controller:
             self._notify(entry, notice.type, notice.reason, notice.message)
         patch = status_patch(entry.body.get("status") or {}, assessment.status)
         if patch is None:
+            entry.unwritten = None
             return
         meta = entry.body["metadata"]
         updated = await self.kube.patch(
             VIDEOJOBS, meta["namespace"], meta["name"], {"status": patch}, subresource="status"
         )
+        entry.unwritten = None
         if updated is not None and _newer(updated, entry.body):
             entry.body = updated
             entry.job = VideoJob.model_validate(updated)
