@@ -162,3 +162,32 @@ def test_failed_job_is_retried_by_hand_with_one_annotation(
     assert [a["reason"] for a in status["attempts"]] == ["Error", "Completed"]
     assert status["manualRetry"] == {"request": "1", "afterAttempt": 1}
     assert condition(done, "Failed")["status"] == "False"  # type: ignore[index]
+
+
+def test_evicted_worker_is_requeued_without_using_an_attempt(
+    operator: subprocess.Popen[bytes], custom: Any, core: Any, namespace: str
+) -> None:
+    queue = make_queue()
+    queue["spec"]["retry"]["maxAttempts"] = 1
+    create(custom, namespace, "videoqueues", queue)
+    create(custom, namespace, "videojobs", annotated(make_job("evicted"), {RUN_DURATION: "600s"}))
+    running = wait_job(custom, namespace, "evicted", "Running")
+    first_pod = running["status"]["attempts"][0]["pod"]
+    custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "videojobs",
+        "evicted",
+        {"metadata": {"annotations": {RUN_DURATION: "1s"}}},
+    )
+
+    # The eviction API, as `kubectl drain` uses it.
+    core.create_namespaced_pod_eviction(
+        first_pod, namespace, {"metadata": {"name": first_pod, "namespace": namespace}}
+    )
+
+    job = wait_job(custom, namespace, "evicted", "Complete")
+    reasons = [a["reason"] for a in job["status"]["attempts"]]
+    assert reasons[0] in ("Evicted", "Disrupted")
+    assert reasons[-1] == "Completed"
