@@ -16,6 +16,7 @@ from videoqueue.api.common import (
     ObjectMeta,
     find_condition,
     is_condition_true,
+    put_condition,
     set_condition,
 )
 from videoqueue.api.job import (
@@ -98,5 +99,6 @@ __all__ = [
     "format_bytes",
     "is_condition_true",
     "parse_quantity",
+    "put_condition",
     "set_condition",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -141,6 +142,30 @@ def set_condition(conditions: Sequence[Condition], condition: Condition) -> list
     if not replaced:
         result.append(condition)
     return result
+
+
+def put_condition(
+    conditions: Sequence[Condition],
+    type_: str,
+    holds: bool,
+    reason: str,
+    message: str,
+    *,
+    now: datetime.datetime,
+    generation: int | None,
+) -> list[Condition]:
+    """`set_condition` for the usual True/False condition observed at `now`."""
+    return set_condition(
+        conditions,
+        Condition(
+            type=type_,
+            status=ConditionStatus.TRUE if holds else ConditionStatus.FALSE,
+            reason=reason,
+            message=message,
+            last_transition_time=now,
+            observed_generation=generation,
+        ),
+    )
 
 
 class ObjectMeta(ApiModel):

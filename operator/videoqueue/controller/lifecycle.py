@@ -32,6 +32,7 @@ from videoqueue.api import (
     find_condition,
     format_bytes,
     parse_quantity,
+    put_condition,
     set_condition,
 )
 from videoqueue.controller.pods import PodOutcome
@@ -110,16 +111,8 @@ def assess_job(
     notices: list[Notice] = []
 
     def condition(type_: JobConditionType, value: bool, reason: str, message: str = "") -> None:
-        status.conditions = set_condition(
-            status.conditions,
-            Condition(
-                type=type_,
-                status=ConditionStatus.TRUE if value else ConditionStatus.FALSE,
-                reason=reason,
-                message=message,
-                last_transition_time=now,
-                observed_generation=generation,
-            ),
+        status.conditions = put_condition(
+            status.conditions, type_, value, reason, message, now=now, generation=generation
         )
 
     request = job.metadata.annotations.get(RETRY_ANNOTATION)

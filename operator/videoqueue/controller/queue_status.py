@@ -26,8 +26,6 @@ from collections import Counter
 from collections.abc import Iterable
 
 from videoqueue.api import (
-    Condition,
-    ConditionStatus,
     JobPhase,
     QueueConditionType,
     QueueHealth,
@@ -38,7 +36,7 @@ from videoqueue.api import (
     VideoQueueStatus,
     format_bytes,
     parse_quantity,
-    set_condition,
+    put_condition,
 )
 
 REASON_ACTIVE = "Active"
@@ -107,16 +105,8 @@ def summarize_queue(
     )
 
     def condition(type_: QueueConditionType, value: bool, reason: str, message: str) -> None:
-        status.conditions = set_condition(
-            status.conditions,
-            Condition(
-                type=type_,
-                status=ConditionStatus.TRUE if value else ConditionStatus.FALSE,
-                reason=reason,
-                message=message,
-                last_transition_time=now,
-                observed_generation=generation,
-            ),
+        status.conditions = put_condition(
+            status.conditions, type_, value, reason, message, now=now, generation=generation
         )
 
     state = queue.spec.state

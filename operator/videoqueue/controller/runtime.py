@@ -26,15 +26,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from videoqueue.api import (
-    Condition,
-    ConditionStatus,
     JobConditionType,
     VideoJob,
     VideoJobStatus,
     VideoQueue,
     find_condition,
     format_bytes,
-    set_condition,
+    put_condition,
 )
 from videoqueue.controller.kube import PODS, VIDEOJOBS, VIDEOQUEUES, EventType, KubeClient
 from videoqueue.controller.lifecycle import Admission, Assessment, admit, assess_job
@@ -287,16 +285,14 @@ class Controller:
             return
         status = assessment.status.model_copy(deep=True)
         status.message = message
-        status.conditions = set_condition(
+        status.conditions = put_condition(
             status.conditions,
-            Condition(
-                type=JobConditionType.ADMITTED,
-                status=ConditionStatus.FALSE,
-                reason=reason,
-                message=message,
-                last_transition_time=now,
-                observed_generation=entry.job.metadata.generation,
-            ),
+            JobConditionType.ADMITTED,
+            False,
+            reason,
+            message,
+            now=now,
+            generation=entry.job.metadata.generation,
         )
         entry.assessment = dataclasses.replace(assessment, status=status)
 
