@@ -102,6 +102,8 @@ class JobConditionType(StrEnum):
     FAILED = "Failed"
     REJECTED = "Rejected"
     QUEUE_MISSING = "QueueMissing"
+    SUSPENDED = "Suspended"
+    CANCELLED = "Cancelled"
 
 
 class AttemptReason(StrEnum):

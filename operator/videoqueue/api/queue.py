@@ -216,6 +216,7 @@ class QueueConditionType(StrEnum):
     READY = "Ready"
     RECONCILING = "Reconciling"
     STALLED = "Stalled"
+    DRAINED = "Drained"  # Draining and nothing admitted or running any more
 
 
 class QueueMemoryStatus(ApiModel):

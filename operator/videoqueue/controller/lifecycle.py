@@ -26,11 +26,13 @@ from videoqueue.api import (
     JobConditionType,
     JobPhase,
     ManualRetry,
+    QueueState,
     VideoJob,
     VideoJobStatus,
     VideoQueue,
     find_condition,
     format_bytes,
+    is_condition_true,
     parse_quantity,
     put_condition,
     set_condition,
@@ -68,6 +70,8 @@ class Assessment:
     # confirms with a GET that it is really gone before trusting `assess_job` with it.
     unconfirmed_pod: str | None = None
     terminal: bool = False
+    # Worker pods to delete (cancelled or suspended), after the status is written.
+    stop_pods: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,13 @@ def assess_job(
     pod = by_attempt.get(current)
     record = _history(status, current)
     awaiting_outcome = current > 0 and (record is None or record.finish_time is None)
+    # A finished worker's outcome stands even when a cancel or suspend came in meanwhile.
+    finished = awaiting_outcome and pod is not None and pod.finished
+    if (job.spec.cancel or job.spec.suspend) and not finished:
+        return _hold(job, status, current if awaiting_outcome else None, pod, now, condition)
+    if is_condition_true(status.conditions, JobConditionType.SUSPENDED):
+        condition(JobConditionType.SUSPENDED, False, "Resumed", "spec.suspend is false")
+        notices.append(Notice("Normal", "Resumed", "spec.suspend is false: the job waits again"))
 
     if awaiting_outcome and pod is None:
         pod_name = record.pod if record is not None and record.pod else ""
@@ -221,6 +232,13 @@ def assess_job(
         status.message = f"waiting for VideoQueue {job.spec.queue_name}"
         return Assessment(status=status, view=None, notices=tuple(notices))
 
+    if queue.spec.state == QueueState.DRAINING and job.status.phase is None:
+        message = (
+            f"queue {job.spec.queue_name} is Draining and takes no new jobs; submit to another "
+            "queue, or set the queue's spec.state to Active and recreate the job"
+        )
+        return _reject(status, "QueueDraining", message, now, condition, notices)
+
     memory = effective_memory(job, status, queue)
     status.effective_memory = format_bytes(memory)
     limit = queue.spec.memory.max_bytes
@@ -230,14 +248,7 @@ def assess_job(
             f"most {format_bytes(limit)} per job (spec.memory.max); lower "
             "spec.resources.memory or raise the queue's memory.max"
         )
-        status.phase = JobPhase.REJECTED
-        status.completion_time = now
-        status.message = message
-        condition(JobConditionType.REJECTED, True, "MemoryExceedsMax", message)
-        condition(JobConditionType.FAILED, True, "MemoryExceedsMax", message)
-        condition(JobConditionType.ADMITTED, False, "MemoryExceedsMax", message)
-        notices.append(Notice("Warning", "Rejected", message))
-        return Assessment(status=status, view=None, notices=tuple(notices), terminal=True)
+        return _reject(status, "MemoryExceedsMax", message, now, condition, notices)
 
     eligible_at: datetime.datetime | None = None
     if status.next_attempt_time is not None and status.next_attempt_time > now:
@@ -290,6 +301,62 @@ def admit(
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _reject(
+    status: VideoJobStatus,
+    reason: str,
+    message: str,
+    now: datetime.datetime,
+    condition: Any,
+    notices: list[Notice],
+) -> Assessment:
+    status.phase = JobPhase.REJECTED
+    status.completion_time = now
+    status.message = message
+    condition(JobConditionType.REJECTED, True, reason, message)
+    condition(JobConditionType.FAILED, True, reason, message)
+    condition(JobConditionType.ADMITTED, False, reason, message)
+    notices.append(Notice("Warning", "Rejected", message))
+    return Assessment(status=status, view=None, notices=tuple(notices), terminal=True)
+
+
+def _hold(
+    job: VideoJob,
+    status: VideoJobStatus,
+    attempt: int | None,
+    pod: PodOutcome | None,
+    now: datetime.datetime,
+    condition: Any,
+) -> Assessment:
+    """Cancel (for good) or suspend (until spec.suspend is false) the job; a worker of the
+    current attempt, if any, is stopped and its attempt recorded without using it up."""
+    cancel = bool(job.spec.cancel)
+    reason = AttemptReason.CANCELLED if cancel else AttemptReason.SUSPENDED
+    field = "spec.cancel" if cancel else "spec.suspend"
+    stop: tuple[str, ...] = ()
+    notices: list[Notice] = []
+    if attempt is not None:
+        if pod is not None:
+            stop = (pod.name,)
+        _finish(status, attempt, now, reason=reason, message=f"worker stopped: {field} is true")
+        condition(JobConditionType.RUNNING, False, reason.value, f"{field} is true")
+        _requeue(status, now, delay=0.0)
+    if cancel:
+        status.phase = JobPhase.CANCELLED
+        status.completion_time = now
+        status.message = "cancelled: spec.cancel is true"
+        condition(JobConditionType.CANCELLED, True, "Cancelled", status.message)
+        condition(JobConditionType.ADMITTED, False, "Cancelled", status.message)
+        notices.append(Notice("Normal", "Cancelled", status.message))
+        return Assessment(status, None, tuple(notices), terminal=True, stop_pods=stop)
+    status.phase = JobPhase.WAITING
+    status.message = "suspended: not admitted while spec.suspend is true"
+    if not is_condition_true(status.conditions, JobConditionType.SUSPENDED):
+        notices.append(Notice("Normal", "Suspended", status.message))
+    condition(JobConditionType.SUSPENDED, True, "Suspended", status.message)
+    condition(JobConditionType.ADMITTED, False, "Suspended", status.message)
+    return Assessment(status, None, tuple(notices), stop_pods=stop)
 
 
 def _history(status: VideoJobStatus, attempt: int) -> AttemptRecord | None:

@@ -34,6 +34,7 @@ from videoqueue.api import (
     VideoJobStatus,
     VideoQueue,
     VideoQueueStatus,
+    find_condition,
     format_bytes,
     parse_quantity,
     put_condition,
@@ -117,6 +118,19 @@ def summarize_queue(
         message = f"{_READY_MESSAGES[state]}. Resume admission with: {resume_command(queue)}"
         condition(QueueConditionType.READY, False, reason, message)
     condition(QueueConditionType.RECONCILING, False, REASON_RECONCILED, _RECONCILED_MESSAGE)
+    if state == QueueState.DRAINING:
+        busy = status.admitted + status.running
+        if busy:
+            condition(
+                QueueConditionType.DRAINED,
+                False,
+                "JobsRunning",
+                f"{busy} admitted or running jobs still to finish",
+            )
+        else:
+            condition(QueueConditionType.DRAINED, True, "Drained", "nothing admitted or running")
+    elif find_condition(status.conditions, QueueConditionType.DRAINED) is not None:
+        status.conditions = [c for c in status.conditions if c.type != "Drained"]
 
     status.health = assess_health(queue, status)
     return status

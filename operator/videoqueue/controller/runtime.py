@@ -378,6 +378,7 @@ class Controller:
         patch = status_patch(entry.body.get("status") or {}, assessment.status)
         if patch is None:
             entry.unwritten = None
+            await self._stop_pods(entry, assessment)
             return
         meta = entry.body["metadata"]
         updated = await self.kube.patch(
@@ -387,6 +388,15 @@ class Controller:
         if updated is not None and _newer(updated, entry.body):
             entry.body = updated
             entry.job = VideoJob.model_validate(updated)
+        await self._stop_pods(entry, assessment)
+
+    async def _stop_pods(self, entry: JobEntry, assessment: Assessment) -> None:
+        """Delete the workers of a cancelled or suspended job, once its status says so."""
+        namespace = entry.body["metadata"]["namespace"]
+        for name in assessment.stop_pods:
+            pod = entry.pods.get(name)
+            uid = pod["metadata"].get("uid") if pod else None
+            await self.kube.delete(PODS, namespace, name, uid=uid, grace_period_seconds=30)
 
     def _notify(self, entry: JobEntry, type_: EventType, reason: str, message: str) -> None:
         task = asyncio.create_task(

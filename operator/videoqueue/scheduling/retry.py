@@ -19,7 +19,9 @@ from videoqueue.scheduling.units import MiB
 OOM_KILLED: Final = "OOMKilled"
 
 # Failure reasons that are not the job's fault (see the module docstring).
-DISRUPTION_REASONS: Final = frozenset({"Evicted", "Preempted", "Disrupted", "NodeLost", "Deleted"})
+DISRUPTION_REASONS: Final = frozenset(
+    {"Evicted", "Preempted", "Disrupted", "NodeLost", "Deleted", "Suspended"}
+)
 
 
 def consumes_attempt(reason: str) -> bool:

@@ -361,10 +361,35 @@ def test_last_transition_time_kept_while_nothing_transitions(state: QueueState) 
         MakeQueue().state(state).obj(), [job(JobPhase.RUNNING)], T1, previous=first
     )
 
-    assert [(c.type, c.last_transition_time) for c in later.conditions] == [
-        ("Ready", T0),
-        ("Reconciling", T0),
-    ]
+    kept = [(c.type, c.last_transition_time) for c in later.conditions if c.type != "Drained"]
+    assert kept == [("Ready", T0), ("Reconciling", T0)]
+
+
+@pytest.mark.parametrize(
+    ("phases", "drained"),
+    [
+        pytest.param([], "True", id="nothing-left"),
+        pytest.param([JobPhase.PENDING, JobPhase.SUCCEEDED], "True", id="only-waiting-or-done"),
+        pytest.param([JobPhase.RUNNING], "False", id="still-running"),
+        pytest.param([JobPhase.ADMITTED], "False", id="still-admitted"),
+    ],
+)
+def test_draining_queue_is_drained_once_nothing_runs(phases: list[JobPhase], drained: str) -> None:
+    status = summarize_queue(
+        MakeQueue().state(QueueState.DRAINING).obj(), [job(p) for p in phases], T0
+    )
+
+    found = find_condition(status.conditions, "Drained")
+    assert found is not None
+    assert found.status == drained
+
+
+def test_drained_condition_goes_when_the_queue_is_active_again() -> None:
+    draining = summarize_queue(MakeQueue().state(QueueState.DRAINING).obj(), [], T0)
+
+    active = summarize_queue(MakeQueue().obj(), [], T1, previous=draining)
+
+    assert find_condition(active.conditions, "Drained") is None
 
 
 @pytest.mark.parametrize(
@@ -400,16 +425,16 @@ def test_previous_defaults_to_the_status_the_queue_was_read_with() -> None:
 
 
 def test_conditions_of_other_types_are_kept() -> None:
-    drained = Condition(
-        type="Drained", status=ConditionStatus.TRUE, reason="NothingRuns", last_transition_time=T0
+    custom = Condition(
+        type="BackupDone", status=ConditionStatus.TRUE, reason="Nightly", last_transition_time=T0
     )
 
     status = summarize_queue(
-        MakeQueue().obj(), [], T1, previous=VideoQueueStatus(conditions=[drained])
+        MakeQueue().obj(), [], T1, previous=VideoQueueStatus(conditions=[custom])
     )
 
-    assert [c.type for c in status.conditions] == ["Drained", "Ready", "Reconciling"]
-    assert condition(status, "Drained") == drained
+    assert [c.type for c in status.conditions] == ["BackupDone", "Ready", "Reconciling"]
+    assert condition(status, "BackupDone") == custom
 
 
 def test_previous_is_not_modified() -> None:
