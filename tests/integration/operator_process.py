@@ -7,6 +7,7 @@ crashed container.
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import signal
@@ -19,6 +20,17 @@ from types import TracebackType
 from typing import Self
 
 from videoqueue.envtest import poll
+
+# kopf's log lines start with their local time: "[2026-11-23 12:03:11,679] ...".
+_STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
+
+
+def line_time(line: str) -> float:
+    """When an operator log line was written (time.time() scale)."""
+    match = _STAMP.match(line)
+    if match is None:
+        raise ValueError(f"no timestamp in log line {line!r}")
+    return datetime.datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 class OperatorProcess:

@@ -4,35 +4,43 @@ Only `on.event` handlers are used: they need no finalizers and no progress annot
 watching costs no API writes (kopf's per-object state annotations would cost one or two
 writes per job).
 
-Peering (several replicas, one acting; see `videoqueue.__main__`): kopf pauses a replica
+Activation. The controller decides on its index, so the index must be whole before the
+first decision: a job that is running but not yet indexed would leave its slot looking free,
+and a worker pod whose admission is not yet in its job's status (the pod is created first)
+is the only record of that admission. kopf delivers its initial listing as one event per
+object, spread over three watch streams, with nothing to say when a listing is complete.
+So a controller is primed when this replica starts acting: queues, jobs and worker pods are
+listed (three GETs), fed to a fresh controller without yielding in between (its scheduler
+loops first run once everything is indexed), and the kopf events that arrived meanwhile
+are replayed on top (stale ones are ignored by resourceVersion).
+
+Peering (several replicas, one acting; see `videoqueue.__main__`). kopf pauses a replica
 that is outranked by closing its watch streams, and re-lists everything when it resumes.
-The controller's scheduler loops are ours, not kopf's, so pausing the streams alone would
-leave them acting on an index that no longer changes. So when kopf pauses, the controller
-is stopped and dropped (its index would miss deletions that happen while paused), and
-when kopf resumes, a new one is built from the re-listing. kopf announces both only in its
-log (there is no API for it), so `PeeringSwitch` listens to kopf's peering logger.
+The scheduler loops are ours, not kopf's, so pausing the streams alone would leave them
+acting on an index that no longer changes. So when kopf pauses, the controller is stopped
+and dropped (its index would miss deletions that happen while paused), and when kopf
+resumes, a fresh one is primed as above, after `TAKEOVER_SETTLE_SECONDS` so that the writes
+the previous replica still had in flight have landed. kopf announces pauses and resumptions
+only in its log (there is no API for them), so `PeeringSwitch` listens to kopf's peering
+logger. A standalone operator is primed once, at startup, before kopf starts watching.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import kopf
 
 from videoqueue.api import GROUP, VERSION
-from videoqueue.controller.kube import KubeClient
+from videoqueue.controller.kube import PODS, VIDEOJOBS, VIDEOQUEUES, KubeClient, KubeError
 from videoqueue.controller.pods import LABEL_JOB
 from videoqueue.controller.runtime import Controller
 
 logger = logging.getLogger(__name__)
 
-_controller: Controller | None = None
-_kube: KubeClient | None = None
-# Queues this replica has announced it schedules, since it last became active.
-_announced: set[str] = set()
-_background: set[asyncio.Task[Any]] = set()
+Kind = Literal["queue", "job", "pod"]
 
 # What kopf 1.45 logs from this logger when it pauses or resumes an operator for peering
 # (kopf/_core/engines/peering.py, process_peering_event). The two-replica integration test
@@ -40,18 +48,111 @@ _background: set[asyncio.Task[Any]] = set()
 KOPF_PEERING_LOGGER = "kopf._core.engines.peering"
 KOPF_PAUSING = ("Pausing operations in favour of", "Pausing all operators, including self")
 KOPF_RESUMING = ("Resuming operations after the pause",)
+# How long a replica that takes over waits before listing: a replica that stood down at the
+# same moment may still have requests on the wire.
+TAKEOVER_SETTLE_SECONDS = 1.0
+RETRY_SECONDS = 2.0
+
+
+class _State:
+    """This replica's acting state (one per process, like kopf's own registry)."""
+
+    def __init__(self) -> None:
+        self.kube: KubeClient | None = None
+        # The acting controller, with a whole index; None while standing by or priming.
+        self.controller: Controller | None = None
+        # Events that arrive while a controller is being primed, replayed on top of it.
+        self.buffer: list[tuple[Kind, dict[str, Any], bool]] | None = None
+        self.activation: asyncio.Task[None] | None = None
+        # Queues this replica has announced it schedules, since it last became active.
+        self.announced: set[str] = set()
+        self.background: set[asyncio.Task[Any]] = set()
+
+
+_state = _State()
 
 
 def controller() -> Controller:
-    """The acting controller (None while kopf has this replica paused raises)."""
-    if _controller is None:
-        raise RuntimeError("the operator has not started or stands by")
-    return _controller
+    """The acting controller; raises while this replica stands by."""
+    if _state.controller is None:
+        raise RuntimeError("the operator has not started, or stands by")
+    return _state.controller
+
+
+# -- activation -----------------------------------------------------------------------------
+
+
+async def _activate(settle: float) -> None:
+    """Prime a fresh controller from listings and make it the acting one."""
+    kube = _state.kube
+    assert kube is not None
+    await asyncio.sleep(settle)
+    while True:
+        try:
+            queues, _ = await kube.list(VIDEOQUEUES)
+            jobs, _ = await kube.list(VIDEOJOBS)
+            pods, _ = await kube.list(PODS, label_selector=LABEL_JOB)
+            break
+        except KubeError as e:
+            logger.warning("cannot list what to schedule (%s); retrying in %.0fs", e, RETRY_SECONDS)
+            await asyncio.sleep(RETRY_SECONDS)
+    # From here on no awaits: the controller's loops first run with the whole index.
+    fresh = Controller(kube)
+    listings: tuple[tuple[Kind, list[dict[str, Any]]], ...] = (
+        ("queue", queues),
+        ("job", jobs),
+        ("pod", pods),  # after the jobs: a pod whose job is not indexed is ignored
+    )
+    listed: dict[tuple[Kind, str], int] = {}
+    for kind, items in listings:
+        for body in items:
+            listed[(kind, _key(body))] = _version(body)
+            _observe(fresh, kind, body, deleted=False)
+    for kind, body, deleted in _state.buffer or ():
+        # A deletion older than what was listed is of an object since re-created.
+        if deleted and _version(body) < listed.get((kind, _key(body)), -1):
+            continue
+        _observe(fresh, kind, body, deleted=deleted)
+    _state.buffer = None
+    _state.controller = fresh
+    logger.info(
+        "acting: this replica now schedules (%d queues, %d jobs, %d worker pods)",
+        len(queues),
+        len(jobs),
+        len(pods),
+    )
+
+
+def _begin_activation(settle: float) -> None:
+    if _state.controller is not None or _state.buffer is not None:
+        return  # acting, or priming already
+    _state.buffer = []
+    _state.activation = _spawn(_activate(settle))
+
+
+def _pause() -> None:
+    if _state.activation is not None:
+        _state.activation.cancel()
+        _state.activation = None
+    stopping, _state.controller = _state.controller, None
+    _state.buffer = None
+    _state.announced.clear()
+    logger.info("standing by: another replica acts; scheduler loops stopped")
+    if stopping is not None:
+        _spawn(stopping.stop())
+
+
+def _spawn(coroutine: Any) -> asyncio.Task[Any]:
+    task = asyncio.get_running_loop().create_task(coroutine)
+    _state.background.add(task)
+    task.add_done_callback(_state.background.discard)
+    return task
 
 
 class PeeringSwitch(logging.Handler):
-    """Stops the controller when kopf pauses this replica and starts a fresh one when kopf
-    resumes it, on the log records kopf writes at exactly those transitions."""
+    """Stops the controller when kopf pauses this replica and primes a fresh one when kopf
+    resumes it, on the log records kopf writes at exactly those transitions (before it
+    closes or reopens its watch streams)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(level=logging.INFO)
@@ -62,34 +163,14 @@ class PeeringSwitch(logging.Handler):
         if message.startswith(KOPF_PAUSING):
             self.loop.call_soon_threadsafe(_pause)
         elif message.startswith(KOPF_RESUMING):
-            self.loop.call_soon_threadsafe(_resume)
+            self.loop.call_soon_threadsafe(_begin_activation, TAKEOVER_SETTLE_SECONDS)
 
 
-def _pause() -> None:
-    global _controller
-    stopping, _controller = _controller, None
-    _announced.clear()
-    if stopping is not None:
-        logger.info("standing by: another replica acts; scheduler loops stopped")
-        _spawn(stopping.stop())
-
-
-def _resume() -> None:
-    global _controller
-    if _controller is None and _kube is not None:
-        _controller = Controller(_kube)
-    logger.info("acting: this replica now schedules (kopf re-lists every object)")
-
-
-def _spawn(coroutine: Any) -> None:
-    task = asyncio.get_running_loop().create_task(coroutine)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+# -- kopf handlers --------------------------------------------------------------------------
 
 
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global _controller, _kube
     # kopf would post an Event for every handler log line; ours are posted on transitions.
     settings.posting.enabled = False
     # Coalesce bursts of events per object briefly; the scheduler loop coalesces further.
@@ -98,51 +179,78 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
     # Peering keep-alives carry no annotations and no per-object state: kopf's peering
     # writes are one PATCH per replica per lifetime (settings.peering.lifetime).
-    _kube = await KubeClient.from_kubeconfig()
-    _controller = Controller(_kube)
-    if not settings.peering.standalone:
-        peering_logger = logging.getLogger(KOPF_PEERING_LOGGER)
-        peering_logger.addHandler(PeeringSwitch(asyncio.get_running_loop()))
-        if peering_logger.getEffectiveLevel() > logging.INFO:
-            peering_logger.setLevel(logging.INFO)  # the switch needs kopf's INFO records
+    _state.kube = await KubeClient.from_kubeconfig()
     logger.info("videoqueue controller started")
+    if settings.peering.standalone:
+        _state.buffer = []
+        await _activate(settle=0.0)  # before kopf watches anything
+        return
+    # Peering: kopf starts paused and says when this replica may act.
+    peering_logger = logging.getLogger(KOPF_PEERING_LOGGER)
+    peering_logger.addHandler(PeeringSwitch(asyncio.get_running_loop()))
+    if peering_logger.getEffectiveLevel() > logging.INFO:
+        peering_logger.setLevel(logging.INFO)  # the switch needs kopf's INFO records
 
 
 @kopf.on.cleanup()
 async def stop(**_: Any) -> None:
-    global _controller
-    stopping, _controller = _controller, None
+    if _state.activation is not None:
+        _state.activation.cancel()
+    stopping, _state.controller = _state.controller, None
     if stopping is not None:
         await stopping.stop()
-    if _kube is not None:
-        await _kube.close()
+    if _state.kube is not None:
+        await _state.kube.close()
 
 
 def _deleted(event: kopf.RawEvent) -> bool:
     return event.get("type") == "DELETED"
 
 
+def _key(body: dict[str, Any]) -> str:
+    meta = body.get("metadata") or {}
+    return f"{meta.get('namespace')}/{meta.get('name')}"
+
+
+def _version(body: dict[str, Any]) -> int:
+    try:
+        return int((body.get("metadata") or {}).get("resourceVersion", -1))
+    except (TypeError, ValueError):
+        return -1
+
+
+def _observe(target: Controller, kind: Kind, body: dict[str, Any], *, deleted: bool) -> None:
+    if kind == "queue":
+        key = _key(body)
+        if key not in _state.announced and not deleted:
+            _state.announced.add(key)
+            logger.info("scheduling queue %s on this replica", key)
+        target.observe_queue(body, deleted=deleted)
+    elif kind == "job":
+        target.observe_job(body, deleted=deleted)
+    else:
+        target.observe_pod(body, deleted=deleted)
+
+
+def _dispatch(kind: Kind, event: kopf.RawEvent) -> None:
+    body: dict[str, Any] = dict(event["object"])
+    if _state.controller is not None:
+        _observe(_state.controller, kind, body, deleted=_deleted(event))
+    elif _state.buffer is not None:
+        _state.buffer.append((kind, body, _deleted(event)))
+    # else standing by: kopf re-lists everything when it resumes
+
+
 @kopf.on.event(GROUP, VERSION, "videoqueues")
 async def queue_event(event: kopf.RawEvent, **_: Any) -> None:
-    active = _controller
-    if active is None:
-        return  # paused: kopf re-lists everything when it resumes
-    body: dict[str, Any] = dict(event["object"])
-    meta = body["metadata"]
-    key = f"{meta['namespace']}/{meta['name']}"
-    if key not in _announced and not _deleted(event):
-        _announced.add(key)
-        logger.info("scheduling queue %s on this replica", key)
-    active.observe_queue(body, deleted=_deleted(event))
+    _dispatch("queue", event)
 
 
 @kopf.on.event(GROUP, VERSION, "videojobs")
 async def job_event(event: kopf.RawEvent, **_: Any) -> None:
-    if (active := _controller) is not None:
-        active.observe_job(dict(event["object"]), deleted=_deleted(event))
+    _dispatch("job", event)
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_JOB: kopf.PRESENT})
 async def pod_event(event: kopf.RawEvent, **_: Any) -> None:
-    if (active := _controller) is not None:
-        active.observe_pod(dict(event["object"]), deleted=_deleted(event))
+    _dispatch("pod", event)
