@@ -83,6 +83,9 @@ class Controller:
         self.clock = clock
         self.queues: dict[str, QueueEntry] = {}
         self.jobs: dict[str, JobEntry] = {}
+        # Worker pods seen before their job (kopf's streams are independent), by job key:
+        # a pod may be the only record of an admission, so it waits here for its job.
+        self._early_pods: dict[str, dict[str, dict[str, Any]]] = {}
         self._stopping = False
 
     # -- watch events ---------------------------------------------------------------------
@@ -112,11 +115,13 @@ class Controller:
         queue = self._queue(queue_key)
         if deleted:
             self.jobs.pop(key, None)
+            self._early_pods.pop(key, None)
             queue.jobs.discard(key)
         else:
             entry = self.jobs.get(key)
             if entry is None:
                 entry = self.jobs[key] = JobEntry(body=body, job=None)
+                entry.pods.update(self._early_pods.pop(key, {}))
             elif not _newer(body, entry.body):
                 return
             entry.body = body
@@ -136,7 +141,15 @@ class Controller:
         key = f"{meta['namespace']}/{job_name}"
         entry = self.jobs.get(key)
         if entry is None:
-            return  # the job's own event will come; its pods are looked up again then
+            # The job's own event will come; keep the pod for it until then.
+            early = self._early_pods.setdefault(key, {})
+            if deleted:
+                early.pop(meta["name"], None)
+            elif _newer(body, early.get(meta["name"])):
+                early[meta["name"]] = body
+            if not early:
+                del self._early_pods[key]
+            return
         if deleted:
             entry.pods.pop(meta["name"], None)
         elif _newer(body, entry.pods.get(meta["name"])):
@@ -373,8 +386,13 @@ class Controller:
         )
 
     async def _write_status(self, entry: JobEntry, assessment: Assessment) -> None:
-        for notice in assessment.notices:
-            self._notify(entry, notice.type, notice.reason, notice.message)
+        # Step 4 writes every job's assessment on every cycle until the job is re-assessed:
+        # post its Events with the first write only, or each cycle would post them again.
+        if assessment.notices:
+            for notice in assessment.notices:
+                self._notify(entry, notice.type, notice.reason, notice.message)
+            if entry.assessment is assessment:
+                entry.assessment = dataclasses.replace(assessment, notices=())
         patch = status_patch(entry.body.get("status") or {}, assessment.status)
         if patch is None:
             entry.unwritten = None
