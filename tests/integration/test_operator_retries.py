@@ -19,7 +19,7 @@ from tests.integration.objects import (
     wait_job,
 )
 from videoqueue.api import RETRY_ANNOTATION
-from videoqueue.envtest import ClusterBase
+from videoqueue.envtest import ClusterBase, NodeSpec
 from videoqueue.envtest.kwok import REASON, REASON_FOR_ATTEMPT, RUN_DURATION
 
 pytestmark = pytest.mark.integration
@@ -185,3 +185,43 @@ def test_failed_job_is_retried_by_hand_with_one_annotation(
     assert [a["reason"] for a in status["attempts"]] == ["Error", "Completed"]
     assert status["manualRetry"] == {"request": "1", "afterAttempt": 1}
     assert condition(done, "Failed")["status"] == "False"  # type: ignore[index]
+
+
+def test_job_on_a_lost_node_is_requeued_without_using_an_attempt(
+    operator: subprocess.Popen[bytes], custom: Any, namespace: str, cluster: ClusterBase
+) -> None:
+    """The node goes away; kube-controller-manager's pod GC deletes its orphaned pods (after
+    its quarantine of up to a minute) and the job runs again elsewhere."""
+    pool = f"lost-{namespace[-5:]}"
+    first, second = (
+        NodeSpec(f"{pool}-a", labels={"pool": pool}),
+        NodeSpec(f"{pool}-b", labels={"pool": pool}),
+    )
+    cluster.create_nodes([first])
+    queue = make_queue()
+    queue["spec"]["retry"]["maxAttempts"] = 1
+    queue["spec"]["template"]["spec"]["nodeSelector"] = {"pool": pool}
+    create(custom, namespace, "videoqueues", queue)
+    create(custom, namespace, "videojobs", annotated(make_job("stranded"), {RUN_DURATION: "600s"}))
+    wait_job(custom, namespace, "stranded", "Running")
+    custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "videojobs",
+        "stranded",
+        {"metadata": {"annotations": {RUN_DURATION: "1s"}}},
+    )
+    try:
+        cluster.delete_nodes([first.name])
+        cluster.create_nodes([second])
+
+        job = wait_job(custom, namespace, "stranded", "Complete", timeout=180)
+    finally:
+        cluster.delete_nodes([first.name, second.name])
+
+    attempts = job["status"]["attempts"]
+    # Pod GC marks the pod with a DisruptionTarget condition before deleting it.
+    assert attempts[0]["reason"] in ("Evicted", "Disrupted")
+    assert attempts[1]["reason"] == "Completed"
+    assert attempts[1]["node"] == second.name
