@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import threading
+import time
+from collections import defaultdict
 from typing import Any
 
 from kubernetes import watch
 from urllib3.exceptions import ProtocolError
 
 from videoqueue.api import parse_quantity
-from videoqueue.envtest import pod_script, wait_for_object
+from videoqueue.controller.pods import ANNOTATION_ADMITTED_AT, ANNOTATION_JOB_NAME, LABEL_ATTEMPT
+from videoqueue.envtest import pod_script, poll, wait_for_object
 
 GROUP, VERSION = "videoqueue.dev", "v1alpha1"
 RESULT = {"output": "file:///media/out.mp4", "duration": 12.5}
@@ -107,19 +111,30 @@ def wait_job(
     return found
 
 
-class PodSampler:
-    """Watches the namespace's worker pods and records the most that were active at once,
-    in count and in memory: the limits must hold at every instant, not only at the end."""
+class PodRecorder:
+    """Watches the namespace's worker pods: every pod ever created, when it was admitted
+    (the admitting operator's own clock, from the pod's admitted-at annotation: exact even
+    when this watch lags), and the most that were active at once, in count and in memory.
+    Limits must hold at every instant, not only at the end: events come in the order of the
+    API server's changes, so the active set is exact at every step, whatever the lag."""
 
     def __init__(self, core: Any, namespace: str) -> None:
         self.core, self.namespace = core, namespace
+        self.first_seen: dict[str, float] = {}
+        self.admitted_at: dict[str, float] = {}
+        self.job_of: dict[str, str] = {}
+        self.attempt_of: dict[str, str | None] = {}
+        self.done_at: dict[str, float] = {}
         self.active: dict[str, int] = {}
         self.max_count = 0
         self.max_memory = 0
+        # (when, active pods, their memory) at every change: where a limit was crossed.
+        self.timeline: list[tuple[float, int, int]] = []
+        self._lock = threading.Lock()
         self._watch = watch.Watch()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> PodSampler:
+    def __enter__(self) -> PodRecorder:
         self._thread.start()
         return self
 
@@ -129,19 +144,71 @@ class PodSampler:
 
     def _run(self) -> None:
         with contextlib.suppress(ProtocolError):  # the stream ends when the test stops it
-            self._sample()
+            for event in self._watch.stream(
+                self.core.list_namespaced_pod, self.namespace, timeout_seconds=900
+            ):
+                if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                    self._record(event["type"], event["object"])
 
-    def _sample(self) -> None:
-        for event in self._watch.stream(
-            self.core.list_namespaced_pod, self.namespace, timeout_seconds=600
-        ):
-            pod = event["object"]
-            name = pod.metadata.name
-            done = event["type"] == "DELETED" or pod.status.phase in ("Succeeded", "Failed")
-            if done:
+    def _record(self, type_: str, pod: Any) -> None:
+        name = pod.metadata.name
+        with self._lock:
+            if name not in self.first_seen:
+                self.first_seen[name] = time.time()
+                admitted = (pod.metadata.annotations or {}).get(ANNOTATION_ADMITTED_AT)
+                self.admitted_at[name] = timestamp(admitted).timestamp() if admitted else 0.0
+                self.job_of[name] = (pod.metadata.annotations or {}).get(ANNOTATION_JOB_NAME, "")
+                self.attempt_of[name] = (pod.metadata.labels or {}).get(LABEL_ATTEMPT)
+            if type_ == "DELETED" or pod.status.phase in ("Succeeded", "Failed"):
                 self.active.pop(name, None)
+                self.done_at.setdefault(name, time.time())
             else:
                 limit = pod.spec.containers[0].resources.limits["memory"]
                 self.active[name] = parse_quantity(limit)
-            self.max_count = max(self.max_count, len(self.active))
-            self.max_memory = max(self.max_memory, sum(self.active.values()))
+            count, memory = len(self.active), sum(self.active.values())
+            if not self.timeline or self.timeline[-1][1:] != (count, memory):
+                self.timeline.append((time.time(), count, memory))
+            self.max_count = max(self.max_count, count)
+            self.max_memory = max(self.max_memory, memory)
+
+    def over(self, count: int, memory: int, since: float = 0.0) -> list[str]:
+        """When more than `count` pods or `memory` bytes were active, relative to `since`,
+        and which pods they were (seen from .. to)."""
+        with self._lock:
+            moments = [(t, n, m) for t, n, m in self.timeline if n > count or m > memory]
+            if not moments:
+                return []
+            worst = max(moments, key=lambda sample: sample[1])[0]
+            active = sorted(
+                (seen, name)
+                for name, seen in self.first_seen.items()
+                if seen <= worst and self.done_at.get(name, worst + 1) > worst
+            )
+            return [
+                *(f"{t - since:+.2f}s: {n} pods, {m / 2**30:.1f}Gi" for t, n, m in moments),
+                f"active at {worst - since:+.2f}s:",
+                *(
+                    f"  {name} {seen - since:+.2f}s..{self.done_at.get(name, 0) - since:+.2f}s"
+                    for seen, name in active
+                ),
+            ]
+
+    def first_admitted_after(self, moment: float) -> float | None:
+        with self._lock:
+            return min((t for t in self.admitted_at.values() if t > moment), default=None)
+
+    def wait_admitted_after(self, moment: float, *, timeout: float, what: str) -> float:
+        """When the first pod admitted after `moment` was admitted."""
+        return poll(lambda: self.first_admitted_after(moment), timeout=timeout, what=what)
+
+    def pods_by_job(self) -> dict[str, dict[str, str | None]]:
+        """Job name -> {pod name: attempt label} for every pod ever seen."""
+        with self._lock:
+            jobs: dict[str, dict[str, str | None]] = defaultdict(dict)
+            for pod, job in self.job_of.items():
+                jobs[job][pod] = self.attempt_of[pod]
+            return dict(jobs)
+
+
+def timestamp(value: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -11,7 +11,7 @@ from tests.integration.objects import (
     GROUP,
     RESULT,
     VERSION,
-    PodSampler,
+    PodRecorder,
     condition,
     create,
     get_job,
@@ -31,7 +31,7 @@ def test_jobs_run_in_priority_order_within_concurrency_and_memory(
 ) -> None:
     create(custom, namespace, "videoqueues", make_queue(concurrency=2, budget="3Gi", run_for="1s"))
     jobs = [("low-a", 1), ("low-b", 1), ("high-a", 9), ("mid-a", 5), ("high-b", 9), ("mid-b", 5)]
-    with PodSampler(core, namespace) as sampler:
+    with PodRecorder(core, namespace) as sampler:
         for name, priority in jobs:
             create(custom, namespace, "videojobs", make_job(name, priority=priority))
         done = {

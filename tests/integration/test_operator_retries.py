@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import subprocess
 from typing import Any
 
@@ -16,6 +15,7 @@ from tests.integration.objects import (
     get_job,
     make_job,
     make_queue,
+    timestamp,
     wait_job,
 )
 from videoqueue.api import RETRY_ANNOTATION
@@ -28,10 +28,6 @@ pytestmark = pytest.mark.integration
 def annotated(job: dict[str, Any], annotations: dict[str, str]) -> dict[str, Any]:
     job["metadata"]["annotations"] = annotations
     return job
-
-
-def timestamp(value: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def test_oom_killed_attempt_is_retried_with_more_memory(

@@ -182,6 +182,10 @@ def assess_job(
         condition(JobConditionType.ADMITTED, False, "Disrupted", record.message or "")
         condition(JobConditionType.RUNNING, False, "Disrupted", record.message or "")
     elif awaiting_outcome and pod is not None and pod.finished:
+        # A worker that started and finished between two writes (the admission write is
+        # deferred) was never seen running: its start is still on record in the pod.
+        if status.start_time is None and pod.start_time is not None:
+            status.start_time = _parse_time(pod.start_time)
         notices.extend(_conclude(job, queue, status, current, pod, now, condition))
         if status.phase is not None and status.phase.is_terminal:
             return Assessment(status=status, view=None, notices=tuple(notices), terminal=True)
