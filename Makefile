@@ -72,8 +72,8 @@ manifests: venv ## Generate crds/ from the API models in videoqueue.api.
 	$(RUN)/python -m videoqueue.api.crds --out crds
 
 .PHONY: install
-install: ## Apply the CRDs to the cluster of KUBECONFIG (default: the local cluster).
-	$(KUBECTL) apply --server-side --force-conflicts -f crds/
+install: ## Apply the CRDs (and kopf's peering CRD, for HA) to the cluster of KUBECONFIG (default: the local cluster).
+	$(KUBECTL) apply --server-side --force-conflicts -f crds/ -f crds/peering/
 	$(KUBECTL) wait --for=condition=Established --timeout=60s crd/videoqueues.videoqueue.dev crd/videojobs.videoqueue.dev
 
 .PHONY: run
