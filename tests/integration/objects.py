@@ -16,6 +16,7 @@ from urllib3.exceptions import ProtocolError
 from videoqueue.api import parse_quantity
 from videoqueue.controller.pods import ANNOTATION_ADMITTED_AT, ANNOTATION_JOB_NAME, LABEL_ATTEMPT
 from videoqueue.envtest import pod_script, poll, wait_for_object
+from videoqueue.envtest.kwok import RUN_DURATION
 
 GROUP, VERSION = "videoqueue.dev", "v1alpha1"
 RESULT = {"output": "file:///media/out.mp4", "duration": 12.5}
@@ -54,8 +55,14 @@ def make_queue(
 
 
 def make_job(
-    name: str, *, queue: str = "work", priority: int = 5, memory: str | None = None
+    name: str,
+    *,
+    queue: str = "work",
+    priority: int = 5,
+    memory: str | None = None,
+    annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """A VideoJob; `annotations` travel to its worker pods (e.g. KWOK scripts)."""
     spec: dict[str, Any] = {
         "queueName": queue,
         "priority": priority,
@@ -67,7 +74,7 @@ def make_job(
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "VideoJob",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "annotations": annotations or {}},
         "spec": spec,
     }
 
@@ -212,3 +219,8 @@ class PodRecorder:
 
 def timestamp(value: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def long_job(name: str, **fields: Any) -> dict[str, Any]:
+    """A job whose worker runs until something stops it (10 minutes)."""
+    return make_job(name, annotations={RUN_DURATION: "600s"}, **fields)

@@ -16,12 +16,12 @@ from tests.integration.objects import (
     create,
     get_job,
     is_true,
+    long_job,
     make_job,
     make_queue,
     wait_job,
 )
 from videoqueue.envtest import ClusterBase, poll, wait_for_object
-from videoqueue.envtest.kwok import RUN_DURATION
 
 pytestmark = pytest.mark.integration
 
@@ -122,11 +122,6 @@ def test_kubectl_wait_for_complete(
     assert "Succeeded" in listed.stdout
 
 
-def long_running(job: dict[str, Any], run_for: str = "600s") -> dict[str, Any]:
-    job["metadata"]["annotations"] = {RUN_DURATION: run_for}
-    return job
-
-
 @pytest.mark.parametrize(
     ("backfill_seconds", "small_admitted"),
     [
@@ -144,7 +139,7 @@ def test_job_that_does_not_fit_lets_smaller_ones_pass_until_its_window_closes(
     queue = make_queue(concurrency=3, budget="3Gi")
     queue["spec"]["memory"]["backfillSeconds"] = backfill_seconds
     create(custom, namespace, "videoqueues", queue)
-    create(custom, namespace, "videojobs", long_running(make_job("running", memory="2Gi")))
+    create(custom, namespace, "videojobs", long_job("running", memory="2Gi"))
     wait_job(custom, namespace, "running", "Admitted")
     create(custom, namespace, "videojobs", make_job("big", memory="2Gi", priority=9))
     wait_for_object(
@@ -161,9 +156,7 @@ def test_job_that_does_not_fit_lets_smaller_ones_pass_until_its_window_closes(
         what="the big job to wait for memory, saying so",
     )
 
-    create(
-        custom, namespace, "videojobs", long_running(make_job("small", memory="1Gi", priority=1))
-    )
+    create(custom, namespace, "videojobs", long_job("small", memory="1Gi", priority=1))
 
     if small_admitted:
         small = wait_job(custom, namespace, "small", "Admitted")

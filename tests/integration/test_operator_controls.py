@@ -16,6 +16,7 @@ from tests.integration.objects import (
     create,
     get_job,
     is_true,
+    long_job,
     make_job,
     make_queue,
     wait_job,
@@ -32,12 +33,6 @@ def patch(custom: Any, namespace: str, plural: str, name: str, body: dict[str, A
 
 def set_state(custom: Any, namespace: str, state: str) -> None:
     patch(custom, namespace, "videoqueues", "work", {"spec": {"state": state}})
-
-
-def long_job(name: str) -> dict[str, Any]:
-    job = make_job(name)
-    job["metadata"]["annotations"] = {RUN_DURATION: "600s"}
-    return job
 
 
 def wait_queue(custom: Any, namespace: str, predicate: Any, what: str) -> dict[str, Any]:

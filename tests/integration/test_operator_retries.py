@@ -13,6 +13,7 @@ from tests.integration.objects import (
     condition,
     create,
     get_job,
+    long_job,
     make_job,
     make_queue,
     timestamp,
@@ -25,17 +26,12 @@ from videoqueue.envtest.kwok import REASON, REASON_FOR_ATTEMPT, RUN_DURATION
 pytestmark = pytest.mark.integration
 
 
-def annotated(job: dict[str, Any], annotations: dict[str, str]) -> dict[str, Any]:
-    job["metadata"]["annotations"] = annotations
-    return job
-
-
 def test_oom_killed_attempt_is_retried_with_more_memory(
     operator: subprocess.Popen[bytes], custom: Any, core: Any, namespace: str
 ) -> None:
     create(custom, namespace, "videoqueues", make_queue(budget="8Gi", max_="4Gi"))
     oom_first = {REASON_FOR_ATTEMPT.format(attempt=1): "OOMKilled"}
-    create(custom, namespace, "videojobs", annotated(make_job("grows", memory="1Gi"), oom_first))
+    create(custom, namespace, "videojobs", make_job("grows", memory="1Gi", annotations=oom_first))
 
     job = wait_job(custom, namespace, "grows", "Complete")
 
@@ -62,7 +58,7 @@ def test_oom_growth_is_capped_at_memory_max(
 ) -> None:
     create(custom, namespace, "videoqueues", make_queue(budget="8Gi", max_="3Gi"))
     oom_twice = {REASON_FOR_ATTEMPT.format(attempt=n): "OOMKilled" for n in (1, 2)}
-    create(custom, namespace, "videojobs", annotated(make_job("capped", memory="2Gi"), oom_twice))
+    create(custom, namespace, "videojobs", make_job("capped", memory="2Gi", annotations=oom_twice))
 
     job = wait_job(custom, namespace, "capped", "Complete")
 
@@ -73,7 +69,7 @@ def test_job_fails_for_good_after_max_attempts_with_backoff(
     operator: subprocess.Popen[bytes], custom: Any, namespace: str, cluster: ClusterBase
 ) -> None:
     create(custom, namespace, "videoqueues", make_queue())  # maxAttempts 3, backoff 1s x2
-    create(custom, namespace, "videojobs", annotated(make_job("broken"), {REASON: "Error"}))
+    create(custom, namespace, "videojobs", make_job("broken", annotations={REASON: "Error"}))
 
     cluster.kubectl("wait", "-n", namespace, "--for=condition=Failed", "vj/broken", "--timeout=90s")
 
@@ -124,7 +120,7 @@ def test_worker_taken_away_is_requeued_without_using_an_attempt(
     queue["spec"]["retry"]["maxAttempts"] = 1
     create(custom, namespace, "videoqueues", queue)
     # The first worker runs long enough to be taken away; the next one finishes.
-    create(custom, namespace, "videojobs", annotated(make_job("moved"), {RUN_DURATION: "600s"}))
+    create(custom, namespace, "videojobs", long_job("moved"))
     running = wait_job(custom, namespace, "moved", "Running")
     first_pod = running["status"]["attempts"][0]["pod"]
     custom.patch_namespaced_custom_object(
@@ -167,7 +163,7 @@ def test_failed_job_is_retried_by_hand_with_one_annotation(
     operator: subprocess.Popen[bytes], custom: Any, namespace: str, cluster: ClusterBase
 ) -> None:
     create(custom, namespace, "videoqueues", make_queue())
-    job = annotated(make_job("fix-me"), {REASON: "Error"})
+    job = make_job("fix-me", annotations={REASON: "Error"})
     job["spec"]["maxAttempts"] = 1
     create(custom, namespace, "videojobs", job)
     wait_job(custom, namespace, "fix-me", "Failed")
@@ -198,7 +194,7 @@ def test_job_on_a_lost_node_is_requeued_without_using_an_attempt(
     queue["spec"]["retry"]["maxAttempts"] = 1
     queue["spec"]["template"]["spec"]["nodeSelector"] = {"pool": pool}
     create(custom, namespace, "videoqueues", queue)
-    create(custom, namespace, "videojobs", annotated(make_job("stranded"), {RUN_DURATION: "600s"}))
+    create(custom, namespace, "videojobs", long_job("stranded"))
     wait_job(custom, namespace, "stranded", "Running")
     custom.patch_namespaced_custom_object(
         GROUP,
