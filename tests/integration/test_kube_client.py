@@ -28,18 +28,8 @@ from videoqueue.envtest import ClusterBase
 
 pytestmark = pytest.mark.integration
 
-CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 CONFIGMAPS = Resource("", "v1", "configmaps")
 NAMESPACES = Resource("", "v1", "namespaces", namespaced=False)
-
-
-@pytest.fixture(scope="module")
-def videojob_crd(cluster: ClusterBase) -> None:
-    # Server-side apply: the schemas are too large for the last-applied annotation.
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/videojobs.videoqueue.dev"
-    )
 
 
 @pytest.fixture
@@ -201,7 +191,7 @@ async def test_strategic_merge_patch_on_a_pod(kube: KubeClient, namespace: str) 
     assert patched["metadata"]["labels"] == {"role": "worker", "attempt": "2"}
 
 
-@pytest.mark.usefixtures("videojob_crd")
+@pytest.mark.usefixtures("crds")
 async def test_status_is_written_through_the_status_subresource(
     kube: KubeClient, cluster: ClusterBase, namespace: str
 ) -> None:
@@ -311,7 +301,7 @@ async def test_post_event_never_raises(kube: KubeClient, caplog: pytest.LogCaptu
     assert "dropped Normal event Nothing for Pod no-such-namespace/ghost" in caplog.text
 
 
-@pytest.mark.usefixtures("videojob_crd")
+@pytest.mark.usefixtures("crds")
 async def test_api_error_carries_the_servers_message(kube: KubeClient, namespace: str) -> None:
     with pytest.raises(KubeApiError) as caught:
         await kube.create(VIDEOJOBS, namespace, make_job("too-eager", priority=11))
