@@ -7,6 +7,10 @@ packages=(
     ca-certificates
     git
     procps          # pgrep/ps: the CI run checks that no test process survives
+    ffmpeg          # the worker's tests and benchmark run real ffmpeg/ffprobe
+    redis-server    # worker progress tests start a real Redis on loopback
+    docker.io       # the worker image test builds and runs the image locally (dockerd)
+    debootstrap     # makes the worker image's Debian base root fs (no image pulls)
 )
 
 missing=()
