@@ -21,7 +21,7 @@ from videoqueue.api.common import (
     cel_rules,
 )
 from videoqueue.api.quantity import PositiveQuantity, Quantity
-from videoqueue.api.queue import Backoff
+from videoqueue.api.queue import Backoff, FinishedTTL
 
 JOB_KIND = "VideoJob"
 
@@ -204,6 +204,9 @@ class VideoJobSpec(ApiModel):
     """Hold the job: not admitted while true; a running attempt is stopped and re-queued."""
     cancel: bool = False
     """Cancel the job for good: its worker is stopped and the phase becomes Cancelled."""
+    ttl_seconds_after_finished: FinishedTTL | None = None
+    """Delete the job this long after it finished; each outcome set here overrides the
+    queue's."""
 
 
 class AttemptRecord(ApiModel):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from videoqueue.api.common import (
     API_VERSION,
@@ -174,6 +174,109 @@ class QueueMemory(ApiModel):
         return self
 
 
+class PreemptionPolicy(StrEnum):
+    """Whether a job that cannot fit may evict running jobs of lower priority."""
+
+    NEVER = "Never"
+    LOWER_PRIORITY = "LowerPriority"
+
+
+class Aging(ApiModel):
+    """A boost for long-waiting jobs: for every intervalSeconds a pending job has waited, its
+    priority in the admission order rises by one, up to maxBoost and never above 10. A job of
+    priority p therefore competes as a priority-10 job after (10 - p) * intervalSeconds, and
+    within a priority the older job goes first, so a steady stream of high-priority work
+    cannot starve low-priority jobs forever. Off unless set."""
+
+    interval_seconds: int = Field(default=600, ge=1, le=604_800)
+    """Waiting time that earns one step of priority."""
+    max_boost: int = Field(default=10, ge=1, le=10)
+    """Most steps a job can earn."""
+
+
+class RateLimit(ApiModel):
+    """A ceiling on how fast the queue starts jobs, e.g. to spare a shared origin server."""
+
+    starts_per_minute: int = Field(ge=1, le=100_000)
+    """Most admissions in any 60-second window."""
+
+
+class FinishedTTL(ApiModel):
+    """How long finished jobs (and their worker pods) are kept; unset keeps them forever."""
+
+    succeeded: int | None = Field(default=None, ge=0)
+    """Seconds a Succeeded job is kept after it finished."""
+    failed: int | None = Field(default=None, ge=0)
+    """Seconds a Failed, Cancelled or Rejected job is kept after it finished."""
+
+
+class MemoryPressurePolicy(ApiModel):
+    """Backing off when workers run out of memory. When oomKills attempts end OOMKilled within
+    windowSeconds, or a node running the queue's workers reports MemoryPressure, the effective
+    concurrency is halved (at least 1); after recoverySeconds without either it grows by one
+    step at a time back to spec.concurrency."""
+
+    enabled: bool = True
+    """Lower the effective concurrency under memory pressure."""
+    oom_kills: int = Field(default=3, ge=1, le=1000)
+    """OOMKilled attempts within windowSeconds that count as pressure."""
+    window_seconds: int = Field(default=600, ge=1, le=86_400)
+    """Window for counting OOMKilled attempts."""
+    recovery_seconds: int = Field(default=60, ge=1, le=86_400)
+    """Calm time before each step back up, and between two steps down."""
+
+
+class NotificationEvent(StrEnum):
+    """Job outcomes a webhook can be sent for."""
+
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class Notifications(ApiModel):
+    """A JSON webhook POSTed when a job of the queue finishes (queue, job, type, outcome,
+    durations, result summary). Sent in the background and retried with backoff; admission
+    never waits for it."""
+
+    url: str = Field(max_length=2048, pattern=r"^https?://[^\s]+$")
+    """http(s) URL the JSON is POSTed to."""
+    on: list[NotificationEvent] = Field(
+        default_factory=lambda: [NotificationEvent.SUCCEEDED, NotificationEvent.FAILED],
+        max_length=2,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    """Outcomes to notify about: Succeeded, Failed (Failed covers Rejected and Cancelled too)."""
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    """Tries per notification before it is dropped (with a Warning Event on the queue)."""
+    timeout_seconds: int = Field(default=10, ge=1, le=120)
+    """Time limit of one try."""
+
+
+class HealthThresholds(ApiModel):
+    """When status.health turns Warning or Critical. Offline is when workers cannot start:
+    admitted jobs' pods cannot be scheduled and nothing runs."""
+
+    backlog_warning: int = Field(default=1_000, ge=1)
+    """Jobs waiting for admission (pending and in backoff) that make the queue Warning."""
+    backlog_critical: int = Field(default=10_000, ge=1)
+    """Jobs waiting for admission that make the queue Critical."""
+    failure_rate_warning: float = Field(default=0.1, ge=0, le=1)
+    """Share of jobs finished in the statistics window that failed, for Warning."""
+    failure_rate_critical: float = Field(default=0.5, ge=0, le=1)
+    """Share of jobs finished in the statistics window that failed, for Critical."""
+    min_finished: int = Field(default=5, ge=1)
+    """Finished jobs in the window before the failure rate is judged at all."""
+    memory_utilization_warning: float = Field(default=0.95, ge=0, le=1)
+    """Reserved memory over budget above which the queue is Warning."""
+
+
+class StatisticsPolicy(ApiModel):
+    """The window of the rolling statistics in status.statistics."""
+
+    window_seconds: int = Field(default=900, ge=60, le=86_400)
+    """Jobs that finished within this many seconds count."""
+
+
 class VideoQueueSpec(ApiModel):
     """What the queue admits, how many at once, within which memory, and how it retries."""
 
@@ -190,6 +293,35 @@ class VideoQueueSpec(ApiModel):
     """Retry policy for the queue's jobs; a job may override maxAttempts and backoff."""
     active_deadline_seconds: int | None = Field(default=None, ge=1)
     """Default time limit of one attempt, for jobs that do not set their own."""
+    max_pending: int | None = Field(default=None, ge=1)
+    """Most jobs waiting for admission (Pending, Waiting, Backoff); a job beyond it is Rejected
+    with reason QueueFull. Unset: no limit."""
+    preemption: PreemptionPolicy = PreemptionPolicy.NEVER
+    """LowerPriority: a job that cannot fit evicts the fewest lowest-priority running jobs that
+    make room; they are re-queued without using an attempt."""
+    aging: Aging | None = None
+    """Priority boost for long-waiting jobs; off unless set."""
+    rate_limit: RateLimit | None = None
+    """Most admissions per minute; unset: no limit."""
+    ttl_seconds_after_finished: FinishedTTL | None = None
+    """Delete finished jobs after this long; a job's own setting overrides it per outcome."""
+    memory_pressure: MemoryPressurePolicy = Field(
+        default_factory=MemoryPressurePolicy,
+        json_schema_extra={"default": MemoryPressurePolicy().to_dict()},
+    )
+    """Lower the effective concurrency while workers run out of memory."""
+    notifications: Notifications | None = None
+    """Webhook on job success and/or failure."""
+    health: HealthThresholds = Field(
+        default_factory=HealthThresholds,
+        json_schema_extra={"default": HealthThresholds().to_dict()},
+    )
+    """Thresholds of status.health."""
+    statistics: StatisticsPolicy = Field(
+        default_factory=StatisticsPolicy,
+        json_schema_extra={"default": StatisticsPolicy().to_dict()},
+    )
+    """Window of the rolling statistics."""
     template: dict[str, Any] = Field(
         default_factory=dict,
         json_schema_extra={
@@ -217,6 +349,7 @@ class QueueConditionType(StrEnum):
     RECONCILING = "Reconciling"
     STALLED = "Stalled"
     DRAINED = "Drained"  # Draining and nothing admitted or running any more
+    MEMORY_PRESSURE = "MemoryPressure"  # effective concurrency lowered
 
 
 class QueueMemoryStatus(ApiModel):
@@ -228,6 +361,67 @@ class QueueMemoryStatus(ApiModel):
     """spec.memory.budget as last applied."""
     summary: str | None = Field(default=None, max_length=64)
     """reserved/budget for the printer column, e.g. 3Gi/8Gi."""
+
+
+class TypeStatistics(ApiModel):
+    """Rolling statistics of one job type."""
+
+    type: str = Field(max_length=63)
+    """The job type."""
+    finished: int = Field(default=0, ge=0)
+    """Jobs of this type that finished in the window."""
+    success_rate: float | None = Field(default=None, ge=0, le=1)
+    """Succeeded over Succeeded plus Failed in the window."""
+    mean_wait_seconds: float | None = Field(default=None, ge=0)
+    """Mean time finished jobs waited for admission."""
+    mean_run_seconds: float | None = Field(default=None, ge=0)
+    """Mean time their workers ran."""
+    throughput_per_minute: float = Field(default=0, ge=0)
+    """Jobs finished per minute over the window."""
+
+
+MAX_TYPE_STATISTICS = 16
+MAX_BATCHES = 20
+
+
+class QueueStatistics(ApiModel):
+    """Rolling statistics over the jobs that finished in the last windowSeconds."""
+
+    window_seconds: int = Field(ge=0)
+    """Length of the window."""
+    finished: int = Field(default=0, ge=0)
+    """Jobs that finished in the window (Succeeded, Failed)."""
+    succeeded: int = Field(default=0, ge=0)
+    """Of those, Succeeded."""
+    failed: int = Field(default=0, ge=0)
+    """Of those, Failed."""
+    success_rate: float | None = Field(default=None, ge=0, le=1)
+    """succeeded / finished; unset while nothing finished."""
+    mean_wait_seconds: float | None = Field(default=None, ge=0)
+    """Mean time the finished jobs waited for admission."""
+    mean_run_seconds: float | None = Field(default=None, ge=0)
+    """Mean time their workers ran."""
+    throughput_per_minute: float = Field(default=0, ge=0)
+    """Jobs finished per minute over the window."""
+    by_type: list[TypeStatistics] = Field(default_factory=list, max_length=MAX_TYPE_STATISTICS)
+    """The same per job type (the busiest types if there are many)."""
+
+
+class BatchProgress(ApiModel):
+    """Progress of the jobs sharing one videoqueue.dev/batch label value."""
+
+    name: str = Field(max_length=63)
+    """The label value."""
+    total: int = Field(default=0, ge=0)
+    """Jobs in the batch."""
+    pending: int = Field(default=0, ge=0)
+    """Not yet admitted (Pending, Waiting, Backoff)."""
+    running: int = Field(default=0, ge=0)
+    """Admitted or running."""
+    succeeded: int = Field(default=0, ge=0)
+    """Succeeded."""
+    failed: int = Field(default=0, ge=0)
+    """Failed, Cancelled or Rejected."""
 
 
 class VideoQueueStatus(ApiModel):
@@ -261,6 +455,16 @@ class VideoQueueStatus(ApiModel):
     """Jobs the queue can never run."""
     memory: QueueMemoryStatus | None = None
     """Memory reserved by admitted and running jobs, and the budget."""
+    health_reasons: list[Annotated[str, StringConstraints(max_length=256)]] = Field(
+        default_factory=list, max_length=8
+    )
+    """Why health is not Healthy, one line per finding."""
+    effective_concurrency: int | None = Field(default=None, ge=0)
+    """Concurrency in force: spec.concurrency, or less under memory pressure."""
+    statistics: QueueStatistics | None = None
+    """Rolling statistics of finished jobs."""
+    batches: list[BatchProgress] = Field(default_factory=list, max_length=MAX_BATCHES)
+    """Progress of batches with unfinished jobs (the oldest first, at most 20)."""
 
 
 class VideoQueue(ApiModel):

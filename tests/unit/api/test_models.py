@@ -304,6 +304,32 @@ QUEUE_OBJECT: dict[str, Any] = {
             "backoff": {"initialSeconds": 5, "factor": 2.0, "maxSeconds": 300},
         },
         "activeDeadlineSeconds": 7200,
+        "maxPending": 500,
+        "preemption": "LowerPriority",
+        "aging": {"intervalSeconds": 300, "maxBoost": 5},
+        "rateLimit": {"startsPerMinute": 60},
+        "ttlSecondsAfterFinished": {"succeeded": 3600, "failed": 86400},
+        "memoryPressure": {
+            "enabled": True,
+            "oomKills": 3,
+            "windowSeconds": 600,
+            "recoverySeconds": 60,
+        },
+        "notifications": {
+            "url": "https://hooks.example.test/video",
+            "on": ["Failed"],
+            "maxAttempts": 5,
+            "timeoutSeconds": 10,
+        },
+        "health": {
+            "backlogWarning": 100,
+            "backlogCritical": 1000,
+            "failureRateWarning": 0.1,
+            "failureRateCritical": 0.5,
+            "minFinished": 5,
+            "memoryUtilizationWarning": 0.95,
+        },
+        "statistics": {"windowSeconds": 900},
         "template": {"spec": {"containers": [{"name": "worker", "image": "w:1"}]}},
     },
     "status": {
@@ -329,6 +355,31 @@ QUEUE_OBJECT: dict[str, Any] = {
         "cancelled": 0,
         "rejected": 1,
         "memory": {"reserved": "12Gi", "budget": "64Gi", "summary": "12Gi/64Gi"},
+        "healthReasons": [],
+        "effectiveConcurrency": 4,
+        "statistics": {
+            "windowSeconds": 900,
+            "finished": 20,
+            "succeeded": 19,
+            "failed": 1,
+            "successRate": 0.95,
+            "meanWaitSeconds": 3.5,
+            "meanRunSeconds": 61.25,
+            "throughputPerMinute": 1.333,
+            "byType": [
+                {
+                    "type": "transcode",
+                    "finished": 20,
+                    "successRate": 0.95,
+                    "meanWaitSeconds": 3.5,
+                    "meanRunSeconds": 61.25,
+                    "throughputPerMinute": 1.333,
+                }
+            ],
+        },
+        "batches": [
+            {"name": "ep-7", "total": 12, "pending": 3, "running": 2, "succeeded": 7, "failed": 0}
+        ],
     },
 }
 
