@@ -20,6 +20,8 @@ from kubernetes import client
 
 from videoqueue.envtest import ClusterBase, LocalCluster
 
+from .redis_server import RedisServer
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,6 +66,13 @@ def namespace(cluster: ClusterBase, request: pytest.FixtureRequest) -> Iterator[
     cluster.create_namespace(name)
     yield name
     cluster.delete_namespace(name)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port (no persistence), stopped after the test."""
+    with RedisServer(tmp_path / "redis") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
