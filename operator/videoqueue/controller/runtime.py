@@ -34,6 +34,7 @@ from videoqueue.api import (
     format_bytes,
     put_condition,
 )
+from videoqueue.controller import metrics
 from videoqueue.controller.kube import PODS, VIDEOJOBS, VIDEOQUEUES, EventType, KubeClient
 from videoqueue.controller.lifecycle import Admission, Assessment, admit, assess_job
 from videoqueue.controller.patching import status_patch
@@ -185,7 +186,9 @@ class Controller:
                 await asyncio.wait_for(entry.wake.wait(), timeout)
             entry.wake.clear()
             try:
+                started = time.monotonic()
                 wake_at = await self.reconcile_queue(entry)
+                metrics.record_cycle(entry.key, time.monotonic() - started)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -371,6 +374,8 @@ class Controller:
             now=now,
             generation=job.metadata.generation,
         )
+        waited = (status.wait_seconds or 0.0) - (assessment.status.wait_seconds or 0.0)
+        metrics.record_admission(job, wait_seconds=waited)
         entry.assessment = Assessment(status=status, view=None)
         entry.dirty = True  # re-assess from the pod on the next cycle
         # Most workers start within a moment: wait that long, and write Running (which
@@ -399,10 +404,13 @@ class Controller:
             await self._stop_pods(entry, assessment)
             return
         meta = entry.body["metadata"]
+        previous = entry.job  # before the write: its watch event may replace entry.job
         updated = await self.kube.patch(
             VIDEOJOBS, meta["namespace"], meta["name"], {"status": patch}, subresource="status"
         )
         entry.unwritten = None
+        if updated is not None and previous is not None:
+            metrics.record_status_written(previous, assessment.status)
         if updated is not None and _newer(updated, entry.body):
             entry.body = updated
             entry.job = VideoJob.model_validate(updated)

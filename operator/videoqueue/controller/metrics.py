@@ -1,0 +1,453 @@
+"""Every Prometheus metric of the operator, and the HTTP server for /metrics, /healthz, /readyz.
+
+Two kinds of metrics:
+- State (jobs by phase, queue state and health, memory, API requests) is read at scrape time
+  from the acting controller's index and the API client's counters (`StateCollector`): no
+  hooks, and always exactly what the index holds.
+- Events (admissions, finished jobs, attempt endings, retries, preemptions, wait and run
+  times, scheduling cycles) are counted where they happen, through the `record_*` functions
+  the controller calls. Counting on the status write that records a transition, not on the
+  decision, counts each transition once even when a cycle is retried.
+
+Per-job series are created at zero as soon as a job of a (namespace, queue, type) is seen, so
+`increase()` and `rate()` see the first finished job too, and dashboards show 0, not "no data".
+
+Naming follows Prometheus' rules: prefix `videoqueue_`, base units (seconds, bytes), `_total`
+on counters, never a job name as a label; help texts name the values a label can take.
+tests/unit/test_metrics_naming.py checks all of it.
+
+The server runs in the operator's event loop, so a scrape reads the index between two steps
+of the scheduler loops (never half-way through one), and /healthz answering proves the loop
+is not stuck.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import platform
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from videoqueue.api import (
+    AttemptReason,
+    JobPhase,
+    QueueHealth,
+    QueueState,
+    VideoJob,
+    VideoJobStatus,
+    parse_quantity,
+)
+from videoqueue.controller.queue_status import RESERVING_PHASES, summarize_queue
+
+if TYPE_CHECKING:
+    from videoqueue.controller.kube import KubeClient
+    from videoqueue.controller.runtime import Controller
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+"""The operator's own registry (not prometheus_client's global one), served on /metrics."""
+
+# -- allowed label values -------------------------------------------------------------------
+
+PHASES: tuple[str, ...] = tuple(p.value for p in JobPhase)
+OUTCOMES: tuple[str, ...] = tuple(p.value for p in JobPhase if p.is_terminal)
+ATTEMPT_REASONS: tuple[str, ...] = tuple(r.value for r in AttemptReason)
+# An attempt that ended for these reasons did not succeed and its job runs again; Cancelled
+# and Suspended are a user's decision, not a retry.
+RETRY_REASONS: tuple[str, ...] = tuple(
+    r.value
+    for r in AttemptReason
+    if r not in (AttemptReason.COMPLETED, AttemptReason.CANCELLED, AttemptReason.SUSPENDED)
+)
+STATES: tuple[str, ...] = tuple(s.value for s in QueueState)
+HEALTHS: tuple[str, ...] = tuple(h.value for h in QueueHealth)
+API_VERBS: tuple[str, ...] = ("get", "list", "create", "patch", "delete")
+API_CODES: tuple[str, ...] = ("2xx", "3xx", "4xx", "5xx", "error")
+# The API server failed (5xx) or could not be reached (error): worth an alert. 4xx answers
+# are mostly expected (404 for a pod already gone, 409 for a pod that exists).
+API_ERROR_CODES: tuple[str, ...] = ("5xx", "error")
+
+JOB_LABELS = ("namespace", "queue", "type")
+QUEUE_LABELS = ("namespace", "queue")
+
+
+def _one_of(values: Iterable[str]) -> str:
+    return ", ".join(values)
+
+
+_QUEUE = "namespace and queue name the VideoQueue"
+_JOB = f"{_QUEUE}; type is the job's spec.type (probe, transcode, thumbnail, audio, clip or custom)"
+
+# Video work takes seconds (a probe) to hours (a long transcode), and waits as long.
+DURATION_BUCKETS = (
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1200.0,
+    1800.0,
+    3600.0,
+    7200.0,
+    14400.0,
+    28800.0,
+    86400.0,
+)
+CYCLE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# -- event metrics (counted by the record_* hooks) ------------------------------------------
+
+JOBS_ADMITTED = Counter(
+    "videoqueue_jobs_admitted_total",
+    f"Attempts admitted onto a worker pod (one per attempt). {_JOB}.",
+    JOB_LABELS,
+    registry=REGISTRY,
+)
+JOBS_FINISHED = Counter(
+    "videoqueue_jobs_finished_total",
+    f"Jobs that reached a final phase. {_JOB}; outcome is one of {_one_of(OUTCOMES)}.",
+    (*JOB_LABELS, "outcome"),
+    registry=REGISTRY,
+)
+ATTEMPTS = Counter(
+    "videoqueue_attempts_total",
+    f"Worker attempts that ended, by how they ended. {_JOB}; "
+    f"reason is one of {_one_of(ATTEMPT_REASONS)}.",
+    (*JOB_LABELS, "reason"),
+    registry=REGISTRY,
+)
+RETRIES = Counter(
+    "videoqueue_job_retries_total",
+    f"Attempts that ended without success after which the job was queued again. {_JOB}; "
+    f"reason is one of {_one_of(RETRY_REASONS)}.",
+    (*JOB_LABELS, "reason"),
+    registry=REGISTRY,
+)
+PREEMPTIONS = Counter(
+    "videoqueue_preemptions_total",
+    f"Running jobs stopped to make room for a job of higher priority. {_JOB} of the stopped job.",
+    JOB_LABELS,
+    registry=REGISTRY,
+)
+ADMISSION_WAIT = Histogram(
+    "videoqueue_admission_wait_seconds",
+    f"Seconds an attempt waited in the queue before it was admitted (from being queued, or "
+    f"re-queued after a failed attempt, to its worker pod's creation). {_JOB}.",
+    JOB_LABELS,
+    buckets=DURATION_BUCKETS,
+    registry=REGISTRY,
+)
+JOB_RUN = Histogram(
+    "videoqueue_job_run_seconds",
+    f"Seconds workers ran for a job that finished Succeeded or Failed, all attempts "
+    f"together. {_JOB}.",
+    JOB_LABELS,
+    buckets=DURATION_BUCKETS,
+    registry=REGISTRY,
+)
+SCHEDULING_CYCLE = Histogram(
+    "videoqueue_scheduling_cycle_duration_seconds",
+    f"Seconds one cycle of a queue's scheduler loop took (assess, decide, create pods, write "
+    f"statuses). {_QUEUE}.",
+    QUEUE_LABELS,
+    buckets=CYCLE_BUCKETS,
+    registry=REGISTRY,
+)
+BUILD_INFO = Gauge(
+    "videoqueue_build_info",
+    "Always 1; the labels say what runs: version (of videoqueue), python_version, kopf_version.",
+    ("version", "python_version", "kopf_version"),
+    registry=REGISTRY,
+)
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+BUILD_INFO.labels(_version("videoqueue"), platform.python_version(), _version("kopf")).set(1)
+
+for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    # process_* (CPU, resident memory, open files) and python_*: the usual runtime metrics.
+    REGISTRY.register(_collector)
+
+_seen: set[tuple[str, str, str]] = set()
+
+
+def ensure_job_series(namespace: str, queue: str, job_type: str) -> None:
+    """Create every per-job series of (namespace, queue, type) at zero, once."""
+    key = (namespace, queue, job_type)
+    if key in _seen:
+        return
+    _seen.add(key)
+    JOBS_ADMITTED.labels(*key)
+    PREEMPTIONS.labels(*key)
+    ADMISSION_WAIT.labels(*key)
+    JOB_RUN.labels(*key)
+    for outcome in OUTCOMES:
+        JOBS_FINISHED.labels(*key, outcome)
+    for reason in ATTEMPT_REASONS:
+        ATTEMPTS.labels(*key, reason)
+    for reason in RETRY_REASONS:
+        RETRIES.labels(*key, reason)
+
+
+def _job_labels(job: VideoJob) -> tuple[str, str, str]:
+    labels = (job.metadata.namespace or "", job.spec.queue_name, job.spec.type)
+    ensure_job_series(*labels)
+    return labels
+
+
+def record_admission(job: VideoJob, *, wait_seconds: float) -> None:
+    """An attempt of `job` was admitted (its worker pod created) after waiting this long."""
+    labels = _job_labels(job)
+    JOBS_ADMITTED.labels(*labels).inc()
+    ADMISSION_WAIT.labels(*labels).observe(max(0.0, wait_seconds))
+
+
+def record_status_written(job: VideoJob, written: VideoJobStatus) -> None:
+    """`written` replaced `job.status` in the API: count the transitions between the two.
+
+    Attempts that gained an end reason are attempt endings (and retries when the job goes on);
+    a first final phase is a finished job, with its run time.
+    """
+    labels = _job_labels(job)
+    before = job.status
+    ended_before = {r.attempt for r in before.attempts if r.reason is not None}
+    requeued = written.phase is not None and not written.phase.is_terminal
+    for record in written.attempts:
+        if record.reason is None or record.attempt in ended_before:
+            continue
+        ATTEMPTS.labels(*labels, record.reason.value).inc()
+        if requeued and record.reason.value in RETRY_REASONS:
+            RETRIES.labels(*labels, record.reason.value).inc()
+    was_final = before.phase is not None and before.phase.is_terminal
+    if written.phase is not None and written.phase.is_terminal and not was_final:
+        JOBS_FINISHED.labels(*labels, written.phase.value).inc()
+        if written.phase in (JobPhase.SUCCEEDED, JobPhase.FAILED):
+            JOB_RUN.labels(*labels).observe(written.run_seconds or 0.0)
+
+
+def record_preemption(job: VideoJob) -> None:
+    """The running `job` is being stopped to make room for a job of higher priority."""
+    PREEMPTIONS.labels(*_job_labels(job)).inc()
+
+
+def record_cycle(queue_key: str, seconds: float) -> None:
+    """One scheduler-loop cycle of the queue "namespace/name" took `seconds`."""
+    namespace, _, name = queue_key.partition("/")
+    SCHEDULING_CYCLE.labels(namespace, name).observe(seconds)
+
+
+# -- state metrics (read at scrape time) ----------------------------------------------------
+
+ActivityState = Literal["starting", "priming", "acting", "standing-by"]
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What this replica does now: `starting` (before kopf's startup), `priming` (listing
+    everything before it acts), `acting` (with `controller`), `standing-by` (another replica
+    acts). `kube` is the API client once started."""
+
+    state: ActivityState
+    controller: Controller | None = None
+    kube: KubeClient | None = None
+
+    @property
+    def ready(self) -> bool:
+        # A standing-by replica is ready: it is what takes over, and a rollout must not wait
+        # for it to act.
+        return self.state in ("acting", "standing-by")
+
+
+def _not_started() -> Activity:
+    return Activity("starting")
+
+
+class StateCollector(Collector):
+    """Gauges of the acting controller's index and the API client's request counters."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Activity] = _not_started
+
+    def collect(self) -> Iterator[Metric]:
+        activity = self.source()
+        active = GaugeMetricFamily(
+            "videoqueue_operator_active",
+            "1 when this replica acts (schedules jobs), 0 while it starts, primes its index "
+            "or stands by for another replica.",
+            value=1.0 if activity.state == "acting" else 0.0,
+        )
+        yield active
+        if activity.controller is not None:
+            yield from _index_metrics(activity.controller)
+        if activity.kube is not None:
+            yield from _api_metrics(activity.kube)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # families depend on the index; nothing to check at registration
+
+
+def _index_metrics(controller: Controller) -> Iterator[Metric]:
+    jobs = GaugeMetricFamily(
+        "videoqueue_jobs",
+        f"Jobs in the operator's index by phase. {_QUEUE} (spec.queueName); "
+        f"phase is one of {_one_of(PHASES)}.",
+        labels=(*QUEUE_LABELS, "phase"),
+    )
+    state = GaugeMetricFamily(
+        "videoqueue_queue_state",
+        f"1 for the queue's spec.state, 0 for the others. {_QUEUE}; "
+        f"state is one of {_one_of(STATES)}.",
+        labels=(*QUEUE_LABELS, "state"),
+    )
+    health = GaugeMetricFamily(
+        "videoqueue_queue_health",
+        f"1 for the queue's health, 0 for the others. {_QUEUE}; "
+        f"health is one of {_one_of(HEALTHS)}.",
+        labels=(*QUEUE_LABELS, "health"),
+    )
+    reserved = GaugeMetricFamily(
+        "videoqueue_queue_memory_reserved_bytes",
+        f"Memory of the queue's admitted and running jobs (their pods' requests). {_QUEUE}.",
+        labels=QUEUE_LABELS,
+    )
+    budget = GaugeMetricFamily(
+        "videoqueue_queue_memory_budget_bytes",
+        f"The queue's spec.memory.budget. {_QUEUE}.",
+        labels=QUEUE_LABELS,
+    )
+    concurrency = GaugeMetricFamily(
+        "videoqueue_queue_concurrency",
+        f"The queue's spec.concurrency: most jobs admitted or running at once. {_QUEUE}.",
+        labels=QUEUE_LABELS,
+    )
+    now = datetime.datetime.now(datetime.UTC)
+    for key, entry in controller.queues.items():
+        namespace, _sep, name = key.partition("/")
+        statuses: list[VideoJobStatus] = []
+        for job_key in entry.jobs:
+            job_entry = controller.jobs.get(job_key)
+            if job_entry is None or job_entry.job is None:
+                continue
+            ensure_job_series(namespace, name, job_entry.job.spec.type)
+            assessment = job_entry.assessment
+            statuses.append(assessment.status if assessment else job_entry.job.status)
+        counts = dict.fromkeys(PHASES, 0)
+        used = 0
+        for status in statuses:
+            phase = status.phase or JobPhase.PENDING
+            counts[phase.value] += 1
+            if phase in RESERVING_PHASES and status.effective_memory is not None:
+                used += parse_quantity(status.effective_memory)
+        for phase_name, count in counts.items():
+            jobs.add_metric((namespace, name, phase_name), float(count))
+        queue = entry.queue
+        if queue is None:
+            continue  # jobs naming a queue that does not exist (yet): counted above only
+        for value in STATES:
+            state.add_metric((namespace, name, value), float(queue.spec.state == value))
+        # The health the queue's status is about to say (the status is written at a bounded
+        # rate, so the stored one may be a moment old).
+        current = summarize_queue(queue, statuses, now).health
+        for value in HEALTHS:
+            health.add_metric((namespace, name, value), float(current == value))
+        reserved.add_metric((namespace, name), float(used))
+        budget.add_metric((namespace, name), float(queue.spec.memory.budget_bytes))
+        concurrency.add_metric((namespace, name), float(queue.spec.concurrency))
+    yield from (jobs, state, health, reserved, budget, concurrency)
+
+
+def _api_metrics(kube: KubeClient) -> Iterator[Metric]:
+    requests = CounterMetricFamily(
+        "videoqueue_api_requests_total",
+        "HTTP requests to the Kubernetes API, each retry counted. verb is one of "
+        f"{_one_of(API_VERBS)}; resource is the plural with any subresource (videojobs/status); "
+        f"code is the status class: one of {_one_of(API_CODES)} (error: no response).",
+        labels=("verb", "resource", "code"),
+    )
+    errors = CounterMetricFamily(
+        "videoqueue_api_errors_total",
+        "Kubernetes API requests that failed on the server or got no response, each retry "
+        f"counted. verb is one of {_one_of(API_VERBS)}; resource is the plural with any "
+        f"subresource; code is one of {_one_of(API_ERROR_CODES)} (error: no response).",
+        labels=("verb", "resource", "code"),
+    )
+    counts = dict(kube.request_counts)
+    for (verb, resource, code), count in sorted(counts.items()):
+        requests.add_metric((verb, resource, code), float(count))
+    # Every error series exists at zero for each (verb, resource) in use: no "no data".
+    for verb, resource in sorted({(verb, resource) for verb, resource, _ in counts}):
+        for code in API_ERROR_CODES:
+            errors.add_metric((verb, resource, code), float(counts.get((verb, resource, code), 0)))
+    yield requests
+    yield errors
+
+
+STATE = StateCollector()
+REGISTRY.register(STATE)
+
+# -- the HTTP server ------------------------------------------------------------------------
+
+
+def make_app(activity: Callable[[], Activity]) -> web.Application:
+    """/metrics (Prometheus text format), /healthz (liveness: the event loop answers) and
+    /readyz (200 once the replica acts on a primed index or stands by; 503 while starting or
+    priming)."""
+    STATE.source = activity
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        current = activity()
+        return web.Response(text=f"{current.state}\n", status=200 if current.ready else 503)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def start_server(host: str, port: int, activity: Callable[[], Activity]) -> web.AppRunner:
+    """Serve `make_app` on host:port in the running loop; `await runner.cleanup()` stops it.
+    Raises OSError when the address cannot be bound."""
+    runner = web.AppRunner(make_app(activity), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    return runner
