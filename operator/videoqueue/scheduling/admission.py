@@ -47,10 +47,29 @@ Result
     the reservation for the blocked head begins), or None when only a change of the snapshot
     can. Deciding at any time in `[now, wake_at)` gives the same decision.
 
-Room to grow
-    Paused and Draining queues pass `admitting=False`. Aging would raise the priority used by
-    `order_key`; a start rate limit would be one more limit in the walk, like the free slots;
-    preemption would be a separate decision on the same snapshot on behalf of the blocked head.
+Aging
+    With `aging_interval` set, a pending job's priority in the order rises by one for every
+    `aging_interval` seconds since it was queued, by at most `aging_max_boost` and never above
+    `max_priority`. A job of priority p thus competes as a top-priority job after
+    (max_priority - p) * aging_interval, and among equal priorities the older job goes first,
+    so a steady stream of high-priority work cannot starve it. Aging only reorders; limits
+    and the starvation guard apply as before. `wake_at` includes the next moment a candidate's
+    boost grows.
+
+Rate limit
+    With `starts_per_minute` set, no more than that many admissions fall into any 60-second
+    window (`Snapshot.recent_starts` holds the admissions of the last minute). Jobs that would
+    exceed it wait with reason `RateLimited` until the oldest start leaves the window.
+
+Preemption
+    With `preempt_lower_priority`, the first job in the order that waits for a slot or for
+    memory (the *preemptor*) may evict admitted or running jobs of strictly lower
+    `priority` (the job's own, not aged). Victims come from the lowest priority tier that
+    suffices: the smallest L such that evicting every candidate of priority <= L would give
+    the preemptor a slot and enough memory; within that pool the fewest jobs that make room
+    are taken, largest memory first, then lower priority, then most recently admitted (least
+    work lost). The preemptor is admitted on the next decision, once the victims count as
+    pending again; it is not preempted for while the rate limit holds everything back.
 """
 
 from __future__ import annotations
@@ -72,6 +91,7 @@ class BlockReason(enum.StrEnum):
     MEMORY_RESERVED = "MemoryReserved"
     EXCEEDS_BUDGET = "ExceedsMemoryBudget"
     QUEUE_NOT_ADMITTING = "QueueNotAdmitting"
+    RATE_LIMITED = "RateLimited"
 
 
 class RejectReason(enum.StrEnum):
@@ -107,14 +127,33 @@ class AdmissionDecision:
     blocked_reasons: Mapping[str, Blocked] = field(default_factory=dict)
     reserved_for: str | None = None
     wake_at: float | None = None
+    preempt: tuple[str, ...] = ()  # admitted or running jobs to evict, for `preempt_for`
+    preempt_for: str | None = None
 
 
 def order_key(job: JobView) -> tuple[int, float, str]:
-    """The admission order: priority descending, then FIFO, then key.
-
-    Aging (a boost for long-waiting jobs) would enter here as an effective priority.
-    """
+    """The admission order without aging: priority descending, then FIFO, then key."""
     return (-job.priority, job.created_at, job.key)
+
+
+def effective_priority(job: JobView, policy: QueuePolicy, now: float) -> int:
+    """The job's priority plus its aging boost at `now`."""
+    if policy.aging_interval is None or job.priority >= policy.max_priority:
+        return job.priority
+    steps = int(max(0.0, now - job.queued_at) // policy.aging_interval)
+    return min(job.priority + min(steps, policy.aging_max_boost), policy.max_priority)
+
+
+def _next_aging_step(job: JobView, policy: QueuePolicy, now: float) -> float | None:
+    """When the job's boost grows next, or None when it cannot grow any more."""
+    interval = policy.aging_interval
+    if interval is None:
+        return None
+    ceiling = min(job.priority + policy.aging_max_boost, policy.max_priority)
+    if effective_priority(job, policy, now) >= ceiling:
+        return None
+    steps = int(max(0.0, now - job.queued_at) // interval)
+    return job.queued_at + (steps + 1) * interval
 
 
 def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
@@ -144,8 +183,19 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
             wake_at=min(wake_times, default=None),
         )
 
-    # 3. Order: priority, then FIFO, then key.
-    candidates.sort(key=order_key)
+    # 3. Order: (aged) priority, then FIFO, then key.
+    if policy.aging_interval is None:
+        candidates.sort(key=order_key)
+    else:
+        candidates.sort(key=lambda j: (-effective_priority(j, policy, now), j.created_at, j.key))
+        wake_times.extend(t for j in candidates if (t := _next_aging_step(j, policy, now)))
+
+    # Starts left under the rate limit.
+    starts_left = len(candidates)
+    window: list[float] = []
+    if policy.starts_per_minute is not None:
+        window = sorted(t for t in snapshot.recent_starts if t > now - 60.0)
+        starts_left = policy.starts_per_minute - len(window)
 
     # 4. Walk in order, admitting each job that fits the free slots and memory. A job that
     #    does not fit does not stop the walk (backfill) unless memory is reserved for it (5).
@@ -157,15 +207,22 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
     reserved_for: JobView | None = None
     behind_reservation: Blocked | None = None
     no_slot: Blocked | None = None
+    rate_limited: Blocked | None = None
+    preemptor: JobView | None = None
     for job in candidates:
         if behind_reservation is not None:
             blocked_reasons[job.key] = behind_reservation
         elif job.memory > policy.memory_budget:
             blocked_reasons[job.key] = _exceeds_budget(job, policy)
+        elif starts_left <= 0:
+            rate_limited = rate_limited or _rate_limited(policy)
+            blocked_reasons[job.key] = rate_limited
         elif slots_free <= 0:
+            preemptor = preemptor or job
             no_slot = no_slot or _no_slot(policy, slots_free)
             blocked_reasons[job.key] = no_slot
         elif job.memory > memory_free:
+            preemptor = preemptor or job
             if blocked_head is None:
                 # 5. Starvation guard: the first job that does not fit may be overtaken only
                 #    until its backfill window closes; then nothing behind it is admitted.
@@ -181,15 +238,64 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
             admit.append(job.key)
             slots_free -= 1
             memory_free -= job.memory
+            starts_left -= 1
 
-    # 6. Result.
+    if rate_limited is not None and policy.starts_per_minute is not None:
+        # Look again when enough starts (this decision's included) have left the window.
+        window += [now] * len(admit)
+        wake_times.append(window[len(window) - policy.starts_per_minute] + 60.0)
+
+    # 6. Preemption on behalf of the first job that waits for a slot or memory.
+    victims: tuple[str, ...] = ()
+    if policy.preempt_lower_priority and preemptor is not None:
+        victims = choose_victims(preemptor, active, slots_free, memory_free)
+
+    # 7. Result.
     return AdmissionDecision(
         admit=tuple(admit),
         reject=reject,
         blocked_reasons=blocked_reasons,
         reserved_for=None if reserved_for is None else reserved_for.key,
         wake_at=min(wake_times, default=None),
+        preempt=victims,
+        preempt_for=preemptor.key if victims and preemptor is not None else None,
     )
+
+
+def choose_victims(
+    preemptor: JobView, active: list[JobView], slots_free: int, memory_free: int
+) -> tuple[str, ...]:
+    """The jobs to evict so that `preemptor` fits (see "Preemption" above), or () when
+    evicting every lower-priority job would still not make room."""
+    slots_needed = 1 if slots_free <= 0 else 0
+    slots_needed += max(0, -slots_free)  # the queue is over a lowered concurrency
+    memory_needed = preemptor.memory - memory_free
+    lower = [job for job in active if job.priority < preemptor.priority]
+    for tier in sorted({job.priority for job in lower}):
+        pool = [job for job in lower if job.priority <= tier]
+        if len(pool) < slots_needed or sum(job.memory for job in pool) < memory_needed:
+            continue
+        # The fewest jobs that free enough memory: the largest ones first.
+        by_size = sorted((job.memory for job in pool), reverse=True)
+        count, freed = 0, 0
+        while count < slots_needed or freed < memory_needed:
+            freed += by_size[count]
+            count += 1
+        # Of the sets of that size, prefer lower priority and later admission: take a job
+        # whenever the rest of the need can still be met by the largest jobs left.
+        preference = sorted(pool, key=lambda j: (j.priority, -(j.admitted_at or 0.0), j.key))
+        chosen: list[JobView] = []
+        still_needed = memory_needed
+        for index, job in enumerate(preference):
+            left = count - len(chosen) - 1
+            if left < 0:
+                break
+            rest = sorted((j.memory for j in preference[index + 1 :]), reverse=True)[:left]
+            if job.memory + sum(rest) >= still_needed:
+                chosen.append(job)
+                still_needed -= job.memory
+        return tuple(job.key for job in chosen)
+    return ()
 
 
 def _rejection(job: JobView, policy: QueuePolicy) -> Rejection:
@@ -222,6 +328,14 @@ def _no_memory(job: JobView, policy: QueuePolicy, memory_free: int, reserved: bo
     if reserved:
         message += "; memory is reserved for it, no job behind it starts first"
     return Blocked(BlockReason.WAITING_FOR_MEMORY, message)
+
+
+def _rate_limited(policy: QueuePolicy) -> Blocked:
+    message = (
+        f"waiting for the rate limit: at most {policy.starts_per_minute} starts per minute "
+        "(spec.rateLimit.startsPerMinute)"
+    )
+    return Blocked(BlockReason.RATE_LIMITED, message)
 
 
 def _behind_reservation(head: JobView, policy: QueuePolicy) -> Blocked:

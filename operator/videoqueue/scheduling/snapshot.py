@@ -42,6 +42,15 @@ class QueuePolicy:
     memory_max: int
     backfill_seconds: float = 300.0
     admitting: bool = True
+    # Aging: one step of priority per `aging_interval` seconds waited (since `queued_at`), at
+    # most `aging_max_boost` steps, never above `max_priority`. None: no aging.
+    aging_interval: float | None = None
+    aging_max_boost: int = 10
+    max_priority: int = 10
+    # At most this many admissions in any 60 s window (see `Snapshot.recent_starts`).
+    starts_per_minute: int | None = None
+    # Evict lower-priority running jobs to make room for the first job that does not fit.
+    preempt_lower_priority: bool = False
 
     def __post_init__(self) -> None:
         for name in ("concurrency", "memory_budget", "memory_max"):
@@ -49,6 +58,10 @@ class QueuePolicy:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if math.isnan(self.backfill_seconds) or self.backfill_seconds < 0:
             raise ValueError(f"backfill_seconds must be >= 0, got {self.backfill_seconds}")
+        if self.aging_interval is not None and not self.aging_interval > 0:
+            raise ValueError(f"aging_interval must be > 0, got {self.aging_interval}")
+        if self.starts_per_minute is not None and self.starts_per_minute < 1:
+            raise ValueError(f"starts_per_minute must be >= 1, got {self.starts_per_minute}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +82,8 @@ class JobView:
     memory: int
     state: JobState = JobState.PENDING
     eligible_at: float | None = None
+    admitted_at: float | None = None  # admitted and running jobs: when (preemption prefers
+    # the most recently admitted victims, which lose the least work)
 
     def __post_init__(self) -> None:
         if self.memory < 0:
@@ -81,6 +96,8 @@ class Snapshot:
 
     policy: QueuePolicy
     jobs: tuple[JobView, ...] = ()
+    # Admission times within the last minute, for the start rate limit.
+    recent_starts: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         keys = [job.key for job in self.jobs]
