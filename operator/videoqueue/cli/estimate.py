@@ -1,0 +1,309 @@
+"""Queue order, positions and estimated start times, computed on demand from a queue and its
+jobs as read from the API. Nothing here is written back: the estimate lives only in the
+plugin's output.
+
+The estimate replays the operator's own admission rules (`videoqueue.scheduling`) forward in
+time: running jobs finish after the queue's mean run time (per job type when known) counted
+from their start, each finish frees a slot and memory, and `decide_admissions` says which
+waiting jobs start at that moment. Jobs in backoff or with a startAfter enter at their time;
+jobs with dependencies enter when the last of them is estimated to finish. A job whose start
+depends on something the replay cannot know (a paused queue, no run time measured yet, a job
+larger than the whole budget) gets no time but a note saying why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from videoqueue.api import JobPhase, QueueState, VideoJob, VideoQueue, parse_quantity
+from videoqueue.scheduling import (
+    JobState,
+    JobView,
+    QueuePolicy,
+    Snapshot,
+    decide_admissions,
+    order_key,
+)
+
+# The replay stops after this many decision steps: a queue of thousands of jobs needs one
+# step per finishing job, and a person waits for the answer.
+MAX_STEPS = 20_000
+
+ACTIVE_PHASES = frozenset({JobPhase.ADMITTED, JobPhase.RUNNING})
+
+
+@dataclass(frozen=True)
+class RunTimes:
+    """Mean run time in seconds, per job type where measured, and over all types."""
+
+    overall: float | None = None
+    by_type: Mapping[str, float] = field(default_factory=dict)
+
+    def for_type(self, type_: str) -> float | None:
+        return self.by_type.get(type_, self.overall)
+
+
+@dataclass(frozen=True)
+class JobEstimate:
+    """One unfinished job's place in its queue. `position` counts from 1 among the jobs that
+    wait for admission (None for admitted and running ones); `start` is the actual start of a
+    running job or the estimated start of a waiting one (epoch seconds), None with `note`
+    saying why when it cannot be estimated."""
+
+    name: str
+    phase: str
+    priority: int
+    type: str
+    position: int | None
+    start: float | None
+    estimated: bool
+    note: str = ""
+
+
+def run_times_from(statistics: Mapping[str, object] | None, jobs: Sequence[VideoJob]) -> RunTimes:
+    """The queue's rolling statistics (status.statistics) when the operator wrote them, else
+    the mean runSeconds of the Succeeded jobs still present."""
+    if statistics:
+        overall = _number(statistics.get("meanRunSeconds"))
+        by_type: dict[str, float] = {}
+        entries = statistics.get("byType")
+        for entry in entries if isinstance(entries, list) else []:
+            mean = _number(entry.get("meanRunSeconds")) if isinstance(entry, dict) else None
+            if mean is not None:
+                by_type[str(entry.get("type"))] = mean
+        if overall is not None or by_type:
+            return RunTimes(overall, by_type)
+    samples: dict[str, list[float]] = {}
+    for job in jobs:
+        if job.status.phase == JobPhase.SUCCEEDED and job.status.run_seconds is not None:
+            samples.setdefault(job.spec.type, []).append(job.status.run_seconds)
+    every = [s for values in samples.values() for s in values]
+    return RunTimes(
+        overall=sum(every) / len(every) if every else None,
+        by_type={t: sum(v) / len(v) for t, v in samples.items()},
+    )
+
+
+def estimate_queue(
+    queue: VideoQueue,
+    jobs: Sequence[VideoJob],
+    now: float,
+    run_times: RunTimes,
+    *,
+    concurrency: int | None = None,
+) -> list[JobEstimate]:
+    """The queue's unfinished jobs in queue order (running and admitted first, by start),
+    each with its position and start time. `jobs` may include other queues' jobs and finished
+    ones (dependencies are looked up among them). `concurrency` is the effective concurrency
+    when the operator reports one lower than spec.concurrency."""
+    name = queue.metadata.name
+    memory = queue.spec.memory
+    policy = QueuePolicy(
+        concurrency=concurrency if concurrency is not None else queue.spec.concurrency,
+        memory_budget=memory.budget_bytes,
+        memory_max=memory.max_bytes,
+        backfill_seconds=float(memory.backfill_seconds),
+        admitting=queue.spec.state == QueueState.ACTIVE,
+    )
+    by_name = {job.metadata.name: job for job in jobs}
+    mine = [
+        job
+        for job in jobs
+        if job.spec.queue_name == name and not (job.status.phase and job.status.phase.is_terminal)
+    ]
+
+    active: dict[str, tuple[JobView, float]] = {}  # key -> (view, estimated finish)
+    waiting: dict[str, JobView] = {}
+    gated: dict[str, JobView] = {}  # waiting for dependencies
+    notes: dict[str, str] = {}
+    starts: dict[str, float] = {}
+    for job in mine:
+        key = job.metadata.name
+        view = _view(job, queue, now)
+        if job.status.phase in ACTIVE_PHASES:
+            starts[key] = _started(job, now)
+            mean = run_times.for_type(job.spec.type)
+            active[key] = (view, math.inf if mean is None else max(now, starts[key] + mean))
+        elif job.spec.cancel:
+            notes[key] = "being cancelled (spec.cancel)"
+        elif job.spec.suspend:
+            notes[key] = "suspended (spec.suspend)"
+        elif _unmet(job, by_name):
+            gated[key] = view
+        else:
+            waiting[key] = view
+
+    # Positions follow the admission order; held jobs (cancelling, suspended) come last.
+    order = sorted([*waiting.values(), *gated.values()], key=order_key)
+    positions = [view.key for view in order] + sorted(notes)
+
+    finishes = {key: finish for key, (_, finish) in active.items()}
+    _replay(policy, active, waiting, gated, by_name, run_times, now, starts, finishes, notes)
+    unknown_run_time = any(math.isinf(f) for f in finishes.values())
+    for key in [*waiting, *gated]:
+        if key in starts:
+            continue
+        if not policy.admitting:
+            notes[key] = f"the queue is {queue.spec.state.value}"
+        elif unknown_run_time and key not in gated:
+            notes[key] = "no run time measured yet for the jobs ahead of it"
+
+    rows = [
+        JobEstimate(
+            name=key,
+            phase=(by_name[key].status.phase or JobPhase.PENDING).value,
+            priority=by_name[key].spec.priority,
+            type=by_name[key].spec.type,
+            position=None,
+            start=starts[key],
+            estimated=False,
+        )
+        for key in sorted(active, key=lambda k: (starts[k], k))
+    ]
+    for position, key in enumerate(positions, start=1):
+        job = by_name[key]
+        rows.append(
+            JobEstimate(
+                name=key,
+                phase=(job.status.phase or JobPhase.PENDING).value,
+                priority=job.spec.priority,
+                type=job.spec.type,
+                position=position,
+                start=starts.get(key),
+                estimated=True,
+                note="" if key in starts else notes.get(key, "cannot be estimated"),
+            )
+        )
+    return rows
+
+
+def _replay(
+    policy: QueuePolicy,
+    active: Mapping[str, tuple[JobView, float]],
+    waiting: Mapping[str, JobView],
+    gated: Mapping[str, JobView],
+    by_name: Mapping[str, VideoJob],
+    run_times: RunTimes,
+    now: float,
+    starts: dict[str, float],
+    finishes: dict[str, float],
+    notes: dict[str, str],
+) -> None:
+    """Step from event to event (a finish, a job becoming eligible), admitting what the real
+    admission rules admit at each. Fills in `starts` and `finishes` of the jobs it starts and
+    `notes` with why the others wait."""
+    running = dict(active)
+    pending = dict(waiting)
+    held = dict(gated)
+    t = now
+    for _ in range(MAX_STEPS):
+        running = {k: v for k, v in running.items() if v[1] > t}
+        for key, view in list(held.items()):
+            release = _release_time(by_name[key], by_name, finishes)
+            if release is not None:
+                del held[key]
+                eligible = max(release, view.eligible_at or release)
+                pending[key] = dataclasses.replace(view, eligible_at=eligible)
+        views = tuple(view for view, _ in running.values()) + tuple(pending.values())
+        decision = decide_admissions(Snapshot(policy, views), t)
+        for rejection in decision.reject:
+            notes[rejection.key] = f"will be rejected: {rejection.message}"
+            pending.pop(rejection.key, None)
+        for key in decision.admit:
+            view = pending.pop(key)
+            mean = run_times.for_type(by_name[key].spec.type)
+            starts[key] = t
+            finishes[key] = math.inf if mean is None else t + mean
+            admitted = dataclasses.replace(view, state=JobState.ADMITTED, eligible_at=None)
+            running[key] = (admitted, finishes[key])
+        for key, blocked in decision.blocked_reasons.items():
+            notes[key] = blocked.message
+        if not pending and not held:
+            return
+        upcoming = [f for _, f in running.values() if f > t]
+        upcoming += [w for w in [decision.wake_at] if w is not None and w > t]
+        upcoming += [
+            r for k in held if (r := _release_time(by_name[k], by_name, finishes)) is not None
+        ]
+        upcoming = [u for u in upcoming if math.isfinite(u)]
+        if not upcoming:
+            break
+        t = max(t, min(upcoming))
+    for key in held:
+        notes.setdefault(key, "waiting for its dependencies (spec.dependsOn)")
+
+
+def _view(job: VideoJob, queue: VideoQueue, now: float) -> JobView:
+    status = job.status
+    created = _ts(job.metadata.creation_timestamp) or now
+    if status.effective_memory is not None:
+        memory = parse_quantity(status.effective_memory)
+    elif job.spec.resources.memory is not None:
+        memory = parse_quantity(job.spec.resources.memory)
+    else:
+        memory = queue.spec.memory.default_request_bytes
+    eligible = max(
+        [t for t in (_ts(status.next_attempt_time), _ts(job.spec.start_after)) if t and t > now],
+        default=None,
+    )
+    return JobView(
+        key=job.metadata.name,
+        priority=job.spec.priority,
+        created_at=created,
+        queued_at=_ts(status.queued_time) or created,
+        memory=memory,
+        state=JobState.RUNNING
+        if status.phase == JobPhase.RUNNING
+        else JobState.ADMITTED
+        if status.phase == JobPhase.ADMITTED
+        else JobState.PENDING,
+        eligible_at=eligible,
+    )
+
+
+def _unmet(job: VideoJob, by_name: Mapping[str, VideoJob]) -> bool:
+    return any(
+        (dep := by_name.get(name)) is None or dep.status.phase != JobPhase.SUCCEEDED
+        for name in job.spec.depends_on
+    )
+
+
+def _release_time(
+    job: VideoJob, by_name: Mapping[str, VideoJob], finishes: Mapping[str, float]
+) -> float | None:
+    """When the last unfinished dependency is estimated to finish, None while unknown."""
+    times = [0.0]
+    for name in job.spec.depends_on:
+        dep = by_name.get(name)
+        if dep is not None and dep.status.phase == JobPhase.SUCCEEDED:
+            continue
+        finish = finishes.get(name)
+        if finish is None or not math.isfinite(finish):
+            return None
+        times.append(finish)
+    return max(times)
+
+
+def _started(job: VideoJob, now: float) -> float:
+    status = job.status
+    latest = status.attempts[-1] if status.attempts else None
+    for moment in (
+        latest.start_time if latest else None,
+        status.admitted_time,
+        status.start_time,
+    ):
+        if moment is not None:
+            return moment.timestamp()
+    return now
+
+
+def _ts(moment: datetime.datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
