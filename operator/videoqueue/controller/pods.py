@@ -16,6 +16,7 @@ import copy
 import hashlib
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast, get_args
 
@@ -151,11 +152,12 @@ def _worker_container(containers: list[dict[str, Any]]) -> dict[str, Any]:
     return next((c for c in containers if c.get("name") == WORKER_CONTAINER), containers[0])
 
 
-def _set_env(container: dict[str, Any], values: dict[str, str]) -> None:
+def _set_env(container: dict[str, Any], entries: Sequence[Mapping[str, Any]]) -> None:
     # Ours replace same-named entries of the template rather than duplicating them (a
     # duplicate env name is resolved last-wins by the kubelet but warned about by the API).
-    env = [e for e in container.get("env") or [] if e.get("name") not in values]
-    env.extend({"name": name, "value": value} for name, value in values.items())
+    ours = {entry["name"] for entry in entries}
+    env = [e for e in container.get("env") or [] if e.get("name") not in ours]
+    env.extend(copy.deepcopy(dict(entry)) for entry in entries)
     container["env"] = env
 
 
@@ -171,6 +173,7 @@ def build_worker_pod(
     attempt: int,
     memory_bytes: int,
     now_iso: str | None = None,
+    env: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The worker pod for attempt `attempt` of `job`, built from `queue`'s `spec.template`.
 
@@ -193,6 +196,9 @@ def build_worker_pod(
       none;
     - the job as compact JSON in env `VIDEOQUEUE_JOB` ({apiVersion, kind, namespace, name,
       uid, attempt, spec}; at most 32 KiB) and the attempt in `VIDEOQUEUE_ATTEMPT`;
+    - `env`, whole env entries (`value` or `valueFrom`) the operator adds to every worker:
+      the progress channel's `VIDEOQUEUE_REDIS_URL`, `VIDEOQUEUE_PROGRESS_STREAM` and
+      `VIDEOQUEUE_REDIS_PASSWORD` (from a Secret), see `videoqueue.controller.progress`;
     - `terminationMessagePath: /dev/termination-log` (the worker writes its JSON result
       there) and `terminationMessagePolicy: FallbackToLogsOnError` (a crash without a message
       still leaves the last log lines to explain it);
@@ -233,10 +239,14 @@ def build_worker_pod(
     worker["resources"] = resources
     _set_env(
         worker,
-        {
-            ENV_JOB: _job_payload(video_job, namespace=namespace, uid=uid, attempt=attempt),
-            ENV_ATTEMPT: str(attempt),
-        },
+        [
+            *env,
+            {
+                "name": ENV_JOB,
+                "value": _job_payload(video_job, namespace=namespace, uid=uid, attempt=attempt),
+            },
+            {"name": ENV_ATTEMPT, "value": str(attempt)},
+        ],
     )
     worker["terminationMessagePath"] = TERMINATION_MESSAGE_PATH
     worker["terminationMessagePolicy"] = "FallbackToLogsOnError"

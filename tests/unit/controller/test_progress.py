@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from tests.unit.controller.test_pods import MakeJob, MakeQueue, worker_of
 from videoqueue.api import JobPhase, VideoJob, VideoJobStatus
 from videoqueue.api.progress import ProgressEvent, ProgressKind
+from videoqueue.controller.pods import build_worker_pod
 from videoqueue.controller.progress import (
     ProgressBoard,
     ProgressReport,
@@ -285,3 +287,42 @@ def test_unchanged_progress_returns_the_same_status() -> None:
         start_time=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
     )
     assert apply_progress(job(), status, REPORT) is status
+
+
+# --- into worker pods ----------------------------------------------------------------------
+
+
+def test_worker_pods_get_the_channel_env_over_the_templates() -> None:
+    template = {
+        "spec": {
+            "containers": [
+                {
+                    "name": "worker",
+                    "image": "videoqueue/worker:1",
+                    "env": [
+                        {"name": "VIDEOQUEUE_REDIS_URL", "value": "redis://stale:6379"},
+                        {"name": "TZ", "value": "UTC"},
+                    ],
+                }
+            ]
+        }
+    }
+    settings = ProgressSettings(
+        url="redis://redis.media.svc:6379/0", password_secret=SecretKeyRef("redis", "pw")
+    )
+    pod = build_worker_pod(
+        MakeJob().obj(),
+        MakeQueue().template(template).obj(),
+        attempt=1,
+        memory_bytes=2**30,
+        env=settings.worker_env(),
+    )
+    env = worker_of(pod)["env"]
+    names = [e["name"] for e in env]
+    assert len(names) == len(set(names)), names
+    by_name = {e["name"]: e for e in env}
+    assert by_name["TZ"]["value"] == "UTC"
+    assert by_name["VIDEOQUEUE_REDIS_URL"]["value"] == "redis://redis.media.svc:6379/0"
+    assert by_name["VIDEOQUEUE_PROGRESS_STREAM"]["value"] == "videoqueue:progress"
+    assert by_name["VIDEOQUEUE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "redis"
+    assert "VIDEOQUEUE_JOB" in by_name
