@@ -7,6 +7,7 @@ packages=(
     ca-certificates
     git
     procps          # pgrep/ps: the CI run checks that no test process survives
+    prometheus      # prometheus + promtool: the metrics integration test and alert-rule tests
     ffmpeg          # the worker's tests and benchmark run real ffmpeg/ffprobe
     redis-server    # worker progress tests start a real Redis on loopback
     docker.io       # the worker image test builds and runs the image locally (dockerd)

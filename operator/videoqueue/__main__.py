@@ -32,19 +32,25 @@ the old one to expire.
 `--peering-lifetime SECONDS` (default 60): how long a keep-alive counts; the takeover delay
 after a replica dies without exiting cleanly. Keep-alives are renewed a few seconds before
 they expire (one PATCH per replica per lifetime, whatever the load).
+
+Metrics and probes: every replica serves, on --metrics-bind:--metrics-port (default
+0.0.0.0:8080), Prometheus metrics on /metrics (docs/metrics.md), liveness on /healthz and
+readiness on /readyz (ready once it acts on a primed index, or stands by for another replica).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import kopf
 
-import videoqueue.controller.handlers  # noqa: F401  (registers the handlers)
+from videoqueue.controller import handlers, metrics  # importing handlers registers them
 from videoqueue.controller.kube import KubeApiError, KubeClient, Resource
 
 logger = logging.getLogger("videoqueue")
@@ -103,6 +109,29 @@ def resolve_peering(args: argparse.Namespace) -> Peering:
     return Peering(None, priority, args.peering_lifetime)
 
 
+def run_operator(args: argparse.Namespace, **operator: Any) -> None:
+    """kopf's operator (`kopf.operator(**operator)`) and the metrics and probe server, in one
+    event loop: a scrape reads the index between scheduler steps, never during one."""
+
+    async def run() -> None:
+        try:
+            server = await metrics.start_server(
+                args.metrics_bind, args.metrics_port, handlers.activity
+            )
+        except OSError as e:
+            raise SystemExit(
+                f"--metrics-bind {args.metrics_bind} --metrics-port {args.metrics_port}: cannot "
+                f"listen there ({e.strerror or e}); pick a free port with --metrics-port"
+            ) from e
+        try:
+            await kopf.operator(**operator)
+        finally:
+            await server.cleanup()
+
+    with contextlib.suppress(asyncio.CancelledError):  # as kopf.run does
+        asyncio.run(run())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="videoqueue", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -121,9 +150,26 @@ def main(argv: list[str] | None = None) -> None:
         metavar="SECONDS",
         help="how long a keep-alive counts: the takeover delay after a crash (default 60)",
     )
+    parser.add_argument(
+        "--metrics-bind",
+        default="0.0.0.0",
+        metavar="ADDRESS",
+        help="address of the metrics and probe server (default 0.0.0.0: all interfaces)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8080,
+        metavar="PORT",
+        help="port of /metrics, /healthz and /readyz (default 8080)",
+    )
     args = parser.parse_args(argv)
     if args.peering_lifetime < 2:
         parser.error("--peering-lifetime must be at least 2 seconds")
+    if not 1 <= args.metrics_port <= 65535:
+        parser.error(
+            f"--metrics-port must be a port number from 1 to 65535, not {args.metrics_port}"
+        )
     # kopf.configure installs the one root handler; a basicConfig handler would print twice.
     kopf.configure(verbose=args.verbose)
     if not args.verbose:
@@ -135,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = kopf.OperatorSettings()
     settings.peering.lifetime = peering.lifetime
     if peering.name is None:
-        kopf.run(clusterwide=True, standalone=True, settings=settings)
+        run_operator(args, clusterwide=True, standalone=True, settings=settings)
         return
     logger.info(
         "peering in ClusterKopfPeering %s with priority %d: standing by until no live replica "
@@ -145,7 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     # A peering name makes peering mandatory: kopf starts paused and watches nothing until it
     # has read the peering state, so a new replica never acts next to the acting one.
-    kopf.run(
+    run_operator(
+        args,
         clusterwide=True,
         standalone=False,
         peering_name=peering.name,

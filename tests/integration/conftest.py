@@ -20,6 +20,7 @@ from kubernetes import client
 
 from videoqueue.envtest import ClusterBase, LocalCluster
 
+from .operator_process import free_port, metrics_args
 from .redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -90,16 +91,24 @@ def crds(cluster: ClusterBase) -> None:
 
 
 @pytest.fixture(scope="session")
+def operator_metrics_port() -> int:
+    """Where the session's operator serves /metrics, /healthz and /readyz (on 127.0.0.1)."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
 def operator(
-    cluster: ClusterBase, crds: None, tmp_path_factory: pytest.TempPathFactory
+    cluster: ClusterBase,
+    crds: None,
+    operator_metrics_port: int,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """The operator as its own process (`python -m videoqueue`), watching the whole cluster."""
     log_path = tmp_path_factory.mktemp("operator") / "operator.log"
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+    argv = [sys.executable, "-m", "videoqueue", *metrics_args(operator_metrics_port)]
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "videoqueue"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         yield process
     finally:

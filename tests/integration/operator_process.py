@@ -11,6 +11,7 @@ import datetime
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,20 @@ from videoqueue.envtest import poll
 
 # kopf's log lines start with their local time: "[2026-11-23 12:03:11,679] ...".
 _STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (for an operator's --metrics-port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def metrics_args(port: int) -> list[str]:
+    """Serve the operator's metrics and probes on loopback: tests run several operators on
+    one machine, so the default 0.0.0.0:8080 would collide."""
+    return ["--metrics-bind", "127.0.0.1", "--metrics-port", str(port)]
 
 
 def line_time(line: str) -> float:
@@ -51,6 +66,7 @@ class OperatorProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.started_at: float | None = None  # time.time() of the last start
+        self.metrics_port: int | None = None  # of the last start, unless args set one
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -59,13 +75,17 @@ class OperatorProcess:
             raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
         self.starts += 1
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env}
+        metrics: list[str] = []
+        if "--metrics-port" not in self.args:
+            self.metrics_port = free_port()
+            metrics = metrics_args(self.metrics_port)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             log.write(f"=== {self.name} start #{self.starts} ===\n".encode())
             log.flush()
             self.started_at = time.time()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "videoqueue", *self.args],
+                [sys.executable, "-m", "videoqueue", *self.args, *metrics],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -35,6 +35,7 @@ import kopf
 
 from videoqueue.api import GROUP, VERSION
 from videoqueue.controller.kube import PODS, VIDEOJOBS, VIDEOQUEUES, KubeClient, KubeError
+from videoqueue.controller.metrics import Activity
 from videoqueue.controller.pods import LABEL_JOB
 from videoqueue.controller.runtime import Controller
 
@@ -77,6 +78,17 @@ def controller() -> Controller:
     if _state.controller is None:
         raise RuntimeError("the operator has not started, or stands by")
     return _state.controller
+
+
+def activity() -> Activity:
+    """What this replica does now, for the readiness probe and the metrics."""
+    if _state.controller is not None:
+        return Activity("acting", _state.controller, _state.kube)
+    if _state.kube is None:
+        return Activity("starting")
+    if _state.buffer is not None:
+        return Activity("priming", kube=_state.kube)
+    return Activity("standing-by", kube=_state.kube)
 
 
 # -- activation -----------------------------------------------------------------------------
