@@ -1,0 +1,160 @@
+"""The Helm chart in tests: run helm against a test cluster, render, turn workloads into pods,
+and make kubeconfigs for ServiceAccount tokens."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from videoqueue.envtest import ClusterBase, find_binaries
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "videoqueue-operator"
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")
+
+# Realistic value sets besides the defaults, by id.
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    # Three replicas spread over nodes, pinned image, debug logs, CRDs managed by GitOps.
+    "ha": {
+        "replicas": 3,
+        "crds": {"enabled": False},
+        "image": {"repository": "videoqueue/operator", "digest": "sha256:" + "ab" * 32},
+        "logLevel": "debug",
+        "peering": {"lifetime": 30},
+        "podDisruptionBudget": {"minAvailable": 2},
+        "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "dedicated", "value": "media", "effect": "NoSchedule"}],
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "operator"}},
+            }
+        ],
+    },
+    # A managed Redis with its password in a Secret the platform team creates.
+    "external-redis": {
+        "replicas": 1,
+        "peering": {"enabled": False},
+        "redis": {
+            "mode": "external",
+            "external": {
+                "url": "rediss://redis.media.svc:6380/2",
+                "existingSecret": "media-redis",
+                "passwordKey": "redis-password",
+            },
+        },
+        "extraEnv": [{"name": "TZ", "value": "UTC"}],
+        "podAnnotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"},
+    },
+    # Prometheus Operator and Grafana; bundled Redis with a volume and a given password.
+    "monitoring": {
+        "metrics": {
+            "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+            "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+            "grafanaDashboard": {"enabled": True},
+        },
+        "redis": {
+            "bundled": {
+                "auth": {"existingSecret": "videoqueue-redis", "passwordKey": "pw"},
+                "persistence": {"enabled": True, "size": "2Gi"},
+                "maxMemory": "512mb",
+            }
+        },
+    },
+}
+
+
+def helm(
+    *args: str, kubeconfig: Path | None = None, check: bool = True, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """Run the Helm built with the toolchain, against the cluster of `kubeconfig` if given."""
+    argv = [str(find_binaries()["helm"]), *args]
+    if kubeconfig is not None:
+        argv += ["--kubeconfig", str(kubeconfig)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stderr}{result.stdout}")
+    return result
+
+
+def values_file(tmp_path: Path, values: Mapping[str, Any], name: str = "values.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(dict(values)))
+    return path
+
+
+def render(
+    tmp_path: Path, values: Mapping[str, Any], *, release: str, namespace: str
+) -> list[dict[str, Any]]:
+    """The chart's objects for these values (`helm template`, hooks and tests included)."""
+    out = helm(
+        "template",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--values",
+        str(values_file(tmp_path, values)),
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def pod_specs(objects: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, pod manifest) for every pod the objects would make: each workload's template
+    as a Pod of its own, and the Pods themselves (the `helm test` hook)."""
+    for obj in objects:
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        if kind == "Pod":
+            yield f"Pod/{name}", obj
+        elif kind in WORKLOAD_KINDS:
+            template = obj["spec"]["template"]
+            yield (
+                f"{kind}/{name}",
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {**template.get("metadata", {}), "name": f"pss-{name}"[:63]},
+                    "spec": template["spec"],
+                },
+            )
+
+
+def find(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    matches = [o for o in objects if o["kind"] == kind and name in (None, o["metadata"]["name"])]
+    assert len(matches) == 1, f"expected one {kind} {name or ''}, got {len(matches)}"
+    return matches[0]
+
+
+def token_kubeconfig(cluster: ClusterBase, token: str, path: Path) -> Path:
+    """A kubeconfig for `cluster` that authenticates with a bearer token only."""
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    context = admin["current-context"]
+    server = next(c for c in admin["clusters"] if c["name"] == context)["cluster"]
+    document = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": server}],
+        "users": [{"name": "token", "user": {"token": token}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "token"}}],
+        "current-context": "test",
+    }
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def service_account_token(cluster: ClusterBase, namespace: str, name: str) -> str:
+    """A short-lived token of a ServiceAccount (TokenRequest API)."""
+    return cluster.kubectl("create", "token", name, "-n", namespace, "--duration=1h").stdout.strip()
+
+
+def dumps(objects: list[dict[str, Any]]) -> str:
+    return "\n---\n".join(json.dumps(o) for o in objects)
