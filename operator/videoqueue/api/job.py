@@ -104,6 +104,7 @@ class JobConditionType(StrEnum):
     QUEUE_MISSING = "QueueMissing"
     SUSPENDED = "Suspended"
     CANCELLED = "Cancelled"
+    DEPENDENCIES_MET = "DependenciesMet"  # every job in spec.dependsOn succeeded (sticky)
 
 
 class AttemptReason(StrEnum):

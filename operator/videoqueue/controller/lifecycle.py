@@ -13,8 +13,8 @@ a disruption; only failures that are the job's fault count against `maxAttempts`
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from videoqueue.api import (
@@ -70,8 +70,11 @@ class Assessment:
     # confirms with a GET that it is really gone before trusting `assess_job` with it.
     unconfirmed_pod: str | None = None
     terminal: bool = False
-    # Worker pods to delete (cancelled or suspended), after the status is written.
+    # Worker pods to delete (cancelled, suspended, preempted, past the deadline), after the
+    # status is written.
     stop_pods: tuple[str, ...] = ()
+    # When to assess again although nothing changed (an attempt's deadline).
+    recheck_at: datetime.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,13 @@ def assess_job(
     now: datetime.datetime,
     *,
     confirmed_missing: frozenset[str] = frozenset(),
+    dependencies: Mapping[str, JobPhase | None] | None = None,
 ) -> Assessment:
+    """The job's status and place in its queue at `now`.
+
+    `dependencies` maps each name in spec.dependsOn to that job's phase (None: no such job);
+    it is only read until all of them have succeeded once.
+    """
     status = job.status.model_copy(deep=True)
     generation = job.metadata.generation
     status.observed_generation = generation
@@ -200,6 +209,38 @@ def assess_job(
             if record is not None:
                 record.node = pod.node
                 record.start_time = _parse_time(pod.start_time) or now
+        deadline = _deadline(job, queue)
+        started = (record.start_time if record is not None else None) or _parse_time(pod.start_time)
+        recheck_at: datetime.datetime | None = None
+        if running and deadline is not None and started is not None:
+            recheck_at = started + datetime.timedelta(seconds=deadline)
+            if now >= recheck_at:
+                detail = (
+                    f"the attempt ran longer than activeDeadlineSeconds ({deadline}s); "
+                    f"worker pod {pod.name} stopped"
+                )
+                notices.extend(
+                    _fail_attempt(
+                        job,
+                        queue,
+                        status,
+                        current,
+                        AttemptReason.DEADLINE_EXCEEDED,
+                        detail,
+                        now,
+                        condition,
+                        pod=None,
+                    )
+                )
+                terminal = status.phase is not None and status.phase.is_terminal
+                view = None if terminal else _pending_view(job, status, queue, now)
+                return Assessment(
+                    status,
+                    view,
+                    tuple(notices),
+                    terminal=terminal,
+                    stop_pods=(pod.name,),
+                )
         status.phase = JobPhase.RUNNING if running else JobPhase.ADMITTED
         condition(
             JobConditionType.RUNNING,
@@ -217,8 +258,21 @@ def assess_job(
             queued_at=(status.queued_time or created).timestamp(),
             memory=memory,
             state=JobState.RUNNING if running else JobState.ADMITTED,
+            admitted_at=status.admitted_time.timestamp() if status.admitted_time else None,
         )
-        return Assessment(status=status, view=view, notices=tuple(notices))
+        return Assessment(status=status, view=view, notices=tuple(notices), recheck_at=recheck_at)
+
+    if queue is not None and queue.metadata.deletion_timestamp is not None:
+        status.phase = JobPhase.CANCELLED
+        status.completion_time = now
+        status.message = (
+            f"cancelled: queue {job.spec.queue_name} is being deleted (its pending jobs are "
+            "cancelled, running ones finish)"
+        )
+        condition(JobConditionType.CANCELLED, True, "QueueDeleted", status.message)
+        condition(JobConditionType.ADMITTED, False, "QueueDeleted", status.message)
+        notices.append(Notice("Warning", "Cancelled", status.message))
+        return Assessment(status=status, view=None, notices=tuple(notices), terminal=True)
 
     # Not running: waiting for admission.
     if queue is None:
@@ -253,6 +307,13 @@ def assess_job(
             "spec.resources.memory or raise the queue's memory.max"
         )
         return _reject(status, "MemoryExceedsMax", message, now, condition, notices)
+
+    if job.spec.depends_on and not is_condition_true(
+        status.conditions, JobConditionType.DEPENDENCIES_MET
+    ):
+        held = _check_dependencies(job, status, dependencies or {}, now, condition, notices)
+        if held is not None:
+            return held
 
     eligible_at: datetime.datetime | None = None
     if status.next_attempt_time is not None and status.next_attempt_time > now:
@@ -448,6 +509,23 @@ def _conclude(
         return [Notice("Normal", "Completed", f"worker pod {pod.name} succeeded")]
 
     detail = pod.message or f"exit code {pod.exit_code}"
+    return _fail_attempt(job, queue, status, attempt, reason, detail, now, condition, pod=pod)
+
+
+def _fail_attempt(
+    job: VideoJob,
+    queue: VideoQueue | None,
+    status: VideoJobStatus,
+    attempt: int,
+    reason: AttemptReason,
+    detail: str,
+    now: datetime.datetime,
+    condition: Any,
+    *,
+    pod: PodOutcome | None,
+) -> list[Notice]:
+    """End the current attempt with a failure `reason` and apply the retry rules: re-queue
+    (after backoff if it used an attempt, with more memory after an OOM kill) or fail."""
     record = _finish(status, attempt, now, reason=reason, message=detail, pod=pod)
     condition(JobConditionType.RUNNING, False, reason.value, detail)
     retry = queue.spec.retry if queue is not None else None
@@ -494,3 +572,124 @@ def _parse_time(value: str | None) -> datetime.datetime | None:
     if not value:
         return None
     return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def preempt(
+    job: VideoJob,
+    assessment: Assessment,
+    pod_name: str,
+    preemptor: str,
+    now: datetime.datetime,
+) -> Assessment:
+    """The assessment of a running or admitted job evicted to make room for `preemptor`: its
+    attempt ends Preempted without using an attempt and it waits again in its old place."""
+    status = assessment.status.model_copy(deep=True)
+    generation = job.metadata.generation
+
+    def condition(type_: JobConditionType, value: bool, reason: str, message: str = "") -> None:
+        status.conditions = put_condition(
+            status.conditions, type_, value, reason, message, now=now, generation=generation
+        )
+
+    message = f"preempted by higher-priority job {preemptor}; re-queued without using an attempt"
+    _finish(status, status.attempt, now, reason=AttemptReason.PREEMPTED, message=message)
+    condition(JobConditionType.RUNNING, False, "Preempted", message)
+    condition(JobConditionType.ADMITTED, False, "Preempted", message)
+    _requeue(status, now, delay=0.0)
+    status.message = message
+    view = assessment.view
+    if view is not None:
+        view = replace(view, state=JobState.PENDING, admitted_at=None, eligible_at=None)
+    return Assessment(
+        status,
+        view,
+        (*assessment.notices, Notice("Warning", "Preempted", message)),
+        stop_pods=(pod_name,),
+    )
+
+
+def reject(
+    job: VideoJob, status: VideoJobStatus, reason: str, message: str, now: datetime.datetime
+) -> Assessment:
+    """The assessment of a job the queue turns away for good (e.g. QueueFull)."""
+    status = status.model_copy(deep=True)
+    generation = job.metadata.generation
+
+    def condition(type_: JobConditionType, value: bool, reason: str, message: str = "") -> None:
+        status.conditions = put_condition(
+            status.conditions, type_, value, reason, message, now=now, generation=generation
+        )
+
+    return _reject(status, reason, message, now, condition, [])
+
+
+def _deadline(job: VideoJob, queue: VideoQueue | None) -> int | None:
+    if job.spec.active_deadline_seconds is not None:
+        return job.spec.active_deadline_seconds
+    return queue.spec.active_deadline_seconds if queue is not None else None
+
+
+_GIVEN_UP = frozenset({JobPhase.FAILED, JobPhase.CANCELLED, JobPhase.REJECTED})
+
+
+def _check_dependencies(
+    job: VideoJob,
+    status: VideoJobStatus,
+    dependencies: Mapping[str, JobPhase | None],
+    now: datetime.datetime,
+    condition: Any,
+    notices: list[Notice],
+) -> Assessment | None:
+    """Hold the job while a dependency has not succeeded; fail it when one never will.
+    None once all have succeeded (recorded in the DependenciesMet condition, so a dependency
+    deleted later, e.g. by its TTL, does not hold the job again)."""
+    phases = {name: dependencies.get(name) for name in job.spec.depends_on}
+    failed = [name for name, phase in phases.items() if phase in _GIVEN_UP]
+    if failed:
+        name = failed[0]
+        message = (
+            f"dependency {name} ended {phases[name]}, so this job cannot run; retry or "
+            f"recreate {name}, then recreate this job"
+        )
+        status.phase = JobPhase.FAILED
+        status.completion_time = now
+        status.message = message
+        condition(JobConditionType.FAILED, True, "DependencyFailed", message)
+        condition(JobConditionType.ADMITTED, False, "DependencyFailed", message)
+        notices.append(Notice("Warning", "DependencyFailed", message))
+        return Assessment(status=status, view=None, notices=tuple(notices), terminal=True)
+    waiting = [name for name, phase in phases.items() if phase != JobPhase.SUCCEEDED]
+    if not waiting:
+        condition(
+            JobConditionType.DEPENDENCIES_MET,
+            True,
+            "DependenciesSucceeded",
+            f"{', '.join(job.spec.depends_on)} succeeded",
+        )
+        return None
+    shown = ", ".join(f"{n} ({phases[n] or 'not found'})" for n in waiting[:5])
+    more = f" and {len(waiting) - 5} more" if len(waiting) > 5 else ""
+    status.phase = JobPhase.WAITING
+    status.message = f"waiting for dependencies to succeed: {shown}{more}"
+    condition(JobConditionType.DEPENDENCIES_MET, False, "WaitingForDependencies", status.message)
+    condition(JobConditionType.ADMITTED, False, "WaitingForDependencies", status.message)
+    return Assessment(status=status, view=None, notices=tuple(notices))
+
+
+def _pending_view(
+    job: VideoJob, status: VideoJobStatus, queue: VideoQueue | None, now: datetime.datetime
+) -> JobView | None:
+    """The job's place in the queue right after an attempt ended and it was re-queued."""
+    if queue is None:
+        return None
+    created = job.metadata.creation_timestamp or now
+    eligible = status.next_attempt_time
+    return JobView(
+        key=job_key(job),
+        priority=job.spec.priority,
+        created_at=created.timestamp(),
+        queued_at=(status.queued_time or created).timestamp(),
+        memory=effective_memory(job, status, queue),
+        state=JobState.PENDING,
+        eligible_at=eligible.timestamp() if eligible and eligible > now else None,
+    )

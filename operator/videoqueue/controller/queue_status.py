@@ -10,7 +10,28 @@ ones, and sets the conditions kstatus readers (Flux, kpt, `kubectl wait`) look f
 - `Reconciling`: always False with reason `Reconciled`. A status is only written after the
   operator has acted on the spec it read, so the status describes `observedGeneration`; a
   reader that sees `metadata.generation` ahead of it knows a change is still being picked up.
-- `Stalled` is not set yet (kstatus treats a missing Stalled as False).
+- `Stalled`: True (reason `WorkersCannotStart`) while the queue is Offline, else False.
+- `MemoryPressure`: True while the effective concurrency is lowered (see
+  `videoqueue.scheduling.pressure`), with the reason and the effective value.
+
+Statistics (`status.statistics`) cover the jobs that finished (Succeeded or Failed; a
+cancelled or rejected job says nothing about the workers) within `spec.statistics.windowSeconds`:
+success rate = succeeded / finished, mean wait and run seconds (the jobs' own waitSeconds and
+runSeconds, all attempts together), throughput = finished per minute of the window, and the
+same per job type (the 16 busiest types).
+
+Batches (`status.batches`): jobs labelled `videoqueue.dev/batch` are counted per label value;
+only batches with unfinished jobs are listed, the 20 with the most unfinished jobs.
+
+Health (`status.health`, `status.healthReasons`), from `spec.health`, worst finding wins:
+- Offline: admitted jobs' worker pods cannot be scheduled and no worker runs.
+- Critical: the backlog (Pending + Backoff jobs) is at least backlogCritical, or at least
+  minFinished jobs finished in the window and the failed share is at least
+  failureRateCritical.
+- Warning: backlog at least backlogWarning; failed share at least failureRateWarning (with
+  minFinished); reserved memory over memoryUtilizationWarning of the budget; some worker
+  pods cannot be scheduled; concurrency lowered by memory pressure.
+- Healthy otherwise. Paused and Draining are choices, not faults: they do not affect health.
 
 Conditions go through `set_condition`, so lastTransitionTime moves only when a condition's
 status changes, and conditions of other types (written by later features) are kept.
@@ -22,15 +43,21 @@ yields an identical status, so `status_patch` returns None and the cycle costs n
 from __future__ import annotations
 
 import datetime
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from videoqueue.api import (
+    MAX_BATCHES,
+    MAX_TYPE_STATISTICS,
+    BatchProgress,
     JobPhase,
     QueueConditionType,
     QueueHealth,
     QueueMemoryStatus,
     QueueState,
+    QueueStatistics,
+    TypeStatistics,
     VideoJobStatus,
     VideoQueue,
     VideoQueueStatus,
@@ -39,6 +66,7 @@ from videoqueue.api import (
     parse_quantity,
     put_condition,
 )
+from videoqueue.scheduling.pressure import PressureState
 
 REASON_ACTIVE = "Active"
 REASON_PAUSED = "Paused"
@@ -59,12 +87,34 @@ _READY_MESSAGES = {
 _RECONCILED_MESSAGE = "the operator has acted on the current spec (see status.observedGeneration)"
 
 
+@dataclass(frozen=True, slots=True)
+class FinishedJob:
+    """A job that finished, kept for the rolling statistics (even after its TTL deleted it)."""
+
+    finished_at: float
+    type: str
+    succeeded: bool
+    wait_seconds: float | None
+    run_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFacts:
+    """What the queue's status needs beyond its jobs' statuses."""
+
+    finished: tuple[FinishedJob, ...] = ()
+    batches: tuple[tuple[str, VideoJobStatus], ...] = ()  # (label value, status)
+    unschedulable: int = 0  # admitted jobs whose worker pod cannot be scheduled
+    pressure: PressureState | None = None
+
+
 def summarize_queue(
     queue: VideoQueue,
     jobs: Iterable[VideoJobStatus],
     now: datetime.datetime,
     *,
     previous: VideoQueueStatus | None = None,
+    facts: QueueFacts | None = None,
 ) -> VideoQueueStatus:
     """The status `queue` should have, given the desired statuses of its jobs.
 
@@ -75,6 +125,7 @@ def summarize_queue(
     """
     base = previous if previous is not None else queue.status
     generation = queue.metadata.generation
+    facts = facts or QueueFacts()
 
     counts: Counter[JobPhase] = Counter()
     reserved = 0
@@ -103,6 +154,13 @@ def summarize_queue(
             budget=budget_text,
             summary=f"{reserved_text}/{budget_text}",
         ),
+        effective_concurrency=(
+            facts.pressure.effective if facts.pressure is not None else queue.spec.concurrency
+        ),
+        statistics=rolling_statistics(
+            facts.finished, now.timestamp(), queue.spec.statistics.window_seconds
+        ),
+        batches=batch_progress(facts.batches),
     )
 
     def condition(type_: QueueConditionType, value: bool, reason: str, message: str) -> None:
@@ -132,20 +190,132 @@ def summarize_queue(
     elif find_condition(status.conditions, QueueConditionType.DRAINED) is not None:
         status.conditions = [c for c in status.conditions if c.type != "Drained"]
 
-    status.health = assess_health(queue, status)
+    pressure = facts.pressure
+    if pressure is not None and pressure.reason is not None:
+        condition(
+            QueueConditionType.MEMORY_PRESSURE,
+            True,
+            pressure.reason,
+            f"{pressure.message}; effective concurrency {pressure.effective} of "
+            f"{queue.spec.concurrency}",
+        )
+    elif find_condition(status.conditions, QueueConditionType.MEMORY_PRESSURE) is not None:
+        condition(QueueConditionType.MEMORY_PRESSURE, False, "NoPressure", "")
+
+    status.health, status.health_reasons = assess_health(queue, status, facts)
+    if status.health == QueueHealth.OFFLINE:
+        message = "; ".join(status.health_reasons)
+        condition(QueueConditionType.READY, False, "WorkersCannotStart", message)
+        condition(QueueConditionType.STALLED, True, "WorkersCannotStart", message)
+    elif find_condition(status.conditions, QueueConditionType.STALLED) is not None:
+        condition(QueueConditionType.STALLED, False, "WorkersStarting", "")
     return status
 
 
-def assess_health(queue: VideoQueue, status: VideoQueueStatus) -> QueueHealth:
-    """The queue's health from its spec and the counts and memory in `status`.
+def assess_health(
+    queue: VideoQueue, status: VideoQueueStatus, facts: QueueFacts | None = None
+) -> tuple[QueueHealth, list[str]]:
+    """The queue's health and the findings behind it (see the module docstring). Pure."""
+    facts = facts or QueueFacts()
+    limits = queue.spec.health
+    findings: list[tuple[QueueHealth, str]] = []
+    if facts.unschedulable:
+        worst = QueueHealth.OFFLINE if status.running == 0 else QueueHealth.WARNING
+        findings.append(
+            (worst, f"{facts.unschedulable} worker pods cannot be scheduled on any node")
+        )
+    backlog = status.pending + status.backoff
+    if backlog >= limits.backlog_critical:
+        findings.append((QueueHealth.CRITICAL, f"backlog of {backlog} jobs"))
+    elif backlog >= limits.backlog_warning:
+        findings.append((QueueHealth.WARNING, f"backlog of {backlog} jobs"))
+    stats = status.statistics
+    if stats is not None and stats.finished >= limits.min_finished:
+        failed_share = stats.failed / stats.finished
+        text = f"{failed_share:.0%} of {stats.finished} jobs finished in the window failed"
+        if failed_share >= limits.failure_rate_critical:
+            findings.append((QueueHealth.CRITICAL, text))
+        elif failed_share >= limits.failure_rate_warning:
+            findings.append((QueueHealth.WARNING, text))
+    budget = queue.spec.memory.budget_bytes
+    reserved = (
+        parse_quantity(status.memory.reserved) if status.memory and status.memory.reserved else 0
+    )
+    if budget and reserved / budget > limits.memory_utilization_warning:
+        findings.append(
+            (QueueHealth.WARNING, f"memory {reserved / budget:.0%} reserved of the budget")
+        )
+    if facts.pressure is not None and facts.pressure.effective < queue.spec.concurrency:
+        findings.append(
+            (
+                QueueHealth.WARNING,
+                f"memory pressure: concurrency lowered to {facts.pressure.effective}",
+            )
+        )
+    order = [QueueHealth.HEALTHY, QueueHealth.WARNING, QueueHealth.CRITICAL, QueueHealth.OFFLINE]
+    health = max((h for h, _ in findings), key=order.index, default=QueueHealth.HEALTHY)
+    return health, [text[:256] for _, text in findings][:8]
 
-    The hook for the documented health rules of issue 4 (backlog size, failure rate, memory
-    utilisation over its warning threshold, worker pods that cannot be scheduled → Warning,
-    Critical or Offline, with the reason in the Ready condition). Until those rules land
-    every queue is Healthy: a Paused or Draining queue is a choice, not a fault. It must stay
-    a pure function of its arguments.
-    """
-    return QueueHealth.HEALTHY
+
+def rolling_statistics(
+    finished: Iterable[FinishedJob], now: float, window_seconds: int
+) -> QueueStatistics:
+    """Statistics of the jobs that finished in (now - window_seconds, now]."""
+    recent = [f for f in finished if now - window_seconds < f.finished_at <= now]
+    total = _statistics_of(recent, window_seconds)
+    by_type: dict[str, list[FinishedJob]] = defaultdict(list)
+    for item in recent:
+        by_type[item.type].append(item)
+    busiest = sorted(by_type.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:MAX_TYPE_STATISTICS]
+    return QueueStatistics(
+        window_seconds=window_seconds,
+        finished=total.finished,
+        succeeded=sum(1 for f in recent if f.succeeded),
+        failed=sum(1 for f in recent if not f.succeeded),
+        success_rate=total.success_rate,
+        mean_wait_seconds=total.mean_wait_seconds,
+        mean_run_seconds=total.mean_run_seconds,
+        throughput_per_minute=total.throughput_per_minute,
+        by_type=[
+            _statistics_of(items, window_seconds).model_copy(update={"type": name})
+            for name, items in busiest
+        ],
+    )
+
+
+def _statistics_of(items: list[FinishedJob], window_seconds: int) -> TypeStatistics:
+    def mean(values: list[float]) -> float | None:
+        return round(sum(values) / len(values), 3) if values else None
+
+    succeeded = sum(1 for f in items if f.succeeded)
+    return TypeStatistics(
+        type="",
+        finished=len(items),
+        success_rate=round(succeeded / len(items), 4) if items else None,
+        mean_wait_seconds=mean([f.wait_seconds for f in items if f.wait_seconds is not None]),
+        mean_run_seconds=mean([f.run_seconds for f in items if f.run_seconds is not None]),
+        throughput_per_minute=round(len(items) * 60 / window_seconds, 3),
+    )
+
+
+def batch_progress(members: Iterable[tuple[str, VideoJobStatus]]) -> list[BatchProgress]:
+    """Progress of the batches that still have unfinished jobs, the busiest first."""
+    batches: dict[str, BatchProgress] = {}
+    for name, job in members:
+        batch = batches.setdefault(name, BatchProgress(name=name))
+        batch.total += 1
+        phase = job.phase or JobPhase.PENDING
+        if phase == JobPhase.SUCCEEDED:
+            batch.succeeded += 1
+        elif phase.is_terminal:
+            batch.failed += 1
+        elif phase in RESERVING_PHASES:
+            batch.running += 1
+        else:
+            batch.pending += 1
+    unfinished = [b for b in batches.values() if b.pending + b.running > 0]
+    unfinished.sort(key=lambda b: (-(b.pending + b.running), b.name))
+    return unfinished[:MAX_BATCHES]
 
 
 def resume_command(queue: VideoQueue) -> str:
