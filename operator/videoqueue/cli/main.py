@@ -693,10 +693,10 @@ def cmd_batch(args: argparse.Namespace, cluster: Cluster, out: TextIO) -> int:
     batches: list[dict[str, Any]]
     if args.queue and not args.name:
         queue = _queue(cluster.get(QUEUES, args.queue))
-        if queue.status.observed_generation is not None:
-            # The operator keeps the unfinished batches of the queue in its status.
+        if queue.status.batches:
+            # The operator keeps the queue's unfinished batches in its status.
             batches = [{**b.to_dict(), "source": "queue status"} for b in queue.status.batches]
-        else:
+        else:  # an operator that does not write them, or only finished batches left
             batches = _batches(_jobs(cluster.list(JOBS, label_selector=BATCH_LABEL)), args.queue)
     else:
         selector = f"{BATCH_LABEL}={args.name}" if args.name else BATCH_LABEL
