@@ -33,6 +33,15 @@ the old one to expire.
 after a replica dies without exiting cleanly. Keep-alives are renewed a few seconds before
 they expire (one PATCH per replica per lifetime, whatever the load).
 
+Progress channel (Redis): with --redis-url (or $VIDEOQUEUE_REDIS_URL) workers publish stage,
+progress and heartbeats to a Redis stream, and the acting replica writes them into job status
+at a bounded rate (--progress-interval per job, --progress-writes-per-second overall) and
+detects stalled workers (progressDeadlineSeconds). The password comes from
+$VIDEOQUEUE_REDIS_PASSWORD or --redis-password-file (a mounted Secret); workers get it from the
+Secret named by --redis-password-secret NAME/KEY (in each job's namespace). rediss:// is TLS;
+--redis-ca-file trusts a private CA. Without a URL there is no live progress and no stalled-
+worker detection; everything else works. While Redis is down, jobs run and finish as ever.
+
 Metrics and probes: every replica serves, on --metrics-bind:--metrics-port (default
 0.0.0.0:8080), Prometheus metrics on /metrics (docs/metrics.md), liveness on /healthz and
 readiness on /readyz (ready once it acts on a primed index, or stands by for another replica).
@@ -52,6 +61,12 @@ import kopf
 
 from videoqueue.controller import handlers, metrics  # importing handlers registers them
 from videoqueue.controller.kube import KubeApiError, KubeClient, Resource
+from videoqueue.controller.progress import (
+    DEFAULT_JOB_INTERVAL,
+    DEFAULT_WRITES_PER_SECOND,
+    ProgressSettings,
+    settings_from_options,
+)
 
 logger = logging.getLogger("videoqueue")
 
@@ -132,6 +147,23 @@ def run_operator(args: argparse.Namespace, **operator: Any) -> None:
         asyncio.run(run())
 
 
+def resolve_progress(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> ProgressSettings | None:
+    try:
+        return settings_from_options(
+            url=args.redis_url,
+            password_file=args.redis_password_file,
+            password_secret=args.redis_password_secret,
+            ca_file=args.redis_ca_file,
+            stream=args.progress_stream,
+            job_interval=args.progress_interval,
+            writes_per_second=args.progress_writes_per_second,
+        )
+    except ValueError as e:
+        parser.error(str(e))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="videoqueue", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -163,6 +195,49 @@ def main(argv: list[str] | None = None) -> None:
         metavar="PORT",
         help="port of /metrics, /healthz and /readyz (default 8080)",
     )
+    redis = parser.add_argument_group("progress channel (Redis)")
+    redis.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="redis://host:port/db or rediss:// (TLS), no password in it "
+        "(default $VIDEOQUEUE_REDIS_URL; unset: no live progress, no stall detection)",
+    )
+    redis.add_argument(
+        "--redis-password-file",
+        metavar="PATH",
+        help="file holding the Redis password, e.g. a mounted Secret "
+        "(default $VIDEOQUEUE_REDIS_PASSWORD_FILE; or the password in $VIDEOQUEUE_REDIS_PASSWORD)",
+    )
+    redis.add_argument(
+        "--redis-password-secret",
+        metavar="NAME/KEY",
+        help="Secret and key in each job's namespace that worker pods read the password from",
+    )
+    redis.add_argument(
+        "--redis-ca-file",
+        metavar="PATH",
+        help="CA bundle for a rediss:// server (default $VIDEOQUEUE_REDIS_CA_FILE)",
+    )
+    redis.add_argument(
+        "--progress-stream",
+        metavar="KEY",
+        help="the stream key (default $VIDEOQUEUE_PROGRESS_STREAM, else videoqueue:progress)",
+    )
+    redis.add_argument(
+        "--progress-interval",
+        type=float,
+        default=DEFAULT_JOB_INTERVAL,
+        metavar="SECONDS",
+        help=f"least time between two progress writes of a job (default {DEFAULT_JOB_INTERVAL:g})",
+    )
+    redis.add_argument(
+        "--progress-writes-per-second",
+        type=float,
+        default=DEFAULT_WRITES_PER_SECOND,
+        metavar="N",
+        help="most progress writes a second, all jobs together "
+        f"(default {DEFAULT_WRITES_PER_SECOND:g})",
+    )
     args = parser.parse_args(argv)
     if args.peering_lifetime < 2:
         parser.error("--peering-lifetime must be at least 2 seconds")
@@ -170,6 +245,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(
             f"--metrics-port must be a port number from 1 to 65535, not {args.metrics_port}"
         )
+    progress = resolve_progress(parser, args)
     # kopf.configure installs the one root handler; a basicConfig handler would print twice.
     kopf.configure(verbose=args.verbose)
     if not args.verbose:
@@ -180,8 +256,11 @@ def main(argv: list[str] | None = None) -> None:
     peering = resolve_peering(args)
     settings = kopf.OperatorSettings()
     settings.peering.lifetime = peering.lifetime
+    if progress is None:
+        logger.info("progress channel off (no --redis-url): no live progress, no stall detection")
+    memo = kopf.Memo(progress=progress)
     if peering.name is None:
-        run_operator(args, clusterwide=True, standalone=True, settings=settings)
+        run_operator(args, clusterwide=True, standalone=True, settings=settings, memo=memo)
         return
     logger.info(
         "peering in ClusterKopfPeering %s with priority %d: standing by until no live replica "
@@ -198,6 +277,7 @@ def main(argv: list[str] | None = None) -> None:
         peering_name=peering.name,
         priority=peering.priority,
         settings=settings,
+        memo=memo,
     )
 
 

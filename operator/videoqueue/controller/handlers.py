@@ -37,6 +37,7 @@ from videoqueue.api import GROUP, VERSION
 from videoqueue.controller.kube import PODS, VIDEOJOBS, VIDEOQUEUES, KubeClient, KubeError
 from videoqueue.controller.metrics import Activity
 from videoqueue.controller.pods import LABEL_JOB
+from videoqueue.controller.progress import ProgressSettings
 from videoqueue.controller.runtime import Controller
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class _State:
         # Queues this replica has announced it schedules, since it last became active.
         self.announced: set[str] = set()
         self.background: set[asyncio.Task[Any]] = set()
+        # The Redis progress channel, if configured; each acting controller runs its own.
+        self.progress: ProgressSettings | None = None
 
 
 _state = _State()
@@ -109,7 +112,7 @@ async def _activate(settle: float) -> None:
             logger.warning("cannot list what to schedule (%s); retrying in %.0fs", e, RETRY_SECONDS)
             await asyncio.sleep(RETRY_SECONDS)
     # From here on no awaits: the controller's loops first run with the whole index.
-    fresh = Controller(kube)
+    fresh = Controller(kube, progress=_state.progress)
     listings: tuple[tuple[Kind, list[dict[str, Any]]], ...] = (
         ("queue", queues),
         ("job", jobs),
@@ -182,7 +185,7 @@ class PeeringSwitch(logging.Handler):
 
 
 @kopf.on.startup()
-async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # kopf would post an Event for every handler log line; ours are posted on transitions.
     settings.posting.enabled = False
     # Coalesce bursts of events per object briefly; the scheduler loop coalesces further.
@@ -192,6 +195,7 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Peering keep-alives carry no annotations and no per-object state: kopf's peering
     # writes are one PATCH per replica per lifetime (settings.peering.lifetime).
     _state.kube = await KubeClient.from_kubeconfig()
+    _state.progress = memo.get("progress")
     logger.info("videoqueue controller started")
     if settings.peering.standalone:
         _state.buffer = []

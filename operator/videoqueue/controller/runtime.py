@@ -39,6 +39,7 @@ from videoqueue.controller.kube import PODS, VIDEOJOBS, VIDEOQUEUES, EventType, 
 from videoqueue.controller.lifecycle import Admission, Assessment, admit, assess_job
 from videoqueue.controller.patching import status_patch
 from videoqueue.controller.pods import ANNOTATION_JOB_NAME, build_worker_pod, read_pod_outcome
+from videoqueue.controller.progress import ProgressChannel, ProgressSettings
 from videoqueue.controller.queue_status import summarize_queue
 from videoqueue.scheduling import QueuePolicy, Snapshot, decide_admissions
 
@@ -79,7 +80,13 @@ class QueueEntry:
 
 
 class Controller:
-    def __init__(self, kube: KubeClient, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        kube: KubeClient,
+        *,
+        clock: Callable[[], float] = time.time,
+        progress: ProgressSettings | None = None,
+    ) -> None:
         self.kube = kube
         self.clock = clock
         self.queues: dict[str, QueueEntry] = {}
@@ -88,6 +95,12 @@ class Controller:
         # a pod may be the only record of an admission, so it waits here for its job.
         self._early_pods: dict[str, dict[str, dict[str, Any]]] = {}
         self._stopping = False
+        # Workers' progress and heartbeats from Redis (None: not configured). Its releases
+        # re-assess the job, so progress is written by the same one patch per cycle.
+        self.progress: ProgressChannel | None = None
+        if progress is not None:
+            self.progress = ProgressChannel(progress, clock=clock, on_release=self.refresh_jobs)
+            self.progress.start()
 
     # -- watch events ---------------------------------------------------------------------
 
@@ -159,6 +172,16 @@ class Controller:
         queue_key = f"{meta['namespace']}/{entry.body.get('spec', {}).get('queueName', '')}"
         self._queue(queue_key).wake.set()
 
+    def refresh_jobs(self, keys: Iterable[str]) -> None:
+        """Re-assess these jobs ("namespace/name") on their queues' next cycles."""
+        for key in keys:
+            entry = self.jobs.get(key)
+            if entry is None:
+                continue
+            entry.dirty = True
+            namespace = entry.body["metadata"]["namespace"]
+            self._queue(f"{namespace}/{entry.body.get('spec', {}).get('queueName', '')}").wake.set()
+
     def _queue(self, key: str) -> QueueEntry:
         entry = self.queues.get(key)
         if entry is None:
@@ -175,6 +198,8 @@ class Controller:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.progress is not None:
+            await self.progress.stop()
 
     # -- the per-queue loop ----------------------------------------------------------------
 
@@ -341,6 +366,11 @@ class Controller:
                     now,
                     confirmed_missing=frozenset({missing}),
                 )
+        if self.progress is not None and not assessment.terminal:
+            # The worker's latest released stage/progress/message, for its current attempt.
+            with_progress = self.progress.apply(job, assessment.status)
+            if with_progress is not assessment.status:
+                assessment = dataclasses.replace(assessment, status=with_progress)
         return assessment
 
     async def _admit(self, entry: JobEntry, queue: QueueEntry, now: datetime.datetime) -> None:
@@ -358,6 +388,7 @@ class Controller:
                 attempt=attempt,
                 memory_bytes=memory,
                 now_iso=now.isoformat().replace("+00:00", "Z"),
+                env=self.progress.worker_env if self.progress is not None else (),
             )
         except ValueError as e:
             logger.error(

@@ -1,0 +1,308 @@
+"""The progress channel in the operator, against a real control plane and a real redis-server:
+worker pods are told where to publish, progress reaches job status for the current attempt
+only, thousands of publishers cost a bounded number of status writes, and a Redis outage
+stops neither the jobs nor, once Redis is back, the progress.
+
+The operators here run with --redis-url, so this module has a control plane of its own (the
+session's operator, without Redis, would otherwise act on the same namespaces).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from benchmarks.writes_per_job import JOB_STATUS, category, scrape_write_counts
+from kubernetes import client
+
+from videoqueue.api.progress import ProgressEvent, ProgressKind
+from videoqueue.envtest import LocalCluster, poll
+
+from .objects import create, get_job, long_job, make_job, make_queue, wait_job
+from .operator_process import OperatorProcess
+from .redis_server import RedisServer
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+STREAM = "videoqueue:progress"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    """A control plane for this module alone, with the videoqueue CRDs."""
+    with LocalCluster() as local:
+        local.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+        local.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/videoqueues.videoqueue.dev",
+            "crd/videojobs.videoqueue.dev",
+        )
+        yield local
+
+
+@pytest.fixture
+def custom(api: Any) -> Any:
+    return client.CustomObjectsApi(api)
+
+
+@pytest.fixture
+def report(capsys: pytest.CaptureFixture[str]) -> Callable[[str], None]:
+    """Print figures to the terminal even when pytest captures output."""
+
+    def show(text: str) -> None:
+        with capsys.disabled():
+            print(f"\n{text}")
+
+    return show
+
+
+@contextlib.contextmanager
+def start_operator(
+    cluster: LocalCluster, redis_server: RedisServer, tmp_path: Path, *args: str
+) -> Iterator[OperatorProcess]:
+    """An operator with the progress channel on, once it reads the stream; stopped after."""
+    with OperatorProcess(
+        cluster.kubeconfig,
+        tmp_path / "operator.log",
+        ["--standalone", "--redis-url", redis_server.url, *args],
+    ) as process:
+        process.wait_for_log("progress: reading stream", timeout=60)
+        yield process
+
+
+def publish(
+    r: redis.Redis,
+    job: dict[str, Any],
+    *,
+    kind: ProgressKind = ProgressKind.PROGRESS,
+    attempt: int | None = None,
+    **values: Any,
+) -> None:
+    meta = job["metadata"]
+    event = ProgressEvent(
+        namespace=meta["namespace"],
+        job=meta["name"],
+        uid=meta["uid"],
+        attempt=attempt if attempt is not None else job["status"]["attempt"],
+        kind=kind,
+        ts=time.time(),
+        **values,
+    )
+    r.xadd(STREAM, event.to_fields(), maxlen=100_000, approximate=True)  # type: ignore[arg-type]
+
+
+def wait_status(
+    custom: Any, namespace: str, name: str, what: str, check: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        job = get_job(custom, namespace, name)
+        return job if check(job.get("status") or {}) else None
+
+    found: dict[str, Any] = poll(probe, timeout=60, what=f"{name}: {what}", interval=0.2)
+    return found
+
+
+def running(custom: Any, namespace: str, name: str) -> dict[str, Any]:
+    return wait_job(custom, namespace, name, "Running")
+
+
+def test_progress_reaches_the_running_job_and_never_a_finished_one(
+    cluster: LocalCluster,
+    custom: Any,
+    core: Any,
+    namespace: str,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    with start_operator(cluster, redis_server, tmp_path, "--progress-interval", "1") as operator:
+        create(custom, namespace, "videoqueues", make_queue(concurrency=2))
+        create(custom, namespace, "videojobs", long_job("clip"))
+        job = running(custom, namespace, "clip")
+
+        # The worker pod is told where to publish.
+        pod = core.read_namespaced_pod(job["status"]["attempts"][-1]["pod"], namespace)
+        env = {e.name: e.value for e in pod.spec.containers[0].env}
+        assert env["VIDEOQUEUE_REDIS_URL"] == redis_server.url
+        assert env["VIDEOQUEUE_PROGRESS_STREAM"] == STREAM
+
+        with redis_server.client() as r:
+            publish(r, job, kind=ProgressKind.STAGE, stage="downloading", progress=0)
+            publish(r, job, progress=42, stage="processing", message="frame 420 of 1000")
+            job = wait_status(
+                custom, namespace, "clip", "progress 42", lambda s: s.get("progress") == 42
+            )
+            assert job["status"]["stage"] == "processing"
+            assert job["status"]["message"] == "frame 420 of 1000"
+
+            # The job finishes (its worker pod is told to stop): its outcome stands, and
+            # progress that arrives afterwards is not written.
+            custom.patch_namespaced_custom_object(
+                "videoqueue.dev",
+                "v1alpha1",
+                namespace,
+                "videojobs",
+                "clip",
+                {"spec": {"cancel": True}},
+            )
+            job = wait_job(custom, namespace, "clip", "Cancelled")
+            version = job["metadata"]["resourceVersion"]
+            publish(r, job, progress=77, message="late")
+            # Three release intervals: a write would have happened by then.
+            time.sleep(3)
+            after = get_job(custom, namespace, "clip")
+            assert after["metadata"]["resourceVersion"] == version
+            assert after["status"].get("progress") != 77
+        assert not operator.log_lines("Traceback")
+
+
+# -- many publishers ------------------------------------------------------------------------
+
+REAL_JOBS = 200
+PHANTOM_PUBLISHERS = 800  # workers of jobs this operator does not know (noise)
+PUBLISH_SECONDS = 20
+WRITES_PER_SECOND = 20  # the operator's default --progress-writes-per-second
+
+
+def test_a_thousand_publishers_cost_a_bounded_write_rate(
+    cluster: LocalCluster,
+    custom: Any,
+    namespace: str,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    report: Callable[[str], None],
+) -> None:
+    with start_operator(cluster, redis_server, tmp_path) as operator:
+        create(
+            custom,
+            namespace,
+            "videoqueues",
+            make_queue(concurrency=REAL_JOBS, budget="16Gi"),
+        )
+        for i in range(REAL_JOBS):
+            create(custom, namespace, "videojobs", long_job(f"job-{i:03d}", memory="64Mi"))
+
+        def all_running() -> list[dict[str, Any]] | None:
+            items = custom.list_namespaced_custom_object(
+                "videoqueue.dev", "v1alpha1", namespace, "videojobs"
+            )["items"]
+            ready = [j for j in items if (j.get("status") or {}).get("phase") == "Running"]
+            return items if len(ready) == REAL_JOBS else None
+
+        jobs = poll(all_running, timeout=240, what=f"{REAL_JOBS} jobs running", interval=1)
+        phantoms = [
+            {
+                "metadata": {"namespace": namespace, "name": f"phantom-{i}", "uid": f"u-{i}"},
+                "status": {"attempt": 1},
+            }
+            for i in range(PHANTOM_PUBLISHERS)
+        ]
+        publishers = jobs + phantoms
+
+        stop = threading.Event()
+        published = [0]
+
+        def publish_all() -> None:
+            # Every publisher sends one event a second (progress, or a heartbeat).
+            with redis_server.client() as r:
+                tick = 0
+                while not stop.is_set():
+                    started = time.monotonic()
+                    pipe = r.pipeline(transaction=False)
+                    for n, job in enumerate(publishers):
+                        meta = job["metadata"]
+                        event = ProgressEvent(
+                            namespace=meta["namespace"],
+                            job=meta["name"],
+                            uid=meta["uid"],
+                            attempt=job["status"]["attempt"],
+                            kind=ProgressKind.PROGRESS,
+                            progress=min(99, tick + n % 7),
+                            stage="processing",
+                            ts=time.time(),
+                        )
+                        pipe.xadd(STREAM, event.to_fields(), maxlen=100_000, approximate=True)  # type: ignore[arg-type]
+                    pipe.execute()
+                    published[0] += len(publishers)
+                    tick += 1
+                    stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))
+
+        before = scrape_write_counts(cluster)
+        started = time.monotonic()
+        thread = threading.Thread(target=publish_all, daemon=True)
+        thread.start()
+        try:
+            time.sleep(PUBLISH_SECONDS)
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+        seconds = time.monotonic() - started
+        after = scrape_write_counts(cluster)
+        writes = sum(n - before[k] for k, n in after.items() if category(k) == JOB_STATUS)
+        rate = writes / seconds
+        with redis_server.client() as r:
+            pending = r.xpending(STREAM, "videoqueue-operator")["pending"]
+            length = r.xlen(STREAM)
+        report(
+            f"progress channel: {len(publishers)} publishers ({REAL_JOBS} running jobs), "
+            f"{published[0]} events in {seconds:.1f}s ({published[0] / seconds:.0f}/s); "
+            f"job status writes {writes} ({rate:.1f}/s, cap {WRITES_PER_SECOND}/s); "
+            f"stream length {length}, unacknowledged {pending}"
+        )
+        assert published[0] >= len(publishers) * PUBLISH_SECONDS * 0.8
+        # The cap holds (one second's burst on top), and progress did get written.
+        assert rate <= WRITES_PER_SECOND + WRITES_PER_SECOND / seconds + 1
+        assert writes >= WRITES_PER_SECOND * seconds * 0.5
+        # Everything read is acknowledged: nothing waits for a claim.
+        assert pending < 2000
+        assert not operator.log_lines("Traceback")
+
+
+# -- outage ---------------------------------------------------------------------------------
+
+
+def test_jobs_finish_through_a_redis_outage_and_progress_resumes(
+    cluster: LocalCluster,
+    custom: Any,
+    namespace: str,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    with start_operator(cluster, redis_server, tmp_path, "--progress-interval", "1") as operator:
+        create(custom, namespace, "videoqueues", make_queue(concurrency=4, run_for="8s"))
+        for name in ("a", "b"):
+            create(custom, namespace, "videojobs", make_job(name))
+        job = running(custom, namespace, "a")
+        with redis_server.client() as r:
+            publish(r, job, progress=30, stage="processing")
+        wait_status(custom, namespace, "a", "progress 30", lambda s: s.get("progress") == 30)
+
+        redis_server.stop()
+        operator.wait_for_log("progress: lost Redis", timeout=30)
+        # Jobs admitted and run to the end while Redis is away.
+        create(custom, namespace, "videojobs", make_job("c"))
+        for name in ("a", "b", "c"):
+            done = wait_job(custom, namespace, name, "Complete", timeout=120)
+            assert done["status"]["result"]["output"] == "file:///media/out.mp4"
+
+        create(custom, namespace, "videojobs", long_job("d"))
+        job = running(custom, namespace, "d")
+        connects = len(operator.log_lines("progress: reading stream"))
+        redis_server.start()  # empty, as a Redis without persistence comes back
+        poll(
+            lambda: len(operator.log_lines("progress: reading stream")) > connects,
+            timeout=60,
+            what="the operator to reconnect to Redis",
+        )
+        with redis_server.client() as r:
+            publish(r, job, progress=64, stage="uploading")
+        job = wait_status(custom, namespace, "d", "progress 64", lambda s: s.get("progress") == 64)
+        assert job["status"]["stage"] == "uploading"
