@@ -32,14 +32,15 @@ from typing import TYPE_CHECKING, Literal
 
 from aiohttp import web
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
+    CONTENT_TYPE_PLAIN_0_0_4,
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
     PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
+    Info,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -59,6 +60,10 @@ from videoqueue.controller.queue_status import RESERVING_PHASES, summarize_queue
 if TYPE_CHECKING:
     from videoqueue.controller.kube import KubeClient
     from videoqueue.controller.runtime import Controller
+
+# A `_created` series next to every counter and histogram doubles the series for a
+# timestamp nobody charts (process-wide; the operator has no other prometheus_client user).
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 """The operator's own registry (not prometheus_client's global one), served on /metrics."""
@@ -174,10 +179,9 @@ SCHEDULING_CYCLE = Histogram(
     buckets=CYCLE_BUCKETS,
     registry=REGISTRY,
 )
-BUILD_INFO = Gauge(
-    "videoqueue_build_info",
+BUILD_INFO = Info(
+    "videoqueue_build",  # served as videoqueue_build_info
     "Always 1; the labels say what runs: version (of videoqueue), python_version, kopf_version.",
-    ("version", "python_version", "kopf_version"),
     registry=REGISTRY,
 )
 
@@ -189,7 +193,13 @@ def _version(distribution: str) -> str:
         return "unknown"
 
 
-BUILD_INFO.labels(_version("videoqueue"), platform.python_version(), _version("kopf")).set(1)
+BUILD_INFO.info(
+    {
+        "version": _version("videoqueue"),
+        "python_version": platform.python_version(),
+        "kopf_version": _version("kopf"),
+    }
+)
 
 for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
     # process_* (CPU, resident memory, open files) and python_*: the usual runtime metrics.
@@ -422,8 +432,10 @@ def make_app(activity: Callable[[], Activity]) -> web.Application:
     STATE.source = activity
 
     async def metrics(_: web.Request) -> web.Response:
+        # The 0.0.4 text format: what every Prometheus reads (Debian's 2.42 included); the
+        # names here are all plain, so the body is the same as the newer format's.
         return web.Response(
-            body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4}
         )
 
     async def healthz(_: web.Request) -> web.Response:

@@ -1,0 +1,391 @@
+"""The operator's metrics: what the hooks count for each status transition, what the state
+collector reads from the index, and the /metrics, /healthz and /readyz endpoints."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any, cast
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from videoqueue.api import JobPhase, VideoJob, VideoJobStatus, VideoQueue
+from videoqueue.controller import metrics
+from videoqueue.controller.kube import KubeClient
+from videoqueue.controller.metrics import REGISTRY, Activity
+from videoqueue.controller.runtime import Controller, JobEntry, QueueEntry
+
+# --- builders ------------------------------------------------------------------------------
+
+
+def make_job(
+    name: str, namespace: str, *, queue: str = "work", type_: str = "transcode", **status: Any
+) -> VideoJob:
+    return VideoJob.model_validate(
+        {
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"queueName": queue, "type": type_, "input": {"url": "file:///in.mp4"}},
+            "status": status,
+        }
+    )
+
+
+def make_queue(name: str, namespace: str, **spec: Any) -> VideoQueue:
+    return VideoQueue.model_validate(
+        {
+            "metadata": {"name": name, "namespace": namespace, "generation": 1},
+            "spec": {"concurrency": 3, "memory": {"budget": "8Gi"}, **spec},
+        }
+    )
+
+
+def attempt(number: int, reason: str | None = None) -> dict[str, Any]:
+    return {"attempt": number, "reason": reason}
+
+
+def status(**fields: Any) -> VideoJobStatus:
+    return VideoJobStatus.model_validate(fields)
+
+
+def sample(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+@pytest.fixture
+def ns() -> str:
+    """A namespace label of this test's own: the metrics are process-wide."""
+    return f"ns-{uuid.uuid4().hex[:8]}"
+
+
+# --- counting transitions ------------------------------------------------------------------
+
+RUNNING_1 = {"phase": "Running", "attempt": 1, "attempts": [attempt(1)]}
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "attempts", "retries", "finished", "run_seconds"),
+    [
+        pytest.param(
+            RUNNING_1,
+            {"phase": "Backoff", "attempt": 1, "attempts": [attempt(1, "OOMKilled")]},
+            {"OOMKilled": 1},
+            {"OOMKilled": 1},
+            {},
+            None,
+            id="oom-killed-and-retried",
+        ),
+        pytest.param(
+            RUNNING_1,
+            {"phase": "Pending", "attempt": 1, "attempts": [attempt(1, "Stalled")]},
+            {"Stalled": 1},
+            {"Stalled": 1},
+            {},
+            None,
+            id="stalled-and-retried",
+        ),
+        pytest.param(
+            RUNNING_1,
+            {
+                "phase": "Succeeded",
+                "attempt": 1,
+                "attempts": [attempt(1, "Completed")],
+                "runSeconds": 42.0,
+            },
+            {"Completed": 1},
+            {},
+            {"Succeeded": 1},
+            42.0,
+            id="succeeded",
+        ),
+        pytest.param(
+            {"phase": "Running", "attempt": 2, "attempts": [attempt(1, "Error"), attempt(2)]},
+            {
+                "phase": "Failed",
+                "attempt": 2,
+                "attempts": [attempt(1, "Error"), attempt(2, "Error")],
+                "runSeconds": 7.5,
+            },
+            {"Error": 1},  # attempt 1's ending was counted when it was written
+            {},  # no attempts left: not a retry
+            {"Failed": 1},
+            7.5,
+            id="last-attempt-failed",
+        ),
+        pytest.param(
+            {"phase": "Pending"},
+            {"phase": "Rejected"},
+            {},
+            {},
+            {"Rejected": 1},
+            None,
+            id="rejected-without-running",
+        ),
+        pytest.param(
+            RUNNING_1,
+            {"phase": "Cancelled", "attempt": 1, "attempts": [attempt(1, "Cancelled")]},
+            {"Cancelled": 1},
+            {},
+            {"Cancelled": 1},
+            None,
+            id="cancelled-while-running",
+        ),
+        pytest.param(
+            {"phase": "Succeeded", "attempts": [attempt(1, "Completed")], "runSeconds": 3.0},
+            {"phase": "Succeeded", "attempts": [attempt(1, "Completed")], "runSeconds": 3.0},
+            {},
+            {},
+            {},
+            None,
+            id="rewrite-of-a-final-status-counts-nothing",
+        ),
+        pytest.param(
+            # A deferred write can carry two transitions at once: an attempt that ended and
+            # the admission of the next.
+            RUNNING_1,
+            {
+                "phase": "Admitted",
+                "attempt": 2,
+                "attempts": [attempt(1, "Evicted"), attempt(2)],
+            },
+            {"Evicted": 1},
+            {"Evicted": 1},
+            {},
+            None,
+            id="ended-and-readmitted-in-one-write",
+        ),
+    ],
+)
+def test_status_write_counts_its_transitions(
+    ns: str,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    attempts: dict[str, int],
+    retries: dict[str, int],
+    finished: dict[str, int],
+    run_seconds: float | None,
+) -> None:
+    job = make_job("a", ns, **before)
+    metrics.record_status_written(job, status(**after))
+
+    labels = {"namespace": ns, "queue": "work", "type": "transcode"}
+    counted_attempts = {
+        r: v
+        for r in metrics.ATTEMPT_REASONS
+        if (v := sample("videoqueue_attempts_total", **labels, reason=r))
+    }
+    counted_retries = {
+        r: v
+        for r in metrics.RETRY_REASONS
+        if (v := sample("videoqueue_job_retries_total", **labels, reason=r))
+    }
+    counted_finished = {
+        o: v
+        for o in metrics.OUTCOMES
+        if (v := sample("videoqueue_jobs_finished_total", **labels, outcome=o))
+    }
+    assert counted_attempts == attempts
+    assert counted_retries == retries
+    assert counted_finished == finished
+    runs = sample("videoqueue_job_run_seconds_count", **labels)
+    assert runs == (0 if run_seconds is None else 1)
+    assert sample("videoqueue_job_run_seconds_sum", **labels) == (run_seconds or 0)
+
+
+def test_admission_counts_and_observes_the_wait(ns: str) -> None:
+    job = make_job("a", ns, type_="probe")
+    metrics.record_admission(job, wait_seconds=12.0)
+    metrics.record_admission(job, wait_seconds=400.0)
+
+    labels = {"namespace": ns, "queue": "work", "type": "probe"}
+    assert sample("videoqueue_jobs_admitted_total", **labels) == 2
+    assert sample("videoqueue_admission_wait_seconds_count", **labels) == 2
+    assert sample("videoqueue_admission_wait_seconds_sum", **labels) == 412.0
+    assert sample("videoqueue_admission_wait_seconds_bucket", **labels, le="30.0") == 1
+    assert sample("videoqueue_admission_wait_seconds_bucket", **labels, le="600.0") == 2
+
+
+def test_preemptions_and_cycles(ns: str) -> None:
+    metrics.record_preemption(make_job("low", ns, type_="clip"))
+    metrics.record_cycle(f"{ns}/work", 0.003)
+
+    assert sample("videoqueue_preemptions_total", namespace=ns, queue="work", type="clip") == 1
+    assert (
+        sample("videoqueue_scheduling_cycle_duration_seconds_count", namespace=ns, queue="work")
+        == 1
+    )
+
+
+def test_per_job_series_exist_at_zero_once_a_job_is_seen(ns: str) -> None:
+    """So that increase() sees the first finished job, and panels show 0 rather than no data."""
+    metrics.ensure_job_series(ns, "work", "audio")
+    labels = {"namespace": ns, "queue": "work", "type": "audio"}
+    assert sample("videoqueue_jobs_admitted_total", **labels) == 0
+    for outcome in metrics.OUTCOMES:
+        assert sample("videoqueue_jobs_finished_total", **labels, outcome=outcome) == 0
+    for reason in metrics.RETRY_REASONS:
+        assert sample("videoqueue_job_retries_total", **labels, reason=reason) == 0
+    assert sample("videoqueue_admission_wait_seconds_count", **labels) == 0
+
+
+# --- state read from the index -------------------------------------------------------------
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.request_counts: Counter[tuple[str, str, str]] = Counter(
+            {("patch", "videojobs/status", "2xx"): 7, ("create", "pods", "5xx"): 2}
+        )
+
+
+def indexed(ns: str) -> Controller:
+    """An acting controller's index: a Paused queue with jobs in several phases, and a job
+    whose queue does not exist."""
+    controller = Controller(cast(KubeClient, FakeKube()))
+    queue = make_queue("work", ns, state="Paused")
+    entry = controller.queues[f"{ns}/work"] = QueueEntry(f"{ns}/work", body={}, queue=queue)
+    phases = {
+        "p1": {"phase": "Pending"},
+        "p2": {},  # never written yet: counts as Pending
+        "r1": {"phase": "Running", "effectiveMemory": "2Gi"},
+        "a1": {"phase": "Admitted", "effectiveMemory": "1Gi"},
+        "s1": {"phase": "Succeeded", "effectiveMemory": "4Gi"},  # holds no memory any more
+    }
+    for name, fields in phases.items():
+        key = f"{ns}/{name}"
+        controller.jobs[key] = JobEntry(body={}, job=make_job(name, ns, **fields))
+        entry.jobs.add(key)
+    orphans = controller.queues[f"{ns}/gone"] = QueueEntry(f"{ns}/gone")
+    controller.jobs[f"{ns}/o1"] = JobEntry(body={}, job=make_job("o1", ns, queue="gone"))
+    orphans.jobs.add(f"{ns}/o1")
+    return controller
+
+
+@pytest.fixture
+def acting(ns: str) -> Iterator[Controller]:
+    controller = indexed(ns)
+    previous = metrics.STATE.source
+    metrics.STATE.source = lambda: Activity("acting", controller, controller.kube)
+    yield controller
+    metrics.STATE.source = previous
+
+
+def test_state_collector_reads_the_index(ns: str, acting: Controller) -> None:
+    jobs = {
+        phase: sample("videoqueue_jobs", namespace=ns, queue="work", phase=phase)
+        for phase in metrics.PHASES
+    }
+    assert jobs == {
+        **dict.fromkeys(metrics.PHASES, 0.0),
+        "Pending": 2.0,
+        "Running": 1.0,
+        "Admitted": 1.0,
+        "Succeeded": 1.0,
+    }
+    assert sample("videoqueue_jobs", namespace=ns, queue="gone", phase="Pending") == 1.0
+    states = {
+        s: sample("videoqueue_queue_state", namespace=ns, queue="work", state=s)
+        for s in metrics.STATES
+    }
+    assert states == {"Active": 0.0, "Paused": 1.0, "Draining": 0.0}
+    healths = [
+        h
+        for h in metrics.HEALTHS
+        if sample("videoqueue_queue_health", namespace=ns, queue="work", health=h)
+    ]
+    assert len(healths) == 1, "health is one-hot"
+    assert sample("videoqueue_queue_memory_reserved_bytes", namespace=ns, queue="work") == 3 * 2**30
+    assert sample("videoqueue_queue_memory_budget_bytes", namespace=ns, queue="work") == 8 * 2**30
+    assert sample("videoqueue_queue_concurrency", namespace=ns, queue="work") == 3
+    # A queue that does not exist has jobs but no state, health or memory.
+    assert sample("videoqueue_queue_state", namespace=ns, queue="gone", state="Active") is None
+    assert sample("videoqueue_operator_active") == 1.0
+
+
+def test_api_requests_and_errors_come_from_the_client_counters(acting: Controller) -> None:
+    assert (
+        sample(
+            "videoqueue_api_requests_total", verb="patch", resource="videojobs/status", code="2xx"
+        )
+        == 7
+    )
+    assert sample("videoqueue_api_errors_total", verb="create", resource="pods", code="5xx") == 2
+    # Error series exist at zero for every (verb, resource) in use.
+    assert (
+        sample(
+            "videoqueue_api_errors_total", verb="patch", resource="videojobs/status", code="error"
+        )
+        == 0
+    )
+    assert (
+        sample("videoqueue_api_errors_total", verb="patch", resource="videojobs/status", code="4xx")
+        is None
+    )
+
+
+def test_standing_by_exports_no_queue_state(ns: str) -> None:
+    previous = metrics.STATE.source
+    metrics.STATE.source = lambda: Activity("standing-by")
+    try:
+        assert sample("videoqueue_operator_active") == 0.0
+        names = {m.name for m in REGISTRY.collect()}
+        assert "videoqueue_jobs" not in names
+        assert "videoqueue_build" in names  # the info family of videoqueue_build_info
+    finally:
+        metrics.STATE.source = previous
+
+
+# --- the HTTP endpoints ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "ready"),
+    [
+        pytest.param("starting", False, id="starting"),
+        pytest.param("priming", False, id="priming"),
+        pytest.param("acting", True, id="acting"),
+        pytest.param("standing-by", True, id="standing-by"),
+    ],
+)
+async def test_probes(state: metrics.ActivityState, ready: bool) -> None:
+    previous = metrics.STATE.source
+    try:
+        async with TestClient(TestServer(metrics.make_app(lambda: Activity(state)))) as client:
+            health = await client.get("/healthz")
+            assert health.status == 200
+            readiness = await client.get("/readyz")
+            assert readiness.status == (200 if ready else 503)
+            assert (await readiness.text()).strip() == state
+    finally:
+        metrics.STATE.source = previous
+
+
+async def test_metrics_endpoint_serves_the_text_format() -> None:
+    previous = metrics.STATE.source
+    try:
+        async with TestClient(TestServer(metrics.make_app(lambda: Activity("starting")))) as client:
+            response = await client.get("/metrics")
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            text = await response.text()
+    finally:
+        metrics.STATE.source = previous
+    assert "videoqueue_build_info{" in text
+    assert "videoqueue_operator_active 0.0" in text
+    assert "_created" not in text
+
+
+async def test_server_refuses_a_port_in_use() -> None:
+    runner = await metrics.start_server("127.0.0.1", 0, lambda: Activity("starting"))
+    try:
+        port = runner.addresses[0][1]
+        with pytest.raises(OSError, match="address already in use"):
+            await metrics.start_server("127.0.0.1", port, lambda: Activity("starting"))
+    finally:
+        await runner.cleanup()
+        metrics.STATE.source = lambda: Activity("starting")
+
+
+def test_job_phases_cover_the_api() -> None:
+    assert set(metrics.PHASES) == {p.value for p in JobPhase}
