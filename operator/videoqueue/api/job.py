@@ -193,6 +193,9 @@ class VideoJobSpec(ApiModel):
     """Overrides parts of the queue's retry.backoff."""
     active_deadline_seconds: int | None = Field(default=None, ge=1)
     """Time limit of one attempt; the queue's activeDeadlineSeconds if unset."""
+    progress_deadline_seconds: int | None = Field(default=None, ge=1, le=86_400)
+    """Heartbeat silence after which a running worker is stalled (its attempt fails with
+    reason Stalled); the queue's progressDeadlineSeconds if unset. Needs the Redis channel."""
     start_after: AwareDatetime | None = None
     """Not admitted before this time (RFC 3339)."""
     depends_on: list[ObjectName] = Field(

@@ -293,6 +293,10 @@ class VideoQueueSpec(ApiModel):
     """Retry policy for the queue's jobs; a job may override maxAttempts and backoff."""
     active_deadline_seconds: int | None = Field(default=None, ge=1)
     """Default time limit of one attempt, for jobs that do not set their own."""
+    progress_deadline_seconds: int | None = Field(default=None, ge=1, le=86_400)
+    """A running worker that sends no heartbeat for this long is stalled: its pod is deleted
+    and the attempt fails with reason Stalled (retried as any failure). Needs the operator's
+    Redis progress channel (--redis-url); off without it. A job may set its own."""
     max_pending: int | None = Field(default=None, ge=1)
     """Most jobs waiting for admission (Pending, Waiting, Backoff); a job beyond it is Rejected
     with reason QueueFull. Unset: no limit."""
