@@ -42,7 +42,7 @@ from videoqueue.controller.runtime import Controller
 
 logger = logging.getLogger(__name__)
 
-Kind = Literal["queue", "job", "pod"]
+Kind = Literal["queue", "job", "pod", "node"]
 
 # What kopf 1.45 logs from this logger when it pauses or resumes an operator for peering
 # (kopf/_core/engines/peering.py, process_peering_event). The two-replica integration test
@@ -244,6 +244,8 @@ def _observe(target: Controller, kind: Kind, body: dict[str, Any], *, deleted: b
         target.observe_queue(body, deleted=deleted)
     elif kind == "job":
         target.observe_job(body, deleted=deleted)
+    elif kind == "node":
+        target.observe_node(body, deleted=deleted)
     else:
         target.observe_pod(body, deleted=deleted)
 
@@ -270,3 +272,9 @@ async def job_event(event: kopf.RawEvent, **_: Any) -> None:
 @kopf.on.event("", "v1", "pods", labels={LABEL_JOB: kopf.PRESENT})
 async def pod_event(event: kopf.RawEvent, **_: Any) -> None:
     _dispatch("pod", event)
+
+
+# Nodes only for their MemoryPressure condition (queues lower their concurrency under it).
+@kopf.on.event("", "v1", "nodes")
+async def node_event(event: kopf.RawEvent, **_: Any) -> None:
+    _dispatch("node", event)

@@ -26,7 +26,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from videoqueue.api import (
+    AttemptReason,
     JobConditionType,
+    JobPhase,
     VideoJob,
     VideoJobStatus,
     VideoQueue,
@@ -35,13 +37,34 @@ from videoqueue.api import (
     put_condition,
 )
 from videoqueue.controller import metrics
-from videoqueue.controller.kube import PODS, VIDEOJOBS, VIDEOQUEUES, EventType, KubeClient
-from videoqueue.controller.lifecycle import Admission, Assessment, admit, assess_job
+from videoqueue.controller.kube import (
+    PODS,
+    VIDEOJOBS,
+    VIDEOQUEUES,
+    EventType,
+    KubeClient,
+    KubeError,
+)
+from videoqueue.controller.lifecycle import (
+    Admission,
+    Assessment,
+    admit,
+    assess_job,
+    preempt,
+    reject,
+)
+from videoqueue.controller.notifications import Notification, Notifier, notification_for
 from videoqueue.controller.patching import status_patch
 from videoqueue.controller.pods import ANNOTATION_JOB_NAME, build_worker_pod, read_pod_outcome
 from videoqueue.controller.progress import ProgressChannel, ProgressSettings
-from videoqueue.controller.queue_status import summarize_queue
+from videoqueue.controller.queue_status import FinishedJob, QueueFacts, summarize_queue
 from videoqueue.scheduling import QueuePolicy, Snapshot, decide_admissions
+from videoqueue.scheduling.pressure import (
+    PressurePolicy,
+    PressureSignals,
+    PressureState,
+    next_pressure_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +75,11 @@ WRITE_PARALLELISM = 32
 ADMISSION_WRITE_DELAY = 1.0
 # A queue's status is rewritten at most this often, however busy the queue.
 QUEUE_STATUS_INTERVAL = 2.0
+# Set on every queue the operator manages: its deletion waits until running jobs finished.
+QUEUE_FINALIZER = "videoqueue.dev/running-jobs"
+BATCH_LABEL = "videoqueue.dev/batch"
+_WAITING_PHASES = frozenset({JobPhase.PENDING, JobPhase.WAITING, JobPhase.BACKOFF})
+_BUSY_PHASES = frozenset({JobPhase.ADMITTED, JobPhase.RUNNING})
 
 
 @dataclass
@@ -65,6 +93,7 @@ class JobEntry:
     # The status decided but not yet written (a deferred admission): what the next
     # assessment starts from, since part of it (e.g. a disrupted attempt) is nowhere else.
     unwritten: VideoJobStatus | None = None
+    deleting: bool = False  # its TTL ran out and the deletion was sent
 
 
 @dataclass
@@ -77,6 +106,9 @@ class QueueEntry:
     task: asyncio.Task[None] | None = None
     all_dirty: bool = True
     status_written_at: float = 0.0
+    pressure: PressureState | None = None
+    # Jobs that finished within the statistics window, by uid (kept after TTL deletion).
+    finished: dict[str, FinishedJob] = field(default_factory=dict)
 
 
 class Controller:
@@ -95,6 +127,11 @@ class Controller:
         # a pod may be the only record of an admission, so it waits here for its job.
         self._early_pods: dict[str, dict[str, dict[str, Any]]] = {}
         self._stopping = False
+        # Jobs waiting for others (spec.dependsOn), by the key of the job they wait for.
+        self._dependents: dict[str, set[str]] = {}
+        # Nodes that report MemoryPressure.
+        self.pressured_nodes: set[str] = set()
+        self.notifier = Notifier(on_given_up=self._notification_given_up)
         # Workers' progress and heartbeats from Redis (None: not configured). Its releases
         # re-assess the job, so progress is written by the same one patch per cycle.
         self.progress: ProgressChannel | None = None
@@ -110,7 +147,11 @@ class Controller:
         if deleted:
             entry.body, entry.queue = None, None
         elif _newer(body, entry.body):
-            spec_changed = entry.body is None or _generation(body) != _generation(entry.body)
+            spec_changed = (
+                entry.body is None
+                or _generation(body) != _generation(entry.body)
+                or _deleting(body) != _deleting(entry.body)
+            )
             entry.body = body
             try:
                 entry.queue = VideoQueue.model_validate(body)
@@ -146,7 +187,11 @@ class Controller:
                 entry.job = None
             entry.dirty = True
             queue.jobs.add(key)
+            for name in body.get("spec", {}).get("dependsOn") or ():
+                self._dependents.setdefault(f"{meta['namespace']}/{name}", set()).add(key)
         queue.wake.set()
+        if deleted:
+            self._wake_dependents(key)
 
     def observe_pod(self, body: dict[str, Any], *, deleted: bool) -> None:
         meta = body["metadata"]
@@ -171,6 +216,25 @@ class Controller:
         entry.dirty = True
         queue_key = f"{meta['namespace']}/{entry.body.get('spec', {}).get('queueName', '')}"
         self._queue(queue_key).wake.set()
+
+    def observe_node(self, body: dict[str, Any], *, deleted: bool) -> None:
+        name = body["metadata"]["name"]
+        conditions = (body.get("status") or {}).get("conditions") or []
+        pressured = not deleted and any(
+            c.get("type") == "MemoryPressure" and c.get("status") == "True" for c in conditions
+        )
+        if pressured == (name in self.pressured_nodes):
+            return
+        if pressured:
+            self.pressured_nodes.add(name)
+        else:
+            self.pressured_nodes.discard(name)
+        for queue in self.queues.values():
+            queue.wake.set()
+
+    def _wake_dependents(self, key: str) -> None:
+        """Re-assess the jobs that wait for job `key` (its phase changed or it is gone)."""
+        self.refresh_jobs(self._dependents.get(key, ()))
 
     def refresh_jobs(self, keys: Iterable[str]) -> None:
         """Re-assess these jobs ("namespace/name") on their queues' next cycles."""
@@ -200,6 +264,7 @@ class Controller:
                 await task
         if self.progress is not None:
             await self.progress.stop()
+        await self.notifier.stop()
 
     # -- the per-queue loop ----------------------------------------------------------------
 
@@ -230,9 +295,15 @@ class Controller:
                 continue
             due = job_entry.assessment is not None and _due(job_entry.assessment, now_ts)
             if job_entry.dirty or entry.all_dirty or due:
+                before = job_entry.assessment.status.phase if job_entry.assessment else None
                 job_entry.assessment = await self._assess(job_entry, entry.queue, now)
                 job_entry.dirty = False
+                if job_entry.assessment.status.phase != before:
+                    self._wake_dependents(key)
         entry.all_dirty = False
+        if entry.queue is not None:
+            self._limit_pending(entry, entry.queue, now)
+        expiry = self._collect_finished(entry, now_ts)
 
         # 2. decide
         writes: list[Any] = []
@@ -247,17 +318,33 @@ class Controller:
                 and e.assessment.view is not None
             ]
             memory = queue.spec.memory
+            pressure_due = self._update_pressure(entry, queue, now_ts)
+            aging = queue.spec.aging
             policy = QueuePolicy(
-                concurrency=queue.spec.concurrency,
+                concurrency=(
+                    entry.pressure.effective
+                    if entry.pressure is not None
+                    else queue.spec.concurrency
+                ),
                 memory_budget=memory.budget_bytes,
                 memory_max=memory.max_bytes,
                 backfill_seconds=float(memory.backfill_seconds),
-                admitting=queue.spec.state == "Active",
+                admitting=queue.spec.state == "Active" and not _deleting(entry.body),
+                aging_interval=float(aging.interval_seconds) if aging else None,
+                aging_max_boost=aging.max_boost if aging else 10,
+                starts_per_minute=(
+                    queue.spec.rate_limit.starts_per_minute if queue.spec.rate_limit else None
+                ),
+                preempt_lower_priority=queue.spec.preemption == "LowerPriority",
             )
-            decision = decide_admissions(Snapshot(policy, tuple(views)), now_ts)
-            wake_at = decision.wake_at
+            snapshot = Snapshot(policy, tuple(views), self._recent_starts(entry, now_ts))
+            decision = decide_admissions(snapshot, now_ts)
+            wake_at = _earliest(decision.wake_at, pressure_due, expiry)
             for key, blocked in decision.blocked_reasons.items():
                 self._explain_wait(self.jobs[key], blocked.reason.value, blocked.message, now)
+            if decision.preempt and decision.preempt_for is not None:
+                self._preempt(decision.preempt, decision.preempt_for, now)
+                entry.wake.set()  # admit the preemptor once the victims count as pending
             # 3. admit: create the pods, then record the admissions
             writes += [self._admit(self.jobs[key], entry, now) for key in decision.admit]
 
@@ -277,11 +364,296 @@ class Controller:
                 continue
             writes.append(self._write_status(job_entry, job_entry.assessment))
         await _gather_bounded(writes)
-        # 5. the queue's own status, at a bounded rate
+        for key in entry.jobs:
+            job_entry = self.jobs.get(key)
+            if job_entry is not None and job_entry.assessment is not None:
+                recheck = job_entry.assessment.recheck_at
+                wake_at = _earliest(wake_at, recheck.timestamp() if recheck else None)
+        if queue is None:
+            wake_at = _earliest(wake_at, expiry)
+        # 5. the queue's own status, at a bounded rate, and its finalizer
         status_due = await self._write_queue_status(entry, now_ts, now)
-        if status_due is not None:
-            wake_at = status_due if wake_at is None else min(wake_at, status_due)
-        return wake_at
+        await self._manage_finalizer(entry)
+        return _earliest(wake_at, status_due)
+
+    # -- queue rules around admission ---------------------------------------------------
+
+    def _dependency_phases(self, job: VideoJob) -> dict[str, JobPhase | None]:
+        """The phase of each job `job` depends on (None: no such job), as last assessed."""
+        phases: dict[str, JobPhase | None] = {}
+        for name in job.spec.depends_on:
+            other = self.jobs.get(f"{job.metadata.namespace}/{name}")
+            if other is None or other.job is None:
+                phases[name] = None
+            elif other.assessment is not None:
+                phases[name] = other.assessment.status.phase
+            else:
+                phases[name] = other.job.status.phase
+        return phases
+
+    def _limit_pending(self, entry: QueueEntry, queue: VideoQueue, now: datetime.datetime) -> None:
+        """spec.maxPending: new jobs beyond it are Rejected (QueueFull), oldest accepted first.
+        Jobs already accepted (their waiting status is stored) always keep their place."""
+        limit = queue.spec.max_pending
+        if limit is None:
+            return
+        accepted = 0
+        new: list[JobEntry] = []
+        for key in entry.jobs:
+            job_entry = self.jobs.get(key)
+            if job_entry is None or job_entry.job is None or job_entry.assessment is None:
+                continue
+            if job_entry.assessment.status.phase not in _WAITING_PHASES:
+                continue
+            stored = job_entry.unwritten or job_entry.job.status
+            if stored.phase is None:
+                new.append(job_entry)
+            else:
+                accepted += 1
+        room = max(0, limit - accepted)
+        if len(new) <= room:
+            return
+        new.sort(
+            key=lambda e: (
+                e.body["metadata"].get("creationTimestamp", ""),
+                e.body["metadata"]["name"],
+            )
+        )
+        message = (
+            f"queue {queue.metadata.name} is full: {limit} jobs already wait for admission "
+            "(spec.maxPending); submit again later, or raise the queue's maxPending"
+        )
+        for job_entry in new[room:]:
+            assert job_entry.job is not None
+            job_entry.assessment = reject(
+                job_entry.job, job_entry.job.status, "QueueFull", message, now
+            )
+
+    def _collect_finished(self, entry: QueueEntry, now: float) -> float | None:
+        """Record finished jobs for the statistics and delete those whose TTL ran out;
+        return when the next TTL runs out or a record leaves the window."""
+        queue = entry.queue
+        window = queue.spec.statistics.window_seconds if queue is not None else 900
+        next_at: float | None = None
+        for key in entry.jobs:
+            job_entry = self.jobs.get(key)
+            if job_entry is None or job_entry.job is None or job_entry.assessment is None:
+                continue
+            status = job_entry.assessment.status
+            if not job_entry.assessment.terminal or status.completion_time is None:
+                continue
+            done = status.completion_time.timestamp()
+            record_key = f"{job_entry.job.metadata.uid}/{done}"
+            if (
+                status.phase in (JobPhase.SUCCEEDED, JobPhase.FAILED)
+                and done > now - window
+                and record_key not in entry.finished
+            ):
+                entry.finished[record_key] = FinishedJob(
+                    finished_at=done,
+                    type=job_entry.job.spec.type,
+                    succeeded=status.phase == JobPhase.SUCCEEDED,
+                    wait_seconds=status.wait_seconds,
+                    run_seconds=status.run_seconds,
+                )
+            stored = job_entry.job.status.phase
+            ttl = _ttl_seconds(job_entry.job, queue, status.phase)
+            if ttl is None or job_entry.deleting or stored is None or not stored.is_terminal:
+                continue  # deleted only once its terminal status is on record
+            expires = done + ttl
+            if expires <= now:
+                job_entry.deleting = True
+                meta = job_entry.body["metadata"]
+                self._spawn(
+                    self.kube.delete(
+                        VIDEOJOBS, meta["namespace"], meta["name"], uid=meta.get("uid")
+                    )
+                )
+            else:
+                next_at = _earliest(next_at, expires)
+        for record_key, record in list(entry.finished.items()):
+            if record.finished_at <= now - window:
+                del entry.finished[record_key]
+            else:
+                next_at = _earliest(next_at, record.finished_at + window)
+        return next_at
+
+    def _update_pressure(self, entry: QueueEntry, queue: VideoQueue, now: float) -> float | None:
+        """Move the queue's effective concurrency (see videoqueue.scheduling.pressure)."""
+        settings = queue.spec.memory_pressure
+        if not settings.enabled:
+            entry.pressure = None
+            return None
+        kills: list[float] = []
+        nodes: set[str] = set()
+        for key in entry.jobs:
+            job_entry = self.jobs.get(key)
+            if job_entry is None or job_entry.assessment is None:
+                continue
+            for record in job_entry.assessment.status.attempts:
+                if record.reason == AttemptReason.OOM_KILLED and record.finish_time is not None:
+                    finished = record.finish_time.timestamp()
+                    if finished > now - settings.window_seconds:
+                        kills.append(finished)
+            if self.pressured_nodes:
+                for pod in job_entry.pods.values():
+                    node = pod.get("spec", {}).get("nodeName")
+                    phase = (pod.get("status") or {}).get("phase")
+                    if node in self.pressured_nodes and phase not in ("Succeeded", "Failed"):
+                        nodes.add(node)
+        before = entry.pressure
+        state, due = next_pressure_state(
+            before,
+            concurrency=queue.spec.concurrency,
+            signals=PressureSignals(sorted(kills), sorted(nodes)),
+            policy=PressurePolicy(
+                oom_kills=settings.oom_kills,
+                window_seconds=float(settings.window_seconds),
+                recovery_seconds=float(settings.recovery_seconds),
+            ),
+            now=now,
+        )
+        entry.pressure = state
+        if before is not None and state.effective != before.effective and entry.body is not None:
+            lowered = state.effective < before.effective
+            message = (
+                f"effective concurrency {before.effective} -> {state.effective} of "
+                f"{queue.spec.concurrency}: {state.message or 'calm again'}"
+            )
+            logger.info("queue %s: %s", entry.key, message)
+            self._spawn(
+                self.kube.post_event(
+                    entry.body,
+                    type_="Warning" if lowered else "Normal",
+                    reason="MemoryPressure" if lowered else "PressureEased",
+                    message=message,
+                )
+            )
+        return due
+
+    def _recent_starts(self, entry: QueueEntry, now: float) -> tuple[float, ...]:
+        """Admissions of the last minute, for the rate limit (from the jobs' statuses, so a
+        restarted operator knows them too)."""
+        if entry.queue is None or entry.queue.spec.rate_limit is None:
+            return ()
+        starts: list[float] = []
+        for key in entry.jobs:
+            job_entry = self.jobs.get(key)
+            if job_entry is None or job_entry.assessment is None:
+                continue
+            admitted = job_entry.assessment.status.admitted_time
+            if admitted is not None and admitted.timestamp() > now - 60.0:
+                starts.append(admitted.timestamp())
+        return tuple(starts)
+
+    def _preempt(self, victims: Iterable[str], preemptor: str, now: datetime.datetime) -> None:
+        for key in victims:
+            job_entry = self.jobs.get(key)
+            if job_entry is None or job_entry.job is None or job_entry.assessment is None:
+                continue
+            status = job_entry.assessment.status
+            record = next(
+                (r for r in reversed(status.attempts) if r.attempt == status.attempt), None
+            )
+            pod_name = record.pod if record is not None and record.pod else None
+            if pod_name is None:
+                continue
+            job_entry.assessment = preempt(
+                job_entry.job, job_entry.assessment, pod_name, preemptor.split("/", 1)[-1], now
+            )
+            # The next assessment starts from this (the pod may linger while it stops).
+            job_entry.unwritten = job_entry.assessment.status
+            job_entry.write_after = 0.0
+            metrics.record_preemption(job_entry.job)
+            logger.info("preempted %s (worker %s) for %s", key, pod_name, preemptor)
+
+    def _queue_facts(self, entry: QueueEntry) -> QueueFacts:
+        batches: list[tuple[str, VideoJobStatus]] = []
+        unschedulable = 0
+        for key in entry.jobs:
+            job_entry = self.jobs.get(key)
+            if job_entry is None or job_entry.assessment is None:
+                continue
+            status = job_entry.assessment.status
+            labels = job_entry.body.get("metadata", {}).get("labels") or {}
+            if (batch := labels.get(BATCH_LABEL)) is not None:
+                batches.append((batch, status))
+            if status.phase == JobPhase.ADMITTED and any(
+                _unschedulable(pod) for pod in job_entry.pods.values()
+            ):
+                unschedulable += 1
+        return QueueFacts(
+            finished=tuple(entry.finished.values()),
+            batches=tuple(batches),
+            unschedulable=unschedulable,
+            pressure=entry.pressure,
+        )
+
+    async def _manage_finalizer(self, entry: QueueEntry) -> None:
+        """Keep QUEUE_FINALIZER on the queue; on deletion remove it once no job of the queue
+        is admitted or running and every pending one is recorded as cancelled."""
+        body = entry.body
+        if body is None:
+            return
+        meta = body["metadata"]
+        finalizers: list[str] = list(meta.get("finalizers") or [])
+        if not _deleting(body):
+            if QUEUE_FINALIZER in finalizers:
+                return
+            finalizers.append(QUEUE_FINALIZER)
+        else:
+            if QUEUE_FINALIZER not in finalizers:
+                return
+            for key in entry.jobs:
+                job_entry = self.jobs.get(key)
+                if job_entry is None or job_entry.job is None:
+                    continue
+                stored = job_entry.job.status.phase
+                if stored is None or not stored.is_terminal:
+                    return  # still running, or its cancellation is not on record yet
+            finalizers.remove(QUEUE_FINALIZER)
+            logger.info("queue %s: no job left running; letting the deletion proceed", entry.key)
+        patch = {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}}
+        try:
+            updated = await self.kube.patch(VIDEOQUEUES, meta["namespace"], meta["name"], patch)
+        except KubeError as e:
+            # A conflict: the queue changed meanwhile; its watch event brings the next try.
+            logger.debug("queue %s: finalizer update deferred: %s", entry.key, e)
+            return
+        if updated is not None and _newer(updated, entry.body):
+            entry.body = updated
+
+    def _send_notification(self, before: VideoJob, written: VideoJobStatus) -> None:
+        """Queue the webhook of a job whose terminal status was just written."""
+        if before.status.phase is not None and before.status.phase.is_terminal:
+            return
+        queue = self.queues.get(f"{before.metadata.namespace}/{before.spec.queue_name}")
+        settings = queue.queue.spec.notifications if queue and queue.queue else None
+        notification = notification_for(settings, before, written)
+        if notification is not None:
+            self.notifier.submit(notification)
+
+    def _notification_given_up(self, notification: Notification, problem: str) -> None:
+        body = notification.body
+        queue = self.queues.get(f"{body['namespace']}/{body['queue']}")
+        if queue is None or queue.body is None:
+            return
+        self._spawn(
+            self.kube.post_event(
+                queue.body,
+                type_="Warning",
+                reason="NotificationFailed",
+                message=(
+                    f"gave up sending the {body['outcome']} notification of job {body['job']} "
+                    f"to {notification.url} after {notification.max_attempts} tries: {problem}"
+                )[:1024],
+            )
+        )
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        _background.add(task)
+        task.add_done_callback(_background.discard)
 
     async def _write_queue_status(
         self, entry: QueueEntry, now_ts: float, now: datetime.datetime
@@ -295,7 +667,7 @@ class Controller:
             for key in entry.jobs
             if (e := self.jobs.get(key)) is not None and e.assessment is not None
         ]
-        desired = summarize_queue(entry.queue, statuses, now)
+        desired = summarize_queue(entry.queue, statuses, now, facts=self._queue_facts(entry))
         patch = status_patch(entry.body.get("status") or {}, desired)
         if patch is None:
             return None
@@ -345,7 +717,8 @@ class Controller:
         if entry.unwritten is not None:
             job = job.model_copy(update={"status": entry.unwritten})
         outcomes = [read_pod_outcome(pod) for pod in entry.pods.values()]
-        assessment = assess_job(job, outcomes, queue, now)
+        dependencies = self._dependency_phases(entry.job)
+        assessment = assess_job(job, outcomes, queue, now, dependencies=dependencies)
         if missing := assessment.unconfirmed_pod:
             # The index may lag behind (e.g. right after a restart): ask the API server.
             namespace = entry.job.metadata.namespace or ""
@@ -357,7 +730,7 @@ class Controller:
             if pod is not None:
                 entry.pods[pod["metadata"]["name"]] = pod
                 outcomes = [read_pod_outcome(p) for p in entry.pods.values()]
-                assessment = assess_job(job, outcomes, queue, now)
+                assessment = assess_job(job, outcomes, queue, now, dependencies=dependencies)
             else:
                 assessment = assess_job(
                     job,
@@ -365,6 +738,7 @@ class Controller:
                     queue,
                     now,
                     confirmed_missing=frozenset({missing}),
+                    dependencies=dependencies,
                 )
         if self.progress is not None and not assessment.terminal:
             # The worker's latest released stage/progress/message, for its current attempt.
@@ -442,6 +816,7 @@ class Controller:
         entry.unwritten = None
         if updated is not None and previous is not None:
             metrics.record_status_written(previous, assessment.status)
+            self._send_notification(previous, assessment.status)
         if updated is not None and _newer(updated, entry.body):
             entry.body = updated
             entry.job = VideoJob.model_validate(updated)
@@ -484,8 +859,41 @@ def _generation(body: dict[str, Any]) -> int | None:
 
 
 def _due(assessment: Assessment, now: float) -> bool:
+    if assessment.recheck_at is not None and assessment.recheck_at.timestamp() <= now:
+        return True
     view = assessment.view
     return view is not None and view.eligible_at is not None and view.eligible_at <= now
+
+
+def _ttl_seconds(job: VideoJob, queue: VideoQueue | None, phase: JobPhase | None) -> int | None:
+    """ttlSecondsAfterFinished for the job's outcome: the job's own, else the queue's."""
+    outcome = "succeeded" if phase == JobPhase.SUCCEEDED else "failed"
+    sources = (
+        job.spec.ttl_seconds_after_finished,
+        queue.spec.ttl_seconds_after_finished if queue else None,
+    )
+    for source in sources:
+        if source is not None and (seconds := getattr(source, outcome)) is not None:
+            return int(seconds)
+    return None
+
+
+def _unschedulable(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(
+        c.get("type") == "PodScheduled"
+        and c.get("status") == "False"
+        and c.get("reason") == "Unschedulable"
+        for c in conditions
+    )
+
+
+def _deleting(body: dict[str, Any] | None) -> bool:
+    return body is not None and body.get("metadata", {}).get("deletionTimestamp") is not None
+
+
+def _earliest(*times: float | None) -> float | None:
+    return min((t for t in times if t is not None), default=None)
 
 
 async def _gather_bounded(coroutines: Iterable[Any]) -> None:
