@@ -341,9 +341,9 @@ class PodOutcome:
     finish_time: str | None
     """When the worker container terminated, as found."""
     deleted: bool
+    """The pod has a deletionTimestamp."""
     admitted_at: str | None = None
     """When the operator admitted this attempt (the admitted-at annotation), as found."""
-    """The pod has a deletionTimestamp."""
 
     @property
     def disruption(self) -> bool:
@@ -498,6 +498,17 @@ def read_pod_outcome(pod: dict[str, Any]) -> PodOutcome:
         finish_time=terminated.get("finishedAt") if terminated else None,
         deleted=deleted,
         admitted_at=(metadata.get("annotations") or {}).get(ANNOTATION_ADMITTED_AT),
+    )
+
+
+def unschedulable(pod: dict[str, Any]) -> bool:
+    """The scheduler found no node for the pod (PodScheduled False, reason Unschedulable)."""
+    conditions: list[dict[str, Any]] = (pod.get("status") or {}).get("conditions") or []
+    return any(
+        c.get("type") == "PodScheduled"
+        and c.get("status") == "False"
+        and c.get("reason") == "Unschedulable"
+        for c in conditions
     )
 
 

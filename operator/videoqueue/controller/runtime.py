@@ -55,7 +55,12 @@ from videoqueue.controller.lifecycle import (
 )
 from videoqueue.controller.notifications import Notification, Notifier, notification_for
 from videoqueue.controller.patching import status_patch
-from videoqueue.controller.pods import ANNOTATION_JOB_NAME, build_worker_pod, read_pod_outcome
+from videoqueue.controller.pods import (
+    ANNOTATION_JOB_NAME,
+    build_worker_pod,
+    read_pod_outcome,
+    unschedulable,
+)
 from videoqueue.controller.progress import ProgressChannel, ProgressSettings
 from videoqueue.controller.queue_status import FinishedJob, QueueFacts, summarize_queue
 from videoqueue.scheduling import QueuePolicy, Snapshot, decide_admissions
@@ -579,7 +584,7 @@ class Controller:
             if (batch := labels.get(BATCH_LABEL)) is not None:
                 batches.append((batch, status))
             if status.phase == JobPhase.ADMITTED and any(
-                _unschedulable(pod) for pod in job_entry.pods.values()
+                unschedulable(pod) for pod in job_entry.pods.values()
             ):
                 unschedulable += 1
         return QueueFacts(
@@ -718,7 +723,15 @@ class Controller:
             job = job.model_copy(update={"status": entry.unwritten})
         outcomes = [read_pod_outcome(pod) for pod in entry.pods.values()]
         dependencies = self._dependency_phases(entry.job)
-        assessment = assess_job(job, outcomes, queue, now, dependencies=dependencies)
+        heard_at = None
+        if self.progress is not None:
+            # For stalled-worker detection: the worker of the newest attempt, which may be
+            # newer than status says (a pod created just before a restart).
+            attempt = max([job.status.attempt, *(o.attempt or 0 for o in outcomes)])
+            heard_at = self.progress.heard_at(job, attempt)
+        assessment = assess_job(
+            job, outcomes, queue, now, dependencies=dependencies, heard_at=heard_at
+        )
         if missing := assessment.unconfirmed_pod:
             # The index may lag behind (e.g. right after a restart): ask the API server.
             namespace = entry.job.metadata.namespace or ""
@@ -730,7 +743,9 @@ class Controller:
             if pod is not None:
                 entry.pods[pod["metadata"]["name"]] = pod
                 outcomes = [read_pod_outcome(p) for p in entry.pods.values()]
-                assessment = assess_job(job, outcomes, queue, now, dependencies=dependencies)
+                assessment = assess_job(
+                    job, outcomes, queue, now, dependencies=dependencies, heard_at=heard_at
+                )
             else:
                 assessment = assess_job(
                     job,
@@ -739,6 +754,7 @@ class Controller:
                     now,
                     confirmed_missing=frozenset({missing}),
                     dependencies=dependencies,
+                    heard_at=heard_at,
                 )
         if self.progress is not None and not assessment.terminal:
             # The worker's latest released stage/progress/message, for its current attempt.
@@ -876,16 +892,6 @@ def _ttl_seconds(job: VideoJob, queue: VideoQueue | None, phase: JobPhase | None
         if source is not None and (seconds := getattr(source, outcome)) is not None:
             return int(seconds)
     return None
-
-
-def _unschedulable(pod: dict[str, Any]) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(
-        c.get("type") == "PodScheduled"
-        and c.get("status") == "False"
-        and c.get("reason") == "Unschedulable"
-        for c in conditions
-    )
 
 
 def _deleting(body: dict[str, Any] | None) -> bool:
