@@ -501,7 +501,7 @@ def read_pod_outcome(pod: dict[str, Any]) -> PodOutcome:
     )
 
 
-def unschedulable(pod: dict[str, Any]) -> bool:
+def pod_unschedulable(pod: dict[str, Any]) -> bool:
     """The scheduler found no node for the pod (PodScheduled False, reason Unschedulable)."""
     conditions: list[dict[str, Any]] = (pod.get("status") or {}).get("conditions") or []
     return any(

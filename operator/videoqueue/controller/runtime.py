@@ -59,7 +59,7 @@ from videoqueue.controller.pods import (
     ANNOTATION_JOB_NAME,
     build_worker_pod,
     read_pod_outcome,
-    unschedulable,
+    pod_unschedulable,
 )
 from videoqueue.controller.progress import ProgressChannel, ProgressSettings
 from videoqueue.controller.queue_status import FinishedJob, QueueFacts, summarize_queue
@@ -584,7 +584,7 @@ class Controller:
             if (batch := labels.get(BATCH_LABEL)) is not None:
                 batches.append((batch, status))
             if status.phase == JobPhase.ADMITTED and any(
-                unschedulable(pod) for pod in job_entry.pods.values()
+                pod_unschedulable(pod) for pod in job_entry.pods.values()
             ):
                 unschedulable += 1
         return QueueFacts(
