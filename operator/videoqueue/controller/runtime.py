@@ -58,8 +58,8 @@ from videoqueue.controller.patching import status_patch
 from videoqueue.controller.pods import (
     ANNOTATION_JOB_NAME,
     build_worker_pod,
-    read_pod_outcome,
     pod_unschedulable,
+    read_pod_outcome,
 )
 from videoqueue.controller.progress import ProgressChannel, ProgressSettings
 from videoqueue.controller.queue_status import FinishedJob, QueueFacts, summarize_queue
