@@ -117,13 +117,23 @@ def pod_specs(objects: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, An
             yield f"Pod/{name}", obj
         elif kind in WORKLOAD_KINDS:
             template = obj["spec"]["template"]
+            spec = dict(template["spec"])
+            # A StatefulSet's pods get a volume per claim template, as its controller adds.
+            claims = obj["spec"].get("volumeClaimTemplates") or []
+            spec["volumes"] = [*spec.get("volumes", [])] + [
+                {
+                    "name": claim["metadata"]["name"],
+                    "persistentVolumeClaim": {"claimName": f"{claim['metadata']['name']}-{name}-0"},
+                }
+                for claim in claims
+            ]
             yield (
                 f"{kind}/{name}",
                 {
                     "apiVersion": "v1",
                     "kind": "Pod",
                     "metadata": {**template.get("metadata", {}), "name": f"pss-{name}"[:63]},
-                    "spec": template["spec"],
+                    "spec": spec,
                 },
             )
 

@@ -373,3 +373,22 @@ def test_install_helm_test_and_uninstall(
         )
 
     poll(gone, timeout=60, what=f"release {release}'s objects to be deleted")
+
+
+def test_monitoring_objects_carry_the_shipped_rules_and_dashboard(tmp_path: Path) -> None:
+    objects = render(tmp_path, VALUE_SETS["monitoring"], release="r", namespace="monitoring")
+    shipped = yaml.safe_load((CHART / "files/prometheus-rules.yaml").read_text())
+    rule = find(objects, "PrometheusRule")
+    assert rule["spec"]["groups"] == shipped["groups"]
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    dashboard = find(objects, "ConfigMap", "r-videoqueue-operator-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["videoqueue.json"]) == json.loads(
+        (CHART / "files/grafana-dashboard.json").read_text()
+    )
+    monitor = find(objects, "ServiceMonitor")
+    service = find(objects, "Service", "r-videoqueue-operator-metrics")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
