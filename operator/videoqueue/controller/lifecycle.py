@@ -109,11 +109,16 @@ def assess_job(
     *,
     confirmed_missing: frozenset[str] = frozenset(),
     dependencies: Mapping[str, JobPhase | None] | None = None,
+    heard_at: datetime.datetime | None = None,
 ) -> Assessment:
     """The job's status and place in its queue at `now`.
 
     `dependencies` maps each name in spec.dependsOn to that job's phase (None: no such job);
     it is only read until all of them have succeeded once.
+
+    `heard_at` is when the progress channel last knew the current attempt's worker alive (its
+    last event, or the channel's (re)connection if later); None without a channel or while it
+    is down, which turns stalled-worker detection (progressDeadlineSeconds) off.
     """
     status = job.status.model_copy(deep=True)
     generation = job.metadata.generation
@@ -240,6 +245,36 @@ def assess_job(
                     tuple(notices),
                     terminal=terminal,
                     stop_pods=(pod.name,),
+                )
+        # Stalled: no heartbeat for progressDeadlineSeconds since the worker started, or since
+        # `heard_at` (its last heartbeat, or the progress channel's (re)connection if later).
+        # `heard_at` None: no channel, or it is down; detection is off.
+        silence = _progress_deadline(job, queue)
+        if running and silence is not None and started is not None and heard_at is not None:
+            stalled_at = max(started, heard_at) + datetime.timedelta(seconds=silence)
+            recheck_at = stalled_at if recheck_at is None else min(recheck_at, stalled_at)
+            if now >= stalled_at:
+                detail = (
+                    f"no heartbeat from worker pod {pod.name} for {silence}s "
+                    "(progressDeadlineSeconds); worker stopped"
+                )
+                notices.extend(
+                    _fail_attempt(
+                        job,
+                        queue,
+                        status,
+                        current,
+                        AttemptReason.STALLED,
+                        detail,
+                        now,
+                        condition,
+                        pod=None,
+                    )
+                )
+                terminal = status.phase is not None and status.phase.is_terminal
+                view = None if terminal else _pending_view(job, status, queue, now)
+                return Assessment(
+                    status, view, tuple(notices), terminal=terminal, stop_pods=(pod.name,)
                 )
         status.phase = JobPhase.RUNNING if running else JobPhase.ADMITTED
         condition(
@@ -621,6 +656,12 @@ def reject(
         )
 
     return _reject(status, reason, message, now, condition, [])
+
+
+def _progress_deadline(job: VideoJob, queue: VideoQueue | None) -> int | None:
+    if job.spec.progress_deadline_seconds is not None:
+        return job.spec.progress_deadline_seconds
+    return queue.spec.progress_deadline_seconds if queue is not None else None
 
 
 def _deadline(job: VideoJob, queue: VideoQueue | None) -> int | None:

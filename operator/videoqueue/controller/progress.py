@@ -8,7 +8,7 @@ per event: the board releases a job's latest values at most once every `job_inte
 seconds per job and `writes_per_second` times a second overall, and each release costs at
 most one status merge patch, written by the controller's own loop (`apply_progress`) together
 with whatever else changed about the job. Heartbeats stay in memory; they feed stalled-worker
-detection (`silent_since`) and never reach the API server.
+detection (`heard_at`) and never reach the API server.
 
 Values are written only for the job's current attempt (matching uid and attempt number) while
 it is admitted or running, never once it is finished.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import os
 import random
@@ -422,15 +423,15 @@ class ProgressChannel:
         key = f"{job.metadata.namespace}/{job.metadata.name}"
         return apply_progress(job, status, self.board.released(key))
 
-    def silent_since(self, job: VideoJob, attempt: int, running_since: float) -> float | None:
-        """Since when the worker of `attempt` has said nothing, as far as the channel can tell:
-        the latest of its start (`running_since`), the channel's (re)connection and its last
-        event. None while the channel is down: stall detection pauses then."""
+    def heard_at(self, job: VideoJob, attempt: int) -> datetime.datetime | None:
+        """When the worker of `attempt` was last known alive: its last event, or the channel's
+        (re)connection if that is later (nothing could be heard before). None while the channel
+        is down: a silent channel says nothing about the workers, so stall detection pauses."""
         if self.connected_since is None:
             return None
         key = f"{job.metadata.namespace}/{job.metadata.name}"
-        heard = self.board.heard_at(key, job.metadata.uid or "", attempt)
-        return max(running_since, self.connected_since, heard or 0.0)
+        heard = self.board.heard_at(key, job.metadata.uid or "", attempt) or 0.0
+        return datetime.datetime.fromtimestamp(max(self.connected_since, heard), datetime.UTC)
 
     # -- running ---------------------------------------------------------------------------
 
