@@ -32,11 +32,14 @@ def make_job(
     )
 
 
-def make_queue(name: str, namespace: str, **spec: Any) -> VideoQueue:
+def make_queue(
+    name: str, namespace: str, status: dict[str, Any] | None = None, **spec: Any
+) -> VideoQueue:
     return VideoQueue.model_validate(
         {
             "metadata": {"name": name, "namespace": namespace, "generation": 1},
             "spec": {"concurrency": 3, "memory": {"budget": "8Gi"}, **spec},
+            "status": status or {},
         }
     )
 
@@ -243,7 +246,7 @@ def indexed(ns: str) -> Controller:
     """An acting controller's index: a Paused queue with jobs in several phases, and a job
     whose queue does not exist."""
     controller = Controller(cast(KubeClient, FakeKube()))
-    queue = make_queue("work", ns, state="Paused")
+    queue = make_queue("work", ns, {"health": "Warning"}, state="Paused")
     entry = controller.queues[f"{ns}/work"] = QueueEntry(f"{ns}/work", body={}, queue=queue)
     phases = {
         "p1": {"phase": "Pending"},
@@ -289,12 +292,11 @@ def test_state_collector_reads_the_index(ns: str, acting: Controller) -> None:
         for s in metrics.STATES
     }
     assert states == {"Active": 0.0, "Paused": 1.0, "Draining": 0.0}
-    healths = [
-        h
+    healths = {
+        h: sample("videoqueue_queue_health", namespace=ns, queue="work", health=h)
         for h in metrics.HEALTHS
-        if sample("videoqueue_queue_health", namespace=ns, queue="work", health=h)
-    ]
-    assert len(healths) == 1, "health is one-hot"
+    }
+    assert healths == {"Healthy": 0.0, "Warning": 1.0, "Critical": 0.0, "Offline": 0.0}
     assert sample("videoqueue_queue_memory_reserved_bytes", namespace=ns, queue="work") == 3 * 2**30
     assert sample("videoqueue_queue_memory_budget_bytes", namespace=ns, queue="work") == 8 * 2**30
     assert sample("videoqueue_queue_concurrency", namespace=ns, queue="work") == 3

@@ -23,7 +23,6 @@ is not stuck.
 
 from __future__ import annotations
 
-import datetime
 import importlib.metadata
 import platform
 from collections.abc import Callable, Iterable, Iterator
@@ -55,7 +54,7 @@ from videoqueue.api import (
     VideoJobStatus,
     parse_quantity,
 )
-from videoqueue.controller.queue_status import RESERVING_PHASES, summarize_queue
+from videoqueue.controller.queue_status import RESERVING_PHASES
 
 if TYPE_CHECKING:
     from videoqueue.controller.kube import KubeClient
@@ -357,7 +356,6 @@ def _index_metrics(controller: Controller) -> Iterator[Metric]:
         f"The queue's spec.concurrency: most jobs admitted or running at once. {_QUEUE}.",
         labels=QUEUE_LABELS,
     )
-    now = datetime.datetime.now(datetime.UTC)
     for key, entry in controller.queues.items():
         namespace, _sep, name = key.partition("/")
         statuses: list[VideoJobStatus] = []
@@ -382,11 +380,11 @@ def _index_metrics(controller: Controller) -> Iterator[Metric]:
             continue  # jobs naming a queue that does not exist (yet): counted above only
         for value in STATES:
             state.add_metric((namespace, name, value), float(queue.spec.state == value))
-        # The health the queue's status is about to say (the status is written at a bounded
-        # rate, so the stored one may be a moment old).
-        current = summarize_queue(queue, statuses, now).health
-        for value in HEALTHS:
-            health.add_metric((namespace, name, value), float(current == value))
+        # The health as the queue's status says it (written within seconds of a change; the
+        # rating needs facts only the scheduler loop gathers). None before the first write.
+        if (current := queue.status.health) is not None:
+            for value in HEALTHS:
+                health.add_metric((namespace, name, value), float(current == value))
         reserved.add_metric((namespace, name), float(used))
         budget.add_metric((namespace, name), float(queue.spec.memory.budget_bytes))
         concurrency.add_metric((namespace, name), float(queue.spec.concurrency))
