@@ -10,6 +10,7 @@ session's operator, without Redis, would otherwise act on the same namespaces).
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -209,6 +210,7 @@ def test_a_thousand_publishers_cost_a_bounded_write_rate(
 
         stop = threading.Event()
         published = [0]
+        last: dict[str, int] = {}
 
         def publish_all() -> None:
             # Every publisher sends one event a second (progress, or a heartbeat).
@@ -219,13 +221,14 @@ def test_a_thousand_publishers_cost_a_bounded_write_rate(
                     pipe = r.pipeline(transaction=False)
                     for n, job in enumerate(publishers):
                         meta = job["metadata"]
+                        last[meta["name"]] = min(99, tick + n % 7)
                         event = ProgressEvent(
                             namespace=meta["namespace"],
                             job=meta["name"],
                             uid=meta["uid"],
                             attempt=job["status"]["attempt"],
                             kind=ProgressKind.PROGRESS,
-                            progress=min(99, tick + n % 7),
+                            progress=last[meta["name"]],
                             stage="processing",
                             ts=time.time(),
                         )
@@ -236,6 +239,7 @@ def test_a_thousand_publishers_cost_a_bounded_write_rate(
                     stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))
 
         before = scrape_write_counts(cluster)
+        cpu_before = cpu_seconds(operator)
         started = time.monotonic()
         thread = threading.Thread(target=publish_all, daemon=True)
         thread.start()
@@ -246,6 +250,7 @@ def test_a_thousand_publishers_cost_a_bounded_write_rate(
             thread.join(timeout=30)
         seconds = time.monotonic() - started
         after = scrape_write_counts(cluster)
+        cpu = cpu_seconds(operator) - cpu_before
         writes = sum(n - before[k] for k, n in after.items() if category(k) == JOB_STATUS)
         rate = writes / seconds
         with redis_server.client() as r:
@@ -255,15 +260,33 @@ def test_a_thousand_publishers_cost_a_bounded_write_rate(
             f"progress channel: {len(publishers)} publishers ({REAL_JOBS} running jobs), "
             f"{published[0]} events in {seconds:.1f}s ({published[0] / seconds:.0f}/s); "
             f"job status writes {writes} ({rate:.1f}/s, cap {WRITES_PER_SECOND}/s); "
-            f"stream length {length}, unacknowledged {pending}"
+            f"stream length {length}, unacknowledged {pending}; operator CPU {cpu:.1f}s "
+            f"({cpu / seconds:.0%} of a core)"
         )
         assert published[0] >= len(publishers) * PUBLISH_SECONDS * 0.8
-        # The cap holds (one second's burst on top), and progress did get written.
-        assert rate <= WRITES_PER_SECOND + WRITES_PER_SECOND / seconds + 1
-        assert writes >= WRITES_PER_SECOND * seconds * 0.5
-        # Everything read is acknowledged: nothing waits for a claim.
-        assert pending < 2000
+        # The cap holds (one second's burst on top), and the phantoms' noise does not eat
+        # the budget of the real jobs (200 jobs every 5s would be 40/s: the cap binds).
+        assert WRITES_PER_SECOND / 2 <= rate <= WRITES_PER_SECOND + WRITES_PER_SECOND / seconds + 1
+        # Everything read is acknowledged: at most the batch in hand waits.
+        assert pending <= 1000
+        # Coalescing loses nothing that matters: every job ends with its latest progress.
+        names = [job["metadata"]["name"] for job in jobs]
+
+        def behind() -> list[str]:
+            items = custom.list_namespaced_custom_object(
+                "videoqueue.dev", "v1alpha1", namespace, "videojobs"
+            )["items"]
+            seen = {j["metadata"]["name"]: (j.get("status") or {}).get("progress") for j in items}
+            return [n for n in names if seen.get(n) != last[n]]
+
+        poll(lambda: not behind(), timeout=120, what="every job's last progress", interval=1)
         assert not operator.log_lines("Traceback")
+
+
+def cpu_seconds(operator: OperatorProcess) -> float:
+    """User and system CPU time of the operator process so far."""
+    fields = Path(f"/proc/{operator.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- outage ---------------------------------------------------------------------------------

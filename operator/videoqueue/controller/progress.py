@@ -398,16 +398,21 @@ class ProgressChannel:
         *,
         clock: Callable[[], float] = time.time,
         on_release: Callable[[Sequence[str]], None] | None = None,
+        accepts: Callable[[ProgressEvent], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.on_release = on_release
+        # Which events concern a job the controller has (by uid, and not finished): the rest
+        # would take their share of the write budget and memory for nothing.
+        self.accepts = accepts
         self.board = ProgressBoard(
             job_interval=settings.job_interval, writes_per_second=settings.writes_per_second
         )
         self.connected_since: float | None = None
         """Since when the consumer has been reading (its clock); None while disconnected."""
         self.events = 0
+        self.ignored = 0
         self.bad_entries = 0
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -543,6 +548,9 @@ class ProgressChannel:
                 self._bad_entry(entry_id, fields)
                 continue
             self.events += 1
+            if self.accepts is not None and not self.accepts(event):
+                self.ignored += 1
+                continue
             self.board.add(event, now)
             added = True
         if ids:

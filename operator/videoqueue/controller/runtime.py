@@ -36,6 +36,7 @@ from videoqueue.api import (
     format_bytes,
     put_condition,
 )
+from videoqueue.api.progress import ProgressEvent
 from videoqueue.controller import metrics
 from videoqueue.controller.kube import (
     PODS,
@@ -141,7 +142,9 @@ class Controller:
         # re-assess the job, so progress is written by the same one patch per cycle.
         self.progress: ProgressChannel | None = None
         if progress is not None:
-            self.progress = ProgressChannel(progress, clock=clock, on_release=self.refresh_jobs)
+            self.progress = ProgressChannel(
+                progress, clock=clock, on_release=self.refresh_jobs, accepts=self.wants_progress
+            )
             self.progress.start()
 
     # -- watch events ---------------------------------------------------------------------
@@ -240,6 +243,13 @@ class Controller:
     def _wake_dependents(self, key: str) -> None:
         """Re-assess the jobs that wait for job `key` (its phase changed or it is gone)."""
         self.refresh_jobs(self._dependents.get(key, ()))
+
+    def wants_progress(self, event: ProgressEvent) -> bool:
+        """Whether a worker's event is about a job in the index (same uid) not yet finished."""
+        entry = self.jobs.get(f"{event.namespace}/{event.job}")
+        if entry is None or entry.job is None or entry.job.metadata.uid != event.uid:
+            return False
+        return entry.assessment is None or not entry.assessment.terminal
 
     def refresh_jobs(self, keys: Iterable[str]) -> None:
         """Re-assess these jobs ("namespace/name") on their queues' next cycles."""
