@@ -155,7 +155,9 @@ class TranscodeParams(Params):
     def effective_audio_codec(self) -> str:
         if self.audio_codec is not None:
             return self.audio_codec
-        return self._preset.audio_codec if self._preset else "aac"
+        if self._preset is not None:
+            return self._preset.audio_codec
+        return "opus" if self.effective_container == "webm" else "aac"
 
     @property
     def effective_container(self) -> str:
