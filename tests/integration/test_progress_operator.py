@@ -1,7 +1,9 @@
 """The progress channel in the operator, against a real control plane and a real redis-server:
 worker pods are told where to publish, progress reaches job status for the current attempt
 only, thousands of publishers cost a bounded number of status writes, and a Redis outage
-stops neither the jobs nor, once Redis is back, the progress.
+stops neither the jobs nor, once Redis is back, the progress; a worker without heartbeats
+is stalled and retried; and the real worker, run as a local process with exactly the env the
+operator gave its pod, gets its progress into the job (the end-to-end proof of the contract).
 
 The operators here run with --redis-url, so this module has a control plane of its own (the
 session's operator, without Redis, would otherwise act on the same namespaces).
@@ -10,6 +12,7 @@ session's operator, without Redis, would otherwise act on the same namespaces).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 import time
@@ -22,6 +25,7 @@ import redis
 from benchmarks.writes_per_job import JOB_STATUS, category, scrape_write_counts
 from kubernetes import client
 
+from tests.worker.harness import make_media, run_worker
 from videoqueue.api.progress import ProgressEvent, ProgressKind
 from videoqueue.envtest import LocalCluster, poll
 
@@ -329,3 +333,111 @@ def test_jobs_finish_through_a_redis_outage_and_progress_resumes(
             publish(r, job, progress=64, stage="uploading")
         job = wait_status(custom, namespace, "d", "progress 64", lambda s: s.get("progress") == 64)
         assert job["status"]["stage"] == "uploading"
+
+
+# -- stalled workers ------------------------------------------------------------------------
+
+
+def test_a_worker_without_heartbeats_is_stalled_and_retried_until_attempts_run_out(
+    cluster: LocalCluster,
+    custom: Any,
+    core: Any,
+    namespace: str,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    with start_operator(cluster, redis_server, tmp_path, "--progress-interval", "1"):
+        queue = make_queue(concurrency=2, progressDeadlineSeconds=4)
+        queue["spec"]["retry"] = {"maxAttempts": 2, "backoff": {"initialSeconds": 1}}
+        create(custom, namespace, "videoqueues", queue)
+        create(custom, namespace, "videojobs", long_job("clip"))
+        job = running(custom, namespace, "clip")
+        first_pod = job["status"]["attempts"][-1]["pod"]
+
+        # Heartbeats every second keep the worker alive well past the deadline.
+        stop = threading.Event()
+
+        def beat() -> None:
+            with redis_server.client() as r:
+                while not stop.wait(1.0):
+                    publish(r, job, kind=ProgressKind.HEARTBEAT)
+
+        beating = threading.Thread(target=beat, daemon=True)
+        beating.start()
+        try:
+            alive_until = time.monotonic() + 8
+            while time.monotonic() < alive_until:
+                status = get_job(custom, namespace, "clip")["status"]
+                assert status["attempt"] == 1, status
+                assert status["phase"] == "Running", status
+                time.sleep(0.5)
+        finally:
+            stop.set()
+            beating.join(timeout=5)
+
+        # Silence: attempt 1 is stalled, its pod deleted; attempt 2 never beats and stalls
+        # too, which uses up the attempts.
+        failed = wait_job(custom, namespace, "clip", "Failed", timeout=60)
+        reasons = [a.get("reason") for a in failed["status"]["attempts"]]
+        assert reasons == ["Stalled", "Stalled"], failed["status"]["attempts"]
+        assert "progressDeadlineSeconds" in failed["status"]["attempts"][0]["message"]
+        poll(
+            lambda: (
+                not core.list_namespaced_pod(
+                    namespace, field_selector=f"metadata.name={first_pod}"
+                ).items
+            ),
+            timeout=60,
+            what=f"stalled worker pod {first_pod} deleted",
+        )
+
+
+# -- end to end with the real worker --------------------------------------------------------
+
+
+def test_the_real_worker_runs_with_the_env_the_operator_gave_its_pod(
+    cluster: LocalCluster,
+    custom: Any,
+    core: Any,
+    namespace: str,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    source = make_media(tmp_path / "in.mp4", seconds=3.0, size="320x240")
+    output = tmp_path / "out.mp4"
+    with start_operator(cluster, redis_server, tmp_path, "--progress-interval", "1"):
+        create(custom, namespace, "videoqueues", make_queue(concurrency=1))
+        manifest = long_job("promo")  # KWOK keeps the pod Running; the real work runs here
+        manifest["spec"].update(
+            type="transcode",
+            input={"url": f"file://{source}"},
+            output={"url": f"file://{output}"},
+            params={"preset": "h264-480p"},
+        )
+        create(custom, namespace, "videojobs", manifest)
+        job = running(custom, namespace, "promo")
+        pod = core.read_namespaced_pod(job["status"]["attempts"][-1]["pod"], namespace)
+        container = next(c for c in pod.spec.containers if c.name == "worker")
+        # Exactly the env the operator wrote (no Secret here: every entry is a plain value).
+        env = {e.name: e.value for e in container.env}
+        assert all(e.value_from is None for e in container.env)
+        payload = json.loads(env["VIDEOQUEUE_JOB"])
+        assert (payload["name"], payload["uid"], payload["attempt"]) == (
+            "promo",
+            job["metadata"]["uid"],
+            job["status"]["attempt"],
+        )
+        assert env["VIDEOQUEUE_REDIS_URL"] == redis_server.url
+
+        run = run_worker(env["VIDEOQUEUE_JOB"], tmp_path, env, timeout=180)
+        assert run.code == 0, run.log
+        result = json.loads(run.message)
+        assert result["output"] == f"file://{output}"
+        assert output.stat().st_size > 0
+
+        # The worker's own progress reached the job while its pod is still Running.
+        final = wait_status(
+            custom, namespace, "promo", "progress 100", lambda s: s.get("progress") == 100
+        )
+        assert final["status"]["phase"] == "Running"
+        assert final["status"]["stage"] in ("processing", "uploading")
