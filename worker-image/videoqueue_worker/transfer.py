@@ -94,7 +94,8 @@ _opener = urllib.request.build_opener(_SafeRedirects)
 def redact(url: str) -> str:
     # Presigned URLs carry credentials in the query string; never echo them into status.
     parts = urllib.parse.urlsplit(url)
-    return urllib.parse.urlunsplit((parts.scheme, parts.hostname or "", parts.path, "", ""))
+    host = parts.netloc.rpartition("@")[2]  # user:password@ goes too
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def fetch(location: Location, dest: Path, *, max_bytes: int, on_progress: Progress) -> Path:
