@@ -68,8 +68,13 @@ cluster-status: ## Tell whether the local control plane is running.
 	$(RUN)/python -m videoqueue.envtest status --state-dir $(CLUSTER_DIR)
 
 .PHONY: manifests
-manifests: venv ## Generate crds/ from the API models in videoqueue.api.
+manifests: venv ## Generate crds/ and docs/api.md from the API models in videoqueue.api.
 	$(RUN)/python -m videoqueue.api.crds --out crds
+	$(RUN)/python -m videoqueue.api.docs --out docs/api.md
+
+.PHONY: docs
+docs: venv ## Generate the API reference docs/api.md from the API models.
+	$(RUN)/python -m videoqueue.api.docs --out docs/api.md
 
 .PHONY: install
 install: ## Apply the CRDs (and kopf's peering CRD, for HA) to the cluster of KUBECONFIG (default: the local cluster).
@@ -95,8 +100,9 @@ dev: setup cluster-up install ## Local cluster + CRDs + sample jobs (examples/lo
 test: setup lint check-manifests test-unit test-integration ## Everything CI runs.
 
 .PHONY: check-manifests
-check-manifests: venv ## Fail when crds/ differs from what the API models generate.
+check-manifests: venv ## Fail when crds/ or docs/api.md differ from what the API models generate.
 	$(RUN)/python -m videoqueue.api.crds --out crds --check
+	$(RUN)/python -m videoqueue.api.docs --out docs/api.md --check
 
 .PHONY: test-unit
 test-unit: venv ## Pure tests, no cluster.
