@@ -391,3 +391,17 @@ async def test_server_refuses_a_port_in_use() -> None:
 
 def test_job_phases_cover_the_api() -> None:
     assert set(metrics.PHASES) == {p.value for p in JobPhase}
+
+
+@pytest.mark.parametrize("port", ["0", "65536"])
+def test_metrics_port_out_of_range_is_refused(
+    port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from videoqueue.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--metrics-port", port])
+    assert exited.value.code == 2
+    assert f"--metrics-port must be a port number from 1 to 65535, not {port}" in (
+        capsys.readouterr().err
+    )
