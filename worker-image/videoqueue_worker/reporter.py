@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from videoqueue.api.progress import (
     DEFAULT_HEARTBEAT_SECONDS,
@@ -23,6 +24,9 @@ from videoqueue.api.progress import (
     ProgressEvent,
     ProgressKind,
 )
+
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger(__name__)
 
@@ -58,28 +62,37 @@ class Sink:
 
 
 class RedisSink(Sink):
-    def __init__(self, settings: RedisSettings) -> None:
-        import redis  # only workers that publish need it
+    """XADDs to the stream. The client is made on first use, on the reporter's thread, so
+    importing redis (a noticeable part of start-up) overlaps with the work."""
 
-        self._stream = settings.stream
-        self._client = redis.Redis.from_url(
-            settings.url,
-            password=settings.password,
-            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-            socket_timeout=REDIS_TIMEOUT_SECONDS,
-            health_check_interval=30,
-        )
+    def __init__(self, settings: RedisSettings) -> None:
+        self._settings = settings
+        self._client: redis.Redis | None = None
+
+    def _connect(self) -> redis.Redis:
+        if self._client is None:
+            import redis
+
+            self._client = redis.Redis.from_url(
+                self._settings.url,
+                password=self._settings.password,
+                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+                socket_timeout=REDIS_TIMEOUT_SECONDS,
+                health_check_interval=30,
+            )
+        return self._client
 
     def add(self, fields: dict[str, str]) -> None:
-        self._client.xadd(
-            self._stream,
+        self._connect().xadd(
+            self._settings.stream,
             fields,  # type: ignore[arg-type]  # redis' stub wants a broader dict type
             maxlen=PROGRESS_STREAM_MAXLEN,
             approximate=True,
         )
 
     def close(self) -> None:
-        self._client.close()
+        if self._client is not None:
+            self._client.close()
 
 
 class Reporter:

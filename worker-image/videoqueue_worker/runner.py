@@ -175,10 +175,6 @@ class Attempt:
             )
         if output is not None:
             jobs.check_output_kind(params, output.is_directory)
-        have = media.encoders()
-        for field_name, encoder in jobs.needs_encoders(params).items():
-            if encoder not in have:
-                raise invalid(field_name, f"this worker's ffmpeg has no {encoder} encoder")
 
         download_share = 0 if source.is_local else DOWNLOAD_SHARE
         upload_share = 0
@@ -207,11 +203,19 @@ class Attempt:
         target = output.child(f"{self.job.name}.{extension}") if output.is_directory else output
         dest = self.scratch / f"frame.{extension}" if series else self._work_file(target)
         plan = jobs.plan(params, info, local_input, dest)
-        media.run_ffmpeg(
-            plan.args,
-            expected_seconds=plan.expected_seconds,
-            on_fraction=lambda f: self._share(work_start, work_share, f),
-        )
+        try:
+            media.run_ffmpeg(
+                plan.args,
+                expected_seconds=plan.expected_seconds,
+                on_fraction=lambda f: self._share(work_start, work_share, f),
+            )
+        except WorkerError:
+            # Asked only now: listing encoders up front would cost every job start-up time.
+            have = media.encoders()
+            for field_name, encoder in jobs.needs_encoders(params).items():
+                if encoder not in have:
+                    raise invalid(field_name, f"this ffmpeg has no {encoder} encoder") from None
+            raise
 
         self.reporter.stage("uploading")
         upload_start = 100 - upload_share
