@@ -84,6 +84,8 @@ QUEUE_STATUS_INTERVAL = 2.0
 # Set on every queue the operator manages: its deletion waits until running jobs finished.
 QUEUE_FINALIZER = "videoqueue.dev/running-jobs"
 BATCH_LABEL = "videoqueue.dev/batch"
+# How often at most a queue is woken only because finished jobs leave the statistics window.
+STATISTICS_REFRESH = 10.0
 _WAITING_PHASES = frozenset({JobPhase.PENDING, JobPhase.WAITING, JobPhase.BACKOFF})
 _BUSY_PHASES = frozenset({JobPhase.ADMITTED, JobPhase.RUNNING})
 
@@ -486,11 +488,15 @@ class Controller:
                 )
             else:
                 next_at = _earliest(next_at, expires)
+        leaves = None
         for record_key, record in list(entry.finished.items()):
             if record.finished_at <= now - window:
                 del entry.finished[record_key]
             else:
-                next_at = _earliest(next_at, record.finished_at + window)
+                leaves = _earliest(leaves, record.finished_at + window)
+        if leaves is not None:
+            # Refresh the statistics as records leave the window, but not for every one.
+            next_at = _earliest(next_at, max(leaves, now + STATISTICS_REFRESH))
         return next_at
 
     def _update_pressure(self, entry: QueueEntry, queue: VideoQueue, now: float) -> float | None:

@@ -53,8 +53,10 @@ Aging
     `max_priority`. A job of priority p thus competes as a top-priority job after
     (max_priority - p) * aging_interval, and among equal priorities the older job goes first,
     so a steady stream of high-priority work cannot starve it. Aging only reorders; limits
-    and the starvation guard apply as before. `wake_at` includes the next moment a candidate's
-    boost grows.
+    and the starvation guard apply as before. A boost only matters once capacity frees up,
+    and a job finishing wakes the controller anyway, so `wake_at` leaves boosts out (with
+    thousands of waiting jobs each boost would otherwise be a wake-up); the guarantee that
+    deciding again before `wake_at` gives the same decision holds for queues without aging.
 
 Rate limit
     With `starts_per_minute` set, no more than that many admissions fall into any 60-second
@@ -144,18 +146,6 @@ def effective_priority(job: JobView, policy: QueuePolicy, now: float) -> int:
     return min(job.priority + min(steps, policy.aging_max_boost), policy.max_priority)
 
 
-def _next_aging_step(job: JobView, policy: QueuePolicy, now: float) -> float | None:
-    """When the job's boost grows next, or None when it cannot grow any more."""
-    interval = policy.aging_interval
-    if interval is None:
-        return None
-    ceiling = min(job.priority + policy.aging_max_boost, policy.max_priority)
-    if effective_priority(job, policy, now) >= ceiling:
-        return None
-    steps = int(max(0.0, now - job.queued_at) // interval)
-    return job.queued_at + (steps + 1) * interval
-
-
 def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
     """Decide which pending jobs to admit at `now`; see the module docstring for the rules."""
     policy = snapshot.policy
@@ -188,7 +178,6 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
         candidates.sort(key=order_key)
     else:
         candidates.sort(key=lambda j: (-effective_priority(j, policy, now), j.created_at, j.key))
-        wake_times.extend(t for j in candidates if (t := _next_aging_step(j, policy, now)))
 
     # Starts left under the rate limit.
     starts_left = len(candidates)

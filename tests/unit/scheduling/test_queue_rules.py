@@ -47,10 +47,11 @@ def test_aging_boost_is_capped_by_max_boost_and_top_priority() -> None:
     assert effective_priority(view, policy(), 1000) == 3
 
 
-def test_aging_wakes_at_the_next_boost() -> None:
+def test_aging_boosts_do_not_schedule_wake_ups() -> None:
+    # Thousands of waiting jobs would each add a wake-up; a finishing job wakes anyway.
     aged = policy(aging_interval=60.0, concurrency=0)
-    views = (job("a").priority(0).created(0).build(),)
-    assert decide(Snapshot(aged, views), now=30).wake_at == 60
+    views = tuple(job(f"j{i}").priority(0).created(i).build() for i in range(100))
+    assert decide(Snapshot(aged, views), now=30).wake_at is None
 
 
 # -- rate limit ---------------------------------------------------------------------------
