@@ -105,6 +105,10 @@ def test_list_shows_queue_order_positions_and_estimated_starts(
     assert [line.split()[2] for line in table.splitlines()[1:]] == [
         "busy", "high-1", "high-2", "low"
     ]  # fmt: skip
+    shown = vq.ok("show", "high-2").out
+    assert "Position:        2 in queue work" in shown
+    assert "Estimated start: ~" in shown
+    assert vq.ok("show", "high-2", "-o", "json").json()["estimate"]["position"] == 2
     # Nothing of the estimate was written to the API.
     assert "estimate" not in json.dumps(get_job(custom, namespace, "high-1"))
 

@@ -1,0 +1,170 @@
+"""The plugin's pure parts: flags, local validation with errors that name the field, batch
+counting and the output helpers."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from videoqueue.api import VideoJob
+from videoqueue.cli.cluster import CliError
+from videoqueue.cli.main import (
+    BATCH_LABEL,
+    _batches,
+    _job_from_flags,
+    _read_manifests,
+    _validate,
+    build_parser,
+    main,
+)
+from videoqueue.cli.render import duration, relative, table
+
+
+def submit_args(*flags: str) -> Any:
+    return build_parser().parse_args(["submit", *flags])
+
+
+def test_cluster_flags_work_before_and_after_the_command() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["-n", "a", "-o", "yaml", "list"]).namespace == "a"
+    after = parser.parse_args(["list", "-n", "b", "--context", "c"])
+    assert (after.namespace, after.context, after.output) == ("b", "c", "table")
+
+
+def test_a_job_from_flags_has_typed_params_and_a_generated_name() -> None:
+    args = submit_args(
+        "-q", "media", "--type", "clip", "--input", "s3://in/a.mp4", "--priority", "8",
+        "--memory", "2Gi", "--param", "start=5", "--param", "codec=h264", "--param",
+        "hdr=true", "--depends-on", "probe-a",
+    )  # fmt: skip
+    body = _job_from_flags(args)
+    assert body["metadata"] == {"generateName": "clip-"}
+    assert body["spec"] == {
+        "queueName": "media",
+        "type": "clip",
+        "input": {"url": "s3://in/a.mp4"},
+        "priority": 8,
+        "resources": {"memory": "2Gi"},
+        "params": {"start": 5, "codec": "h264", "hdr": True},
+        "dependsOn": ["probe-a"],
+    }
+    assert _validate(body).spec.priority == 8
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        pytest.param(["--type", "probe", "--input", "x"], "--queue", id="no-queue"),
+        pytest.param(["-q", "m", "--input", "x"], "--type", id="no-type"),
+        pytest.param(
+            ["-q", "m", "--type", "probe", "--input", "x", "--param", "oops"],
+            "KEY=VALUE",
+            id="bad-param",
+        ),
+    ],
+)
+def test_missing_or_malformed_flags_are_usage_errors(flags: list[str], message: str) -> None:
+    with pytest.raises(CliError, match=message) as caught:
+        _job_from_flags(submit_args(*flags))
+    assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        pytest.param({"priority": 11}, "spec.priority", id="priority"),
+        pytest.param({"resources": {"memory": "512m"}}, "spec.resources.memory", id="memory"),
+        pytest.param({"type": "Transcode!"}, "spec.type", id="type"),
+        pytest.param({"input": {}}, "spec.input.url", id="input"),
+    ],
+)
+def test_invalid_jobs_are_refused_locally_naming_the_field(
+    spec: dict[str, Any], field: str
+) -> None:
+    body = {
+        "metadata": {"name": "j"},
+        "spec": {"queueName": "q", "type": "probe", "input": {"url": "x"}, **spec},
+    }
+    with pytest.raises(CliError, match=rf"invalid job: {field}:"):
+        _validate(body)
+
+
+def test_manifests_may_hold_several_jobs_but_only_jobs(tmp_path: Path) -> None:
+    good = tmp_path / "jobs.yaml"
+    good.write_text(
+        "kind: VideoJob\nmetadata: {name: a}\n---\nkind: VideoJob\nmetadata: {name: b}\n"
+    )
+    assert [b["metadata"]["name"] for b in _read_manifests(str(good))] == ["a", "b"]
+    mixed = tmp_path / "mixed.yaml"
+    mixed.write_text("kind: VideoJob\n---\nkind: VideoQueue\n")
+    with pytest.raises(CliError, match="found kind 'VideoQueue'"):
+        _read_manifests(str(mixed))
+    with pytest.raises(CliError, match="cannot read"):
+        _read_manifests(str(tmp_path / "absent.yaml"))
+
+
+def test_a_missing_kubeconfig_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--kubeconfig", "/nonexistent/kubeconfig", "list"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "/nonexistent/kubeconfig" in err
+    assert "pass --kubeconfig or set KUBECONFIG" in err
+
+
+def job(name: str, phase: str | None, batch: str | None, queue: str = "q") -> VideoJob:
+    return VideoJob.model_validate(
+        {
+            "metadata": {"name": name, "labels": {BATCH_LABEL: batch} if batch else {}},
+            "spec": {"queueName": queue, "type": "probe", "input": {"url": "x"}},
+            "status": {"phase": phase} if phase else {},
+        }
+    )
+
+
+def test_batches_count_jobs_by_outcome() -> None:
+    jobs = [
+        job("a", "Succeeded", "b1"),
+        job("b", "Running", "b1"),
+        job("c", "Admitted", "b1"),
+        job("d", None, "b1"),
+        job("e", "Backoff", "b1"),
+        job("f", "Rejected", "b1"),
+        job("g", "Cancelled", "b1"),
+        job("h", "Succeeded", "b2", queue="other"),
+        job("i", "Succeeded", None),
+    ]
+    counted = {b["name"]: b for b in _batches(jobs, None)}
+    assert {
+        k: counted["b1"][k] for k in ("total", "pending", "running", "succeeded", "failed")
+    } == {
+        "total": 7,
+        "pending": 2,
+        "running": 2,
+        "succeeded": 1,
+        "failed": 2,
+    }
+    assert [b["name"] for b in _batches(jobs, "q")] == ["b1"]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (59.6, "1m"), (61, "1m1s"), (3600, "1h"), (3720, "1h2m"), (90000, "1d1h")],
+)
+def test_durations_read_like_kubectl_ages(seconds: float, text: str) -> None:
+    assert duration(seconds) == text
+
+
+def test_relative_times_and_tables() -> None:
+    assert relative(100.4, 100) == "now"
+    assert relative(190, 100) == "in 1m30s"
+    assert relative(40, 100) == "1m ago"
+    out = io.StringIO()
+    table(["NAME", "NOTE"], [["a", None], ["long-name", "x"]], out)
+    assert out.getvalue().splitlines() == [
+        "NAME        NOTE",
+        "a           <none>",
+        "long-name   x",
+    ]
