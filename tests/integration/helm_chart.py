@@ -4,14 +4,17 @@ and make kubeconfigs for ServiceAccount tokens."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from videoqueue.envtest import ClusterBase, find_binaries
+from videoqueue.envtest import ClusterBase, find_binaries, poll
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "videoqueue-operator"
@@ -168,3 +171,69 @@ def service_account_token(cluster: ClusterBase, namespace: str, name: str) -> st
 
 def dumps(objects: list[dict[str, Any]]) -> str:
     return "\n---\n".join(json.dumps(o) for o in objects)
+
+
+class DockerEngine:
+    """The Docker engine of $DOCKER_HOST (or the default socket) when it answers, else a
+    dockerd of our own (socket, data and exec roots in a temporary directory; no bridge, no
+    iptables changes), stopped and removed on exit."""
+
+    def __init__(self) -> None:
+        self.host = os.environ.get("DOCKER_HOST", "")  # empty: the default socket
+        self.root: Path | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def docker(
+        self, *args: str, check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+        if self.host:
+            env["DOCKER_HOST"] = self.host
+        result = subprocess.run(
+            ["docker", *args], env=env, capture_output=True, text=True, timeout=timeout
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    def _answers(self) -> bool:
+        return self.docker("info", check=False, timeout=30).returncode == 0
+
+    def __enter__(self) -> DockerEngine:
+        if self._answers():
+            return self
+        dockerd = shutil.which("dockerd")
+        if dockerd is None:
+            raise AssertionError("dockerd is missing: run `make system-packages` (docker.io)")
+        # A short path: the socket path must fit in 108 bytes.
+        root = self.root = Path(tempfile.mkdtemp(prefix="vq-docker-"))
+        self.host = f"unix://{root}/docker.sock"
+        with (root / "dockerd.log").open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    dockerd,
+                    f"--host={self.host}",
+                    f"--data-root={root}/data",
+                    f"--exec-root={root}/exec",
+                    f"--pidfile={root}/docker.pid",
+                    "--bridge=none",
+                    "--iptables=false",
+                    "--ip6tables=false",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        poll(self._answers, timeout=60, what=f"dockerd on {self.host}", interval=0.5)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.process is None or self.root is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        # Layers are root-owned files under data/: remove them with the engine stopped.
+        shutil.rmtree(self.root, ignore_errors=True)

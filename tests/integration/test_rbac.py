@@ -15,7 +15,10 @@ The tests share one release and run in file order; the uninstall test comes last
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +30,18 @@ from kubernetes import client
 
 from videoqueue.envtest import LocalCluster, poll
 
-from .helm_chart import CHART, find, helm, service_account_token, token_kubeconfig, values_file
+from .helm_chart import (
+    CHART,
+    REPO,
+    DockerEngine,
+    find,
+    helm,
+    service_account_token,
+    token_kubeconfig,
+    values_file,
+)
 from .objects import create, make_job, make_queue, wait_job
-from .operator_process import OperatorProcess
+from .operator_process import OperatorProcess, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -133,6 +145,77 @@ def test_operator_runs_jobs_with_the_charts_service_account(
     # Events were posted (core/v1 create).
     events = client.CoreV1Api(api).list_namespaced_event(JOB_NAMESPACE).items
     assert any(e.source.component == "videoqueue-operator" for e in events)
+
+
+def test_operator_image_runs_jobs_read_only_as_non_root(
+    cluster: LocalCluster, release: Release, namespace: str, tmp_path: Path, api: Any
+) -> None:
+    """The Dockerfile's image runs the chart's arguments with the chart's account, on a
+    read-only root filesystem with no capabilities, and answers its probes."""
+    token = service_account_token(cluster, RELEASE_NAMESPACE, FULLNAME)
+    kubeconfig = token_kubeconfig(cluster, token, tmp_path / "operator.kubeconfig")
+    ca = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["certificate-authority"]
+    custom = client.CustomObjectsApi(api)
+    port = free_port()
+    with DockerEngine() as engine:
+        tag = f"videoqueue/operator:test-{uuid.uuid4().hex[:8]}"
+        build = subprocess.run(
+            [str(REPO / "hack/docker-build-operator.sh"), tag],
+            env={**os.environ, "DOCKER_HOST": engine.host} if engine.host else None,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        assert build.returncode == 0, build.stderr
+        user = engine.docker("image", "inspect", tag, "--format", "{{.Config.User}}").stdout
+        assert user.strip() == "65532:65532"
+        name = f"vq-operator-{uuid.uuid4().hex[:6]}"
+        engine.docker(
+            "run", "--detach", "--name", name,
+            # The control plane listens on the host's loopback.
+            "--network=host",
+            "--read-only", "--tmpfs=/tmp", "--cap-drop=ALL",
+            "--security-opt=no-new-privileges",
+            f"--volume={kubeconfig}:/etc/videoqueue/kubeconfig:ro",
+            f"--volume={ca}:{ca}:ro",
+            "--env=KUBECONFIG=/etc/videoqueue/kubeconfig",
+            tag, *release.operator_args,
+            "--metrics-bind=127.0.0.1", f"--metrics-port={port}",
+        )  # fmt: skip
+        try:
+
+            def logs() -> str:
+                result = engine.docker("logs", name, check=False)
+                return result.stdout + result.stderr
+
+            poll(
+                lambda: "acting: this replica now schedules" in logs(),
+                timeout=90,
+                what="the operator in the container to act",
+                interval=1,
+            )
+            create(custom, namespace, "videoqueues", make_queue(concurrency=2))
+            names = [f"image-{i}" for i in range(3)]
+            for name_ in names:
+                create(custom, namespace, "videojobs", make_job(name_))
+            for name_ in names:
+                job = wait_job(custom, namespace, name_, "Complete", timeout=90)
+                assert job["status"]["phase"] == "Succeeded"
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+                assert r.status == 200
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                assert b"videoqueue_" in r.read()
+            # SIGTERM: kopf exits cleanly (and would hand over to a standby at once).
+            engine.docker("stop", "--time=30", name)
+            state = json.loads(engine.docker("inspect", name, "--format", "{{json .State}}").stdout)
+            assert state["ExitCode"] == 0, logs()
+            assert "Forbidden" not in logs()
+        except BaseException:
+            print(f"--- operator container log ---\n{logs()}")
+            raise
+        finally:
+            engine.docker("rm", "--force", name, check=False)
+            engine.docker("image", "rm", "--force", tag, check=False)
 
 
 def test_operator_account_cannot_read_secrets_or_write_specs(
