@@ -235,5 +235,10 @@ class DockerEngine:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        # Layers are root-owned files under data/: remove them with the engine stopped.
+        # dockerd leaves its network namespace bind-mounted under exec/; unmount what is
+        # left under the root, then remove the layers with the engine stopped.
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+        for point in sorted((line.split()[1] for line in mounts), reverse=True):
+            if point.startswith(f"{self.root}/"):
+                subprocess.run(["umount", "--lazy", point], check=False, capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
