@@ -252,7 +252,7 @@ def test_watch_follows_a_job_to_its_end_and_exits_with_its_outcome(
 
 
 def test_unknown_objects_and_bad_input_give_clear_errors(
-    operator: subprocess.Popen[bytes], custom: Any, namespace: str, vq: Plugin
+    operator: subprocess.Popen[bytes], custom: Any, namespace: str, vq: Plugin, tmp_path: Path
 ) -> None:
     create(custom, namespace, "videoqueues", make_queue())
     missing_job = vq("show", "nope")
@@ -272,6 +272,17 @@ def test_unknown_objects_and_bad_input_give_clear_errors(
     bad_memory = vq("submit", "-q", "work", "--type", "probe", "--input", "x", "--memory", "512m")
     assert bad_memory.code == 1
     assert "spec.resources.memory" in bad_memory.err
+    # A manifest is checked whole before anything is created.
+    pair = tmp_path / "pair.yaml"
+    pair.write_text(yaml.safe_dump_all([make_job("fine"), make_job("lost", queue="ghost")]))
+    refused = vq("submit", "-f", str(pair))
+    assert refused.code == 1
+    assert "VideoQueue 'ghost'" in refused.err
+    elsewhere = make_job("elsewhere")
+    elsewhere["metadata"]["namespace"] = "kube-system"
+    moved = vq("submit", "-f", write_job(tmp_path / "elsewhere.yaml", elsewhere))
+    assert moved.code == 1
+    assert "names namespace 'kube-system'" in moved.err
     no_input = vq("submit", "-q", "work", "--type", "probe")
     assert no_input.code == 2
     assert "--input" in no_input.err

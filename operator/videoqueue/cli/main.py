@@ -179,22 +179,29 @@ def cmd_submit(args: argparse.Namespace, cluster: Cluster, out: TextIO) -> int:
         bodies = _read_manifests(args.filename)
     else:
         bodies = [_job_from_flags(args)]
-    created = []
+    if args.name and len(bodies) > 1:
+        raise CliError("--name needs a manifest with a single VideoJob")
+    # Every job is checked (fields, namespace, queue) before the first one is created.
+    queues: set[str] = set()
     for body in bodies:
         metadata = body.setdefault("metadata", {})
         if args.name:
-            if len(bodies) > 1:
-                raise CliError("--name needs a manifest with a single VideoJob")
             metadata["name"] = args.name
             metadata.pop("generateName", None)
         if args.batch:
             metadata.setdefault("labels", {})[BATCH_LABEL] = args.batch
         if args.ci_run_url:
             metadata.setdefault("annotations", {})[CI_RUN_ANNOTATION] = args.ci_run_url
-        metadata.pop("namespace", None)
-        job = _validate(body)
-        cluster.get(QUEUES, job.spec.queue_name)  # a clear error for an unknown queue
-        created.append(cluster.create(JOBS, body))
+        stated = metadata.pop("namespace", None)
+        if stated not in (None, cluster.namespace):
+            raise CliError(
+                f"VideoJob {metadata.get('name')!r} names namespace {stated!r} but the target is "
+                f"{cluster.namespace!r}; pass -n {stated} or remove metadata.namespace"
+            )
+        queues.add(_validate(body).spec.queue_name)
+    for queue in sorted(queues):
+        cluster.get(QUEUES, queue)  # a clear error for an unknown queue
+    created = [cluster.create(JOBS, body) for body in bodies]
     if args.output != "table":
         dump(created if len(created) > 1 else created[0], args.output, out)
     else:
@@ -371,22 +378,13 @@ def cmd_show(args: argparse.Namespace, cluster: Cluster, out: TextIO) -> int:
         return 0
     spec, status, meta = job.spec, job.status, job.metadata
     phase = (status.phase or JobPhase.PENDING).value
-    attempts = spec.max_attempts
     lines: list[tuple[str, object]] = [
         ("Name", meta.name),
         ("Namespace", meta.namespace),
         ("Queue", spec.queue_name),
         ("Type", spec.type),
         ("Priority", spec.priority),
-        (
-            "Phase",
-            phase
-            + (
-                f" (attempt {status.attempt}" + (f" of {attempts})" if attempts else ")")
-                if status.attempt
-                else ""
-            ),
-        ),
+        ("Phase", _phase_line(phase, status.attempt, spec.max_attempts)),
         ("Stage", _stage(status.stage, status.progress)),
         ("Message", status.message),
         ("Input", spec.input.url),
@@ -914,6 +912,13 @@ def _jobs(raws: Sequence[dict[str, Any]]) -> list[VideoJob]:
 
 def _queues(raws: Sequence[dict[str, Any]]) -> list[VideoQueue]:
     return [_queue(raw) for raw in raws]
+
+
+def _phase_line(phase: str, attempt: int, max_attempts: int | None) -> str:
+    if not attempt:
+        return phase
+    of = f" of {max_attempts}" if max_attempts else ""
+    return f"{phase} (attempt {attempt}{of})"
 
 
 def _stage(stage: str | None, progress: int | None) -> str:
