@@ -46,14 +46,14 @@ toolchain: ## Build etcd, Kubernetes, KWOK and Helm from Go modules (cached per 
 
 .PHONY: lint
 lint: venv ## Run ruff (lint + format check) and mypy --strict.
-	$(RUN)/ruff check operator tests
-	$(RUN)/ruff format --check operator tests
+	$(RUN)/ruff check operator tests worker-image
+	$(RUN)/ruff format --check operator tests worker-image
 	$(RUN)/mypy
 
 .PHONY: fmt
 fmt: venv ## Format and auto-fix the Python code.
-	$(RUN)/ruff format operator tests
-	$(RUN)/ruff check --fix operator tests
+	$(RUN)/ruff format operator tests worker-image
+	$(RUN)/ruff check --fix operator tests worker-image
 
 .PHONY: cluster-up
 cluster-up: venv toolchain ## Start the local control plane with KWOK nodes (state in .dev/cluster).
@@ -97,7 +97,7 @@ dev: setup cluster-up install ## Local cluster + CRDs + sample jobs (examples/lo
 ##@ Test
 
 .PHONY: test
-test: setup lint check-manifests test-unit test-integration ## Everything CI runs.
+test: setup lint check-manifests test-unit test-worker test-integration ## Everything CI runs.
 
 .PHONY: check-manifests
 check-manifests: venv ## Fail when crds/ or docs/api.md differ from what the API models generate.
@@ -107,6 +107,10 @@ check-manifests: venv ## Fail when crds/ or docs/api.md differ from what the API
 .PHONY: test-unit
 test-unit: venv ## Pure tests, no cluster.
 	$(RUN)/pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: test-worker
+test-worker: venv ## The worker with real ffmpeg, ffprobe and redis-server (no cluster).
+	$(RUN)/pytest tests/worker $(PYTEST_ARGS)
 
 .PHONY: test-integration
 test-integration: venv toolchain ## Tests against the local control plane (one per session).

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+import tests.worker.harness  # noqa: F401  # puts worker-image on sys.path
 from videoqueue_worker import jobs
 from videoqueue_worker.errors import ExitCode, WorkerError
 from videoqueue_worker.params import (
@@ -16,8 +18,6 @@ from videoqueue_worker.params import (
     parse_params,
 )
 from videoqueue_worker.result import MAX_RESULT_BYTES, encode
-
-import tests.worker.harness  # noqa: F401  # puts worker-image on sys.path
 
 INFO: dict[str, Any] = {
     "format": {"duration": "10.0"},
