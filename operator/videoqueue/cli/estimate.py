@@ -2,8 +2,9 @@
 jobs as read from the API. Nothing here is written back: the estimate lives only in the
 plugin's output.
 
-The estimate replays the operator's own admission rules (`videoqueue.scheduling`) forward in
-time: running jobs finish after the queue's mean run time (per job type when known) counted
+The estimate replays the operator's own admission rules (`videoqueue.scheduling`: order with
+aging, concurrency and memory, backfill and the starvation guard, the start rate limit) forward
+in time: running jobs finish after the queue's mean run time (per job type when known) counted
 from their start, each finish frees a slot and memory, and `decide_admissions` says which
 waiting jobs start at that moment. Jobs in backoff or with a startAfter enter at their time;
 jobs with dependencies enter when the last of them is estimated to finish. A job whose start
@@ -26,8 +27,8 @@ from videoqueue.scheduling import (
     QueuePolicy,
     Snapshot,
     decide_admissions,
-    order_key,
 )
+from videoqueue.scheduling.admission import effective_priority
 
 # The replay stops after this many decision steps: a queue of thousands of jobs needs one
 # step per finishing job, and a person waits for the answer.
@@ -102,12 +103,20 @@ def estimate_queue(
     when the operator reports one lower than spec.concurrency."""
     name = queue.metadata.name
     memory = queue.spec.memory
+    aging = queue.spec.aging
     policy = QueuePolicy(
         concurrency=concurrency if concurrency is not None else queue.spec.concurrency,
         memory_budget=memory.budget_bytes,
         memory_max=memory.max_bytes,
         backfill_seconds=float(memory.backfill_seconds),
         admitting=queue.spec.state == QueueState.ACTIVE,
+        aging_interval=float(aging.interval_seconds) if aging else None,
+        aging_max_boost=aging.max_boost if aging else 10,
+        starts_per_minute=(
+            queue.spec.rate_limit.starts_per_minute if queue.spec.rate_limit else None
+        ),
+        # Preemption is left out: the replay would have to guess which running jobs lose
+        # their place, so a preempting job's estimate is the later, non-preempting one.
     )
     by_name = {job.metadata.name: job for job in jobs}
     mine = [
@@ -138,7 +147,10 @@ def estimate_queue(
             waiting[key] = view
 
     # Positions follow the admission order; held jobs (cancelling, suspended) come last.
-    order = sorted([*waiting.values(), *gated.values()], key=order_key)
+    order = sorted(
+        [*waiting.values(), *gated.values()],
+        key=lambda v: (-effective_priority(v, policy, now), v.created_at, v.key),
+    )
     positions = [view.key for view in order] + sorted(notes)
 
     finishes = {key: finish for key, (_, finish) in active.items()}
@@ -199,6 +211,12 @@ def _replay(
     running = dict(active)
     pending = dict(waiting)
     held = dict(gated)
+    # Admissions of the last minute, for the rate limit: the active jobs' starts to begin with.
+    recent = [
+        moment
+        for key in active
+        if (moment := _ts(by_name[key].status.admitted_time)) is not None and moment > now - 60.0
+    ]
     t = now
     for _ in range(MAX_STEPS):
         running = {k: v for k, v in running.items() if v[1] > t}
@@ -209,7 +227,7 @@ def _replay(
                 eligible = max(release, view.eligible_at or release)
                 pending[key] = dataclasses.replace(view, eligible_at=eligible)
         views = tuple(view for view, _ in running.values()) + tuple(pending.values())
-        decision = decide_admissions(Snapshot(policy, views), t)
+        decision = decide_admissions(Snapshot(policy, views, tuple(recent)), t)
         for rejection in decision.reject:
             notes[rejection.key] = f"will be rejected: {rejection.message}"
             pending.pop(rejection.key, None)
@@ -217,6 +235,7 @@ def _replay(
             view = pending.pop(key)
             mean = run_times.for_type(by_name[key].spec.type)
             starts[key] = t
+            recent.append(t)
             finishes[key] = math.inf if mean is None else t + mean
             admitted = dataclasses.replace(view, state=JobState.ADMITTED, eligible_at=None)
             running[key] = (admitted, finishes[key])

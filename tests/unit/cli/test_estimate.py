@@ -19,7 +19,11 @@ def at(offset: float) -> str:
 
 
 def queue(
-    concurrency: int = 2, budget: str = "4Gi", state: str = "Active", **memory: Any
+    concurrency: int = 2,
+    budget: str = "4Gi",
+    state: str = "Active",
+    spec: dict[str, Any] | None = None,
+    **memory: Any,
 ) -> VideoQueue:
     return VideoQueue.model_validate(
         {
@@ -28,6 +32,7 @@ def queue(
                 "state": state,
                 "concurrency": concurrency,
                 "memory": {"budget": budget, "defaultRequest": "1Gi", **memory},
+                **(spec or {}),
             },
         }
     )
@@ -228,3 +233,22 @@ def test_run_times_fall_back_to_the_succeeded_jobs() -> None:
     assert times.for_type("probe") == 20
     assert times.for_type("transcode") == 80
     assert times.overall == 40
+
+
+def test_aging_lifts_a_long_waiting_job_in_the_order() -> None:
+    aged = queue(concurrency=1, spec={"aging": {"intervalSeconds": 60, "maxBoost": 5}})
+    jobs = [
+        job("running", phase="Running", started=-10, created=-1000),
+        job("fresh-high", priority=7, created=-10),
+        job("old-low", priority=3, created=-600),  # 10 minutes waited: 3 + 5 = 8
+    ]
+    rows = estimate_queue(aged, jobs, NOW, MINUTE)
+    assert [r.name for r in rows if r.position] == ["old-low", "fresh-high"]
+    assert by_name(rows)["old-low"].start == NOW + 50
+
+
+def test_the_start_rate_limit_spaces_out_admissions() -> None:
+    limited = queue(concurrency=10, spec={"rateLimit": {"startsPerMinute": 2}})
+    jobs = [job(f"j{i}", created=-100 + i) for i in range(4)]
+    rows = by_name(estimate_queue(limited, jobs, NOW, RunTimes(overall=600.0)))
+    assert [rows[f"j{i}"].start for i in range(4)] == [NOW, NOW, NOW + 60, NOW + 60]
