@@ -179,13 +179,16 @@ def run_worker(
 
 
 @contextlib.contextmanager
-def redis_server(port: int | None = None) -> Iterator[str]:
-    """A throwaway redis-server on loopback (no persistence); yields its redis:// URL."""
+def redis_server(port: int | None = None, *, password: str | None = None) -> Iterator[str]:
+    """A throwaway redis-server on loopback (no persistence); yields its redis:// URL
+    (without the password, which the worker takes from VIDEOQUEUE_REDIS_PASSWORD)."""
     port = port or free_port()
     data = Path(tempfile.mkdtemp(prefix="vq-redis-"))
     binary = shutil.which("redis-server") or "redis-server"
     # No persistence: --save "" and no append-only file.
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data)]
+    if password is not None:
+        args += ["--requirepass", password]
     process = subprocess.Popen(
         [*args, "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,

@@ -26,8 +26,10 @@ from videoqueue.api.progress import (
 from videoqueue.envtest.wait import poll
 
 
-def _events(url: str, stream: str = DEFAULT_PROGRESS_STREAM) -> list[ProgressEvent]:
-    client = redis.Redis.from_url(url)
+def _events(
+    url: str, stream: str = DEFAULT_PROGRESS_STREAM, password: str | None = None
+) -> list[ProgressEvent]:
+    client = redis.Redis.from_url(url, password=password)
     try:
         return [ProgressEvent.from_fields(fields) for _, fields in client.xrange(stream)]
     finally:
@@ -174,3 +176,17 @@ def test_no_redis_url_means_no_publishing(media: Path, tmp_path: Path) -> None:
     run = run_worker(payload, tmp_path)
     assert run.code == 0
     assert "Redis" not in run.log
+
+
+def test_password_from_the_environment(media: Path, tmp_path: Path) -> None:
+    with redis_server(password="s3cret-from-a-secret") as url:
+        env = {"VIDEOQUEUE_REDIS_URL": url, "VIDEOQUEUE_REDIS_PASSWORD": "s3cret-from-a-secret"}
+        run = run_worker(job_payload("probe", f"file://{media}"), tmp_path, env)
+        events = _events(url, password="s3cret-from-a-secret")
+    assert run.code == 0, run.log
+    assert [e.kind for e in events] == [
+        ProgressKind.STAGE,
+        ProgressKind.PROGRESS,
+        ProgressKind.DONE,
+    ]
+    assert "s3cret" not in run.log
