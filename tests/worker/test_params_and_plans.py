@@ -80,6 +80,9 @@ def test_defaults_follow_the_codec() -> None:
     h265 = parse_params("transcode", {"preset": "h264-1080p", "videoCodec": "h265"})
     assert isinstance(h265, TranscodeParams)
     assert h265.effective_crf is None  # a preset's CRF belongs to its own codec's scale
+    swapped = parse_params("transcode", {"preset": "vp9-720p", "videoCodec": "h264"})
+    assert isinstance(swapped, TranscodeParams)
+    assert (swapped.effective_container, swapped.effective_size) == ("mp4", (None, 720))
 
 
 def test_clip_accepts_copy_alias_and_computes_length() -> None:

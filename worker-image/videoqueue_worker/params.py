@@ -163,7 +163,7 @@ class TranscodeParams(Params):
     def effective_container(self) -> str:
         if self.container is not None:
             return self.container
-        if self._preset and (self.video_codec is None or self.video_codec == "h264"):
+        if self._preset and self.video_codec in (None, self._preset.video_codec):
             return self._preset.container
         return "webm" if self.effective_video_codec == "vp9" else "mp4"
 
