@@ -53,6 +53,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                 "url": "rediss://redis.media.svc:6380/2",
                 "existingSecret": "media-redis",
                 "passwordKey": "redis-password",
+                "caSecret": "media-redis-ca",
             },
         },
         "extraEnv": [{"name": "TZ", "value": "UTC"}],

@@ -321,11 +321,15 @@ def test_install_helm_test_and_uninstall(
         },
     )
     kubeconfig = cluster.kubeconfig
-    helm(
+    installed = helm(
         "install", release, str(CHART), "-n", namespace, "--values", str(values),
         "--wait", "--timeout", "120s", kubeconfig=kubeconfig,
     )  # fmt: skip
     try:
+        notes = installed.stdout[installed.stdout.index("NOTES:") :]
+        assert "<no value>" not in notes, notes
+        assert f"helm test {release} -n {namespace}" in notes, notes
+        assert f"redis://{release}-videoqueue-operator-redis.{namespace}.svc:6379/0" in notes
         status = json.loads(
             helm("status", release, "-n", namespace, "-o", "json", kubeconfig=kubeconfig).stdout
         )
