@@ -5,6 +5,7 @@ the schema refuses, and a real install, `helm test` and uninstall (pods run on K
 from __future__ import annotations
 
 import json
+import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -218,6 +219,23 @@ def test_defaults_are_least_privilege_and_restricted(tmp_path: Path) -> None:
     # No registry host: the first path component of the image is not a host name.
     first = container["image"].split("/")[0]
     assert not {".", ":"} & set(first), container["image"]
+
+
+def test_packaged_chart_carries_the_crds(tmp_path: Path) -> None:
+    """files/crds is a link to the repository's crds/; `helm package` must store the files."""
+    helm("package", str(CHART), "--destination", str(tmp_path))
+    (archive,) = tmp_path.glob("videoqueue-operator-*.tgz")
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    for crd in (
+        "videoqueue.dev_videoqueues.yaml",
+        "videoqueue.dev_videojobs.yaml",
+        "peering/clusterkopfpeerings.kopf.dev.yaml",
+    ):
+        assert f"videoqueue-operator/files/crds/{crd}" in names
+    out = helm("template", "r", str(archive)).stdout
+    crds = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "CustomResourceDefinition"]
+    assert len(crds) == 3
 
 
 # -- server-side dry runs -------------------------------------------------------------------
