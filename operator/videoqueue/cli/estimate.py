@@ -14,19 +14,30 @@ larger than the whole budget) gets no time but a note saying why.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from videoqueue.api import JobPhase, QueueState, VideoJob, VideoQueue, parse_quantity
+from videoqueue.api import (
+    JobPhase,
+    QueueState,
+    VideoJob,
+    VideoQueue,
+    format_bytes,
+    parse_quantity,
+)
 from videoqueue.scheduling import (
+    AdmissionDecision,
+    BlockReason,
     JobState,
     JobView,
     QueuePolicy,
     Snapshot,
     decide_admissions,
+    order_key,
 )
 from videoqueue.scheduling.admission import effective_priority
 
@@ -207,41 +218,74 @@ def _replay(
 ) -> None:
     """Step from event to event (a finish, a job becoming eligible), admitting what the real
     admission rules admit at each. Fills in `starts` and `finishes` of the jobs it starts and
-    `notes` with why the others wait."""
+    `notes` with why the others wait.
+
+    Each step decides on the running jobs, the jobs not yet eligible and only the head of the
+    eligible ones in order (`_WINDOW`), which keeps a queue of thousands to about a second; the
+    window grows whenever a job behind it could still start (free slot and memory, no
+    reservation), so the result is the same as deciding on all of them."""
     running = dict(active)
-    pending = dict(waiting)
     held = dict(gated)
-    # Admissions of the last minute, for the rate limit: the active jobs' starts to begin with.
+    ready: list[JobView] = []  # eligible at t, in admission order
+    future: dict[str, JobView] = {}  # not eligible before some later time
+    for key, view in waiting.items():
+        if not _admissible(view, policy, notes):
+            continue
+        if view.eligible_at is not None and view.eligible_at > now:
+            future[key] = view
+        else:
+            ready.append(view)
+    # Admissions of the last minute, for the rate limit: the active jobs' to begin with.
     recent = [
         moment
         for key in active
         if (moment := _ts(by_name[key].status.admitted_time)) is not None and moment > now - 60.0
     ]
     t = now
+    sorted_once = False
     for _ in range(MAX_STEPS):
         running = {k: v for k, v in running.items() if v[1] > t}
         for key, view in list(held.items()):
             release = _release_time(by_name[key], by_name, finishes)
             if release is not None:
                 del held[key]
-                eligible = max(release, view.eligible_at or release)
-                pending[key] = dataclasses.replace(view, eligible_at=eligible)
-        views = tuple(view for view, _ in running.values()) + tuple(pending.values())
-        decision = decide_admissions(Snapshot(policy, views, tuple(recent)), t)
-        for rejection in decision.reject:
-            notes[rejection.key] = f"will be rejected: {rejection.message}"
-            pending.pop(rejection.key, None)
+                view = dataclasses.replace(view, eligible_at=max(release, view.eligible_at or 0))
+                if _admissible(view, policy, notes):
+                    future[key] = view
+        arrived = [
+            future.pop(key)
+            for key, view in list(future.items())
+            if view.eligible_at is None or view.eligible_at <= t
+        ]
+        if policy.aging_interval is not None or not sorted_once:
+            # Aging reorders jobs as time passes; without it the order never changes.
+            ready += arrived
+            ready.sort(key=lambda v: (-effective_priority(v, policy, t), v.created_at, v.key))
+            sorted_once = True
+        else:
+            for view in arrived:
+                bisect.insort(ready, view, key=order_key)
+        decision = _decide(policy, running, ready, future, recent, t)
+        admitted = set(decision.admit)
         for key in decision.admit:
-            view = pending.pop(key)
+            view = next(v for v in ready if v.key == key)
             mean = run_times.for_type(by_name[key].spec.type)
             starts[key] = t
             recent.append(t)
             finishes[key] = math.inf if mean is None else t + mean
-            admitted = dataclasses.replace(view, state=JobState.ADMITTED, eligible_at=None)
-            running[key] = (admitted, finishes[key])
+            running[key] = (
+                dataclasses.replace(view, state=JobState.ADMITTED, eligible_at=None),
+                finishes[key],
+            )
+        if admitted:  # admitted jobs come from the head of the order
+            found, cut = 0, 0
+            while found < len(admitted):
+                found += ready[cut].key in admitted
+                cut += 1
+            ready = [v for v in ready[:cut] if v.key not in admitted] + ready[cut:]
         for key, blocked in decision.blocked_reasons.items():
             notes[key] = blocked.message
-        if not pending and not held:
+        if not ready and not future and not held:
             return
         upcoming = [f for _, f in running.values() if f > t]
         upcoming += [w for w in [decision.wake_at] if w is not None and w > t]
@@ -252,8 +296,74 @@ def _replay(
         if not upcoming:
             break
         t = max(t, min(upcoming))
+    else:
+        for view in [*ready, *future.values()]:
+            notes.setdefault(view.key, f"more than {MAX_STEPS} starts ahead of it")
     for key in held:
         notes.setdefault(key, "waiting for its dependencies (spec.dependsOn)")
+
+
+_WINDOW = 64
+
+
+def _decide(
+    policy: QueuePolicy,
+    running: Mapping[str, tuple[JobView, float]],
+    ready: Sequence[JobView],
+    future: Mapping[str, JobView],
+    recent: Sequence[float],
+    t: float,
+) -> AdmissionDecision:
+    """`decide_admissions` on the running jobs, the not yet eligible ones and a head of the
+    eligible ones (`ready`, in order) that is long enough for the decision to be exact."""
+    busy = [view for view, _ in running.values()]
+    window = max(_WINDOW, 2 * policy.concurrency)
+    while True:
+        head = ready[:window]
+        views = (*busy, *head, *future.values())
+        decision = decide_admissions(Snapshot(policy, views, tuple(recent)), t)
+        if len(head) == len(ready) or not _behind_may_start(decision, busy, head, ready, policy):
+            return decision
+        window *= 4
+
+
+def _behind_may_start(
+    decision: AdmissionDecision,
+    busy: Sequence[JobView],
+    head: Sequence[JobView],
+    ready: Sequence[JobView],
+    policy: QueuePolicy,
+) -> bool:
+    """Whether a job behind the head could have been admitted too: only with a slot and the
+    memory for it left over and no memory reserved for a blocked job (a job the head's jobs
+    wait behind for a slot, a reservation or the rate limit waits for the same)."""
+    if decision.reserved_for is not None or any(
+        b.reason is BlockReason.RATE_LIMITED for b in decision.blocked_reasons.values()
+    ):
+        return False
+    admitted = {key for key in decision.admit}
+    slots = policy.concurrency - len(busy) - len(admitted)
+    if slots <= 0:
+        return False
+    used = sum(v.memory for v in busy) + sum(v.memory for v in head if v.key in admitted)
+    free = policy.memory_budget - used
+    return any(v.memory <= free for v in ready[len(head) :])
+
+
+def _admissible(view: JobView, policy: QueuePolicy, notes: dict[str, str]) -> bool:
+    """Jobs the queue can never start are noted and left out of the replay."""
+    if view.memory > policy.memory_max:
+        notes[view.key] = (
+            f"will be rejected: needs {format_bytes(view.memory)}, more than the queue's "
+            f"memory.max of {format_bytes(policy.memory_max)}"
+        )
+        return False
+    if view.memory > policy.memory_budget:
+        notes[view.key] = (
+            f"needs {format_bytes(view.memory)}, more than the queue's whole memory.budget"
+        )
+        return False
+    return True
 
 
 def _view(job: VideoJob, queue: VideoQueue, now: float) -> JobView:

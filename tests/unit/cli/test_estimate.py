@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import random
 from typing import Any
 
 import pytest
 
 from videoqueue.api import VideoJob, VideoQueue
+from videoqueue.cli import estimate
 from videoqueue.cli.estimate import JobEstimate, RunTimes, estimate_queue, run_times_from
 
 NOW = 1_800_000_000.0
@@ -252,3 +254,47 @@ def test_the_start_rate_limit_spaces_out_admissions() -> None:
     jobs = [job(f"j{i}", created=-100 + i) for i in range(4)]
     rows = by_name(estimate_queue(limited, jobs, NOW, RunTimes(overall=600.0)))
     assert [rows[f"j{i}"].start for i in range(4)] == [NOW, NOW, NOW + 60, NOW + 60]
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_deciding_on_the_head_of_the_order_gives_the_same_estimate_as_on_all(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(seed)
+    sizes = ["512Mi", "1Gi", "2Gi", "3Gi", "6Gi"]
+    spec: dict[str, Any] = {}
+    if seed % 3 == 0:
+        spec["rateLimit"] = {"startsPerMinute": rng.randint(1, 5)}
+    if seed % 4 == 1:
+        spec["aging"] = {"intervalSeconds": rng.choice([30, 120]), "maxBoost": 3}
+    backfill = rng.choice([0, 90, 600])
+    q = queue(concurrency=rng.randint(1, 4), budget="8Gi", spec=spec, backfillSeconds=backfill)
+    jobs = [
+        job(f"run-{i}", phase="Running", started=-rng.randint(0, 100), memory=rng.choice(sizes))
+        for i in range(rng.randint(0, 3))
+    ]
+    jobs += [
+        job(
+            f"job-{i}",
+            priority=rng.randint(0, 10),
+            created=-rng.randint(0, 300),
+            memory=rng.choice(sizes),
+            type_=rng.choice(["probe", "transcode"]),
+        )
+        for i in range(150)
+    ]
+    times = RunTimes(overall=60.0, by_type={"probe": 7.0})
+    monkeypatch.setattr(estimate, "_WINDOW", 10_000)
+    everything = estimate_queue(q, jobs, NOW, times)
+    monkeypatch.setattr(estimate, "_WINDOW", 1)
+    assert estimate_queue(q, jobs, NOW, times) == everything
+
+
+def test_a_small_job_far_back_in_the_order_backfills_free_memory() -> None:
+    jobs = [job("busy", phase="Running", started=0, memory="6Gi", created=-500)]
+    jobs += [job(f"big-{i:03}", memory="3Gi", created=-100 + i * 0.1) for i in range(200)]
+    jobs.append(job("small", memory="1Gi", created=-1))
+    rows = by_name(estimate_queue(queue(concurrency=3, budget="8Gi"), jobs, NOW, MINUTE))
+    assert rows["small"].start == NOW
+    assert rows["small"].position == 201
+    assert rows["big-000"].start == NOW + 60
