@@ -51,5 +51,8 @@ else
     log "building $tag on $base"
     DOCKER_BUILDKIT=0 docker build -q --network none --build-arg "BASE_IMAGE=$base" \
         -t "$tag" "$context" >/dev/null
+    # Older builds of the worker would pile up in the engine's cache; the base stays.
+    docker image ls --format '{{.Repository}}:{{.Tag}}' videoqueue-worker |
+        grep -vx "$tag" | xargs -r docker image rm >/dev/null 2>&1 || true
 fi
 echo "$tag"
