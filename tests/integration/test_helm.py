@@ -5,6 +5,8 @@ the schema refuses, and a real install, `helm test` and uninstall (pods run on K
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
 
 from videoqueue.envtest import ClusterBase, pod_script, poll
@@ -26,6 +29,7 @@ from .helm_chart import (
     render,
     values_file,
 )
+from .operator_process import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -236,6 +240,44 @@ def test_packaged_chart_carries_the_crds(tmp_path: Path) -> None:
     out = helm("template", "r", str(archive)).stdout
     crds = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "CustomResourceDefinition"]
     assert len(crds) == 3
+
+
+@pytest.mark.parametrize("password", ["s3cret-Pass", None], ids=["auth", "no-auth"])
+def test_bundled_redis_command_runs_a_real_redis(password: str | None, tmp_path: Path) -> None:
+    """The StatefulSet's shell command, run against the Debian redis-server: it starts with
+    the chart's configuration, requires the password, and keeps it out of the process list."""
+    values = {"redis": {"bundled": {"auth": {"enabled": password is not None}}}}
+    objects = render(tmp_path, values, release="r", namespace="ns")
+    container = find(objects, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["/bin/sh", "-c"]
+    port = free_port()
+    # Only where it listens and writes differs from the pod: a free port on loopback, a
+    # temporary directory for /data.
+    script = container["args"][0].replace("port 6379", f"port {port}\nbind 127.0.0.1")
+    script = script.replace("dir /data", f"dir {tmp_path}")
+    env = {"PATH": os.environ["PATH"], **({"REDIS_PASSWORD": password} if password else {})}
+    process = subprocess.Popen(["/bin/sh", "-c", script], env=env, stderr=subprocess.PIPE)
+    try:
+        client = redis.Redis(port=port, password=password, socket_timeout=2)
+        poll(lambda: _pings(client), timeout=20, what="the bundled Redis command to serve")
+        assert client.config_get("maxmemory") == {"maxmemory": str(200 * 2**20)}
+        assert client.config_get("save") == {"save": ""}
+        cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+        assert b"redis-server" in cmdline  # exec'd: the shell is gone, Redis gets signals
+        if password:
+            assert password.encode() not in cmdline
+            with pytest.raises(redis.AuthenticationError):
+                redis.Redis(port=port, socket_timeout=2).ping()
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
 
 
 # -- server-side dry runs -------------------------------------------------------------------
