@@ -40,7 +40,7 @@ from .helm_chart import (
     token_kubeconfig,
     values_file,
 )
-from .objects import create, make_job, make_queue, wait_job
+from .objects import GROUP, VERSION, create, long_job, make_job, make_queue, wait_job
 from .operator_process import OperatorProcess, free_port
 
 pytestmark = pytest.mark.integration
@@ -124,6 +124,22 @@ def test_operator_runs_jobs_with_the_charts_service_account(
     with OperatorProcess(kubeconfig, tmp_path / "operator.log", release.operator_args) as op:
         op.wait_for_log(r"acting: this replica now schedules", timeout=60)
         create(custom, JOB_NAMESPACE, "videoqueues", make_queue(concurrency=2))
+        # Cancelling a running job deletes its worker pod (pods: delete).
+        create(custom, JOB_NAMESPACE, "videojobs", long_job("rbac-cancel"))
+        running = wait_job(custom, JOB_NAMESPACE, "rbac-cancel", "Running", timeout=60)
+        pod = running["status"]["attempts"][0]["pod"]
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, JOB_NAMESPACE, "videojobs", "rbac-cancel", {"spec": {"cancel": True}}
+        )
+        wait_job(custom, JOB_NAMESPACE, "rbac-cancel", "Cancelled", timeout=60)
+        core = client.CoreV1Api(api)
+        poll(
+            lambda: (
+                pod not in {p.metadata.name for p in core.list_namespaced_pod(JOB_NAMESPACE).items}
+            ),
+            timeout=30,
+            what=f"worker pod {pod} to be deleted",
+        )
         names = [f"rbac-{i}" for i in range(4)]
         for i, name in enumerate(names):
             create(custom, JOB_NAMESPACE, "videojobs", make_job(name, priority=i))
