@@ -228,6 +228,29 @@ def test_kstatus_reads_the_operator_conditions(
         "InProgress",
     ]
 
+    # As docs/gitops.md tells Flux users (change both together): a paused queue's Ready is
+    # False, which kstatus reads as InProgress, and a job without Ready/Reconciling/Stalled is
+    # Current while it still runs.
+    create(custom, namespace, "videojobs", long_job("busy"))
+    busy = wait_job(custom, namespace, "busy", "Running")
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "videoqueues", "work", {"spec": {"state": "Paused"}}
+    )
+    paused = wait_for_object(
+        custom.list_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        namespace,
+        "videoqueues",
+        name="work",
+        predicate=lambda o: (
+            o.get("status", {}).get("observedGeneration") == o["metadata"]["generation"]
+        ),
+        timeout=30,
+        what="the paused queue's status",
+    )
+    assert compute(kstatus, paused, busy) == ["InProgress", "Current"]
+
 
 # -- Argo CD --------------------------------------------------------------------------------
 
