@@ -283,6 +283,14 @@ def test_unknown_objects_and_bad_input_give_clear_errors(
     moved = vq("submit", "-f", write_job(tmp_path / "elsewhere.yaml", elsewhere))
     assert moved.code == 1
     assert "names namespace 'kube-system'" in moved.err
+    # A job created some other way for a queue that does not exist is listed as waiting for it.
+    create(custom, namespace, "videojobs", make_job("orphan", queue="ghost"))
+    listing = vq.ok("list", "-o", "json").json()
+    orphans = next(entry for entry in listing if entry["queue"] == "ghost")
+    assert orphans["state"] == "Missing"
+    assert [j["name"] for j in orphans["jobs"]] == ["orphan"]
+    assert "VideoQueue 'ghost' does not exist" in orphans["jobs"][0]["note"]
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "videojobs", "orphan")
     no_input = vq("submit", "-q", "work", "--type", "probe")
     assert no_input.code == 2
     assert "--input" in no_input.err

@@ -317,11 +317,13 @@ def cmd_list(args: argparse.Namespace, cluster: Cluster, out: TextIO) -> int:
             done.sort(key=lambda j: j.status.completion_time or _epoch())
             entry["finished"] = [_finished_dict(j) for j in done]
         result.append(entry)
+    if not args.queue:
+        result += _orphans(jobs, {q.metadata.name for q in queues})
     if args.output != "table":
         dump(result if not args.queue else result[0], args.output, out)
         return 0
     rows: list[list[object]] = []
-    for entry, queue in zip(result, queues, strict=True):
+    for entry in result:
         for e in entry["jobs"]:
             start = e["startTime"] or e["estimatedStart"]
             moment = _parse(start)
@@ -330,7 +332,7 @@ def cmd_list(args: argparse.Namespace, cluster: Cluster, out: TextIO) -> int:
                 when = f"~{when}"
             rows.append(
                 [
-                    queue.metadata.name,
+                    entry["queue"],
                     e["position"] or "-",
                     e["name"],
                     e["phase"],
@@ -342,7 +344,7 @@ def cmd_list(args: argparse.Namespace, cluster: Cluster, out: TextIO) -> int:
         for f in entry.get("finished", []):
             rows.append(
                 [
-                    queue.metadata.name,
+                    entry["queue"],
                     "-",
                     f["name"],
                     f["phase"],
@@ -356,6 +358,30 @@ def cmd_list(args: argparse.Namespace, cluster: Cluster, out: TextIO) -> int:
         return 0
     table(["QUEUE", "POS", "NAME", "PHASE", "PRIORITY", "TYPE", "START"], rows, out)
     return 0
+
+
+def _orphans(jobs: Sequence[VideoJob], queues: set[str]) -> list[dict[str, Any]]:
+    """Unfinished jobs naming a queue that does not exist: they wait until it is created."""
+    missing: dict[str, list[dict[str, Any]]] = {}
+    for job in sorted(
+        jobs, key=lambda j: (j.metadata.creation_timestamp or _epoch(), j.metadata.name)
+    ):
+        name = job.spec.queue_name
+        if name in queues or (job.status.phase is not None and job.status.phase.is_terminal):
+            continue
+        missing.setdefault(name, []).append(
+            {
+                "position": None,
+                "name": job.metadata.name,
+                "phase": (job.status.phase or JobPhase.PENDING).value,
+                "priority": job.spec.priority,
+                "type": job.spec.type,
+                "startTime": None,
+                "estimatedStart": None,
+                "note": f"VideoQueue {name!r} does not exist; create it to run the job",
+            }
+        )
+    return [{"queue": n, "state": "Missing", "jobs": j} for n, j in sorted(missing.items())]
 
 
 def cmd_show(args: argparse.Namespace, cluster: Cluster, out: TextIO) -> int:
