@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 WORKER_PATH = REPO / "worker-image"
 # The worker's own imports (videoqueue.api and videoqueue_worker) without installing it.
 WORKER_PYTHONPATH = os.pathsep.join([str(WORKER_PATH), str(REPO / "operator")])
+PYCACHE = Path(os.environ.get("VIDEOQUEUE_CACHE", Path.home() / ".cache/videoqueue")) / "pycache"
 if str(WORKER_PATH) not in sys.path:
     sys.path.insert(0, str(WORKER_PATH))
 
@@ -133,7 +134,11 @@ def worker_env(
         for k, v in os.environ.items()
         if not k.startswith("VIDEOQUEUE_") and k not in ("PYTHONPATH",)
     }
+    # Cached bytecode, as the image has it compiled in, even where the shell sets
+    # PYTHONDONTWRITEBYTECODE: otherwise every worker start recompiles pydantic.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env |= {
+        "PYTHONPYCACHEPREFIX": str(PYCACHE),
         "PYTHONPATH": WORKER_PYTHONPATH,
         "VIDEOQUEUE_JOB": payload if isinstance(payload, str) else json.dumps(payload),
         "VIDEOQUEUE_RESULT_PATH": str(result_path),
