@@ -10,11 +10,21 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 import redis
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A serving certificate for 127.0.0.1, its key, and the CA that signed it (PEM files)."""
+
+    cert: Path
+    key: Path
+    ca: Path
 
 
 def free_port() -> int:
@@ -25,7 +35,9 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, *, password: str | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, password: str | None = None, tls: TlsFiles | None = None
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -35,23 +47,44 @@ class RedisServer:
         self.binary = binary
         self.workdir = workdir
         self.password = password
+        self.tls = tls
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
+        if self.tls is None:
+            return redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            password=self.password,
+            ssl=True,
+            ssl_ca_certs=str(self.tls.ca),
+        )
 
     def start(self, timeout: float = 10) -> Self:
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError(f"redis-server on port {self.port} is already running")
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.tls is None:
+            ports = ["--port", str(self.port)]
+        else:  # TLS only; clients need not present a certificate
+            ports = [
+                "--port", "0",
+                "--tls-port", str(self.port),
+                "--tls-cert-file", str(self.tls.cert),
+                "--tls-key-file", str(self.tls.key),
+                "--tls-ca-cert-file", str(self.tls.ca),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
         args = [
             self.binary,
-            "--port", str(self.port),
+            *ports,
             "--bind", "127.0.0.1",
             "--save", "",
             "--appendonly", "no",

@@ -1,5 +1,6 @@
 """The progress channel against a real redis-server: consumer group, acknowledgements,
-taking over a dead replica's entries, authentication, and an outage with reconnection.
+taking over a dead replica's entries, authentication, TLS with a private CA, a bounded
+stream length, and an outage with reconnection.
 
 No Kubernetes here: the channel's releases go to a recorder instead of a controller.
 """
@@ -14,10 +15,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from videoqueue.api.progress import ProgressEvent, ProgressKind
+from videoqueue.api.progress import PROGRESS_STREAM_MAXLEN, ProgressEvent, ProgressKind
 from videoqueue.controller.progress import ProgressChannel, ProgressSettings
+from videoqueue.envtest.pki import create_pki
 
-from .redis_server import RedisServer
+from .redis_server import RedisServer, TlsFiles
 
 STREAM = "test:progress"
 UID = "3a1f2b4c-0000-4000-8000-000000000001"
@@ -181,3 +183,55 @@ async def test_a_password_protected_redis(tmp_path: Path) -> None:
             await right.stop()
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(host="127.0.0.1", port=server.port, password="nope").ping()
+
+
+async def test_tls_with_a_private_ca(tmp_path: Path) -> None:
+    pki = create_pki(tmp_path / "pki")  # a CA and a serving certificate for 127.0.0.1
+    tls = TlsFiles(cert=pki.apiserver.cert, key=pki.apiserver.key, ca=pki.ca.cert)
+    with RedisServer(tmp_path / "redis", tls=tls) as server:
+        assert server.url.startswith("rediss://")
+        releases = Releases()
+        trusting = ProgressChannel(
+            ProgressSettings(
+                url=server.url,
+                ca_file=str(pki.ca.cert),
+                stream=STREAM,
+                consumer="a",
+                job_interval=0.1,
+            ),
+            on_release=releases,
+        )
+        # Without the CA the server's certificate cannot be verified: no connection.
+        untrusting = ProgressChannel(ProgressSettings(url=server.url, stream=STREAM, consumer="b"))
+        trusting.start()
+        untrusting.start()
+        try:
+            await until(lambda: trusting.connected_since, within=10, what="a TLS connection")
+            with server.client() as r:
+                r.xadd(STREAM, event("clip", progress=12))
+            await until(lambda: releases.keys, within=10, what="a release over TLS")
+            assert untrusting.connected_since is None
+        finally:
+            await trusting.stop()
+            await untrusting.stop()
+
+
+async def test_the_stream_is_kept_bounded(redis_server: RedisServer) -> None:
+    # A writer that does not bound its XADDs: the consumer trims the stream itself.
+    with redis_server.client() as r:
+        pipe = r.pipeline(transaction=False)
+        for i in range(PROGRESS_STREAM_MAXLEN + 30_000):
+            pipe.xadd(STREAM, {"n": str(i)})
+        pipe.execute()
+        assert r.xlen(STREAM) > PROGRESS_STREAM_MAXLEN + 20_000
+        progress = ProgressChannel(ProgressSettings(url=redis_server.url, stream=STREAM))
+        progress.start()
+        try:
+            # Approximate trimming keeps whole radix-tree nodes: a little over the bound.
+            await until(
+                lambda: r.xlen(STREAM) <= PROGRESS_STREAM_MAXLEN * 1.01,
+                within=30,
+                what="the stream trimmed",
+            )
+        finally:
+            await progress.stop()

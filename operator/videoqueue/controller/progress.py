@@ -64,6 +64,8 @@ READ_BLOCK_MS: Final = 1000
 # one acknowledges each batch within moments of reading it).
 CLAIM_IDLE_SECONDS: Final = 60.0
 CLAIM_INTERVAL: Final = 15.0
+# Below this many entries removed, an approximate XTRIM has caught up with the bound.
+TRIM_BATCH_AT_LEAST: Final = 1000
 # Consumers (replicas) gone this long with nothing pending are removed from the group.
 FORGET_CONSUMER_MS: Final = 600_000
 RECONNECT_MIN: Final = 0.5
@@ -415,6 +417,7 @@ class ProgressChannel:
         self.ignored = 0
         self.bad_entries = 0
         self._changed = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._bad_logged_at = 0.0
 
@@ -449,12 +452,19 @@ class ProgressChannel:
         ]
 
     async def stop(self) -> None:
+        """Stop reading: the loops finish their step (a read blocks at most a second) and
+        close the connection. They are cancelled only if they do not, since redis-py's
+        asyncio client can lose a cancellation that lands inside a command and hang."""
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._stopping.set()
+        self._changed.set()
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=READ_BLOCK_MS / 1000 + 5)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=5)
+        self._stopping.clear()
         self.connected_since = None
 
     def _client(self) -> aioredis.Redis:
@@ -471,7 +481,7 @@ class ProgressChannel:
 
     async def _consume(self) -> None:
         delay = RECONNECT_MIN
-        while True:
+        while not self._stopping.is_set():
             client = self._client()
             try:
                 await self._ensure_group(client)
@@ -497,7 +507,8 @@ class ProgressChannel:
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await client.aclose()
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, RECONNECT_MAX)
 
     async def _ensure_group(self, client: aioredis.Redis) -> None:
@@ -514,12 +525,11 @@ class ProgressChannel:
     async def _read(self, client: aioredis.Redis) -> None:
         stream, group, consumer = self.settings.stream, self.settings.group, self.settings.consumer
         claimed_at = 0.0
-        while True:
+        while not self._stopping.is_set():
             interval = min(CLAIM_INTERVAL, self.settings.claim_idle_seconds)
             if self.clock() - claimed_at >= interval:
                 await self._claim(client)
-                # Workers bound the stream as they add; this bounds it if one does not.
-                await client.xtrim(stream, maxlen=PROGRESS_STREAM_MAXLEN, approximate=True)
+                await self._trim(client)
                 claimed_at = self.clock()
             try:
                 reply = await client.xreadgroup(
@@ -571,6 +581,17 @@ class ProgressChannel:
                 sorted(str(k) for k in fields)[:10],
             )
 
+    async def _trim(self, client: aioredis.Redis) -> None:
+        """Workers bound the stream as they add (XADD MAXLEN ~); this bounds it if one does
+        not. An approximate trim removes at most 100 radix-tree nodes (10,000 entries by
+        default) per call, so a long stream takes a few calls."""
+        for _ in range(100):
+            removed = await client.xtrim(
+                self.settings.stream, maxlen=PROGRESS_STREAM_MAXLEN, approximate=True
+            )
+            if removed < TRIM_BATCH_AT_LEAST:
+                break
+
     async def _claim(self, client: aioredis.Redis) -> None:
         """Take over what dead replicas read but never acknowledged, and forget them."""
         stream, group, consumer = self.settings.stream, self.settings.group, self.settings.consumer
@@ -600,7 +621,7 @@ class ProgressChannel:
 
     async def _release(self) -> None:
         forgot_at = self.clock()
-        while True:
+        while not self._stopping.is_set():
             now = self.clock()
             keys = self.board.take_due(now)
             if keys and self.on_release is not None:
