@@ -326,3 +326,35 @@ def test_worker_pods_get_the_channel_env_over_the_templates() -> None:
     assert by_name["VIDEOQUEUE_PROGRESS_STREAM"]["value"] == "videoqueue:progress"
     assert by_name["VIDEOQUEUE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "redis"
     assert "VIDEOQUEUE_JOB" in by_name
+
+
+# --- the command line ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        pytest.param(["--redis-url", "http://redis:6379"], "redis:// or rediss://", id="scheme"),
+        pytest.param(
+            ["--redis-url", "redis://r:6379", "--redis-password-secret", "nokey"],
+            "expected NAME/KEY",
+            id="secret",
+        ),
+        pytest.param(["--redis-password-secret", "redis/pw"], "needs --redis-url", id="no-url"),
+        pytest.param(
+            ["--redis-url", "redis://r:6379", "--progress-interval", "0"],
+            "--progress-interval",
+            id="interval",
+        ),
+    ],
+)
+def test_the_operator_refuses_bad_redis_options_at_startup(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from videoqueue.__main__ import main
+
+    monkeypatch.delenv("VIDEOQUEUE_REDIS_URL", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--standalone", *args])
+    assert exit_.value.code == 2
+    assert says in capsys.readouterr().err
