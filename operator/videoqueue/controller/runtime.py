@@ -148,6 +148,7 @@ class Controller:
                 progress, clock=clock, on_release=self.refresh_jobs, accepts=self.wants_progress
             )
             self.progress.start()
+        self._stall_warned: set[str] = set()  # queues told their stall detection is off
 
     # -- watch events ---------------------------------------------------------------------
 
@@ -246,6 +247,26 @@ class Controller:
         """Re-assess the jobs that wait for job `key` (its phase changed or it is gone)."""
         self.refresh_jobs(self._dependents.get(key, ()))
 
+    def _warn_stall_detection_off(self, entry: QueueEntry) -> None:
+        """Say once (per queue and activation) that progressDeadlineSeconds is not enforced
+        when there is no progress channel to hear heartbeats on."""
+        queue = entry.queue
+        if self.progress is not None or queue is None or entry.body is None:
+            return
+        if queue.spec.progress_deadline_seconds is None or entry.key in self._stall_warned:
+            return
+        self._stall_warned.add(entry.key)
+        message = (
+            "spec.progressDeadlineSeconds is set but the operator runs without a Redis "
+            "progress channel (--redis-url): stalled workers are not detected"
+        )
+        logger.warning("queue %s: %s", entry.key, message)
+        self._spawn(
+            self.kube.post_event(
+                entry.body, type_="Warning", reason="StallDetectionOff", message=message
+            )
+        )
+
     def wants_progress(self, event: ProgressEvent) -> bool:
         """Whether a worker's event is about a job in the index (same uid) not yet finished."""
         entry = self.jobs.get(f"{event.namespace}/{event.job}")
@@ -305,6 +326,7 @@ class Controller:
     async def reconcile_queue(self, entry: QueueEntry) -> float | None:
         now_ts = self.clock()
         now = datetime.datetime.fromtimestamp(now_ts, datetime.UTC)
+        self._warn_stall_detection_off(entry)
         # 1. assess changed jobs (and time-dependent ones whose moment has come)
         for key in list(entry.jobs):
             job_entry = self.jobs.get(key)
