@@ -21,6 +21,8 @@ from videoqueue.envtest.pki import create_pki
 
 from .redis_server import RedisServer, TlsFiles
 
+pytestmark = pytest.mark.integration
+
 STREAM = "test:progress"
 UID = "3a1f2b4c-0000-4000-8000-000000000001"
 

@@ -7,9 +7,13 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
+import pytest
+
 from videoqueue.envtest import poll
 
 from .objects import create, make_job, make_queue, wait_job
+
+pytestmark = pytest.mark.integration
 
 
 def test_without_redis_jobs_run_and_the_queue_hears_stall_detection_is_off(
