@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from videoqueue.envtest import ClusterBase, LocalCluster
+from videoqueue.envtest import ClusterBase, LocalCluster, poll
 
 from .operator_process import free_port, metrics_args
 from .redis_server import RedisServer
@@ -81,13 +81,20 @@ def crds(cluster: ClusterBase) -> None:
     """The videoqueue CRDs, applied from crds/ as a user would, and established."""
     # Server-side apply: the schemas are too large for the last-applied annotation.
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/videoqueues.videoqueue.dev",
-        "crd/videojobs.videoqueue.dev",
-    )
+
+    def established() -> bool | None:
+        # `kubectl wait` errors out instead of waiting while a fresh CRD has no conditions.
+        result = cluster.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=10s",
+            "crd/videoqueues.videoqueue.dev",
+            "crd/videojobs.videoqueue.dev",
+            check=False,
+        )
+        return result.returncode == 0 or None
+
+    poll(established, timeout=60, what="the videoqueue CRDs to be established")
 
 
 @pytest.fixture(scope="session")

@@ -93,6 +93,22 @@ def test_valid_queue_and_job_are_accepted_with_defaults(
             "maxAttempts": 3,
             "backoff": {"initialSeconds": 10, "factor": 2, "maxSeconds": 600},
         },
+        "preemption": "Never",
+        "memoryPressure": {
+            "enabled": True,
+            "oomKills": 3,
+            "windowSeconds": 600,
+            "recoverySeconds": 60,
+        },
+        "health": {
+            "backlogWarning": 1000,
+            "backlogCritical": 10000,
+            "failureRateWarning": 0.1,
+            "failureRateCritical": 0.5,
+            "minFinished": 5,
+            "memoryUtilizationWarning": 0.95,
+        },
+        "statistics": {"windowSeconds": 900},
     }
     assert job == {
         "queueName": "work",
