@@ -51,7 +51,7 @@ def _timed(run: Callable[[], None]) -> tuple[float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="runs of each (default 5)")
-    parser.add_argument("--seconds", type=float, default=10, help="input length (default 10)")
+    parser.add_argument("--seconds", type=float, default=30, help="input length (default 30)")
     parser.add_argument("--size", default="1920x1080", help="input size (default 1920x1080)")
     parser.add_argument("--params", default='{"preset": "h264-720p"}', help="transcode params")
     parser.add_argument("--no-redis", action="store_true", help="no progress publishing")
