@@ -195,7 +195,7 @@ class Attempt:
         self.reporter.stage("processing")
         info = media.probe(local_input)
         if isinstance(params, ProbeParams):
-            return self._probe(info, output, work_share, upload_share)
+            return self._probe(info, output, upload_share)
 
         assert output is not None
         extension = jobs.output_extension(params)
@@ -203,6 +203,10 @@ class Attempt:
         target = output.child(f"{self.job.name}.{extension}") if output.is_directory else output
         dest = self.scratch / f"frame.{extension}" if series else self._work_file(target)
         plan = jobs.plan(params, info, local_input, dest)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WorkerError(f"cannot create {dest.parent}: {exc.strerror}") from None
         try:
             media.run_ffmpeg(
                 plan.args,
@@ -243,10 +247,6 @@ class Attempt:
         # A local output is written next to its final name and renamed into place: no copy of
         # a large file, and readers never see half of it.
         if target.path is not None:
-            try:
-                target.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise WorkerError(f"cannot create {target.path.parent}: {exc.strerror}") from None
             partial = target.path.with_name(f".{target.path.name}.{os.getpid()}.partial")
             self._cleanup.append(partial)
             return partial
@@ -277,7 +277,6 @@ class Attempt:
         self,
         info: dict[str, Any],
         output: transfer.Location | None,
-        work_share: int,
         upload_share: int,
     ) -> dict[str, Any]:
         self._share(0, 100 - upload_share, 1.0)
