@@ -228,9 +228,8 @@ def test_kstatus_reads_the_operator_conditions(
         "InProgress",
     ]
 
-    # As docs/gitops.md tells Flux users (change both together): a paused queue's Ready is
-    # False, which kstatus reads as InProgress, and a job without Ready/Reconciling/Stalled is
-    # Current while it still runs.
+    # As docs/gitops.md tells Flux users (change both together): a paused queue stays Ready
+    # (pausing is a choice), so it is Current; a running job is Reconciling, so InProgress.
     create(custom, namespace, "videojobs", long_job("busy"))
     busy = wait_job(custom, namespace, "busy", "Running")
     custom.patch_namespaced_custom_object(
@@ -249,7 +248,14 @@ def test_kstatus_reads_the_operator_conditions(
         timeout=30,
         what="the paused queue's status",
     )
-    assert compute(kstatus, paused, busy) == ["InProgress", "Current"]
+    assert compute(kstatus, paused, busy) == ["Current", "InProgress"]
+    # A job that failed for good is Stalled: Failed for kstatus, so a Flux wait turns red.
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "videoqueues", "work", {"spec": {"state": "Active"}}
+    )
+    create(custom, namespace, "videojobs", failing_job("broken"))
+    broken = wait_job(custom, namespace, "broken", "Failed")
+    assert compute(kstatus, broken) == ["Failed"]
 
 
 # -- Argo CD --------------------------------------------------------------------------------

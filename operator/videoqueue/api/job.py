@@ -105,6 +105,10 @@ class JobConditionType(StrEnum):
     SUSPENDED = "Suspended"
     CANCELLED = "Cancelled"
     DEPENDENCIES_MET = "DependenciesMet"  # every job in spec.dependsOn succeeded (sticky)
+    # The kstatus conditions (Flux, kpt): Reconciling while unfinished, Stalled once Failed
+    # or Rejected, so a GitOps wait follows the job to its end.
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
 
 
 class AttemptReason(StrEnum):

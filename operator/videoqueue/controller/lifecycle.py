@@ -111,6 +111,57 @@ def assess_job(
     dependencies: Mapping[str, JobPhase | None] | None = None,
     heard_at: datetime.datetime | None = None,
 ) -> Assessment:
+    """The job's status and place in its queue at `now` (see `_assess_job`), with the
+    kstatus conditions that follow from its phase."""
+    assessment = _assess_job(
+        job,
+        pods,
+        queue,
+        now,
+        confirmed_missing=confirmed_missing,
+        dependencies=dependencies,
+        heard_at=heard_at,
+    )
+    if assessment.unconfirmed_pod is None:
+        _set_kstatus_conditions(assessment.status, now, job.metadata.generation)
+    return assessment
+
+
+def _set_kstatus_conditions(
+    status: VideoJobStatus, now: datetime.datetime, generation: int | None
+) -> None:
+    """Reconciling True until the job ends; Stalled True when it Failed or was Rejected."""
+    phase = status.phase
+    if phase is None:
+        return
+
+    def condition(type_: JobConditionType, value: bool, reason: str, message: str) -> None:
+        status.conditions = put_condition(
+            status.conditions, type_, value, reason, message, now=now, generation=generation
+        )
+
+    if not phase.is_terminal:
+        condition(JobConditionType.RECONCILING, True, phase.value, f"the job is {phase.value}")
+    else:
+        condition(JobConditionType.RECONCILING, False, phase.value, f"the job {phase.value}")
+    if phase in (JobPhase.FAILED, JobPhase.REJECTED):
+        failed = find_condition(status.conditions, JobConditionType.FAILED)
+        reason = failed.reason if failed is not None else phase.value
+        condition(JobConditionType.STALLED, True, reason, status.message or "")
+    elif find_condition(status.conditions, JobConditionType.STALLED) is not None:
+        condition(JobConditionType.STALLED, False, phase.value, "")
+
+
+def _assess_job(
+    job: VideoJob,
+    pods: Sequence[PodOutcome],
+    queue: VideoQueue | None,
+    now: datetime.datetime,
+    *,
+    confirmed_missing: frozenset[str] = frozenset(),
+    dependencies: Mapping[str, JobPhase | None] | None = None,
+    heard_at: datetime.datetime | None = None,
+) -> Assessment:
     """The job's status and place in its queue at `now`.
 
     `dependencies` maps each name in spec.dependsOn to that job's phase (None: no such job);
@@ -478,6 +529,7 @@ def _record_admission(
     status.phase = JobPhase.ADMITTED
     status.admitted_time = now
     status.next_attempt_time = None
+    status.stage, status.progress = None, None  # the new worker reports its own
     if memory:
         status.effective_memory = format_bytes(memory)
     queued = status.queued_time or now
@@ -655,7 +707,9 @@ def reject(
             status.conditions, type_, value, reason, message, now=now, generation=generation
         )
 
-    return _reject(status, reason, message, now, condition, [])
+    rejected = _reject(status, reason, message, now, condition, [])
+    _set_kstatus_conditions(rejected.status, now, generation)
+    return rejected
 
 
 def _progress_deadline(job: VideoJob, queue: VideoQueue | None) -> int | None:

@@ -4,9 +4,10 @@ desired statuses and the time.
 `summarize_queue` counts the jobs by phase, adds up the memory of the admitted and running
 ones, and sets the conditions kstatus readers (Flux, kpt, `kubectl wait`) look for:
 
-- `Ready`: True (reason `Active`) while the queue admits jobs; False with reason `Paused` or
-  `Draining` otherwise, and a message that says what that state means and the command that
-  resumes admission.
+- `Ready`: True with reason `Active`, `Paused` or `Draining` (the state is a choice, not a
+  fault: kstatus, hence Flux, reads a False Ready as "in progress" and would wait forever on
+  a queue Git pauses); for Paused and Draining the message says what that means and gives
+  the command that resumes admission. False only while the queue is Offline.
 - `Reconciling`: always False with reason `Reconciled`. A status is only written after the
   operator has acted on the spec it read, so the status describes `observedGeneration`; a
   reader that sees `metadata.generation` ahead of it knows a change is still being picked up.
@@ -174,7 +175,7 @@ def summarize_queue(
     else:
         reason = REASON_PAUSED if state == QueueState.PAUSED else REASON_DRAINING
         message = f"{_READY_MESSAGES[state]}. Resume admission with: {resume_command(queue)}"
-        condition(QueueConditionType.READY, False, reason, message)
+        condition(QueueConditionType.READY, True, reason, message)
     condition(QueueConditionType.RECONCILING, False, REASON_RECONCILED, _RECONCILED_MESSAGE)
     if state == QueueState.DRAINING:
         busy = status.admitted + status.running

@@ -282,14 +282,14 @@ def test_health_is_healthy_by_default(state: QueueState) -> None:
         pytest.param(QueueState.ACTIVE, ConditionStatus.TRUE, "Active", "admitted", id="active"),
         pytest.param(
             QueueState.PAUSED,
-            ConditionStatus.FALSE,
+            ConditionStatus.TRUE,
             "Paused",
             "new jobs are accepted and wait",
             id="paused",
         ),
         pytest.param(
             QueueState.DRAINING,
-            ConditionStatus.FALSE,
+            ConditionStatus.TRUE,
             "Draining",
             "new jobs are rejected",
             id="draining",
@@ -395,11 +395,10 @@ def test_drained_condition_goes_when_the_queue_is_active_again() -> None:
 @pytest.mark.parametrize(
     ("before", "after", "ready_since"),
     [
-        pytest.param(QueueState.ACTIVE, QueueState.PAUSED, T1, id="active-to-paused-moves"),
-        pytest.param(QueueState.PAUSED, QueueState.ACTIVE, T1, id="paused-to-active-moves"),
-        pytest.param(
-            QueueState.PAUSED, QueueState.DRAINING, T0, id="paused-to-draining-stays-false"
-        ),
+        # Ready stays True across states (only the reason changes), so its time stays.
+        pytest.param(QueueState.ACTIVE, QueueState.PAUSED, T0, id="active-to-paused-stays"),
+        pytest.param(QueueState.PAUSED, QueueState.ACTIVE, T0, id="paused-to-active-stays"),
+        pytest.param(QueueState.PAUSED, QueueState.DRAINING, T0, id="paused-to-draining-stays"),
     ],
 )
 def test_last_transition_time_moves_only_when_ready_changes_status(
