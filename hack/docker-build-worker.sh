@@ -4,6 +4,8 @@
 #
 # The tag is a hash of the base and the staged build context, so an unchanged worker is not
 # rebuilt at all; a changed one costs a few seconds (the Dockerfile only copies files).
+#
+#   hack/docker-build-worker.sh [TAG]    # TAG, e.g. videoqueue/worker:0.1.0, is added too
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -54,5 +56,9 @@ else
     # Older builds of the worker would pile up in the engine's cache; the base stays.
     docker image ls --format '{{.Repository}}:{{.Tag}}' videoqueue-worker |
         grep -vx "$tag" | xargs -r docker image rm >/dev/null 2>&1 || true
+fi
+if [[ -n ${1:-} ]]; then
+    docker tag "$tag" "$1"
+    tag=$1
 fi
 echo "$tag"
