@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 
 from videoqueue.api import (
     JobPhase,
-    QueueState,
     VideoJob,
     VideoQueue,
     format_bytes,
     parse_quantity,
 )
+from videoqueue.controller.lifecycle import queue_policy
 from videoqueue.scheduling import (
     AdmissionDecision,
     BlockReason,
@@ -113,21 +113,10 @@ def estimate_queue(
     ones (dependencies are looked up among them). `concurrency` is the effective concurrency
     when the operator reports one lower than spec.concurrency."""
     name = queue.metadata.name
-    memory = queue.spec.memory
-    aging = queue.spec.aging
-    policy = QueuePolicy(
-        concurrency=concurrency if concurrency is not None else queue.spec.concurrency,
-        memory_budget=memory.budget_bytes,
-        memory_max=memory.max_bytes,
-        backfill_seconds=float(memory.backfill_seconds),
-        admitting=queue.spec.state == QueueState.ACTIVE,
-        aging_interval=float(aging.interval_seconds) if aging else None,
-        aging_max_boost=aging.max_boost if aging else 10,
-        starts_per_minute=(
-            queue.spec.rate_limit.starts_per_minute if queue.spec.rate_limit else None
-        ),
-        # Preemption is left out: the replay would have to guess which running jobs lose
-        # their place, so a preempting job's estimate is the later, non-preempting one.
+    # Preemption is left out: the replay would have to guess which running jobs lose
+    # their place, so a preempting job's estimate is the later, non-preempting one.
+    policy = dataclasses.replace(
+        queue_policy(queue, concurrency=concurrency), preempt_lower_priority=False
     )
     by_name = {job.metadata.name: job for job in jobs}
     mine = [

@@ -26,6 +26,7 @@ from videoqueue.api import (
     JobConditionType,
     JobPhase,
     ManualRetry,
+    PreemptionPolicy,
     QueueState,
     VideoJob,
     VideoJobStatus,
@@ -42,6 +43,7 @@ from videoqueue.scheduling import (
     OOM_KILLED,
     JobState,
     JobView,
+    QueuePolicy,
     backoff_delay,
     consumes_attempt,
     next_memory_after_oom,
@@ -99,6 +101,27 @@ def effective_memory(job: VideoJob, status: VideoJobStatus, queue: VideoQueue) -
     if job.spec.resources.memory is not None:
         return parse_quantity(job.spec.resources.memory)
     return queue.spec.memory.default_request_bytes
+
+
+def queue_policy(queue: VideoQueue, *, concurrency: int | None = None) -> QueuePolicy:
+    """The scheduling policy of `queue`; `concurrency` overrides spec.concurrency (the
+    effective value under memory pressure). The one conversion used by the controller and
+    by the kubectl plugin's estimates."""
+    memory = queue.spec.memory
+    aging = queue.spec.aging
+    rate_limit = queue.spec.rate_limit
+    return QueuePolicy(
+        concurrency=queue.spec.concurrency if concurrency is None else concurrency,
+        memory_budget=memory.budget_bytes,
+        memory_max=memory.max_bytes,
+        backfill_seconds=float(memory.backfill_seconds),
+        admitting=queue.spec.state == QueueState.ACTIVE
+        and queue.metadata.deletion_timestamp is None,
+        aging_interval=float(aging.interval_seconds) if aging else None,
+        aging_max_boost=aging.max_boost if aging else 10,
+        starts_per_minute=rate_limit.starts_per_minute if rate_limit else None,
+        preempt_lower_priority=queue.spec.preemption == PreemptionPolicy.LOWER_PRIORITY,
+    )
 
 
 def assess_job(

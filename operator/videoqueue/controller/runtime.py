@@ -52,6 +52,7 @@ from videoqueue.controller.lifecycle import (
     admit,
     assess_job,
     preempt,
+    queue_policy,
     reject,
 )
 from videoqueue.controller.notifications import Notification, Notifier, notification_for
@@ -64,7 +65,7 @@ from videoqueue.controller.pods import (
 )
 from videoqueue.controller.progress import ProgressChannel, ProgressSettings
 from videoqueue.controller.queue_status import FinishedJob, QueueFacts, summarize_queue
-from videoqueue.scheduling import QueuePolicy, Snapshot, decide_admissions
+from videoqueue.scheduling import Snapshot, decide_admissions
 from videoqueue.scheduling.pressure import (
     PressurePolicy,
     PressureSignals,
@@ -356,25 +357,10 @@ class Controller:
                 and e.assessment is not None
                 and e.assessment.view is not None
             ]
-            memory = queue.spec.memory
             pressure_due = self._update_pressure(entry, queue, now_ts)
-            aging = queue.spec.aging
-            policy = QueuePolicy(
-                concurrency=(
-                    entry.pressure.effective
-                    if entry.pressure is not None
-                    else queue.spec.concurrency
-                ),
-                memory_budget=memory.budget_bytes,
-                memory_max=memory.max_bytes,
-                backfill_seconds=float(memory.backfill_seconds),
-                admitting=queue.spec.state == "Active" and not _deleting(entry.body),
-                aging_interval=float(aging.interval_seconds) if aging else None,
-                aging_max_boost=aging.max_boost if aging else 10,
-                starts_per_minute=(
-                    queue.spec.rate_limit.starts_per_minute if queue.spec.rate_limit else None
-                ),
-                preempt_lower_priority=queue.spec.preemption == "LowerPriority",
+            policy = queue_policy(
+                queue,
+                concurrency=entry.pressure.effective if entry.pressure is not None else None,
             )
             snapshot = Snapshot(policy, tuple(views), self._recent_starts(entry, now_ts))
             decision = decide_admissions(snapshot, now_ts)
