@@ -116,6 +116,11 @@ test-worker: venv ## The worker with real ffmpeg, ffprobe and redis-server (no c
 test-integration: venv toolchain ## Tests against the local control plane (one per session).
 	$(RUN)/pytest tests/integration $(PYTEST_ARGS)
 
+.PHONY: images
+images: venv ## Build the operator and worker images with the local Docker engine (never pulls).
+	hack/docker-build-operator.sh
+	hack/docker-build-worker.sh
+
 .PHONY: clean
 clean: cluster-down ## Remove local state (not the toolchain cache).
 	rm -rf .dev .pytest_cache .mypy_cache .ruff_cache
