@@ -202,6 +202,9 @@ class Reporter:
                 if self._closing and not self._pending:
                     return
                 if not self._closing and self._clock() >= next_heartbeat:
+                    # One waiting heartbeat says it all; an outage must not queue up more.
+                    for stale in [e for e in self._pending if e.kind == ProgressKind.HEARTBEAT]:
+                        self._pending.remove(stale)
                     self._pending.append(self._event(ProgressKind.HEARTBEAT, None))
                     next_heartbeat = self._clock() + self._heartbeat
                 if not self._pending:
