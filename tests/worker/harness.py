@@ -154,7 +154,7 @@ def start_worker(
 ) -> subprocess.Popen[str]:
     """The worker as the pod runs it: `python -m videoqueue_worker`, job in the environment."""
     work = tmp / "work"
-    work.mkdir(exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
         [sys.executable, "-m", "videoqueue_worker"],
         env=worker_env(payload, tmp / "termination-log", work, extra_env),

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.integration.redis_server import RedisServer, TlsFiles
 from tests.worker.harness import (
     free_port,
     job_payload,
@@ -23,6 +24,7 @@ from videoqueue.api.progress import (
     ProgressKind,
     parse_event,
 )
+from videoqueue.envtest.pki import create_pki
 from videoqueue.envtest.wait import poll
 
 
@@ -190,3 +192,31 @@ def test_password_from_the_environment(media: Path, tmp_path: Path) -> None:
         ProgressKind.DONE,
     ]
     assert "s3cret" not in run.log
+
+
+def test_tls_with_a_private_ca(media: Path, tmp_path: Path) -> None:
+    pki = create_pki(tmp_path / "pki")  # a CA and a serving certificate for 127.0.0.1
+    tls = TlsFiles(cert=pki.apiserver.cert, key=pki.apiserver.key, ca=pki.ca.cert)
+    payload = job_payload("probe", f"file://{media}")
+    with RedisServer(tmp_path / "redis", tls=tls) as server:
+        assert server.url.startswith("rediss://")
+        env = {"VIDEOQUEUE_REDIS_URL": server.url, "VIDEOQUEUE_REDIS_CA_FILE": str(pki.ca.cert)}
+        trusting = run_worker(payload, tmp_path / "a", env)
+        # Without the CA the certificate cannot be verified: no events, but the job runs.
+        untrusting = run_worker(payload, tmp_path / "b", {"VIDEOQUEUE_REDIS_URL": server.url})
+        with server.client() as client:
+            events = [
+                ProgressEvent.from_fields(f) for _, f in client.xrange(DEFAULT_PROGRESS_STREAM)
+            ]
+    assert trusting.code == 0, trusting.log
+    assert [e.kind for e in events][-1] == ProgressKind.DONE
+    assert len(events) == 3  # stage, progress and done of the trusting run only
+    assert untrusting.code == 0, untrusting.log
+    assert "cannot publish to Redis" in untrusting.log
+
+
+def test_ca_file_needs_a_tls_url(media: Path, tmp_path: Path, redis_url: str) -> None:
+    env = {"VIDEOQUEUE_REDIS_URL": redis_url, "VIDEOQUEUE_REDIS_CA_FILE": "/etc/ca.pem"}
+    run = run_worker(job_payload("probe", f"file://{media}"), tmp_path, env)
+    assert run.code == 2
+    assert run.message.startswith("VIDEOQUEUE_REDIS_CA_FILE: is set, so VIDEOQUEUE_REDIS_URL must")

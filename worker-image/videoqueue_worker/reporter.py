@@ -41,6 +41,8 @@ class RedisSettings:
     url: str
     password: str | None = None
     stream: str = DEFAULT_PROGRESS_STREAM
+    ca_file: str | None = None
+    """CA bundle for a rediss:// server with a private CA; the system's CAs otherwise."""
 
 
 @dataclass(frozen=True)
@@ -73,12 +75,14 @@ class RedisSink(Sink):
         if self._client is None:
             import redis
 
+            tls = {"ssl_ca_certs": self._settings.ca_file} if self._settings.ca_file else {}
             self._client = redis.Redis.from_url(
                 self._settings.url,
                 password=self._settings.password,
                 socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
                 socket_timeout=REDIS_TIMEOUT_SECONDS,
                 health_check_interval=30,
+                **tls,
             )
         return self._client
 

@@ -31,6 +31,7 @@ from videoqueue.api.progress import (
     DEFAULT_PROGRESS_STREAM,
     ENV_HEARTBEAT_SECONDS,
     ENV_PROGRESS_STREAM,
+    ENV_REDIS_CA_FILE,
     ENV_REDIS_PASSWORD,
     ENV_REDIS_URL,
 )
@@ -122,10 +123,18 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             raise WorkerError(
                 "must be a redis:// or rediss:// (TLS) URL", field=ENV_REDIS_URL, invalid=True
             )
+        ca_file = env.get(ENV_REDIS_CA_FILE) or None
+        if ca_file is not None and not url.startswith("rediss://"):
+            raise WorkerError(
+                f"is set, so {ENV_REDIS_URL} must be a rediss:// (TLS) URL",
+                field=ENV_REDIS_CA_FILE,
+                invalid=True,
+            )
         redis = RedisSettings(
             url=url,
             password=env.get(ENV_REDIS_PASSWORD) or None,
             stream=env.get(ENV_PROGRESS_STREAM) or DEFAULT_PROGRESS_STREAM,
+            ca_file=ca_file,
         )
     return Settings(
         job=job,

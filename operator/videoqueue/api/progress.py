@@ -29,6 +29,8 @@ ENV_REDIS_URL: Final = "VIDEOQUEUE_REDIS_URL"
 """redis://host:port/db, or rediss:// for TLS. Unset: the worker publishes no progress."""
 ENV_REDIS_PASSWORD: Final = "VIDEOQUEUE_REDIS_PASSWORD"
 """Optional; in a cluster it comes from a Secret (valueFrom.secretKeyRef)."""
+ENV_REDIS_CA_FILE: Final = "VIDEOQUEUE_REDIS_CA_FILE"
+"""Optional: a PEM CA bundle (mounted into the pod) to verify a rediss:// server with."""
 ENV_PROGRESS_STREAM: Final = "VIDEOQUEUE_PROGRESS_STREAM"
 ENV_HEARTBEAT_SECONDS: Final = "VIDEOQUEUE_HEARTBEAT_SECONDS"
 
