@@ -1,0 +1,827 @@
+"""Scale benchmark (issue 8): videoqueue against the machine's write ceiling and batch Jobs.
+
+    .venv/bin/python benchmarks/scale/run.py            # N = 5,000, 20,000 pending
+    .venv/bin/python benchmarks/scale/run.py --quick    # N = 200, 2,000 pending (CI)
+
+One local control plane (videoqueue.envtest.LocalCluster, KWOK nodes) for the whole run:
+1. physical limit: a tight async client creates a pod and patches a custom resource's status,
+   N times, `--parallelism` at a time (the write ceiling of this machine);
+2. batch: N batch/v1 Jobs with the same pod template, drained by kube-controller-manager;
+3. videoqueue: N VideoJobs at priorities 1, 5 and 9 in one queue with room for all of them;
+4. arrivals: VideoJobs created at `--rate` per second with free capacity (creation -> pod);
+5. pending: `--pending` VideoJobs in a paused queue: operator RSS once they are indexed,
+   then an operator restart with the queue resumed: time to the first new worker pod.
+Every pod runs `--run-for` on KWOK and succeeds. Creation -> pod is measured on this
+machine's clock: from the create call's answer to the pod's ADDED event on a watch (the
+same path for every scenario). API writes come from the API server's apiserver_request_total
+before and after each scenario, the harness's own creates subtracted. Operator CPU and peak
+RSS come from /proc (utime + stime, VmHWM) of a fresh operator process per scenario.
+
+Prints a table and writes the figures as JSON (`--out`). No timing assertion: exit status 1
+only when a scenario did not finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # run as a script: make `benchmarks` and `tests` importable
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.writes_per_job import (  # noqa: E402
+    GROUP,
+    VERSION,
+    WriteKey,
+    category,
+    scrape_write_counts,
+    subtract,
+)
+from tests.integration.operator_process import OperatorProcess  # noqa: E402
+
+from videoqueue.controller.kube import (  # noqa: E402
+    PODS,
+    VIDEOJOBS,
+    VIDEOQUEUES,
+    ClientSettings,
+    KubeClient,
+    Resource,
+)
+from videoqueue.controller.pods import ANNOTATION_JOB_NAME  # noqa: E402
+from videoqueue.envtest import ClusterConfig, LocalCluster, NodeSpec, pod_script, poll  # noqa: E402
+
+JOBS = Resource("batch", "v1", "jobs")
+BENCH_GROUP = "scale.videoqueue.dev"
+MARKERS = Resource(BENCH_GROUP, "v1", "markers")
+PODS_PER_NODE = 500
+IMAGE = "videoqueue/worker:test"  # never pulled: KWOK plays the container
+PRIORITIES = (1, 5, 9)
+SCENARIOS = ("physical", "batch", "videoqueue", "arrivals", "pending")
+
+TARGETS = {
+    "share_of_physical_limit": 0.80,
+    "arrivals_p99_seconds": 1.0,
+    "writes_per_job": 4.0,
+    "pending_rss_mib": 250.0,
+    "restart_to_admission_seconds": 30.0,
+}
+
+
+# -- figures ----------------------------------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    name: str
+    jobs: int
+    done: int = 0
+    wall_seconds: float = math.nan
+    admissions_per_second: float = math.nan
+    p50_to_pod: float = math.nan
+    p99_to_pod: float = math.nan
+    writes_per_job: float = math.nan  # by who runs the jobs (operator, KCM or the client)
+    object_writes_per_job: float = math.nan  # the same without core/v1 Events
+    operator_cpu_seconds: float = math.nan
+    operator_peak_rss_mib: float = math.nan
+    writes: dict[str, int] = field(default_factory=dict)
+
+
+def quantile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+def latencies(created: dict[str, float], first_pod: dict[str, float]) -> list[float]:
+    return [first_pod[name] - at for name, at in created.items() if name in first_pod]
+
+
+@dataclass(frozen=True)
+class ProcStats:
+    cpu_seconds: float
+    rss_mib: float
+    peak_rss_mib: float
+
+
+def proc_stats(pid: int) -> ProcStats:
+    """CPU (user + system) and resident memory of a live process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    kib = {key: int(status[key].split()[0]) for key in ("VmRSS", "VmHWM")}
+    return ProcStats(cpu, kib["VmRSS"] / 1024, kib["VmHWM"] / 1024)
+
+
+# -- watching ---------------------------------------------------------------------------
+
+
+class Watch:
+    """A raw watch stream (`kubectl get --raw ...?watch=1`): kubectl copies the API server's
+    lines and this thread stamps each event on arrival. Cheaper for this process than
+    decoding objects into client models, which would compete with the operator for CPU."""
+
+    def __init__(
+        self, cluster: LocalCluster, path: str, on_event: Callable[[str, Any, float], None]
+    ) -> None:
+        self._argv = [
+            str(cluster.binaries["kubectl"]),
+            f"--kubeconfig={cluster.kubeconfig}",
+            "get",
+            "--raw",
+            f"{path}?watch=1&timeoutSeconds=3600",
+        ]
+        self._on_event = on_event
+        self._process: subprocess.Popen[bytes] | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Watch:
+        self._process = subprocess.Popen(self._argv, stdout=subprocess.PIPE)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        assert self._process is not None
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            now = time.time()
+            event = json.loads(line)
+            self._on_event(event["type"], event["object"], now)
+
+
+class PodTimes:
+    """When each pod was first seen, keyed by the job that owns it."""
+
+    def __init__(self, owner: Callable[[Any], str]) -> None:
+        self.first_pod: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self._owner = owner
+
+    def __call__(self, kind: str, pod: Any, now: float) -> None:
+        if kind != "ADDED":
+            return
+        with self.lock:
+            self.first_pod.setdefault(self._owner(pod), now)
+
+
+class Completions:
+    """When each object first had condition Complete=True."""
+
+    def __init__(self) -> None:
+        self.at: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, kind: str, obj: Any, now: float) -> None:
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        if any(c.get("type") == "Complete" and c.get("status") == "True" for c in conditions):
+            with self.lock:
+                self.at.setdefault(obj["metadata"]["name"], now)
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.at)
+
+
+def pods_path(namespace: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/pods"
+
+
+# -- writing ----------------------------------------------------------------------------
+
+
+async def bounded(parallelism: int, call: Callable[[int], Awaitable[None]], count: int) -> None:
+    """Run call(0) .. call(count - 1) in order, at most `parallelism` in flight."""
+    indexes = iter(range(count))
+
+    async def worker() -> None:
+        for i in indexes:
+            await call(i)
+
+    await asyncio.gather(*(worker() for _ in range(parallelism)))
+
+
+def client_settings(parallelism: int) -> ClientSettings:
+    return ClientSettings(connection_limit=parallelism + 8, write_concurrency=parallelism)
+
+
+def worker_pod_template(run_for: str) -> dict[str, Any]:
+    return {
+        "metadata": {"annotations": pod_script(run_for, message='{"ok": true}')},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "worker",
+                    "image": IMAGE,
+                    "resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "1Gi"}},
+                }
+            ],
+        },
+    }
+
+
+def marker_crd() -> dict[str, Any]:
+    """A bare custom resource with a status subresource, for the physical limit."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"markers.{BENCH_GROUP}"},
+        "spec": {
+            "group": BENCH_GROUP,
+            "names": {"kind": "Marker", "plural": "markers", "singular": "marker"},
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+class Profile:
+    """py-spy sampling a live process into collapsed stacks (`--profile DIR`)."""
+
+    def __init__(self, pid: int | None, out: Path | None) -> None:
+        self._argv = None
+        if pid is not None and out is not None:
+            py_spy = Path(sys.executable).with_name("py-spy")
+            rate = ["--rate", "200", "--format", "raw", "--nonblocking"]
+            self._argv = [str(py_spy), "record", "--pid", str(pid), *rate, "-o", str(out)]
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Profile:
+        if self._argv is not None:
+            self._process = subprocess.Popen(self._argv, stdout=subprocess.DEVNULL)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            self._process.wait(timeout=60)
+
+
+class Bench:
+    def __init__(self, cluster: LocalCluster, args: argparse.Namespace, workdir: Path) -> None:
+        self.cluster = cluster
+        self.args = args
+        self.workdir = workdir
+
+    def namespace(self, name: str) -> str:
+        self.cluster.create_namespace(name)
+        return name
+
+    def settled_writes(self, quiet: float = 3.0, timeout: float = 120) -> Counter[WriteKey]:
+        """Write counters once no write of any kind but background moved for `quiet` s."""
+        last: list[tuple[int, float]] = []
+
+        def probe() -> Counter[WriteKey] | None:
+            counts = scrape_write_counts(self.cluster)
+            total = sum(n for k, n in counts.items() if category(k) != "control plane background")
+            now = time.monotonic()
+            if not last or last[0][0] != total:
+                last[:] = [(total, now)]
+            return counts if now - last[0][1] >= quiet else None
+
+        return poll(probe, timeout=timeout, what="writes to settle", interval=1.0)
+
+    def profile(self, operator: OperatorProcess, name: str) -> Profile:
+        out = self.args.profile / f"{name}.txt" if self.args.profile else None
+        return Profile(operator.pid, out)
+
+    def operator(self, name: str) -> OperatorProcess:
+        return OperatorProcess(
+            self.cluster.kubeconfig, self.workdir / f"{name}.log", ["--standalone"], name=name
+        )
+
+    # -- 1. physical limit ----------------------------------------------------------------
+
+    async def physical(self) -> Scenario:
+        n, ns = self.args.jobs, self.namespace("physical")
+        result = Scenario("physical limit", n)
+        template = worker_pod_template(self.args.run_for)
+        async with await KubeClient.from_kubeconfig(
+            self.cluster.kubeconfig, settings=client_settings(self.args.parallelism)
+        ) as kube:
+
+            async def make_marker(i: int) -> None:
+                body = {"apiVersion": f"{BENCH_GROUP}/v1", "kind": "Marker"}
+                await kube.create(MARKERS, ns, {**body, "metadata": {"name": f"m{i:05d}"}})
+
+            await bounded(self.args.parallelism, make_marker, n)
+            before = self.settled_writes()
+            created: dict[str, float] = {}
+            first_pod: dict[str, float] = {}
+
+            async def one(i: int) -> None:
+                name = f"m{i:05d}"
+                created[name] = time.time()
+                metadata = {"name": f"p{i:05d}", **template["metadata"]}
+                pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata}
+                await kube.create(PODS, ns, {**pod, "spec": template["spec"]})
+                first_pod[name] = time.time()
+                await kube.patch(
+                    MARKERS, ns, name, {"status": {"admitted": True}}, subresource="status"
+                )
+
+            begin = time.monotonic()
+            await bounded(self.args.parallelism, one, n)
+            result.wall_seconds = time.monotonic() - begin
+        after = self.settled_writes()
+        writes = subtract(after, before)
+        mine = sum(
+            v
+            for k, v in writes.items()
+            if (k.group, k.resource, k.subresource)
+            in {("", "pods", ""), (BENCH_GROUP, "markers", "status")}
+        )
+        result.done = len(first_pod)
+        result.admissions_per_second = n / result.wall_seconds
+        lat = latencies(created, first_pod)
+        result.p50_to_pod, result.p99_to_pod = quantile(lat, 0.5), quantile(lat, 0.99)
+        result.writes_per_job = result.object_writes_per_job = mine / n
+        result.writes = by_path(writes)
+        return result
+
+    # -- 2. batch Jobs --------------------------------------------------------------------
+
+    async def batch(self) -> Scenario:
+        n, ns = self.args.jobs, self.namespace("batch")
+        result = Scenario("batch/v1 Jobs", n)
+        template = worker_pod_template(self.args.run_for)
+        pods = PodTimes(lambda pod: pod["metadata"].get("labels", {}).get("job-name", ""))
+        done = Completions()
+        before = self.settled_writes()
+        created: dict[str, float] = {}
+        with (
+            Watch(self.cluster, pods_path(ns), pods),
+            Watch(self.cluster, f"/apis/batch/v1/namespaces/{ns}/jobs", done),
+        ):
+            begin = time.monotonic()
+            async with await KubeClient.from_kubeconfig(
+                self.cluster.kubeconfig, settings=client_settings(self.args.parallelism)
+            ) as kube:
+
+                async def make(i: int) -> None:
+                    name = f"job-{i:05d}"
+                    body = {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "metadata": {"name": name},
+                        "spec": {"backoffLimit": 0, "template": template},
+                    }
+                    await kube.create(JOBS, ns, body)
+                    created[name] = time.time()
+
+                await bounded(self.args.parallelism, make, n)
+            self.drain(done, n, begin, result)
+        after = self.settled_writes()
+        writes = subtract(after, before, Counter({WriteKey("POST", "batch", "jobs", ""): n}))
+        self.finish(result, writes, created, pods.first_pod, controller={"batch"})
+        return result
+
+    def drain(self, done: Completions, n: int, begin: float, result: Scenario) -> None:
+        poll(
+            lambda: done.count() >= n,
+            timeout=self.args.timeout,
+            what=f"{n} jobs of {result.name} to complete",
+            interval=0.5,
+        )
+        result.done = done.count()
+        result.wall_seconds = time.monotonic() - begin
+
+    def finish(
+        self,
+        result: Scenario,
+        writes: Counter[WriteKey],
+        created: dict[str, float],
+        first_pod: dict[str, float],
+        *,
+        controller: set[str],
+    ) -> None:
+        """Latencies and the writes of whoever runs the jobs: `controller` names the API
+        groups it writes besides pods and Events (batch for KCM, videoqueue.dev for us)."""
+        lat = latencies(created, first_pod)
+        result.p50_to_pod, result.p99_to_pod = quantile(lat, 0.5), quantile(lat, 0.99)
+        if first_pod:
+            span = max(first_pod.values()) - min(created.values())
+            result.admissions_per_second = len(first_pod) / span if span > 0 else math.nan
+        objects = events = 0
+        for key, count in writes.items():
+            pod = (key.group, key.resource, key.subresource) == ("", "pods", "")
+            if key.group in controller or key.group == "kopf.dev" or pod:
+                objects += count
+            elif (key.group, key.resource) == ("", "events"):
+                events += count
+        n = max(result.done, 1)
+        result.object_writes_per_job = objects / n
+        result.writes_per_job = (objects + events) / n
+        result.writes = by_path(writes)
+
+    # -- 3. videoqueue --------------------------------------------------------------------
+
+    def queue(self, name: str, *, concurrency: int, state: str = "Active") -> dict[str, Any]:
+        template = worker_pod_template(self.args.run_for)
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "VideoQueue",
+            "metadata": {"name": name},
+            "spec": {
+                "state": state,
+                "concurrency": concurrency,
+                "memory": {"budget": f"{concurrency}Gi", "defaultRequest": "1Gi", "max": "1Gi"},
+                "template": {
+                    "metadata": template["metadata"],
+                    "spec": {"containers": [{"name": "worker", "image": IMAGE}]},
+                },
+            },
+        }
+
+    @staticmethod
+    def video_job(name: str, queue: str, priority: int) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "VideoJob",
+            "metadata": {"name": name},
+            "spec": {
+                "queueName": queue,
+                "priority": priority,
+                "type": "transcode",
+                "input": {"url": "file:///media/in.mp4"},
+            },
+        }
+
+    async def create_video_jobs(
+        self, ns: str, queue: str, names: list[str], created: dict[str, float]
+    ) -> None:
+        async with await KubeClient.from_kubeconfig(
+            self.cluster.kubeconfig, settings=client_settings(self.args.parallelism)
+        ) as kube:
+
+            async def make(i: int) -> None:
+                name = names[i]
+                body = self.video_job(name, queue, PRIORITIES[i % len(PRIORITIES)])
+                await kube.create(VIDEOJOBS, ns, body)
+                created[name] = time.time()
+
+            await bounded(self.args.parallelism, make, len(names))
+
+    async def videoqueue(self) -> Scenario:
+        n, ns = self.args.jobs, self.namespace("videoqueue")
+        result = Scenario("videoqueue", n)
+        pods = PodTimes(lambda pod: pod["metadata"]["annotations"].get(ANNOTATION_JOB_NAME, ""))
+        done = Completions()
+        created: dict[str, float] = {}
+        operator = self.operator("operator-drain")
+        with operator:
+            operator.wait_for_log("videoqueue controller started", timeout=120)
+            assert operator.pid is not None
+            start_cpu = proc_stats(operator.pid).cpu_seconds
+            before = self.settled_writes()
+            with (
+                Watch(self.cluster, pods_path(ns), pods),
+                Watch(self.cluster, f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/videojobs", done),
+                self.profile(operator, "videoqueue"),
+            ):
+                begin = time.monotonic()
+                async with await KubeClient.from_kubeconfig(self.cluster.kubeconfig) as kube:
+                    await kube.create(VIDEOQUEUES, ns, self.queue("bench", concurrency=n))
+                await self.create_video_jobs(
+                    ns, "bench", [f"vj-{i:05d}" for i in range(n)], created
+                )
+                self.drain(done, n, begin, result)
+            after = self.settled_writes()
+            stats = proc_stats(operator.pid)
+        result.operator_cpu_seconds = stats.cpu_seconds - start_cpu
+        result.operator_peak_rss_mib = stats.peak_rss_mib
+        harness = Counter(
+            {
+                WriteKey("POST", GROUP, "videojobs", ""): n,
+                WriteKey("POST", GROUP, "videoqueues", ""): 1,
+            }
+        )
+        self.finish(
+            result, subtract(after, before, harness), created, pods.first_pod, controller={GROUP}
+        )
+        return result
+
+    # -- 4. arrivals at a fixed rate ------------------------------------------------------
+
+    async def arrivals(self) -> Scenario:
+        n, ns = self.args.arrival_jobs, self.namespace("arrivals")
+        result = Scenario(f"arrivals {self.args.rate:g}/s", n)
+        pods = PodTimes(lambda pod: pod["metadata"]["annotations"].get(ANNOTATION_JOB_NAME, ""))
+        done = Completions()
+        created: dict[str, float] = {}
+        operator = self.operator("operator-arrivals")
+        with operator:
+            operator.wait_for_log("videoqueue controller started", timeout=120)
+            with (
+                Watch(self.cluster, pods_path(ns), pods),
+                Watch(self.cluster, f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/videojobs", done),
+                self.profile(operator, "arrivals"),
+            ):
+                async with await KubeClient.from_kubeconfig(self.cluster.kubeconfig) as kube:
+                    await kube.create(VIDEOQUEUES, ns, self.queue("steady", concurrency=n))
+                    begin = time.monotonic()
+
+                    async def make(i: int) -> None:
+                        # Open loop: the i-th job is due at i / rate, however slow others are.
+                        await asyncio.sleep(max(0.0, begin + i / self.args.rate - time.monotonic()))
+                        name = f"vj-{i:05d}"
+                        await kube.create(VIDEOJOBS, ns, self.video_job(name, "steady", 5))
+                        created[name] = time.time()
+
+                    await asyncio.gather(*(make(i) for i in range(n)))
+                self.drain(done, n, begin, result)
+        lat = latencies(created, pods.first_pod)
+        result.p50_to_pod, result.p99_to_pod = quantile(lat, 0.5), quantile(lat, 0.99)
+        result.admissions_per_second = len(pods.first_pod) / result.wall_seconds
+        return result
+
+    # -- 5. many pending jobs, and a restart ----------------------------------------------
+
+    async def pending(self) -> dict[str, float]:
+        n, ns = self.args.pending, self.namespace("pending")
+        created: dict[str, float] = {}
+        async with await KubeClient.from_kubeconfig(self.cluster.kubeconfig) as kube:
+            await kube.create(
+                VIDEOQUEUES, ns, self.queue("backlog", concurrency=10, state="Paused")
+            )
+        begin = time.monotonic()
+        await self.create_video_jobs(ns, "backlog", [f"vj-{i:05d}" for i in range(n)], created)
+        create_seconds = time.monotonic() - begin
+        pods = PodTimes(lambda pod: pod["metadata"]["annotations"].get(ANNOTATION_JOB_NAME, ""))
+        operator = self.operator("operator-pending")
+        figures: dict[str, float] = {"jobs": n, "create_seconds": create_seconds}
+        with Watch(self.cluster, pods_path(ns), pods), operator:
+            started = time.monotonic()
+            operator.wait_for_log("videoqueue controller started", timeout=300)
+
+            def indexed() -> bool:
+                queue = self.cluster.kubectl(
+                    "get", "-n", ns, f"videoqueues.{GROUP}/backlog", "-o", "json"
+                ).stdout
+                status = json.loads(queue).get("status") or {}
+                return bool(int(status.get("pending", 0)) >= n)
+
+            poll(
+                indexed,
+                timeout=self.args.timeout,
+                what=f"the queue to count {n} pending",
+                interval=1.0,
+            )
+            figures["index_seconds"] = time.monotonic() - started
+            await asyncio.sleep(5)  # let the start-up burst's garbage go before reading RSS
+            assert operator.pid is not None
+            stats = proc_stats(operator.pid)
+            figures["rss_mib"] = stats.rss_mib
+            figures["peak_rss_mib"] = stats.peak_rss_mib
+            figures["cpu_seconds_to_index"] = stats.cpu_seconds
+            operator.kill()
+            self.cluster.kubectl(
+                "patch",
+                "-n",
+                ns,
+                f"videoqueues.{GROUP}/backlog",
+                "--type=merge",
+                "-p",
+                '{"spec": {"state": "Active"}}',
+            )
+            restart = time.time()
+            operator.start()
+            first = poll(
+                lambda: min(pods.first_pod.values(), default=None),
+                timeout=self.args.timeout,
+                what="the first admission after the restart",
+                interval=0.1,
+            )
+            figures["restart_to_admission_seconds"] = first - restart
+            assert operator.pid is not None
+            figures["restart_peak_rss_mib"] = proc_stats(operator.pid).peak_rss_mib
+        return figures
+
+
+def by_path(writes: Counter[WriteKey]) -> dict[str, int]:
+    totals: Counter[str] = Counter()
+    for key, count in writes.items():
+        # Leases and node heartbeats are the control plane's own background.
+        if count and key.group != "coordination.k8s.io" and key.resource != "nodes":
+            totals[f"{key.verb} {key.path}"] += count
+    return dict(sorted(totals.items()))
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    return (
+        "-"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else f"{value:.{digits}f}"
+    )
+
+
+def table(scenarios: list[Scenario], pending: dict[str, float]) -> str:
+    header = (
+        f"{'scenario':<20}{'jobs':>7}{'done':>7}{'wall s':>9}{'adm/s':>9}{'p50 s':>8}"
+        f"{'p99 s':>8}{'writes/job':>12}{'objects/job':>13}{'op CPU s':>10}{'op RSS MiB':>12}"
+    )
+    lines = [header, "-" * len(header)]
+    for s in scenarios:
+        lines.append(
+            f"{s.name:<20}{s.jobs:>7}{s.done:>7}{fmt(s.wall_seconds, 1):>9}"
+            f"{fmt(s.admissions_per_second, 1):>9}"
+            f"{fmt(s.p50_to_pod, 3):>8}{fmt(s.p99_to_pod, 3):>8}"
+            f"{fmt(s.writes_per_job):>12}{fmt(s.object_writes_per_job):>13}"
+            f"{fmt(s.operator_cpu_seconds, 1):>10}{fmt(s.operator_peak_rss_mib, 0):>12}"
+        )
+    if not pending:
+        return "\n".join(lines)
+    lines += [
+        "",
+        f"pending: {int(pending['jobs'])} VideoJobs in a paused queue (created in "
+        f"{pending['create_seconds']:.0f}s); operator indexed them in "
+        f"{pending['index_seconds']:.1f}s using {pending['cpu_seconds_to_index']:.1f} CPU s; "
+        f"RSS {pending['rss_mib']:.0f} MiB (peak {pending['peak_rss_mib']:.0f} MiB)",
+        f"restart with the queue resumed -> first new worker pod: "
+        f"{pending['restart_to_admission_seconds']:.1f}s "
+        f"(peak RSS {pending['restart_peak_rss_mib']:.0f} MiB)",
+    ]
+    return "\n".join(lines)
+
+
+def verdicts(scenarios: list[Scenario], pending: dict[str, float]) -> dict[str, Any]:
+    named = {s.name.split()[0]: s for s in scenarios}
+    measured: dict[str, float] = dict(pending)
+    measured["pending_rss_mib"] = pending.get("rss_mib", math.nan)
+    if "videoqueue" in named:
+        ours = named["videoqueue"]
+        measured["writes_per_job"] = ours.object_writes_per_job
+        if "physical" in named:
+            limit = named["physical"].admissions_per_second
+            measured["share_of_physical_limit"] = ours.admissions_per_second / limit
+    if "arrivals" in named:
+        measured["arrivals_p99_seconds"] = named["arrivals"].p99_to_pod
+    result = {}
+    for key, target in TARGETS.items():
+        if key not in measured:
+            continue
+        value = measured[key]
+        ok = value >= target if key == "share_of_physical_limit" else value <= target
+        result[key] = {"measured": round(value, 3), "target": target, "met": ok}
+    return result
+
+
+def verdict_text(checks: dict[str, Any]) -> str:
+    lines = ["", f"{'target':<32}{'measured':>10}{'target':>9}  met"]
+    for key, check in checks.items():
+        sign = ">=" if key == "share_of_physical_limit" else "<="
+        lines.append(
+            f"{key:<32}{check['measured']:>10}{sign:>4}{check['target']:>5}  "
+            f"{'yes' if check['met'] else 'NO'}"
+        )
+    return "\n".join(lines)
+
+
+async def run(
+    cluster: LocalCluster, args: argparse.Namespace, workdir: Path
+) -> tuple[list[Scenario], dict[str, float]]:
+    bench = Bench(cluster, args, workdir)
+    scenarios = []
+    for step in (bench.physical, bench.batch, bench.videoqueue, bench.arrivals):
+        if step.__name__ not in args.only:
+            continue
+        print(f"[{time.strftime('%H:%M:%S')}] {step.__name__} ...", file=sys.stderr, flush=True)
+        scenarios.append(await step())
+        print(f"  {asdict(scenarios[-1])}", file=sys.stderr, flush=True)
+    if "pending" not in args.only:
+        return scenarios, {}
+    print(f"[{time.strftime('%H:%M:%S')}] pending ...", file=sys.stderr, flush=True)
+    pending = await bench.pending()
+    return scenarios, pending
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="N=200, 2,000 pending (for CI)")
+    parser.add_argument("--jobs", type=int, help="N (default 5000; 200 with --quick)")
+    parser.add_argument("--pending", type=int, help="pending jobs (default 20000; 2000 quick)")
+    parser.add_argument("--rate", type=float, default=20.0, help="arrivals per second")
+    parser.add_argument("--arrival-jobs", type=int, help="jobs at --rate (default 30 s worth)")
+    parser.add_argument("--parallelism", type=int, default=32, help="client writes in flight")
+    parser.add_argument("--run-for", default="1s", help="how long each pod runs on KWOK")
+    parser.add_argument("--timeout", type=float, default=1800, help="per-scenario limit")
+    parser.add_argument("--kcm-qps", type=int, default=200, help="kube-controller-manager QPS")
+    parser.add_argument("--out", type=Path, help="JSON results (default next to this file)")
+    parser.add_argument(
+        "--only",
+        type=lambda text: set(text.split(",")),
+        default=set(SCENARIOS),
+        help=f"comma-separated scenarios to run (default all: {','.join(SCENARIOS)})",
+    )
+    parser.add_argument(
+        "--profile", type=Path, help="write py-spy collapsed stacks of the operator here"
+    )
+    args = parser.parse_args(argv)
+    args.jobs = args.jobs or (200 if args.quick else 5000)
+    args.pending = args.pending or (2000 if args.quick else 20000)
+    args.arrival_jobs = args.arrival_jobs or int(args.rate * (10 if args.quick else 30))
+    out = args.out or Path(__file__).with_name(
+        "results-quick.json" if args.quick else "results.json"
+    )
+
+    nodes = max(4, math.ceil(1.2 * max(args.jobs, args.arrival_jobs) / PODS_PER_NODE))
+    config = ClusterConfig(
+        nodes=[
+            NodeSpec(
+                f"kwok-node-{i}", cpu="1000", memory=f"{PODS_PER_NODE * 2}Gi", pods=PODS_PER_NODE
+            )
+            for i in range(nodes)
+        ],
+        controller_manager_qps=args.kcm_qps,
+        controller_manager_burst=int(args.kcm_qps * 1.5),
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="videoqueue-scale-"))
+    print(
+        f"starting the local control plane with {nodes} KWOK nodes (logs in {workdir}) ...",
+        file=sys.stderr,
+    )
+    with LocalCluster(cluster_config=config) as cluster:
+        cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+        cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(marker_crd()))
+        cluster.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/videoqueues.videoqueue.dev",
+            "crd/videojobs.videoqueue.dev",
+            f"crd/markers.{BENCH_GROUP}",
+        )
+        scenarios, pending = asyncio.run(run(cluster, args, workdir))
+    checks = verdicts(scenarios, pending)
+    text = table(scenarios, pending) + "\n" + verdict_text(checks)
+    print(text)
+    load = os.getloadavg()
+    out.write_text(
+        json.dumps(
+            {
+                "command": " ".join(["benchmarks/scale/run.py", *(argv or sys.argv[1:])]),
+                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "load_average_after": [round(x, 2) for x in load],
+                },
+                "settings": {
+                    k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                },
+                "scenarios": [asdict(s) for s in scenarios],
+                "pending": pending,
+                "targets": checks,
+                "table": text,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"results written to {out}", file=sys.stderr)
+    return 0 if all(s.done >= s.jobs for s in scenarios) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
