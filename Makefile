@@ -116,6 +116,16 @@ test-worker: venv ## The worker with real ffmpeg, ffprobe and redis-server (no c
 test-integration: venv toolchain ## Tests against the local control plane (one per session).
 	$(RUN)/pytest tests/integration $(PYTEST_ARGS)
 
+##@ Benchmarks
+
+.PHONY: bench-scale
+bench-scale: venv toolchain ## Scale benchmark (N=5,000, 20,000 pending; ~20 min): table + benchmarks/scale/results.json.
+	$(RUN)/python benchmarks/scale/run.py
+
+.PHONY: bench-scale-quick
+bench-scale-quick: venv toolchain ## Scale benchmark, quick mode (N=200, 2,000 pending): figures only, no timing assertion.
+	$(RUN)/python benchmarks/scale/run.py --quick --out $(CURDIR)/.dev/bench-scale-quick.json
+
 .PHONY: images
 images: venv ## Build the operator and worker images with the local Docker engine (never pulls).
 	hack/docker-build-operator.sh

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import json
 import math
 import os
@@ -63,7 +64,7 @@ from videoqueue.controller.kube import (  # noqa: E402
     KubeClient,
     Resource,
 )
-from videoqueue.controller.pods import ANNOTATION_JOB_NAME  # noqa: E402
+from videoqueue.controller.pods import ANNOTATION_ADMITTED_AT, ANNOTATION_JOB_NAME  # noqa: E402
 from videoqueue.envtest import ClusterConfig, LocalCluster, NodeSpec, pod_script, poll  # noqa: E402
 
 JOBS = Resource("batch", "v1", "jobs")
@@ -95,6 +96,8 @@ class Scenario:
     admissions_per_second: float = math.nan
     p50_to_pod: float = math.nan
     p99_to_pod: float = math.nan
+    p50_to_admitted: float = math.nan  # to the operator's admitted-at stamp (VideoJobs)
+    p99_to_admitted: float = math.nan
     writes_per_job: float = math.nan  # by who runs the jobs (operator, KCM or the client)
     object_writes_per_job: float = math.nan  # the same without core/v1 Events
     operator_cpu_seconds: float = math.nan
@@ -111,6 +114,13 @@ def quantile(values: list[float], q: float) -> float:
 
 def latencies(created: dict[str, float], first_pod: dict[str, float]) -> list[float]:
     return [first_pod[name] - at for name, at in created.items() if name in first_pod]
+
+
+def record_admitted(
+    result: Scenario, created: dict[str, float], admitted: dict[str, float]
+) -> None:
+    lat = latencies(created, admitted)
+    result.p50_to_admitted, result.p99_to_admitted = quantile(lat, 0.5), quantile(lat, 0.99)
 
 
 @dataclass(frozen=True)
@@ -179,14 +189,22 @@ class PodTimes:
 
     def __init__(self, owner: Callable[[Any], str]) -> None:
         self.first_pod: dict[str, float] = {}
+        # The operator's own admission time (annotation on its pods): tells the operator's
+        # delay from this watch's lag.
+        self.admitted_at: dict[str, float] = {}
         self.lock = threading.Lock()
         self._owner = owner
 
     def __call__(self, kind: str, pod: Any, now: float) -> None:
         if kind != "ADDED":
             return
+        owner = self._owner(pod)
+        admitted = (pod["metadata"].get("annotations") or {}).get(ANNOTATION_ADMITTED_AT)
         with self.lock:
-            self.first_pod.setdefault(self._owner(pod), now)
+            self.first_pod.setdefault(owner, now)
+            if admitted:
+                stamp = datetime.datetime.fromisoformat(admitted).timestamp()
+                self.admitted_at.setdefault(owner, stamp)
 
 
 class Completions:
@@ -537,6 +555,7 @@ class Bench:
         self.finish(
             result, subtract(after, before, harness), created, pods.first_pod, controller={GROUP}
         )
+        record_admitted(result, created, pods.admitted_at)
         return result
 
     # -- 4. arrivals at a fixed rate ------------------------------------------------------
@@ -570,6 +589,7 @@ class Bench:
                 self.drain(done, n, begin, result)
         lat = latencies(created, pods.first_pod)
         result.p50_to_pod, result.p99_to_pod = quantile(lat, 0.5), quantile(lat, 0.99)
+        record_admitted(result, created, pods.admitted_at)
         result.admissions_per_second = len(pods.first_pod) / result.wall_seconds
         return result
 
@@ -636,6 +656,12 @@ class Bench:
         return figures
 
 
+def settings_value(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    return sorted(value) if isinstance(value, set) else value
+
+
 def by_path(writes: Counter[WriteKey]) -> dict[str, int]:
     totals: Counter[str] = Counter()
     for key, count in writes.items():
@@ -659,14 +685,15 @@ def fmt(value: float, digits: int = 2) -> str:
 def table(scenarios: list[Scenario], pending: dict[str, float]) -> str:
     header = (
         f"{'scenario':<20}{'jobs':>7}{'done':>7}{'wall s':>9}{'adm/s':>9}{'p50 s':>8}"
-        f"{'p99 s':>8}{'writes/job':>12}{'objects/job':>13}{'op CPU s':>10}{'op RSS MiB':>12}"
+        f"{'p99 s':>8}{'adm p99':>8}{'writes/job':>12}{'objects/job':>13}{'op CPU s':>10}"
+        f"{'op RSS MiB':>12}"
     )
     lines = [header, "-" * len(header)]
     for s in scenarios:
         lines.append(
             f"{s.name:<20}{s.jobs:>7}{s.done:>7}{fmt(s.wall_seconds, 1):>9}"
             f"{fmt(s.admissions_per_second, 1):>9}"
-            f"{fmt(s.p50_to_pod, 3):>8}{fmt(s.p99_to_pod, 3):>8}"
+            f"{fmt(s.p50_to_pod, 3):>8}{fmt(s.p99_to_pod, 3):>8}{fmt(s.p99_to_admitted, 3):>8}"
             f"{fmt(s.writes_per_job):>12}{fmt(s.object_writes_per_job):>13}"
             f"{fmt(s.operator_cpu_seconds, 1):>10}{fmt(s.operator_peak_rss_mib, 0):>12}"
         )
@@ -797,6 +824,7 @@ def main(argv: list[str] | None = None) -> int:
     text = table(scenarios, pending) + "\n" + verdict_text(checks)
     print(text)
     load = os.getloadavg()
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps(
             {
@@ -807,9 +835,7 @@ def main(argv: list[str] | None = None) -> int:
                     "python": platform.python_version(),
                     "load_average_after": [round(x, 2) for x in load],
                 },
-                "settings": {
-                    k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                },
+                "settings": {k: settings_value(v) for k, v in vars(args).items()},
                 "scenarios": [asdict(s) for s in scenarios],
                 "pending": pending,
                 "targets": checks,
