@@ -18,15 +18,10 @@ ARCH=$(dpkg --print-architecture)
 log() { echo "worker-base-image: $*" >&2; }
 
 mirror() {
-    # The mirror apt uses for the suite's main component, e.g. http://deb.debian.org/debian/.
-    local uri
-    uri=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(COMPONENT)' 2>/dev/null |
-        awk -v s="$SUITE" '$2 == s && $3 == "main" { print $1; exit }')
-    if [[ -z $uri ]]; then
-        log "no apt source for '$SUITE main' in /etc/apt/sources.list*; set VIDEOQUEUE_BASE_MIRROR"
-        return 1
-    fi
-    echo "$uri"
+    # The mirror apt uses for a release's main component, e.g. http://deb.debian.org/debian/
+    # for bookworm; empty when apt has none.
+    apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(COMPONENT)' 2>/dev/null |
+        awk -v s="$1" '$2 == s && $3 == "main" { print $1; exit }'
 }
 
 # Keyed on apt's source files rather than the mirror resolved from them: asking apt takes
@@ -48,7 +43,11 @@ if [[ ! -s $TARBALL ]]; then
     mkdir -p "$CACHE"
     work=$(mktemp -d "$CACHE/build.XXXXXX")
     trap 'rm -rf "$work"' EXIT
-    MIRROR=${VIDEOQUEUE_BASE_MIRROR:-$(mirror)}
+    MIRROR=${VIDEOQUEUE_BASE_MIRROR:-$(mirror "$SUITE")}
+    if [[ -z $MIRROR ]]; then
+        log "no apt source for '$SUITE main' in /etc/apt/sources.list*; set VIDEOQUEUE_BASE_MIRROR"
+        exit 1
+    fi
     log "debootstrap $SUITE from $MIRROR into $work/root (a few minutes, once)"
     include=$(IFS=,; echo "${PACKAGES[*]}")
     debootstrap --variant=minbase --arch="$ARCH" --include="$include" \
@@ -56,8 +55,23 @@ if [[ ! -s $TARBALL ]]; then
         tail -n 30 "$work/debootstrap.log" >&2
         exit 1
     }
+    # The point release debootstrap installs, plus the updates and security fixes published
+    # since, from the same mirrors apt on this machine uses (frozen in the cached tarball:
+    # delete it to take newer fixes).
+    {
+        echo "deb $MIRROR $SUITE main"
+        for release in "$SUITE-updates" "$SUITE-security"; do
+            uri=$(mirror "$release")
+            [[ -z $uri ]] || echo "deb $uri $release main"
+        done
+    } >"$work/root/etc/apt/sources.list"
+    log "upgrading with $(grep -c . "$work/root/etc/apt/sources.list") apt sources"
+    { chroot "$work/root" apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive chroot "$work/root" apt-get -y -qq upgrade; } \
+        >"$work/upgrade.log" 2>&1 || { tail -n 30 "$work/upgrade.log" >&2; exit 1; }
     # Nothing the worker reads at run time: package caches, indexes, docs, man pages.
-    rm -rf "$work/root"/var/cache/apt/archives/*.deb "$work/root"/var/lib/apt/lists/* \
+    rm -rf "$work/root"/var/cache/apt/archives/*.deb "$work/root"/var/cache/apt/*.bin \
+        "$work/root"/var/lib/apt/lists/* "$work/root"/var/log/apt/* \
         "$work/root"/usr/share/doc/* "$work/root"/usr/share/man/* "$work/root"/usr/share/info/*
     tar --numeric-owner -C "$work/root" -cf "$work/root.tar" .
     mv "$work/root.tar" "$TARBALL"
