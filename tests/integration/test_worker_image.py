@@ -41,6 +41,14 @@ def _docker_answers(env: dict[str, str]) -> bool:
     return done.returncode == 0
 
 
+def _unmount_under(directory: Path) -> None:
+    # dockerd leaves the network namespace it bind-mounted under its exec root.
+    mounts = Path("/proc/self/mounts").read_text().splitlines()
+    points = [line.split()[1] for line in mounts if line.split()[1].startswith(f"{directory}/")]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", point], capture_output=True, check=False)
+
+
 @pytest.fixture(scope="module")
 def docker_env() -> Iterator[dict[str, str]]:
     """Environment for `docker` commands that reach a running engine."""
@@ -92,6 +100,7 @@ def docker_env() -> Iterator[dict[str, str]]:
                 daemon.kill()
                 daemon.wait()
             log.close()
+            _unmount_under(run_dir)
             shutil.rmtree(run_dir, ignore_errors=True)
 
 
