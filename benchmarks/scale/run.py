@@ -165,23 +165,34 @@ class Watch:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> Watch:
+        self._stopping = False
         self._process = subprocess.Popen(self._argv, stdout=subprocess.PIPE)
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
+        self._stopping = True
         if self._process is not None:
             self._process.terminate()
             self._process.wait(timeout=10)
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        assert self._process is not None
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            now = time.time()
-            event = json.loads(line)
-            self._on_event(event["type"], event["object"], now)
+        while True:
+            process = self._process
+            assert process is not None
+            assert process.stdout is not None
+            for line in process.stdout:
+                now = time.time()
+                event = json.loads(line)
+                self._on_event(event["type"], event["object"], now)
+            process.wait()
+            if self._stopping:
+                return
+            # The API server may end a watch at any time: watch again. The new stream starts
+            # with every existing object (ADDED), and the callbacks keep first times.
+            print(f"watch {self._argv[-1]} ended; restarting", file=sys.stderr, flush=True)
+            self._process = subprocess.Popen(self._argv, stdout=subprocess.PIPE)
 
 
 class PodTimes:
@@ -619,12 +630,13 @@ class Bench:
                 status = json.loads(queue).get("status") or {}
                 return bool(int(status.get("pending", 0)) >= n)
 
-            poll(
-                indexed,
-                timeout=self.args.timeout,
-                what=f"the queue to count {n} pending",
-                interval=1.0,
-            )
+            with self.profile(operator, "pending-index"):
+                poll(
+                    indexed,
+                    timeout=self.args.timeout,
+                    what=f"the queue to count {n} pending",
+                    interval=1.0,
+                )
             figures["index_seconds"] = time.monotonic() - started
             await asyncio.sleep(5)  # let the start-up burst's garbage go before reading RSS
             assert operator.pid is not None
