@@ -11,6 +11,7 @@ RUN := $(VENV)/bin
 CLUSTER_DIR := .dev/cluster
 # Where hack/build-toolchain.sh caches the control-plane binaries (outside the repo).
 export VIDEOQUEUE_CACHE ?= $(HOME)/.cache/videoqueue
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 PYTEST_ARGS ?=
 LOCAL_KUBECONFIG := $(CURDIR)/$(CLUSTER_DIR)/kubeconfig
 KUBECONFIG ?= $(LOCAL_KUBECONFIG)
@@ -128,8 +129,8 @@ bench-scale-quick: venv toolchain ## Scale benchmark, quick mode (N=200, 2,000 p
 
 .PHONY: images
 images: venv ## Build the operator and worker images with the local Docker engine (never pulls).
-	hack/docker-build-operator.sh
-	hack/docker-build-worker.sh
+	hack/docker-build-operator.sh videoqueue/operator:$(VERSION)
+	hack/docker-build-worker.sh videoqueue/worker:$(VERSION)
 
 .PHONY: clean
 clean: cluster-down ## Remove local state (not the toolchain cache).
