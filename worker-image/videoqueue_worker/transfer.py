@@ -6,6 +6,7 @@ the file (what presigned object-store URLs expect). Redirects are followed to ht
 
 from __future__ import annotations
 
+import http.client
 import shutil
 import urllib.error
 import urllib.parse
@@ -150,23 +151,46 @@ def deliver(source: Path, location: Location, *, on_progress: Progress) -> None:
             raise WorkerError(f"writing {location.path}: {exc.strerror or exc}") from None
         on_progress(total, total)
         return
-    with source.open("rb") as body:
-        request = urllib.request.Request(
-            location.url,
-            data=_CountingReader(body, total, on_progress),
-            method="PUT",
-            headers={"Content-Length": str(total), "Content-Type": "application/octet-stream"},
-        )
+    _put(source, location, total, on_progress)
+
+
+def _put(source: Path, location: Location, total: int, on_progress: Progress) -> None:
+    """One HTTP PUT of the file. A server may answer before it read the body (an object
+    store refusing a bad signature answers 403 at once and closes): the send then breaks,
+    and the answer already on the wire is what the error reports."""
+    parts = urllib.parse.urlsplit(location.url)
+    connection_type = (
+        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    )
+    connection = connection_type(parts.netloc, timeout=HTTP_TIMEOUT_SECONDS)
+    target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+    where = f"uploading to {redact(location.url)}"
+    try:
+        send_error: OSError | None = None
         try:
-            with _opener.open(request, timeout=HTTP_TIMEOUT_SECONDS) as response:
-                response.read()
-        except urllib.error.HTTPError as exc:
-            raise WorkerError(
-                f"uploading to {redact(location.url)}: HTTP {exc.code} {exc.reason}"
-            ) from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise WorkerError(f"uploading to {redact(location.url)}: {reason}") from None
+            connection.putrequest("PUT", target)
+            connection.putheader("Content-Length", str(total))
+            connection.putheader("Content-Type", "application/octet-stream")
+            connection.endheaders()
+            with source.open("rb") as body:
+                reader = _CountingReader(body, total, on_progress)
+                while chunk := reader.read():
+                    connection.send(chunk)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            send_error = exc
+        try:
+            response = connection.getresponse()
+            response.read()
+        except (http.client.HTTPException, OSError) as exc:
+            raise WorkerError(f"{where}: {send_error or exc}") from None
+        if not 200 <= response.status < 300:
+            raise WorkerError(f"{where}: HTTP {response.status} {response.reason}")
+        if send_error is not None:
+            raise WorkerError(f"{where}: {send_error}")
+    except OSError as exc:
+        raise WorkerError(f"{where}: {exc.strerror or exc}") from None
+    finally:
+        connection.close()
 
 
 class _CountingReader:
