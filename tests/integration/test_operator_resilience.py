@@ -355,6 +355,7 @@ def test_load_of_three_priorities_admits_in_order_within_limits(
 # -- 4. two replicas ------------------------------------------------------------------------
 
 HA_JOBS = 60
+HA_LATE_JOBS = 6  # created once replica C acts
 HA_CONCURRENCY = 6
 HA_BUDGET = "8Gi"
 PEERING_LIFETIME = 10
@@ -435,10 +436,14 @@ def test_two_replicas_one_acts_and_the_other_takes_over(
         stack.enter_context(c)
         c_acting = line_time(c.wait_for_log(ACTING, timeout=60))
         b_standing_by = line_time(b.wait_for_log(STANDING_BY, timeout=30))
+        # On a busy machine B may have admitted every job before C acts: C gets new ones.
+        for plan in plan_jobs(rng, HA_LATE_JOBS, run_for=("2s",)):
+            late = JobPlan(HA_JOBS + plan.index, plan.priority, plan.memory, plan.run_for)
+            create(custom, namespace, "videojobs", late.manifest())
         handover = pods.wait_admitted_after(
             c_acting, timeout=60, what="a pod admitted by replica C"
         )
-        jobs = wait_complete(custom, namespace, at_least=HA_JOBS, timeout=180)
+        jobs = wait_complete(custom, namespace, at_least=HA_JOBS + HA_LATE_JOBS, timeout=180)
 
     completed_by_b = sum(1 for j in done_by_b.values() if is_true(j, "Complete"))
     report(
