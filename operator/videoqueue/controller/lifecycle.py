@@ -13,7 +13,7 @@ a disruption; only failures that are the job's fault count against `maxAttempts`
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -87,6 +87,19 @@ class Admission:
     memory: int
 
 
+def _condition_setter(
+    status: VideoJobStatus, now: datetime.datetime, generation: int | None
+) -> Callable[..., None]:
+    """`condition(type, value, reason, message="")`: put a condition on `status` at `now`."""
+
+    def condition(type_: JobConditionType, value: bool, reason: str, message: str = "") -> None:
+        status.conditions = put_condition(
+            status.conditions, type_, value, reason, message, now=now, generation=generation
+        )
+
+    return condition
+
+
 def job_key(job: VideoJob) -> str:
     return f"{job.metadata.namespace}/{job.metadata.name}"
 
@@ -158,10 +171,7 @@ def _set_kstatus_conditions(
     if phase is None:
         return
 
-    def condition(type_: JobConditionType, value: bool, reason: str, message: str) -> None:
-        status.conditions = put_condition(
-            status.conditions, type_, value, reason, message, now=now, generation=generation
-        )
+    condition = _condition_setter(status, now, generation)
 
     if not phase.is_terminal:
         condition(JobConditionType.RECONCILING, True, phase.value, f"the job is {phase.value}")
@@ -202,10 +212,7 @@ def _assess_job(
         status.queued_time = created
     notices: list[Notice] = []
 
-    def condition(type_: JobConditionType, value: bool, reason: str, message: str = "") -> None:
-        status.conditions = put_condition(
-            status.conditions, type_, value, reason, message, now=now, generation=generation
-        )
+    condition = _condition_setter(status, now, generation)
 
     request = job.metadata.annotations.get(RETRY_ANNOTATION)
     handled = status.manual_retry.request if status.manual_retry else None
@@ -696,10 +703,7 @@ def preempt(
     status = assessment.status.model_copy(deep=True)
     generation = job.metadata.generation
 
-    def condition(type_: JobConditionType, value: bool, reason: str, message: str = "") -> None:
-        status.conditions = put_condition(
-            status.conditions, type_, value, reason, message, now=now, generation=generation
-        )
+    condition = _condition_setter(status, now, generation)
 
     message = f"preempted by higher-priority job {preemptor}; re-queued without using an attempt"
     _finish(status, status.attempt, now, reason=AttemptReason.PREEMPTED, message=message)
@@ -725,10 +729,7 @@ def reject(
     status = status.model_copy(deep=True)
     generation = job.metadata.generation
 
-    def condition(type_: JobConditionType, value: bool, reason: str, message: str = "") -> None:
-        status.conditions = put_condition(
-            status.conditions, type_, value, reason, message, now=now, generation=generation
-        )
+    condition = _condition_setter(status, now, generation)
 
     rejected = _reject(status, reason, message, now, condition, [])
     _set_kstatus_conditions(rejected.status, now, generation)
