@@ -19,7 +19,7 @@ import dataclasses
 import datetime
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -378,22 +378,15 @@ class Controller:
             job_entry = self.jobs.get(key)
             if job_entry is None or job_entry.assessment is None or job_entry.job is None:
                 continue
+            recheck = job_entry.assessment.recheck_at
+            wake_at = _earliest(wake_at, recheck.timestamp() if recheck else None)
             if key in (decision.admit if queue is not None else ()):
                 continue
             if job_entry.write_after > now_ts:
-                wake_at = (
-                    job_entry.write_after
-                    if wake_at is None
-                    else min(wake_at, job_entry.write_after)
-                )
+                wake_at = _earliest(wake_at, job_entry.write_after)
                 continue
             writes.append(self._write_status(job_entry, job_entry.assessment))
         await _gather_bounded(writes)
-        for key in entry.jobs:
-            job_entry = self.jobs.get(key)
-            if job_entry is not None and job_entry.assessment is not None:
-                recheck = job_entry.assessment.recheck_at
-                wake_at = _earliest(wake_at, recheck.timestamp() if recheck else None)
         if queue is None:
             wake_at = _earliest(wake_at, expiry)
         # 5. the queue's own status, at a bounded rate, and its finalizer
@@ -402,6 +395,13 @@ class Controller:
         return _earliest(wake_at, status_due)
 
     # -- queue rules around admission ---------------------------------------------------
+
+    def _assessed_jobs(self, entry: QueueEntry) -> Iterator[tuple[JobEntry, Assessment]]:
+        """The queue's jobs that have been assessed, with their assessment."""
+        for key in entry.jobs:
+            job_entry = self.jobs.get(key)
+            if job_entry is not None and job_entry.assessment is not None:
+                yield job_entry, job_entry.assessment
 
     def _dependency_phases(self, job: VideoJob) -> dict[str, JobPhase | None]:
         """The phase of each job `job` depends on (None: no such job), as last assessed."""
@@ -424,11 +424,10 @@ class Controller:
             return
         accepted = 0
         new: list[JobEntry] = []
-        for key in entry.jobs:
-            job_entry = self.jobs.get(key)
-            if job_entry is None or job_entry.job is None or job_entry.assessment is None:
+        for job_entry, assessment in self._assessed_jobs(entry):
+            if job_entry.job is None:
                 continue
-            if job_entry.assessment.status.phase not in _WAITING_PHASES:
+            if assessment.status.phase not in _WAITING_PHASES:
                 continue
             stored = job_entry.unwritten or job_entry.job.status
             if stored.phase is None:
@@ -460,12 +459,11 @@ class Controller:
         queue = entry.queue
         window = queue.spec.statistics.window_seconds if queue is not None else 900
         next_at: float | None = None
-        for key in entry.jobs:
-            job_entry = self.jobs.get(key)
-            if job_entry is None or job_entry.job is None or job_entry.assessment is None:
+        for job_entry, assessment in self._assessed_jobs(entry):
+            if job_entry.job is None:
                 continue
-            status = job_entry.assessment.status
-            if not job_entry.assessment.terminal or status.completion_time is None:
+            status = assessment.status
+            if not assessment.terminal or status.completion_time is None:
                 continue
             done = status.completion_time.timestamp()
             record_key = f"{job_entry.job.metadata.uid}/{done}"
@@ -515,11 +513,8 @@ class Controller:
             return None
         kills: list[float] = []
         nodes: set[str] = set()
-        for key in entry.jobs:
-            job_entry = self.jobs.get(key)
-            if job_entry is None or job_entry.assessment is None:
-                continue
-            for record in job_entry.assessment.status.attempts:
+        for job_entry, assessment in self._assessed_jobs(entry):
+            for record in assessment.status.attempts:
                 if record.reason == AttemptReason.OOM_KILLED and record.finish_time is not None:
                     finished = record.finish_time.timestamp()
                     if finished > now - settings.window_seconds:
@@ -566,11 +561,8 @@ class Controller:
         if entry.queue is None or entry.queue.spec.rate_limit is None:
             return ()
         starts: list[float] = []
-        for key in entry.jobs:
-            job_entry = self.jobs.get(key)
-            if job_entry is None or job_entry.assessment is None:
-                continue
-            admitted = job_entry.assessment.status.admitted_time
+        for _, assessment in self._assessed_jobs(entry):
+            admitted = assessment.status.admitted_time
             if admitted is not None and admitted.timestamp() > now - 60.0:
                 starts.append(admitted.timestamp())
         return tuple(starts)
@@ -599,11 +591,8 @@ class Controller:
     def _queue_facts(self, entry: QueueEntry) -> QueueFacts:
         batches: list[tuple[str, VideoJobStatus]] = []
         unschedulable = 0
-        for key in entry.jobs:
-            job_entry = self.jobs.get(key)
-            if job_entry is None or job_entry.assessment is None:
-                continue
-            status = job_entry.assessment.status
+        for job_entry, assessment in self._assessed_jobs(entry):
+            status = assessment.status
             labels = job_entry.body.get("metadata", {}).get("labels") or {}
             if (batch := labels.get(BATCH_LABEL)) is not None:
                 batches.append((batch, status))
