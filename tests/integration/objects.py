@@ -118,6 +118,24 @@ def wait_job(
     return found
 
 
+def wait_queue(
+    custom: Any, namespace: str, predicate: Any, what: str, timeout: float = 60
+) -> dict[str, Any]:
+    """The VideoQueue `work` once `predicate` holds for it."""
+    found: dict[str, Any] = wait_for_object(
+        custom.list_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        namespace,
+        "videoqueues",
+        name="work",
+        predicate=predicate,
+        timeout=timeout,
+        what=what,
+    )
+    return found
+
+
 class PodRecorder:
     """Watches the namespace's worker pods: every pod ever created, when it was admitted
     (the admitting operator's own clock, from the pod's admitted-at annotation: exact even

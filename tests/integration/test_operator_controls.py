@@ -20,6 +20,7 @@ from tests.integration.objects import (
     make_job,
     make_queue,
     wait_job,
+    wait_queue,
 )
 from videoqueue.envtest import poll, wait_for_object
 from videoqueue.envtest.kwok import RUN_DURATION
@@ -33,21 +34,6 @@ def patch(custom: Any, namespace: str, plural: str, name: str, body: dict[str, A
 
 def set_state(custom: Any, namespace: str, state: str) -> None:
     patch(custom, namespace, "videoqueues", "work", {"spec": {"state": state}})
-
-
-def wait_queue(custom: Any, namespace: str, predicate: Any, what: str) -> dict[str, Any]:
-    found: dict[str, Any] = wait_for_object(
-        custom.list_namespaced_custom_object,
-        GROUP,
-        VERSION,
-        namespace,
-        "videoqueues",
-        name="work",
-        predicate=predicate,
-        timeout=60,
-        what=what,
-    )
-    return found
 
 
 def test_paused_queue_accepts_jobs_but_admits_none_until_resumed(

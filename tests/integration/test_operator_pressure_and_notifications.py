@@ -23,28 +23,12 @@ from tests.integration.objects import (
     make_job,
     make_queue,
     wait_job,
+    wait_queue,
 )
 from videoqueue.envtest import poll, wait_for_object
 from videoqueue.envtest.kwok import EXIT_CODE, REASON, RUN_DURATION
 
 pytestmark = pytest.mark.integration
-
-
-def wait_queue(
-    custom: Any, namespace: str, predicate: Any, what: str, timeout: float = 60
-) -> dict[str, Any]:
-    found: dict[str, Any] = wait_for_object(
-        custom.list_namespaced_custom_object,
-        GROUP,
-        VERSION,
-        namespace,
-        "videoqueues",
-        name="work",
-        predicate=predicate,
-        timeout=timeout,
-        what=what,
-    )
-    return found
 
 
 def effective(queue: dict[str, Any]) -> int | None:

@@ -24,6 +24,7 @@ from tests.integration.objects import (
     make_queue,
     timestamp,
     wait_job,
+    wait_queue,
 )
 from videoqueue.envtest import poll, wait_for_object
 from videoqueue.envtest.kwok import EXIT_CODE, RUN_DURATION
@@ -44,23 +45,6 @@ def wait_jobs(
         return items if predicate(items) else None
 
     found: list[dict[str, Any]] = poll(check, timeout=timeout, what=what)
-    return found
-
-
-def wait_queue(
-    custom: Any, namespace: str, predicate: Any, what: str, timeout: float = 60
-) -> dict[str, Any]:
-    found: dict[str, Any] = wait_for_object(
-        custom.list_namespaced_custom_object,
-        GROUP,
-        VERSION,
-        namespace,
-        "videoqueues",
-        name="work",
-        predicate=predicate,
-        timeout=timeout,
-        what=what,
-    )
     return found
 
 
