@@ -38,7 +38,7 @@ from videoqueue.controller.kube import PODS, VIDEOJOBS, VIDEOQUEUES, KubeClient,
 from videoqueue.controller.metrics import Activity
 from videoqueue.controller.pods import LABEL_JOB
 from videoqueue.controller.progress import ProgressSettings
-from videoqueue.controller.runtime import Controller
+from videoqueue.controller.runtime import Controller, slim
 
 logger = logging.getLogger(__name__)
 
@@ -266,19 +266,8 @@ def _observe(target: Controller, kind: Kind, body: dict[str, Any], *, deleted: b
         target.observe_pod(body, deleted=deleted)
 
 
-def _slim(raw: Any) -> dict[str, Any]:
-    """The object without metadata.managedFields, which nothing here reads: the index keeps
-    every job's body (and its pods'), and the field owners are most of a small object's
-    size (about 6 of 10 KiB for a pending VideoJob, parsed)."""
-    body: dict[str, Any] = dict(raw)
-    metadata = body.get("metadata")
-    if isinstance(metadata, dict) and "managedFields" in metadata:
-        body["metadata"] = {k: v for k, v in metadata.items() if k != "managedFields"}
-    return body
-
-
 def _dispatch(kind: Kind, event: kopf.RawEvent) -> None:
-    body = _slim(event["object"])
+    body = slim(event["object"])
     if _state.controller is not None:
         _observe(_state.controller, kind, body, deleted=_deleted(event))
     elif _state.buffer is not None:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime
+import heapq
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -80,6 +81,8 @@ logger = logging.getLogger(__name__)
 WRITE_PARALLELISM = 32
 # How long the status write of a fresh admission waits for the worker to start.
 ADMISSION_WRITE_DELAY = 1.0
+# How soon a failed status write is tried again.
+WRITE_RETRY_SECONDS = 1.0
 # A queue's status is rewritten at most this often, however busy the queue.
 QUEUE_STATUS_INTERVAL = 2.0
 # Set on every queue the operator manages: its deletion waits until running jobs finished.
@@ -97,7 +100,7 @@ class JobEntry:
     job: VideoJob | None  # None when the object does not parse (the CRD schema prevents it)
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     assessment: Assessment | None = None
-    dirty: bool = True
+    due_at: float | None = None  # when it is next re-assessed although nothing changed
     write_after: float = 0.0  # no status write before this time (see ADMISSION_WRITE_DELAY)
     # The status decided but not yet written (a deferred admission): what the next
     # assessment starts from, since part of it (e.g. a disrupted attempt) is nowhere else.
@@ -107,17 +110,36 @@ class JobEntry:
 
 @dataclass
 class QueueEntry:
+    """A queue and the bookkeeping that keeps its cycles proportional to what changed, not
+    to the number of its jobs: a cycle touches the jobs in `changed`, `unsaved` and the
+    heaps' due entries, and reads `competing` for the decision; finished jobs sit idle."""
+
     key: str
     body: dict[str, Any] | None = None
     queue: VideoQueue | None = None
     jobs: set[str] = field(default_factory=set)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
-    all_dirty: bool = True
+    all_changed: bool = True  # re-assess every job (the queue's spec changed)
+    changed: set[str] = field(default_factory=set)  # jobs to re-assess
+    # Jobs whose assessment may differ from their stored status: written in step 4.
+    unsaved: set[str] = field(default_factory=set)
+    competing: set[str] = field(default_factory=set)  # jobs with a view in the decision
+    # (time, job key) min-heaps: re-assessment moments (deadlines, backoff ends) and TTL
+    # expiries. Entries go stale rather than being removed; a stale one costs a re-check.
+    due: list[tuple[float, str]] = field(default_factory=list)
+    expiries: list[tuple[float, str]] = field(default_factory=list)
+    oom_kills: dict[str, tuple[float, ...]] = field(default_factory=dict)  # by job key
+    status_changed: bool = True  # the queue's status may need a write
     status_written_at: float = 0.0
     pressure: PressureState | None = None
     # Jobs that finished within the statistics window, by uid (kept after TTL deletion).
     finished: dict[str, FinishedJob] = field(default_factory=dict)
+    finished_leave_at: float | None = None  # when the oldest record leaves the window
+
+    def assess_again(self, key: str) -> None:
+        self.changed.add(key)
+        self.wake.set()
 
 
 class Controller:
@@ -172,7 +194,8 @@ class Controller:
                 entry.queue = None
             if not spec_changed:
                 return  # our own status write coming back: nothing to re-decide
-        entry.all_dirty = True
+        entry.all_changed = True
+        entry.status_changed = True
         entry.wake.set()
 
     def observe_job(self, body: dict[str, Any], *, deleted: bool) -> None:
@@ -184,20 +207,25 @@ class Controller:
             self.jobs.pop(key, None)
             self._early_pods.pop(key, None)
             queue.jobs.discard(key)
+            queue.changed.discard(key)
+            queue.unsaved.discard(key)
+            queue.competing.discard(key)
+            queue.oom_kills.pop(key, None)
+            queue.status_changed = True
         else:
             entry = self.jobs.get(key)
             if entry is None:
                 entry = self.jobs[key] = JobEntry(body=body, job=None)
                 entry.pods.update(self._early_pods.pop(key, {}))
-            elif not _newer(body, entry.body):
-                return
+            elif not _newer(body, entry.body) or _same_version(body, entry.body):
+                return  # nothing new (our own write's response already brought it)
             entry.body = body
             try:
                 entry.job = VideoJob.model_validate(body)
             except ValidationError:
                 logger.exception("cannot read VideoJob %s", key)
                 entry.job = None
-            entry.dirty = True
+            queue.changed.add(key)
             queue.jobs.add(key)
             for name in body.get("spec", {}).get("dependsOn") or ():
                 self._dependents.setdefault(f"{meta['namespace']}/{name}", set()).add(key)
@@ -225,9 +253,7 @@ class Controller:
             entry.pods.pop(meta["name"], None)
         elif _newer(body, entry.pods.get(meta["name"])):
             entry.pods[meta["name"]] = body
-        entry.dirty = True
-        queue_key = f"{meta['namespace']}/{entry.body.get('spec', {}).get('queueName', '')}"
-        self._queue(queue_key).wake.set()
+        self._queue_of(entry).assess_again(key)
 
     def observe_node(self, body: dict[str, Any], *, deleted: bool) -> None:
         name = body["metadata"]["name"]
@@ -279,11 +305,12 @@ class Controller:
         """Re-assess these jobs ("namespace/name") on their queues' next cycles."""
         for key in keys:
             entry = self.jobs.get(key)
-            if entry is None:
-                continue
-            entry.dirty = True
-            namespace = entry.body["metadata"]["namespace"]
-            self._queue(f"{namespace}/{entry.body.get('spec', {}).get('queueName', '')}").wake.set()
+            if entry is not None:
+                self._queue_of(entry).assess_again(key)
+
+    def _queue_of(self, entry: JobEntry) -> QueueEntry:
+        meta = entry.body["metadata"]
+        return self._queue(f"{meta['namespace']}/{entry.body.get('spec', {}).get('queueName', '')}")
 
     def _queue(self, key: str) -> QueueEntry:
         entry = self.queues.get(key)
@@ -328,20 +355,25 @@ class Controller:
         now_ts = self.clock()
         now = datetime.datetime.fromtimestamp(now_ts, datetime.UTC)
         self._warn_stall_detection_off(entry)
-        # 1. assess changed jobs (and time-dependent ones whose moment has come)
-        for key in list(entry.jobs):
+        # 1. assess the jobs that changed, and those whose moment has come
+        changed, entry.changed = entry.changed, set()
+        if entry.all_changed:
+            entry.all_changed = False
+            changed |= entry.jobs
+        while entry.due and entry.due[0][0] <= now_ts:
+            changed.add(heapq.heappop(entry.due)[1])
+        new_jobs = False
+        for key in changed:
             job_entry = self.jobs.get(key)
-            if job_entry is None or job_entry.job is None:
+            if job_entry is None or job_entry.job is None or key not in entry.jobs:
                 continue
-            due = job_entry.assessment is not None and _due(job_entry.assessment, now_ts)
-            if job_entry.dirty or entry.all_dirty or due:
-                before = job_entry.assessment.status.phase if job_entry.assessment else None
-                job_entry.assessment = await self._assess(job_entry, entry.queue, now)
-                job_entry.dirty = False
-                if job_entry.assessment.status.phase != before:
-                    self._wake_dependents(key)
-        entry.all_dirty = False
-        if entry.queue is not None:
+            before = job_entry.assessment.status.phase if job_entry.assessment else None
+            new_jobs = new_jobs or (job_entry.unwritten or job_entry.job.status).phase is None
+            assessment = await self._assess(job_entry, entry.queue, now)
+            self._set_assessment(entry, key, job_entry, assessment, now_ts)
+            if assessment.status.phase != before:
+                self._wake_dependents(key)
+        if entry.queue is not None and new_jobs:
             self._limit_pending(entry, entry.queue, now)
         expiry = self._collect_finished(entry, now_ts)
 
@@ -349,14 +381,14 @@ class Controller:
         writes: list[Any] = []
         wake_at: float | None = None
         queue = entry.queue
+        admitted: tuple[str, ...] = ()
         if queue is not None:
-            views = [
-                e.assessment.view
-                for key in entry.jobs
-                if (e := self.jobs.get(key)) is not None
-                and e.assessment is not None
-                and e.assessment.view is not None
-            ]
+            views = []
+            for key in entry.competing:
+                competing = self.jobs[key].assessment
+                assert competing is not None
+                assert competing.view is not None
+                views.append(competing.view)
             pressure_due = self._update_pressure(entry, queue, now_ts)
             policy = queue_policy(
                 queue,
@@ -366,33 +398,75 @@ class Controller:
             decision = decide_admissions(snapshot, now_ts)
             wake_at = _earliest(decision.wake_at, pressure_due, expiry)
             for key, blocked in decision.blocked_reasons.items():
-                self._explain_wait(self.jobs[key], blocked.reason.value, blocked.message, now)
+                self._explain_wait(entry, key, blocked.reason.value, blocked.message, now)
             if decision.preempt and decision.preempt_for is not None:
-                self._preempt(decision.preempt, decision.preempt_for, now)
+                self._preempt(entry, decision.preempt, decision.preempt_for, now)
                 entry.wake.set()  # admit the preemptor once the victims count as pending
             # 3. admit: create the pods, then record the admissions
-            writes += [self._admit(self.jobs[key], entry, now) for key in decision.admit]
+            admitted = decision.admit
+            writes += [self._admit(self.jobs[key], entry, now) for key in admitted]
 
-        # 4. write statuses that differ
-        for key in entry.jobs:
+        # 4. write the statuses that may differ from what is stored
+        for key in list(entry.unsaved):
             job_entry = self.jobs.get(key)
             if job_entry is None or job_entry.assessment is None or job_entry.job is None:
-                continue
-            recheck = job_entry.assessment.recheck_at
-            wake_at = _earliest(wake_at, recheck.timestamp() if recheck else None)
-            if key in (decision.admit if queue is not None else ()):
-                continue
-            if job_entry.write_after > now_ts:
-                wake_at = _earliest(wake_at, job_entry.write_after)
-                continue
-            writes.append(self._write_status(job_entry, job_entry.assessment))
+                entry.unsaved.discard(key)
+            elif key not in admitted and job_entry.write_after <= now_ts:
+                writes.append(self._save(entry, key, job_entry))
         await _gather_bounded(writes)
+        for key in entry.unsaved:  # deferred admissions and writes to retry
+            wake_at = _earliest(wake_at, self.jobs[key].write_after)
+        wake_at = _earliest(wake_at, entry.due[0][0] if entry.due else None)
         if queue is None:
             wake_at = _earliest(wake_at, expiry)
         # 5. the queue's own status, at a bounded rate, and its finalizer
         status_due = await self._write_queue_status(entry, now_ts, now)
         await self._manage_finalizer(entry)
         return _earliest(wake_at, status_due)
+
+    def _set_assessment(
+        self, entry: QueueEntry, key: str, job_entry: JobEntry, assessment: Assessment, now: float
+    ) -> None:
+        """Make `assessment` the job's and keep the queue's bookkeeping in step with it."""
+        job_entry.assessment = assessment
+        entry.unsaved.add(key)
+        entry.status_changed = True
+        if assessment.view is not None:
+            entry.competing.add(key)
+        else:
+            entry.competing.discard(key)
+        due = _due_at(assessment)
+        if due is not None and due != job_entry.due_at:
+            heapq.heappush(entry.due, (due, key))
+        job_entry.due_at = due
+        kills = tuple(
+            record.finish_time.timestamp()
+            for record in assessment.status.attempts
+            if record.reason == AttemptReason.OOM_KILLED and record.finish_time is not None
+        )
+        if kills:
+            entry.oom_kills[key] = kills
+        else:
+            entry.oom_kills.pop(key, None)
+        if assessment.terminal:
+            self._record_finished(entry, key, job_entry, assessment, now)
+
+    async def _save(self, entry: QueueEntry, key: str, job_entry: JobEntry) -> None:
+        """Write the job's assessment; on failure keep it unsaved and retry in a second."""
+        assessment = job_entry.assessment
+        assert assessment is not None
+        entry.unsaved.discard(key)  # a new assessment meanwhile puts it back
+        try:
+            await self._write_status(job_entry, assessment)
+        except Exception:
+            logger.exception("status write of %s failed; retrying", key)
+            job_entry.write_after = self.clock() + WRITE_RETRY_SECONDS
+            entry.unsaved.add(key)
+            return
+        # Its watch event brings nothing new, so it is not re-assessed: a terminal status
+        # now on record starts its TTL here.
+        if (expires := self._expires_at(entry, job_entry)) is not None:
+            heapq.heappush(entry.expiries, (expires, key))
 
     # -- queue rules around admission ---------------------------------------------------
 
@@ -449,60 +523,80 @@ class Controller:
         )
         for job_entry in new[room:]:
             assert job_entry.job is not None
-            job_entry.assessment = reject(
-                job_entry.job, job_entry.job.status, "QueueFull", message, now
+            rejected = reject(job_entry.job, job_entry.job.status, "QueueFull", message, now)
+            key = f"{job_entry.job.metadata.namespace}/{job_entry.job.metadata.name}"
+            self._set_assessment(entry, key, job_entry, rejected, now.timestamp())
+
+    def _record_finished(
+        self, entry: QueueEntry, key: str, job_entry: JobEntry, assessment: Assessment, now: float
+    ) -> None:
+        """Record a finished job for the statistics and schedule its deletion by TTL (once
+        its terminal status is on record)."""
+        job, status = job_entry.job, assessment.status
+        if job is None or status.completion_time is None:
+            return
+        queue = entry.queue
+        done = status.completion_time.timestamp()
+        window = queue.spec.statistics.window_seconds if queue is not None else 900
+        record_key = f"{job.metadata.uid}/{done}"
+        if (
+            status.phase in (JobPhase.SUCCEEDED, JobPhase.FAILED)
+            and done > now - window
+            and record_key not in entry.finished
+        ):
+            entry.finished[record_key] = FinishedJob(
+                finished_at=done,
+                type=job.spec.type,
+                succeeded=status.phase == JobPhase.SUCCEEDED,
+                wait_seconds=status.wait_seconds,
+                run_seconds=status.run_seconds,
             )
+            entry.finished_leave_at = _earliest(entry.finished_leave_at, done + window)
+        if (expires := self._expires_at(entry, job_entry)) is not None:
+            heapq.heappush(entry.expiries, (expires, key))
+
+    def _expires_at(self, entry: QueueEntry, job_entry: JobEntry) -> float | None:
+        """When a finished job's TTL runs out; None without a TTL, while its terminal status
+        is not on record yet, or once its deletion was sent."""
+        job, assessment = job_entry.job, job_entry.assessment
+        if job is None or assessment is None or job_entry.deleting or not assessment.terminal:
+            return None
+        completion = assessment.status.completion_time
+        stored = job.status.phase
+        if completion is None or stored is None or not stored.is_terminal:
+            return None
+        ttl = _ttl_seconds(job, entry.queue, assessment.status.phase)
+        return None if ttl is None else completion.timestamp() + ttl
 
     def _collect_finished(self, entry: QueueEntry, now: float) -> float | None:
-        """Record finished jobs for the statistics and delete those whose TTL ran out;
-        return when the next TTL runs out or a record leaves the window."""
-        queue = entry.queue
-        window = queue.spec.statistics.window_seconds if queue is not None else 900
-        next_at: float | None = None
-        for job_entry, assessment in self._assessed_jobs(entry):
-            if job_entry.job is None:
+        """Delete the finished jobs whose TTL ran out and drop statistics records that left
+        the window; return when the next TTL runs out or the next record leaves."""
+        while entry.expiries and entry.expiries[0][0] <= now:
+            _, key = heapq.heappop(entry.expiries)
+            job_entry = self.jobs.get(key)
+            if job_entry is None or key not in entry.jobs:
                 continue
-            status = assessment.status
-            if not assessment.terminal or status.completion_time is None:
-                continue
-            done = status.completion_time.timestamp()
-            record_key = f"{job_entry.job.metadata.uid}/{done}"
-            if (
-                status.phase in (JobPhase.SUCCEEDED, JobPhase.FAILED)
-                and done > now - window
-                and record_key not in entry.finished
-            ):
-                entry.finished[record_key] = FinishedJob(
-                    finished_at=done,
-                    type=job_entry.job.spec.type,
-                    succeeded=status.phase == JobPhase.SUCCEEDED,
-                    wait_seconds=status.wait_seconds,
-                    run_seconds=status.run_seconds,
-                )
-            stored = job_entry.job.status.phase
-            ttl = _ttl_seconds(job_entry.job, queue, status.phase)
-            if ttl is None or job_entry.deleting or stored is None or not stored.is_terminal:
-                continue  # deleted only once its terminal status is on record
-            expires = done + ttl
-            if expires <= now:
-                job_entry.deleting = True
-                meta = job_entry.body["metadata"]
-                self._spawn(
-                    self.kube.delete(
-                        VIDEOJOBS, meta["namespace"], meta["name"], uid=meta.get("uid")
-                    )
-                )
-            else:
-                next_at = _earliest(next_at, expires)
-        leaves = None
-        for record_key, record in list(entry.finished.items()):
-            if record.finished_at <= now - window:
-                del entry.finished[record_key]
-            else:
-                leaves = _earliest(leaves, record.finished_at + window)
-        if leaves is not None:
+            expires = self._expires_at(entry, job_entry)
+            if expires is None or expires > now:
+                continue  # stale: re-assessed since, and scheduled again if it has a TTL
+            job_entry.deleting = True
+            meta = job_entry.body["metadata"]
+            self._spawn(
+                self.kube.delete(VIDEOJOBS, meta["namespace"], meta["name"], uid=meta.get("uid"))
+            )
+        next_at = entry.expiries[0][0] if entry.expiries else None
+        if entry.finished_leave_at is not None and entry.finished_leave_at <= now:
+            window = entry.queue.spec.statistics.window_seconds if entry.queue else 900
+            entry.finished = {
+                k: r for k, r in entry.finished.items() if r.finished_at > now - window
+            }
+            entry.finished_leave_at = min(
+                (r.finished_at + window for r in entry.finished.values()), default=None
+            )
+            entry.status_changed = True
+        if entry.finished_leave_at is not None:
             # Refresh the statistics as records leave the window, but not for every one.
-            next_at = _earliest(next_at, max(leaves, now + STATISTICS_REFRESH))
+            next_at = _earliest(next_at, max(entry.finished_leave_at, now + STATISTICS_REFRESH))
         return next_at
 
     def _update_pressure(self, entry: QueueEntry, queue: VideoQueue, now: float) -> float | None:
@@ -511,15 +605,15 @@ class Controller:
         if not settings.enabled:
             entry.pressure = None
             return None
-        kills: list[float] = []
+        kills = [
+            finished
+            for times in entry.oom_kills.values()
+            for finished in times
+            if finished > now - settings.window_seconds
+        ]
         nodes: set[str] = set()
-        for job_entry, assessment in self._assessed_jobs(entry):
-            for record in assessment.status.attempts:
-                if record.reason == AttemptReason.OOM_KILLED and record.finish_time is not None:
-                    finished = record.finish_time.timestamp()
-                    if finished > now - settings.window_seconds:
-                        kills.append(finished)
-            if self.pressured_nodes:
+        if self.pressured_nodes:  # rare: walking every job's pods is fine then
+            for job_entry, _ in self._assessed_jobs(entry):
                 for pod in job_entry.pods.values():
                     node = pod.get("spec", {}).get("nodeName")
                     phase = (pod.get("status") or {}).get("phase")
@@ -537,6 +631,8 @@ class Controller:
             ),
             now=now,
         )
+        if state != before:
+            entry.status_changed = True
         entry.pressure = state
         if before is not None and state.effective != before.effective and entry.body is not None:
             lowered = state.effective < before.effective
@@ -567,7 +663,9 @@ class Controller:
                 starts.append(admitted.timestamp())
         return tuple(starts)
 
-    def _preempt(self, victims: Iterable[str], preemptor: str, now: datetime.datetime) -> None:
+    def _preempt(
+        self, entry: QueueEntry, victims: Iterable[str], preemptor: str, now: datetime.datetime
+    ) -> None:
         for key in victims:
             job_entry = self.jobs.get(key)
             if job_entry is None or job_entry.job is None or job_entry.assessment is None:
@@ -579,11 +677,12 @@ class Controller:
             pod_name = record.pod if record is not None and record.pod else None
             if pod_name is None:
                 continue
-            job_entry.assessment = preempt(
+            assessment = preempt(
                 job_entry.job, job_entry.assessment, pod_name, preemptor.split("/", 1)[-1], now
             )
+            self._set_assessment(entry, key, job_entry, assessment, now.timestamp())
             # The next assessment starts from this (the pod may linger while it stops).
-            job_entry.unwritten = job_entry.assessment.status
+            job_entry.unwritten = assessment.status
             job_entry.write_after = 0.0
             metrics.record_preemption(job_entry.job)
             logger.info("preempted %s (worker %s) for %s", key, pod_name, preemptor)
@@ -678,8 +777,12 @@ class Controller:
     ) -> float | None:
         """Write the queue's status if it changed and the last write is old enough; else
         return when to try again."""
-        if entry.queue is None or entry.body is None:
+        if entry.queue is None or entry.body is None or not entry.status_changed:
             return None
+        due = entry.status_written_at + QUEUE_STATUS_INTERVAL
+        if now_ts < due:
+            return due
+        entry.status_changed = False
         statuses = [
             e.assessment.status
             for key in entry.jobs
@@ -689,25 +792,31 @@ class Controller:
         patch = status_patch(entry.body.get("status") or {}, desired)
         if patch is None:
             return None
-        due = entry.status_written_at + QUEUE_STATUS_INTERVAL
-        if now_ts < due:
-            return due
         entry.status_written_at = now_ts
         meta = entry.body["metadata"]
-        updated = await self.kube.patch(
-            VIDEOQUEUES, meta["namespace"], meta["name"], {"status": patch}, subresource="status"
-        )
+        try:
+            updated = await self.kube.patch(
+                VIDEOQUEUES,
+                meta["namespace"],
+                meta["name"],
+                {"status": patch},
+                subresource="status",
+            )
+        except BaseException:
+            entry.status_changed = True  # the loop's retry writes it
+            raise
         if updated is not None and _newer(updated, entry.body):
             entry.body = updated
             entry.queue = VideoQueue.model_validate(updated)
         return None
 
     def _explain_wait(
-        self, entry: JobEntry, reason: str, message: str, now: datetime.datetime
+        self, queue: QueueEntry, key: str, reason: str, message: str, now: datetime.datetime
     ) -> None:
         """Say in the job's status why it waits. Only a change of reason is written: the
         numbers in the message (free memory, slots) change all the time and would cost a
         status write per job on every admission in the queue."""
+        entry = self.jobs[key]
         assessment = entry.assessment
         if assessment is None or entry.job is None:
             return
@@ -725,7 +834,8 @@ class Controller:
             now=now,
             generation=entry.job.metadata.generation,
         )
-        entry.assessment = dataclasses.replace(assessment, status=status)
+        explained = dataclasses.replace(assessment, status=status)
+        self._set_assessment(queue, key, entry, explained, now.timestamp())
 
     async def _assess(
         self, entry: JobEntry, queue: VideoQueue | None, now: datetime.datetime
@@ -754,7 +864,7 @@ class Controller:
                 else None
             )
             if pod is not None:
-                entry.pods[pod["metadata"]["name"]] = pod
+                entry.pods[pod["metadata"]["name"]] = slim(pod)
                 outcomes = [read_pod_outcome(p) for p in entry.pods.values()]
                 assessment = assess_job(
                     job, outcomes, queue, now, dependencies=dependencies, heard_at=heard_at
@@ -800,7 +910,7 @@ class Controller:
             return
         namespace = job.metadata.namespace or ""
         created, _ = await self.kube.create(PODS, namespace, pod)
-        entry.pods[created["metadata"]["name"]] = created
+        entry.pods[created["metadata"]["name"]] = slim(created)
         status = admit(
             assessment.status,
             pod_name=pod["metadata"]["name"],
@@ -810,8 +920,11 @@ class Controller:
         )
         waited = (status.wait_seconds or 0.0) - (assessment.status.wait_seconds or 0.0)
         metrics.record_admission(job, wait_seconds=waited)
-        entry.assessment = Assessment(status=status, view=None)
-        entry.dirty = True  # re-assess from the pod on the next cycle
+        key = f"{namespace}/{job.metadata.name}"
+        self._set_assessment(
+            queue, key, entry, Assessment(status=status, view=None), now.timestamp()
+        )
+        queue.changed.add(key)  # re-assess from the pod before the next decision
         # Most workers start within a moment: wait that long, and write Running (which
         # records the admission too, from the pod) instead of Admitted and then Running.
         entry.write_after = self.clock() + ADMISSION_WRITE_DELAY
@@ -847,8 +960,8 @@ class Controller:
             metrics.record_status_written(previous, assessment.status)
             self._send_notification(previous, assessment.status)
         if updated is not None and _newer(updated, entry.body):
-            entry.body = updated
-            entry.job = VideoJob.model_validate(updated)
+            entry.body = slim(updated)
+            entry.job = VideoJob.model_validate(entry.body)
         await self._stop_pods(entry, assessment)
 
     async def _stop_pods(self, entry: JobEntry, assessment: Assessment) -> None:
@@ -870,6 +983,17 @@ class Controller:
 _background: set[asyncio.Task[Any]] = set()
 
 
+def slim(raw: Any) -> dict[str, Any]:
+    """The object without metadata.managedFields, which nothing here reads: the index keeps
+    every job's body (and its pods'), from watch events and write responses, and the field
+    owners are most of a small object's size (about 6 of 10 KiB for a pending VideoJob)."""
+    body: dict[str, Any] = dict(raw)
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and "managedFields" in metadata:
+        body["metadata"] = {k: v for k, v in metadata.items() if k != "managedFields"}
+    return body
+
+
 def _newer(body: dict[str, Any], than: dict[str, Any] | None) -> bool:
     """Whether `body` is at least as new as `than`. resourceVersions are opaque by contract
     but etcd revisions in practice; comparing them keeps a late watch event from rolling
@@ -882,16 +1006,24 @@ def _newer(body: dict[str, Any], than: dict[str, Any] | None) -> bool:
         return True
 
 
+def _same_version(body: dict[str, Any], other: dict[str, Any]) -> bool:
+    version = body["metadata"].get("resourceVersion")
+    return version is not None and version == other["metadata"].get("resourceVersion")
+
+
 def _generation(body: dict[str, Any]) -> int | None:
     generation: int | None = body.get("metadata", {}).get("generation")
     return generation
 
 
-def _due(assessment: Assessment, now: float) -> bool:
-    if assessment.recheck_at is not None and assessment.recheck_at.timestamp() <= now:
-        return True
+def _due_at(assessment: Assessment) -> float | None:
+    """When to assess the job again although nothing changed: a deadline or stall check,
+    or the end of a backoff or delayed start."""
     view = assessment.view
-    return view is not None and view.eligible_at is not None and view.eligible_at <= now
+    return _earliest(
+        assessment.recheck_at.timestamp() if assessment.recheck_at is not None else None,
+        view.eligible_at if view is not None else None,
+    )
 
 
 def _ttl_seconds(job: VideoJob, queue: VideoQueue | None, phase: JobPhase | None) -> int | None:

@@ -6,7 +6,8 @@ from typing import Any
 
 import kopf
 
-from videoqueue.controller.handlers import NoDiffBase, _slim
+from videoqueue.controller.handlers import NoDiffBase
+from videoqueue.controller.runtime import slim
 
 
 def job_body() -> dict[str, Any]:
@@ -26,7 +27,7 @@ def job_body() -> dict[str, Any]:
 
 def test_slim_drops_managed_fields_and_keeps_everything_else() -> None:
     raw = job_body()
-    body = _slim(raw)
+    body = slim(raw)
     assert "managedFields" not in body["metadata"]
     assert body["metadata"] == {"name": "a", "namespace": "ns", "resourceVersion": "7"}
     assert body["spec"] == raw["spec"]
@@ -37,7 +38,7 @@ def test_slim_drops_managed_fields_and_keeps_everything_else() -> None:
 def test_slim_of_an_object_without_managed_fields_is_equal() -> None:
     raw = job_body()
     del raw["metadata"]["managedFields"]
-    assert _slim(raw) == raw
+    assert slim(raw) == raw
 
 
 def test_no_diff_base_builds_and_stores_nothing() -> None:
