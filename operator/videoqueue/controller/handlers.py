@@ -204,8 +204,6 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # kopf would post an Event for every handler log line; ours are posted on transitions.
     settings.posting.enabled = False
     settings.persistence.diffbase_storage = NoDiffBase()
-    # Coalesce bursts of events per object briefly; the scheduler loop coalesces further.
-    settings.batching.batch_window = 0.05
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     # Peering keep-alives carry no annotations and no per-object state: kopf's peering

@@ -286,10 +286,9 @@ def _assess_job(
             return Assessment(status=status, view=None, notices=tuple(notices), terminal=True)
     elif awaiting_outcome and pod is not None:
         running = pod.running
+        # No Event for the start: the pod's own events say it, and at scale one Event per
+        # job is a tenth of the API server's writes.
         if running and status.phase != JobPhase.RUNNING:
-            notices.append(
-                Notice("Normal", "Started", f"worker {pod.name} started on node {pod.node}")
-            )
             if status.start_time is None:
                 status.start_time = _parse_time(pod.start_time) or now
             if record is not None:

@@ -79,8 +79,10 @@ logger = logging.getLogger(__name__)
 # Parallel API writes per queue cycle: enough to keep the API server busy, bounded so
 # one huge queue does not starve the others of connections.
 WRITE_PARALLELISM = 32
-# How long the status write of a fresh admission waits for the worker to start.
-ADMISSION_WRITE_DELAY = 1.0
+# How long the status write of a fresh admission waits for the worker to start: once the
+# worker runs (or ends) the write goes at once and records the admission too, so most jobs
+# cost two status writes (Running, then the outcome) instead of three.
+ADMISSION_WRITE_DELAY = 5.0
 # How soon a failed status write is tried again.
 WRITE_RETRY_SECONDS = 1.0
 # A queue's status is rewritten at most this often, however busy the queue.
@@ -101,7 +103,9 @@ class JobEntry:
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     assessment: Assessment | None = None
     due_at: float | None = None  # when it is next re-assessed although nothing changed
-    write_after: float = 0.0  # no status write before this time (see ADMISSION_WRITE_DELAY)
+    write_after: float = 0.0  # no status write before this time (a failed write's retry)
+    # While the status is only Admitted, its write waits until then (ADMISSION_WRITE_DELAY).
+    admitted_hold: float = 0.0
     # The status decided but not yet written (a deferred admission): what the next
     # assessment starts from, since part of it (e.g. a disrupted attempt) is nowhere else.
     unwritten: VideoJobStatus | None = None
@@ -411,11 +415,11 @@ class Controller:
             job_entry = self.jobs.get(key)
             if job_entry is None or job_entry.assessment is None or job_entry.job is None:
                 entry.unsaved.discard(key)
-            elif key not in admitted and job_entry.write_after <= now_ts:
+            elif key not in admitted and _write_hold(job_entry) <= now_ts:
                 writes.append(self._save(entry, key, job_entry))
         await _gather_bounded(writes)
-        for key in entry.unsaved:  # deferred admissions and writes to retry
-            wake_at = _earliest(wake_at, self.jobs[key].write_after)
+        for key in entry.unsaved:  # held admissions and writes to retry
+            wake_at = _earliest(wake_at, _write_hold(self.jobs[key]))
         wake_at = _earliest(wake_at, entry.due[0][0] if entry.due else None)
         if queue is None:
             wake_at = _earliest(wake_at, expiry)
@@ -683,7 +687,7 @@ class Controller:
             self._set_assessment(entry, key, job_entry, assessment, now.timestamp())
             # The next assessment starts from this (the pod may linger while it stops).
             job_entry.unwritten = assessment.status
-            job_entry.write_after = 0.0
+            job_entry.admitted_hold = 0.0
             metrics.record_preemption(job_entry.job)
             logger.info("preempted %s (worker %s) for %s", key, pod_name, preemptor)
 
@@ -927,7 +931,7 @@ class Controller:
         queue.changed.add(key)  # re-assess from the pod before the next decision
         # Most workers start within a moment: wait that long, and write Running (which
         # records the admission too, from the pod) instead of Admitted and then Running.
-        entry.write_after = self.clock() + ADMISSION_WRITE_DELAY
+        entry.admitted_hold = self.clock() + ADMISSION_WRITE_DELAY
         entry.unwritten = status
         self._notify(
             entry,
@@ -1014,6 +1018,15 @@ def _same_version(body: dict[str, Any], other: dict[str, Any]) -> bool:
 def _generation(body: dict[str, Any]) -> int | None:
     generation: int | None = body.get("metadata", {}).get("generation")
     return generation
+
+
+def _write_hold(entry: JobEntry) -> float:
+    """Until when the job's status write waits: a retry's delay, and a fresh admission's
+    hold while the worker has not started (see ADMISSION_WRITE_DELAY)."""
+    assessment = entry.assessment
+    if assessment is not None and assessment.status.phase == JobPhase.ADMITTED:
+        return max(entry.write_after, entry.admitted_hold)
+    return entry.write_after
 
 
 def _due_at(assessment: Assessment) -> float | None:
