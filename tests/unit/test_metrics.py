@@ -257,10 +257,10 @@ def indexed(ns: str) -> Controller:
     }
     for name, fields in phases.items():
         key = f"{ns}/{name}"
-        controller.jobs[key] = JobEntry(body={}, job=make_job(name, ns, **fields))
+        controller.jobs[key] = JobEntry(make_job(name, ns, **fields).to_dict())
         entry.jobs.add(key)
     orphans = controller.queues[f"{ns}/gone"] = QueueEntry(f"{ns}/gone")
-    controller.jobs[f"{ns}/o1"] = JobEntry(body={}, job=make_job("o1", ns, queue="gone"))
+    controller.jobs[f"{ns}/o1"] = JobEntry(make_job("o1", ns, queue="gone").to_dict())
     orphans.jobs.add(f"{ns}/o1")
     return controller
 

@@ -361,11 +361,13 @@ def _index_metrics(controller: Controller) -> Iterator[Metric]:
         statuses: list[VideoJobStatus] = []
         for job_key in entry.jobs:
             job_entry = controller.jobs.get(job_key)
-            if job_entry is None or job_entry.job is None:
+            if job_entry is None:
                 continue
-            ensure_job_series(namespace, name, job_entry.job.spec.type)
-            assessment = job_entry.assessment
-            statuses.append(assessment.status if assessment else job_entry.job.status)
+            ensure_job_series(namespace, name, job_entry.type)
+            if (assessment := job_entry.assessment) is not None:
+                statuses.append(assessment.status)
+            elif job_entry.job is not None:  # not assessed yet (just listed)
+                statuses.append(job_entry.job.status)
         counts = dict.fromkeys(PHASES, 0)
         used = 0
         for status in statuses:

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import datetime
 import heapq
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -27,6 +28,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from videoqueue.api import (
+    GROUP,
+    VERSION,
     AttemptReason,
     JobConditionType,
     JobPhase,
@@ -96,20 +99,91 @@ _WAITING_PHASES = frozenset({JobPhase.PENDING, JobPhase.WAITING, JobPhase.BACKOF
 _BUSY_PHASES = frozenset({JobPhase.ADMITTED, JobPhase.RUNNING})
 
 
-@dataclass
 class JobEntry:
-    body: dict[str, Any]
-    job: VideoJob | None  # None when the object does not parse (the CRD schema prevents it)
-    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
-    assessment: Assessment | None = None
-    due_at: float | None = None  # when it is next re-assessed although nothing changed
-    write_after: float = 0.0  # no status write before this time (a failed write's retry)
-    # While the status is only Admitted, its write waits until then (ADMISSION_WRITE_DELAY).
-    admitted_hold: float = 0.0
-    # The status decided but not yet written (a deferred admission): what the next
-    # assessment starts from, since part of it (e.g. a disrupted attempt) is nowhere else.
-    unwritten: VideoJobStatus | None = None
-    deleting: bool = False  # its TTL ran out and the deletion was sent
+    """A job in the index. Its object is kept as compact JSON, parsed (`body`, `job`) on
+    demand and dropped again by `compact` while the job is idle (waiting or finished): a
+    parsed VideoJob with its body is ~16 KiB, the JSON ~1 KiB, and a queue may hold tens of
+    thousands of idle jobs. What every cycle reads is kept as plain fields."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.assessment: Assessment | None = None
+        self.due_at: float | None = None  # when it is next re-assessed although nothing changed
+        self.write_after = 0.0  # no status write before this time (a failed write's retry)
+        # While the status is only Admitted, its write waits until then (ADMISSION_WRITE_DELAY).
+        self.admitted_hold = 0.0
+        # The status decided but not yet written (a deferred admission): what the next
+        # assessment starts from, since part of it (e.g. a disrupted attempt) is nowhere else.
+        self.unwritten: VideoJobStatus | None = None
+        self.deleting = False  # its TTL ran out and the deletion was sent
+        self.update(body)
+
+    def update(self, body: dict[str, Any]) -> None:
+        """Take a newer version of the object (slimmed: see `slim`)."""
+        meta = body["metadata"]
+        spec = body.get("spec") or {}
+        self.namespace: str = meta["namespace"]
+        self.name: str = meta["name"]
+        self.uid: str | None = meta.get("uid")
+        self.resource_version: str | None = meta.get("resourceVersion")
+        self.created: str = meta.get("creationTimestamp") or ""
+        self.queue_key = f"{self.namespace}/{spec.get('queueName', '')}"
+        self.type: str = spec.get("type", "")
+        self.batch: str | None = (meta.get("labels") or {}).get(BATCH_LABEL)
+        phase = (body.get("status") or {}).get("phase")
+        self.stored_phase = JobPhase(phase) if phase in _PHASE_VALUES else None
+        self._raw = json.dumps(body, separators=(",", ":")).encode()
+        self._body: dict[str, Any] | None = body
+        self._job: VideoJob | _Unset | None = _UNSET
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def ref(self) -> dict[str, Any]:
+        """Enough of the object to post an Event about it."""
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "VideoJob",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "uid": self.uid,
+                "resourceVersion": self.resource_version,
+            },
+        }
+
+    @property
+    def body(self) -> dict[str, Any]:
+        if self._body is None:
+            self._body = json.loads(self._raw)
+        return self._body
+
+    @property
+    def job(self) -> VideoJob | None:
+        """The parsed object; None when it does not parse (the CRD schema prevents it)."""
+        if isinstance(self._job, _Unset):
+            try:
+                self._job = VideoJob.model_validate(self.body)
+            except ValidationError:
+                logger.exception("cannot read VideoJob %s", self.key)
+                self._job = None
+        return self._job
+
+    def compact(self) -> None:
+        """Drop the parsed forms; the next use parses the JSON again."""
+        self._body = None
+        if self._job is not None:
+            self._job = _UNSET
+
+
+class _Unset:
+    pass
+
+
+_UNSET = _Unset()
+_PHASE_VALUES = frozenset(phase.value for phase in JobPhase)
 
 
 @dataclass
@@ -219,16 +293,12 @@ class Controller:
         else:
             entry = self.jobs.get(key)
             if entry is None:
-                entry = self.jobs[key] = JobEntry(body=body, job=None)
+                entry = self.jobs[key] = JobEntry(body)
                 entry.pods.update(self._early_pods.pop(key, {}))
-            elif not _newer(body, entry.body) or _same_version(body, entry.body):
-                return  # nothing new (our own write's response already brought it)
-            entry.body = body
-            try:
-                entry.job = VideoJob.model_validate(body)
-            except ValidationError:
-                logger.exception("cannot read VideoJob %s", key)
-                entry.job = None
+            elif not _advances(meta.get("resourceVersion"), entry.resource_version):
+                return  # nothing new (our own write's response may have brought it already)
+            else:
+                entry.update(body)
             queue.changed.add(key)
             queue.jobs.add(key)
             for name in body.get("spec", {}).get("dependsOn") or ():
@@ -301,7 +371,7 @@ class Controller:
     def wants_progress(self, event: ProgressEvent) -> bool:
         """Whether a worker's event is about a job in the index (same uid) not yet finished."""
         entry = self.jobs.get(f"{event.namespace}/{event.job}")
-        if entry is None or entry.job is None or entry.job.metadata.uid != event.uid:
+        if entry is None or entry.uid != event.uid:
             return False
         return entry.assessment is None or not entry.assessment.terminal
 
@@ -313,8 +383,7 @@ class Controller:
                 self._queue_of(entry).assess_again(key)
 
     def _queue_of(self, entry: JobEntry) -> QueueEntry:
-        meta = entry.body["metadata"]
-        return self._queue(f"{meta['namespace']}/{entry.body.get('spec', {}).get('queueName', '')}")
+        return self._queue(entry.queue_key)
 
     def _queue(self, key: str) -> QueueEntry:
         entry = self.queues.get(key)
@@ -372,7 +441,7 @@ class Controller:
             if job_entry is None or job_entry.job is None or key not in entry.jobs:
                 continue
             before = job_entry.assessment.status.phase if job_entry.assessment else None
-            new_jobs = new_jobs or (job_entry.unwritten or job_entry.job.status).phase is None
+            new_jobs = new_jobs or (job_entry.unwritten is None and job_entry.stored_phase is None)
             assessment = await self._assess(job_entry, entry.queue, now)
             self._set_assessment(entry, key, job_entry, assessment, now_ts)
             if assessment.status.phase != before:
@@ -411,13 +480,19 @@ class Controller:
             writes += [self._admit(self.jobs[key], entry, now) for key in admitted]
 
         # 4. write the statuses that may differ from what is stored
+        touched = changed.union(admitted)
         for key in list(entry.unsaved):
             job_entry = self.jobs.get(key)
             if job_entry is None or job_entry.assessment is None or job_entry.job is None:
                 entry.unsaved.discard(key)
             elif key not in admitted and _write_hold(job_entry) <= now_ts:
                 writes.append(self._save(entry, key, job_entry))
+                touched.add(key)
         await _gather_bounded(writes)
+        for key in touched:  # idle again: keep only the compact form
+            job_entry = self.jobs.get(key)
+            if job_entry is not None and not _busy(job_entry):
+                job_entry.compact()
         for key in entry.unsaved:  # held admissions and writes to retry
             wake_at = _earliest(wake_at, _write_hold(self.jobs[key]))
         wake_at = _earliest(wake_at, entry.due[0][0] if entry.due else None)
@@ -486,12 +561,12 @@ class Controller:
         phases: dict[str, JobPhase | None] = {}
         for name in job.spec.depends_on:
             other = self.jobs.get(f"{job.metadata.namespace}/{name}")
-            if other is None or other.job is None:
+            if other is None:
                 phases[name] = None
             elif other.assessment is not None:
                 phases[name] = other.assessment.status.phase
             else:
-                phases[name] = other.job.status.phase
+                phases[name] = other.stored_phase
         return phases
 
     def _limit_pending(self, entry: QueueEntry, queue: VideoQueue, now: datetime.datetime) -> None:
@@ -503,24 +578,17 @@ class Controller:
         accepted = 0
         new: list[JobEntry] = []
         for job_entry, assessment in self._assessed_jobs(entry):
-            if job_entry.job is None:
-                continue
             if assessment.status.phase not in _WAITING_PHASES:
                 continue
-            stored = job_entry.unwritten or job_entry.job.status
-            if stored.phase is None:
+            stored = job_entry.unwritten.phase if job_entry.unwritten else job_entry.stored_phase
+            if stored is None:
                 new.append(job_entry)
             else:
                 accepted += 1
         room = max(0, limit - accepted)
         if len(new) <= room:
             return
-        new.sort(
-            key=lambda e: (
-                e.body["metadata"].get("creationTimestamp", ""),
-                e.body["metadata"]["name"],
-            )
-        )
+        new.sort(key=lambda e: (e.created, e.name))
         message = (
             f"queue {queue.metadata.name} is full: {limit} jobs already wait for admission "
             "(spec.maxPending); submit again later, or raise the queue's maxPending"
@@ -528,21 +596,20 @@ class Controller:
         for job_entry in new[room:]:
             assert job_entry.job is not None
             rejected = reject(job_entry.job, job_entry.job.status, "QueueFull", message, now)
-            key = f"{job_entry.job.metadata.namespace}/{job_entry.job.metadata.name}"
-            self._set_assessment(entry, key, job_entry, rejected, now.timestamp())
+            self._set_assessment(entry, job_entry.key, job_entry, rejected, now.timestamp())
 
     def _record_finished(
         self, entry: QueueEntry, key: str, job_entry: JobEntry, assessment: Assessment, now: float
     ) -> None:
         """Record a finished job for the statistics and schedule its deletion by TTL (once
         its terminal status is on record)."""
-        job, status = job_entry.job, assessment.status
-        if job is None or status.completion_time is None:
+        status = assessment.status
+        if status.completion_time is None:
             return
         queue = entry.queue
         done = status.completion_time.timestamp()
         window = queue.spec.statistics.window_seconds if queue is not None else 900
-        record_key = f"{job.metadata.uid}/{done}"
+        record_key = f"{job_entry.uid}/{done}"
         if (
             status.phase in (JobPhase.SUCCEEDED, JobPhase.FAILED)
             and done > now - window
@@ -550,7 +617,7 @@ class Controller:
         ):
             entry.finished[record_key] = FinishedJob(
                 finished_at=done,
-                type=job.spec.type,
+                type=job_entry.type,
                 succeeded=status.phase == JobPhase.SUCCEEDED,
                 wait_seconds=status.wait_seconds,
                 run_seconds=status.run_seconds,
@@ -562,12 +629,13 @@ class Controller:
     def _expires_at(self, entry: QueueEntry, job_entry: JobEntry) -> float | None:
         """When a finished job's TTL runs out; None without a TTL, while its terminal status
         is not on record yet, or once its deletion was sent."""
-        job, assessment = job_entry.job, job_entry.assessment
-        if job is None or assessment is None or job_entry.deleting or not assessment.terminal:
+        assessment, stored = job_entry.assessment, job_entry.stored_phase
+        if assessment is None or job_entry.deleting or not assessment.terminal:
             return None
         completion = assessment.status.completion_time
-        stored = job.status.phase
         if completion is None or stored is None or not stored.is_terminal:
+            return None
+        if (job := job_entry.job) is None:
             return None
         ttl = _ttl_seconds(job, entry.queue, assessment.status.phase)
         return None if ttl is None else completion.timestamp() + ttl
@@ -584,9 +652,8 @@ class Controller:
             if expires is None or expires > now:
                 continue  # stale: re-assessed since, and scheduled again if it has a TTL
             job_entry.deleting = True
-            meta = job_entry.body["metadata"]
             self._spawn(
-                self.kube.delete(VIDEOJOBS, meta["namespace"], meta["name"], uid=meta.get("uid"))
+                self.kube.delete(VIDEOJOBS, job_entry.namespace, job_entry.name, uid=job_entry.uid)
             )
         next_at = entry.expiries[0][0] if entry.expiries else None
         if entry.finished_leave_at is not None and entry.finished_leave_at <= now:
@@ -696,9 +763,8 @@ class Controller:
         unschedulable = 0
         for job_entry, assessment in self._assessed_jobs(entry):
             status = assessment.status
-            labels = job_entry.body.get("metadata", {}).get("labels") or {}
-            if (batch := labels.get(BATCH_LABEL)) is not None:
-                batches.append((batch, status))
+            if job_entry.batch is not None:
+                batches.append((job_entry.batch, status))
             if status.phase == JobPhase.ADMITTED and any(
                 pod_unschedulable(pod) for pod in job_entry.pods.values()
             ):
@@ -727,9 +793,9 @@ class Controller:
                 return
             for key in entry.jobs:
                 job_entry = self.jobs.get(key)
-                if job_entry is None or job_entry.job is None:
+                if job_entry is None:
                     continue
-                stored = job_entry.job.status.phase
+                stored = job_entry.stored_phase
                 if stored is None or not stored.is_terminal:
                     return  # still running, or its cancellation is not on record yet
             finalizers.remove(QUEUE_FINALIZER)
@@ -822,10 +888,12 @@ class Controller:
         status write per job on every admission in the queue."""
         entry = self.jobs[key]
         assessment = entry.assessment
-        if assessment is None or entry.job is None:
+        if assessment is None:
             return
         current = find_condition(assessment.status.conditions, JobConditionType.ADMITTED)
         if current is not None and current.reason == reason:
+            return
+        if entry.job is None:
             return
         status = assessment.status.model_copy(deep=True)
         status.message = message
@@ -955,6 +1023,7 @@ class Controller:
             await self._stop_pods(entry, assessment)
             return
         meta = entry.body["metadata"]
+        logger.debug("writing status of %s: %s", entry.key, patch)
         previous = entry.job  # before the write: its watch event may replace entry.job
         updated = await self.kube.patch(
             VIDEOJOBS, meta["namespace"], meta["name"], {"status": patch}, subresource="status"
@@ -963,14 +1032,15 @@ class Controller:
         if updated is not None and previous is not None:
             metrics.record_status_written(previous, assessment.status)
             self._send_notification(previous, assessment.status)
-        if updated is not None and _newer(updated, entry.body):
-            entry.body = slim(updated)
-            entry.job = VideoJob.model_validate(entry.body)
+        if updated is not None and _advances(
+            updated["metadata"].get("resourceVersion"), entry.resource_version
+        ):
+            entry.update(slim(updated))
         await self._stop_pods(entry, assessment)
 
     async def _stop_pods(self, entry: JobEntry, assessment: Assessment) -> None:
         """Delete the workers of a cancelled or suspended job, once its status says so."""
-        namespace = entry.body["metadata"]["namespace"]
+        namespace = entry.namespace
         for name in assessment.stop_pods:
             pod = entry.pods.get(name)
             uid = pod["metadata"].get("uid") if pod else None
@@ -978,7 +1048,7 @@ class Controller:
 
     def _notify(self, entry: JobEntry, type_: EventType, reason: str, message: str) -> None:
         task = asyncio.create_task(
-            self.kube.post_event(entry.body, type_=type_, reason=reason, message=message)
+            self.kube.post_event(entry.ref, type_=type_, reason=reason, message=message)
         )
         _background.add(task)
         task.add_done_callback(_background.discard)
@@ -1010,14 +1080,22 @@ def _newer(body: dict[str, Any], than: dict[str, Any] | None) -> bool:
         return True
 
 
-def _same_version(body: dict[str, Any], other: dict[str, Any]) -> bool:
-    version = body["metadata"].get("resourceVersion")
-    return version is not None and version == other["metadata"].get("resourceVersion")
+def _advances(version: str | None, than: str | None) -> bool:
+    """Whether resourceVersion `version` is newer than `than` (see `_newer`)."""
+    try:
+        return int(version) > int(than)  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        return True
 
 
 def _generation(body: dict[str, Any]) -> int | None:
     generation: int | None = body.get("metadata", {}).get("generation")
     return generation
+
+
+def _busy(entry: JobEntry) -> bool:
+    """Admitted or running: its pod's events re-assess it often, so its parsed form is kept."""
+    return entry.assessment is not None and entry.assessment.status.phase in _BUSY_PHASES
 
 
 def _write_hold(entry: JobEntry) -> float:
