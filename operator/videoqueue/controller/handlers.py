@@ -34,7 +34,14 @@ from typing import Any, Literal
 import kopf
 
 from videoqueue.api import GROUP, VERSION
-from videoqueue.controller.kube import PODS, VIDEOJOBS, VIDEOQUEUES, KubeClient, KubeError
+from videoqueue.controller.kube import (
+    PODS,
+    VIDEOJOBS,
+    VIDEOQUEUES,
+    KubeClient,
+    KubeError,
+    Resource,
+)
 from videoqueue.controller.metrics import Activity
 from videoqueue.controller.pods import LABEL_JOB
 from videoqueue.controller.progress import ProgressSettings
@@ -102,27 +109,32 @@ async def _activate(settle: float) -> None:
     kube = _state.kube
     assert kube is not None
     await asyncio.sleep(settle)
+    listings: tuple[tuple[Kind, Resource, str | None], ...] = (
+        ("queue", VIDEOQUEUES, None),
+        ("job", VIDEOJOBS, None),
+        ("pod", PODS, LABEL_JOB),  # after the jobs: a pod waits in the index for its job
+    )
     while True:
+        # Fed a page at a time (slimmed at once, so a listing of 20,000 jobs never sits in
+        # memory whole); its scheduler loops start only once everything is indexed.
+        fresh = Controller(kube, progress=_state.progress, start_loops=False)
+        listed: dict[tuple[Kind, str], int] = {}
+        counts: dict[Kind, int] = {}
         try:
-            queues, _ = await kube.list(VIDEOQUEUES)
-            jobs, _ = await kube.list(VIDEOJOBS)
-            pods, _ = await kube.list(PODS, label_selector=LABEL_JOB)
+            for kind, resource, selector in listings:
+                async for items, _ in kube.list_pages(resource, label_selector=selector):
+                    if items is None:  # the listing started over
+                        continue
+                    for body in items:
+                        listed[(kind, _key(body))] = _version(body)
+                        _observe(fresh, kind, slim(body), deleted=False)
+                    counts[kind] = counts.get(kind, 0) + len(items)
             break
         except KubeError as e:
+            await fresh.stop()
             logger.warning("cannot list what to schedule (%s); retrying in %.0fs", e, RETRY_SECONDS)
             await asyncio.sleep(RETRY_SECONDS)
-    # From here on no awaits: the controller's loops first run with the whole index.
-    fresh = Controller(kube, progress=_state.progress)
-    listings: tuple[tuple[Kind, list[dict[str, Any]]], ...] = (
-        ("queue", queues),
-        ("job", jobs),
-        ("pod", pods),  # after the jobs: a pod whose job is not indexed is ignored
-    )
-    listed: dict[tuple[Kind, str], int] = {}
-    for kind, items in listings:
-        for body in items:
-            listed[(kind, _key(body))] = _version(body)
-            _observe(fresh, kind, body, deleted=False)
+    # From here on no awaits: the buffered events go on top, then the loops start.
     for kind, body, deleted in _state.buffer or ():
         # A deletion older than what was listed is of an object since re-created.
         if deleted and _version(body) < listed.get((kind, _key(body)), -1):
@@ -130,11 +142,12 @@ async def _activate(settle: float) -> None:
         _observe(fresh, kind, body, deleted=deleted)
     _state.buffer = None
     _state.controller = fresh
+    fresh.start_loops()
     logger.info(
         "acting: this replica now schedules (%d queues, %d jobs, %d worker pods)",
-        len(queues),
-        len(jobs),
-        len(pods),
+        counts.get("queue", 0),
+        counts.get("job", 0),
+        counts.get("pod", 0),
     )
 
 
@@ -204,6 +217,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # kopf would post an Event for every handler log line; ours are posted on transitions.
     settings.posting.enabled = False
     settings.persistence.diffbase_storage = NoDiffBase()
+    # Memory at scale: kopf lists in pages rather than all at once, and a per-object worker
+    # (which holds its object's last event, managedFields and all) exits after 1 s idle
+    # instead of 5: a burst of events for 20,000 jobs would otherwise pin all of them.
+    settings.watching.chunk_size = 500
+    settings.queueing.idle_timeout = 1.0
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     # Peering keep-alives carry no annotations and no per-object state: kopf's peering

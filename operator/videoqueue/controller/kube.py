@@ -31,7 +31,7 @@ import ssl
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -589,6 +589,32 @@ class KubeClient:
         Items get `apiVersion` and `kind` filled in (the API server leaves them out of list
         items), so they can be passed on as they are, e.g. to `post_event`.
         """
+        items: ObjList = []
+        version = ""
+        pages = self.list_pages(
+            resource, namespace, label_selector, limit, field_selector=field_selector
+        )
+        async for page, page_version in pages:
+            if page is None:
+                items = []  # the listing started over
+            else:
+                items += page
+            version = page_version
+        return items, version
+
+    async def list_pages(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        limit: int | None = 500,
+        *,
+        field_selector: str | None = None,
+    ) -> AsyncIterator[tuple[ObjList | None, str]]:
+        """`list` a page at a time, for callers that need not hold every object at once:
+        yields (items, the list's resourceVersion once known, else ""). A continue token
+        expires with etcd compaction (410), and the only remedy is to start the listing
+        over: then (None, "") comes first and the pages follow from the start again."""
         params: dict[str, str] = {}
         if label_selector:
             params["labelSelector"] = label_selector
@@ -596,10 +622,9 @@ class KubeClient:
             params["fieldSelector"] = field_selector
         if limit:
             params["limit"] = str(limit)
-        # A continue token expires with etcd compaction (410); the only remedy is to start
-        # the list over.
-        for _ in range(3):
-            items: ObjList = []
+        for attempt in range(3):
+            if attempt:
+                yield None, ""
             token: str | None = None
             while True:
                 page_params = {**params, "continue": token} if token else params
@@ -611,14 +636,17 @@ class KubeClient:
                 page = _ok(status, raw)
                 api_version = page.get("apiVersion", resource.api_version)
                 kind = str(page.get("kind", "")).removesuffix("List")
-                for item in page.get("items") or []:
+                items: ObjList = page.get("items") or []
+                for item in items:
                     item.setdefault("apiVersion", api_version)
                     item.setdefault("kind", kind)
-                    items.append(item)
                 metadata = page.get("metadata") or {}
                 token = metadata.get("continue")
+                del page, raw  # hold one page at a time
                 if not token:
-                    return items, str(metadata.get("resourceVersion", ""))
+                    yield items, str(metadata.get("resourceVersion", ""))
+                    return
+                yield items, ""
         raise KubeApiError(410, "Expired", f"listing {resource.plural} kept expiring", {})
 
     async def patch(

@@ -14,6 +14,7 @@ adapts to the load instead of growing with it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import datetime
@@ -133,7 +134,9 @@ class JobEntry:
         phase = (body.get("status") or {}).get("phase")
         self.stored_phase = JobPhase(phase) if phase in _PHASE_VALUES else None
         self._raw = json.dumps(body, separators=(",", ":")).encode()
-        self._body: dict[str, Any] | None = body
+        # Not kept: a queue's jobs arrive by the thousand (a listing, a burst of status
+        # echoes) and are assessed one at a time; parsing again costs less than the peak.
+        self._body: dict[str, Any] | None = None
         self._job: VideoJob | _Unset | None = _UNSET
 
     @property
@@ -208,6 +211,10 @@ class QueueEntry:
     due: list[tuple[float, str]] = field(default_factory=list)
     expiries: list[tuple[float, str]] = field(default_factory=list)
     oom_kills: dict[str, tuple[float, ...]] = field(default_factory=dict)  # by job key
+    # Status writes queued or on the wire (job keys), and the tasks writing them.
+    write_queue: collections.deque[str] = field(default_factory=collections.deque)
+    writing: set[str] = field(default_factory=set)
+    writers: set[asyncio.Task[None]] = field(default_factory=set)
     status_changed: bool = True  # the queue's status may need a write
     status_written_at: float = 0.0
     pressure: PressureState | None = None
@@ -227,8 +234,12 @@ class Controller:
         *,
         clock: Callable[[], float] = time.time,
         progress: ProgressSettings | None = None,
+        start_loops: bool = True,
     ) -> None:
+        """`start_loops=False`: no queue is scheduled until `start_loops()` (while the index
+        is being primed)."""
         self.kube = kube
+        self._loops_started = start_loops
         self.clock = clock
         self.queues: dict[str, QueueEntry] = {}
         self.jobs: dict[str, JobEntry] = {}
@@ -389,13 +400,19 @@ class Controller:
         entry = self.queues.get(key)
         if entry is None:
             entry = self.queues[key] = QueueEntry(key)
-        if entry.task is None and not self._stopping:
+        if entry.task is None and self._loops_started and not self._stopping:
             entry.task = asyncio.create_task(self._loop(entry), name=f"queue {key}")
         return entry
+
+    def start_loops(self) -> None:
+        self._loops_started = True
+        for key in self.queues:
+            self._queue(key)
 
     async def stop(self) -> None:
         self._stopping = True
         tasks = [q.task for q in self.queues.values() if q.task is not None]
+        tasks += [writer for q in self.queues.values() for writer in q.writers]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -444,6 +461,8 @@ class Controller:
             new_jobs = new_jobs or (job_entry.unwritten is None and job_entry.stored_phase is None)
             assessment = await self._assess(job_entry, entry.queue, now)
             self._set_assessment(entry, key, job_entry, assessment, now_ts)
+            if not _busy(job_entry):
+                job_entry.compact()  # a queue may (re-)assess thousands of idle jobs at once
             if assessment.status.phase != before:
                 self._wake_dependents(key)
         if entry.queue is not None and new_jobs:
@@ -451,7 +470,7 @@ class Controller:
         expiry = self._collect_finished(entry, now_ts)
 
         # 2. decide
-        writes: list[Any] = []
+        admissions: list[Any] = []
         wake_at: float | None = None
         queue = entry.queue
         admitted: tuple[str, ...] = ()
@@ -477,24 +496,30 @@ class Controller:
                 entry.wake.set()  # admit the preemptor once the victims count as pending
             # 3. admit: create the pods, then record the admissions
             admitted = decision.admit
-            writes += [self._admit(self.jobs[key], entry, now) for key in admitted]
+            admissions += [self._admit(self.jobs[key], entry, now) for key in admitted]
 
-        # 4. write the statuses that may differ from what is stored
-        touched = changed.union(admitted)
+        # 4. write the statuses that may differ from what is stored: in the background, so
+        #    that the next cycle (new jobs) need not wait for them; one write per job at a time
         for key in list(entry.unsaved):
             job_entry = self.jobs.get(key)
-            if job_entry is None or job_entry.assessment is None or job_entry.job is None:
+            if job_entry is None or job_entry.assessment is None:
                 entry.unsaved.discard(key)
-            elif key not in admitted and _write_hold(job_entry) <= now_ts:
-                writes.append(self._save(entry, key, job_entry))
-                touched.add(key)
-        await _gather_bounded(writes)
-        for key in touched:  # idle again: keep only the compact form
+            elif (
+                key not in admitted
+                and key not in entry.writing
+                and _write_hold(job_entry) <= now_ts
+            ):
+                entry.writing.add(key)
+                entry.write_queue.append(key)
+        self._start_writers(entry)
+        await _gather_bounded(admissions)
+        for key in changed.union(admitted):  # idle again: keep only the compact form
             job_entry = self.jobs.get(key)
-            if job_entry is not None and not _busy(job_entry):
+            if job_entry is not None and key not in entry.writing and not _busy(job_entry):
                 job_entry.compact()
         for key in entry.unsaved:  # held admissions and writes to retry
-            wake_at = _earliest(wake_at, _write_hold(self.jobs[key]))
+            if key not in entry.writing and (job_entry := self.jobs.get(key)) is not None:
+                wake_at = _earliest(wake_at, _write_hold(job_entry))
         wake_at = _earliest(wake_at, entry.due[0][0] if entry.due else None)
         if queue is None:
             wake_at = _earliest(wake_at, expiry)
@@ -530,22 +555,47 @@ class Controller:
         if assessment.terminal:
             self._record_finished(entry, key, job_entry, assessment, now)
 
+    def _start_writers(self, entry: QueueEntry) -> None:
+        """Enough writer tasks for the queued status writes, at most WRITE_PARALLELISM."""
+        wanted = min(WRITE_PARALLELISM, len(entry.write_queue))
+        while len(entry.writers) < wanted:
+            task = asyncio.create_task(self._write_queued(entry))
+            entry.writers.add(task)
+            task.add_done_callback(entry.writers.discard)
+
+    async def _write_queued(self, entry: QueueEntry) -> None:
+        while entry.write_queue:
+            key = entry.write_queue.popleft()
+            try:
+                if (job_entry := self.jobs.get(key)) is not None:
+                    await self._save(entry, key, job_entry)
+            finally:
+                entry.writing.discard(key)
+
     async def _save(self, entry: QueueEntry, key: str, job_entry: JobEntry) -> None:
-        """Write the job's assessment; on failure keep it unsaved and retry in a second."""
-        assessment = job_entry.assessment
-        assert assessment is not None
+        """Write the job's latest assessment; on failure keep it unsaved and retry in a
+        second. The queue's loop is woken when there is more to write for the job."""
         entry.unsaved.discard(key)  # a new assessment meanwhile puts it back
+        assessment = job_entry.assessment
+        if assessment is None or job_entry.job is None:
+            return
         try:
             await self._write_status(job_entry, assessment)
         except Exception:
             logger.exception("status write of %s failed; retrying", key)
             job_entry.write_after = self.clock() + WRITE_RETRY_SECONDS
             entry.unsaved.add(key)
-            return
+        if key in entry.unsaved or _deleting(entry.body):
+            entry.wake.set()  # more to write, or the finalizer waits for stored phases
+            if key in entry.unsaved:
+                return
         # Its watch event brings nothing new, so it is not re-assessed: a terminal status
         # now on record starts its TTL here.
         if (expires := self._expires_at(entry, job_entry)) is not None:
             heapq.heappush(entry.expiries, (expires, key))
+            entry.wake.set()
+        if not _busy(job_entry):
+            job_entry.compact()
 
     # -- queue rules around admission ---------------------------------------------------
 
@@ -1010,16 +1060,20 @@ class Controller:
         )
 
     async def _write_status(self, entry: JobEntry, assessment: Assessment) -> None:
-        # Step 4 writes every job's assessment on every cycle until the job is re-assessed:
-        # post its Events with the first write only, or each cycle would post them again.
+        # A failed write is tried again with the same assessment: post its Events with the
+        # first try only.
         if assessment.notices:
             for notice in assessment.notices:
                 self._notify(entry, notice.type, notice.reason, notice.message)
             if entry.assessment is assessment:
                 entry.assessment = dataclasses.replace(assessment, notices=())
+        # Once this is stored, a decided but unwritten status is on record, unless a newer
+        # one (an admission) was decided while this write was on the wire.
+        unwritten = entry.unwritten
         patch = status_patch(entry.body.get("status") or {}, assessment.status)
         if patch is None:
-            entry.unwritten = None
+            if entry.unwritten is unwritten:
+                entry.unwritten = None
             await self._stop_pods(entry, assessment)
             return
         meta = entry.body["metadata"]
@@ -1028,7 +1082,8 @@ class Controller:
         updated = await self.kube.patch(
             VIDEOJOBS, meta["namespace"], meta["name"], {"status": patch}, subresource="status"
         )
-        entry.unwritten = None
+        if entry.unwritten is unwritten:
+            entry.unwritten = None
         if updated is not None and previous is not None:
             metrics.record_status_written(previous, assessment.status)
             self._send_notification(previous, assessment.status)

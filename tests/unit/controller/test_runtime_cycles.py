@@ -1,0 +1,198 @@
+"""The scheduler loop's cost follows what changed, not the size of the queue (issue 8):
+a cycle assesses only changed jobs, writes only statuses that may differ, and leaves idle
+jobs in their compact form. Runs `Controller.reconcile_queue` on an index fed by hand, with
+a fake API client that records writes (the behaviour against a real API server is covered
+by tests/integration)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime
+from collections import Counter
+from typing import Any, cast
+
+import pytest
+
+from videoqueue.api import VideoQueue
+from videoqueue.controller.kube import KubeClient, Resource
+from videoqueue.controller.runtime import Controller, JobEntry, QueueEntry
+
+NS = "media"
+NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC)
+
+
+class RecordingKube:
+    """Answers writes like an API server would (the object back, a new resourceVersion)."""
+
+    def __init__(self, objects: dict[str, dict[str, Any]]) -> None:
+        self.objects = objects
+        self.calls: Counter[str] = Counter()
+        self.version = 1000
+
+    async def patch(
+        self, resource: Resource, namespace: str, name: str, patch: Any, subresource: str = ""
+    ) -> dict[str, Any] | None:
+        self.calls[f"patch {resource.plural}/{subresource}"] += 1
+        body = self.objects.get(f"{namespace}/{name}")
+        if body is None:
+            return None
+        updated = copy.deepcopy(body)
+        for key, value in patch.get("status", {}).items():
+            updated.setdefault("status", {})[key] = value
+        self.version += 1
+        updated["metadata"]["resourceVersion"] = str(self.version)
+        self.objects[f"{namespace}/{name}"] = updated
+        return updated
+
+    async def create(self, resource: Resource, namespace: str, body: Any) -> tuple[Any, bool]:
+        self.calls[f"create {resource.plural}"] += 1
+        created = copy.deepcopy(body)
+        created["metadata"].setdefault("namespace", namespace)
+        created["metadata"]["uid"] = f"uid-{created['metadata']['name']}"
+        created["metadata"]["resourceVersion"] = "1"
+        return created, True
+
+    async def post_event(self, involved: Any, **_: Any) -> None:
+        self.calls["event"] += 1
+
+    async def get(self, *_: Any) -> None:
+        return None
+
+
+def queue_body(state: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "videoqueue.dev/v1alpha1",
+        "kind": "VideoQueue",
+        "metadata": {
+            "name": "work",
+            "namespace": NS,
+            "uid": "queue-uid",
+            "generation": 1,
+            "resourceVersion": "1",
+            "finalizers": ["videoqueue.dev/running-jobs"],
+        },
+        "spec": {
+            "state": state,
+            "concurrency": 2,
+            "memory": {"budget": "100Gi", "defaultRequest": "1Gi"},
+            "template": {"spec": {"containers": [{"name": "worker", "image": "w:1"}]}},
+        },
+    }
+
+
+def job_body(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "videoqueue.dev/v1alpha1",
+        "kind": "VideoJob",
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "uid": f"uid-{name}",
+            "generation": 1,
+            "resourceVersion": "10",
+            "creationTimestamp": "2026-11-23T11:00:00Z",
+        },
+        "spec": {"queueName": "work", "type": "transcode", "input": {"url": "file:///a.mp4"}},
+    }
+
+
+@pytest.fixture
+async def setup() -> tuple[Controller, QueueEntry, RecordingKube]:
+    objects = {f"{NS}/job-{i:03d}": job_body(f"job-{i:03d}") for i in range(200)}
+    kube = RecordingKube(objects)
+    controller = Controller(cast(KubeClient, kube), clock=NOW.timestamp)
+    body = queue_body("Paused")  # nothing is admitted: every job waits
+    entry = QueueEntry(f"{NS}/work", body=body, queue=VideoQueue.model_validate(body))
+    controller.queues[entry.key] = entry
+    for key, job in objects.items():
+        controller.jobs[key] = JobEntry(copy.deepcopy(job))
+        entry.jobs.add(key)
+    return controller, entry, kube
+
+
+async def drain_writes(entry: QueueEntry) -> None:
+    while entry.writers:
+        await asyncio.gather(*entry.writers)
+
+
+async def test_an_unchanged_queue_costs_no_assessment_and_no_write(
+    setup: tuple[Controller, QueueEntry, RecordingKube],
+) -> None:
+    controller, entry, kube = setup
+    assessed: Counter[str] = Counter()
+    assess = controller._assess
+
+    async def counting(job_entry: JobEntry, *args: Any) -> Any:
+        assessed[job_entry.key] += 1
+        return await assess(job_entry, *args)
+
+    controller._assess = counting  # type: ignore[method-assign,assignment]
+
+    # First cycle: every job is new, so each is assessed once and its Pending status written.
+    await controller.reconcile_queue(entry)
+    await drain_writes(entry)
+    assert len(assessed) == 200
+    assert set(assessed.values()) == {1}
+    assert kube.calls["patch videojobs/status"] == 200
+    assert not entry.unsaved
+
+    # Nothing changed: the next cycle assesses nothing and writes nothing.
+    assessed.clear()
+    kube.calls.clear()
+    await controller.reconcile_queue(entry)
+    await drain_writes(entry)
+    assert not assessed
+    assert kube.calls["patch videojobs/status"] == 0
+
+    # One job changes: only it is assessed; its status is unchanged, so nothing is written.
+    entry.assess_again(f"{NS}/job-007")
+    await controller.reconcile_queue(entry)
+    await drain_writes(entry)
+    assert assessed == Counter({f"{NS}/job-007": 1})
+    assert kube.calls["patch videojobs/status"] == 0
+
+
+async def test_idle_jobs_are_kept_compact_and_parse_again_on_demand(
+    setup: tuple[Controller, QueueEntry, RecordingKube],
+) -> None:
+    controller, entry, kube = setup
+    await controller.reconcile_queue(entry)
+    await drain_writes(entry)
+    job_entry = controller.jobs[f"{NS}/job-042"]
+    assert job_entry._body is None  # compact: only the JSON is kept
+    assert job_entry.stored_phase is not None  # what the cycles read stays a plain field
+    job = job_entry.job
+    assert job is not None
+    assert job.metadata.name == "job-042"
+    assert job.status.phase == job_entry.stored_phase
+    assert kube.objects[f"{NS}/job-042"]["status"]["phase"] == "Pending"
+
+
+async def test_write_failures_are_retried_by_a_later_cycle(
+    setup: tuple[Controller, QueueEntry, RecordingKube],
+) -> None:
+    controller, entry, kube = setup
+    failing = {f"{NS}/job-001"}
+    patch = kube.patch
+
+    async def flaky(resource: Resource, namespace: str, name: str, *args: Any, **kw: Any) -> Any:
+        if f"{namespace}/{name}" in failing:
+            failing.clear()
+            raise RuntimeError("connection reset")
+        return await patch(resource, namespace, name, *args, **kw)
+
+    kube.patch = flaky  # type: ignore[method-assign]
+    await controller.reconcile_queue(entry)
+    await drain_writes(entry)
+    assert entry.unsaved == {f"{NS}/job-001"}
+    assert "status" not in kube.objects[f"{NS}/job-001"]
+
+    # The retry waits WRITE_RETRY_SECONDS; a cycle after that writes it.
+    later = NOW.timestamp() + 5
+    controller.clock = lambda: later
+    wake_at = await controller.reconcile_queue(entry)
+    await drain_writes(entry)
+    assert not entry.unsaved
+    assert kube.objects[f"{NS}/job-001"]["status"]["phase"] == "Pending"
+    assert wake_at is None or wake_at > later
