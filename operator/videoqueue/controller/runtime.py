@@ -128,6 +128,7 @@ class JobEntry:
         self.uid: str | None = meta.get("uid")
         self.resource_version: str | None = meta.get("resourceVersion")
         self.created: str = meta.get("creationTimestamp") or ""
+        self.generation: int | None = meta.get("generation")
         self.queue_key = f"{self.namespace}/{spec.get('queueName', '')}"
         self.type: str = spec.get("type", "")
         self.batch: str | None = (meta.get("labels") or {}).get(BATCH_LABEL)
@@ -943,8 +944,6 @@ class Controller:
         current = find_condition(assessment.status.conditions, JobConditionType.ADMITTED)
         if current is not None and current.reason == reason:
             return
-        if entry.job is None:
-            return
         status = assessment.status.model_copy(deep=True)
         status.message = message
         status.conditions = put_condition(
@@ -954,7 +953,7 @@ class Controller:
             reason,
             message,
             now=now,
-            generation=entry.job.metadata.generation,
+            generation=entry.generation,
         )
         explained = dataclasses.replace(assessment, status=status)
         self._set_assessment(queue, key, entry, explained, now.timestamp())
