@@ -351,20 +351,33 @@ def test_a_worker_without_heartbeats_is_stalled_and_retried_until_attempts_run_o
         queue["spec"]["retry"] = {"maxAttempts": 2, "backoff": {"initialSeconds": 1}}
         create(custom, namespace, "videoqueues", queue)
         create(custom, namespace, "videojobs", long_job("clip"))
-        job = running(custom, namespace, "clip")
-        first_pod = job["status"]["attempts"][-1]["pod"]
-
-        # Heartbeats every second keep the worker alive well past the deadline.
+        # Heartbeats every second from the moment the worker pod exists (as a real worker
+        # beats from its start) keep it alive well past the deadline.
+        first_pod = "clip-a1"
+        poll(
+            lambda: bool(
+                core.list_namespaced_pod(
+                    namespace, field_selector=f"metadata.name={first_pod}"
+                ).items
+            ),
+            timeout=60,
+            what=f"worker pod {first_pod}",
+        )
+        job = get_job(custom, namespace, "clip")
         stop = threading.Event()
 
         def beat() -> None:
             with redis_server.client() as r:
-                while not stop.wait(1.0):
-                    publish(r, job, kind=ProgressKind.HEARTBEAT)
+                while True:
+                    publish(r, job, kind=ProgressKind.HEARTBEAT, attempt=1)
+                    if stop.wait(1.0):
+                        return
 
         beating = threading.Thread(target=beat, daemon=True)
         beating.start()
         try:
+            job = running(custom, namespace, "clip")
+            assert job["status"]["attempts"][-1]["pod"] == first_pod
             alive_until = time.monotonic() + 8
             while time.monotonic() < alive_until:
                 status = get_job(custom, namespace, "clip")["status"]

@@ -83,9 +83,10 @@ logger = logging.getLogger(__name__)
 # Parallel API writes per queue cycle: enough to keep the API server busy, bounded so
 # one huge queue does not starve the others of connections.
 WRITE_PARALLELISM = 32
-# How long the status write of a fresh admission waits for the worker to start: once the
-# worker runs (or ends) the write goes at once and records the admission too, so most jobs
-# cost two status writes (Running, then the outcome) instead of three.
+# How long the status of a fresh admission stays unwritten while it only says Admitted or
+# Running: the pod records the admission meanwhile, and a job done by then costs one status
+# write (its outcome, with admission and start from the pod) instead of three. Outcomes
+# and anything else are written at once.
 ADMISSION_WRITE_DELAY = 5.0
 # How soon a failed status write is tried again.
 WRITE_RETRY_SECONDS = 1.0
@@ -111,7 +112,8 @@ class JobEntry:
         self.assessment: Assessment | None = None
         self.due_at: float | None = None  # when it is next re-assessed although nothing changed
         self.write_after = 0.0  # no status write before this time (a failed write's retry)
-        # While the status is only Admitted, its write waits until then (ADMISSION_WRITE_DELAY).
+        # While the status is only Admitted or Running, its write waits until then
+    # (ADMISSION_WRITE_DELAY).
         self.admitted_hold = 0.0
         # The status decided but not yet written (a deferred admission): what the next
         # assessment starts from, since part of it (e.g. a disrupted attempt) is nowhere else.
@@ -1066,9 +1068,11 @@ class Controller:
                 self._notify(entry, notice.type, notice.reason, notice.message)
             if entry.assessment is assessment:
                 entry.assessment = dataclasses.replace(assessment, notices=())
-        # Once this is stored, a decided but unwritten status is on record, unless a newer
-        # one (an admission) was decided while this write was on the wire.
-        unwritten = entry.unwritten
+        # Assessments made while this write is on the wire start from what it writes, not
+        # from the stored status (they would decide the same transition again, at a new
+        # time). Once it is stored, that is on record, unless something newer (an
+        # admission) was decided meanwhile.
+        unwritten = entry.unwritten = assessment.status
         patch = status_patch(entry.body.get("status") or {}, assessment.status)
         if patch is None:
             if entry.unwritten is unwritten:
@@ -1154,9 +1158,9 @@ def _busy(entry: JobEntry) -> bool:
 
 def _write_hold(entry: JobEntry) -> float:
     """Until when the job's status write waits: a retry's delay, and a fresh admission's
-    hold while the worker has not started (see ADMISSION_WRITE_DELAY)."""
+    hold while it is admitted or running (see ADMISSION_WRITE_DELAY)."""
     assessment = entry.assessment
-    if assessment is not None and assessment.status.phase == JobPhase.ADMITTED:
+    if assessment is not None and assessment.status.phase in _BUSY_PHASES:
         return max(entry.write_after, entry.admitted_hold)
     return entry.write_after
 
