@@ -113,7 +113,7 @@ class JobEntry:
         self.due_at: float | None = None  # when it is next re-assessed although nothing changed
         self.write_after = 0.0  # no status write before this time (a failed write's retry)
         # While the status is only Admitted or Running, its write waits until then
-    # (ADMISSION_WRITE_DELAY).
+        # (ADMISSION_WRITE_DELAY).
         self.admitted_hold = 0.0
         # The status decided but not yet written (a deferred admission): what the next
         # assessment starts from, since part of it (e.g. a disrupted attempt) is nowhere else.
