@@ -123,13 +123,15 @@ async def _activate(settle: float) -> None:
         try:
             for kind, resource, selector in listings:
                 async for items, _ in kube.list_pages(resource, label_selector=selector):
-                    if items is None:  # the listing started over
-                        continue
+                    if items is None:
+                        raise _ListingRestartedError  # prime afresh: deletions meanwhile are unseen
                     for body in items:
                         listed[(kind, _key(body))] = _version(body)
                         _observe(fresh, kind, slim(body), deleted=False)
                     counts[kind] = counts.get(kind, 0) + len(items)
             break
+        except _ListingRestartedError:
+            await fresh.stop()
         except KubeError as e:
             await fresh.stop()
             logger.warning("cannot list what to schedule (%s); retrying in %.0fs", e, RETRY_SECONDS)
@@ -149,6 +151,10 @@ async def _activate(settle: float) -> None:
         counts.get("job", 0),
         counts.get("pod", 0),
     )
+
+
+class _ListingRestartedError(Exception):
+    """A listing's continue token expired and it started over."""
 
 
 def _begin_activation(settle: float) -> None:
