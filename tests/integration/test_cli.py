@@ -24,6 +24,7 @@ from tests.integration.objects import (
     make_job,
     make_queue,
     wait_job,
+    wait_queue,
 )
 from videoqueue.api import RETRY_ANNOTATION
 from videoqueue.cli.main import BATCH_LABEL, CI_RUN_ANNOTATION, main
@@ -232,7 +233,8 @@ def test_batch_progress_is_counted_from_the_jobs(
 def test_watch_follows_a_job_to_its_end_and_exits_with_its_outcome(
     operator: subprocess.Popen[bytes], custom: Any, namespace: str, vq: Plugin, tmp_path: Path
 ) -> None:
-    create(custom, namespace, "videoqueues", make_queue(run_for="2s"))
+    # Longer than the operator holds an admitted job's status (5 s), so Running is written.
+    create(custom, namespace, "videoqueues", make_queue(run_for="8s"))
     vq.ok("submit", "--name", "good", "-q", "work", "--type", "probe", "--input", "file:///a")
     watched = vq("watch", "good", "--timeout", "90")
     assert watched.code == 0, watched.err
@@ -245,6 +247,14 @@ def test_watch_follows_a_job_to_its_end_and_exits_with_its_outcome(
     vq.ok("submit", "-f", write_job(tmp_path / "bad.yaml", failing))
     assert vq("watch", "vj/bad", "--timeout", "90").code == 1
 
+    # The queue's status lags its jobs' by up to 2 s (its write rate): a job that ended
+    # within that time may not be counted yet, and the queue would look idle already.
+    wait_queue(
+        custom,
+        namespace,
+        lambda q: (q.get("status") or {}).get("failed") == 1,
+        "the queue to count the failed job",
+    )
     queue_watch = vq("watch", "vq/work", "--timeout", "90", "-o", "json")
     assert queue_watch.code == 0, queue_watch.err
     last = json.loads(queue_watch.out.splitlines()[-1])
