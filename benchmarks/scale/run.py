@@ -48,8 +48,8 @@ if str(REPO) not in sys.path:  # run as a script: make `benchmarks` and `tests` 
     sys.path.insert(0, str(REPO))
 
 from benchmarks.writes_per_job import (  # noqa: E402
+    BACKGROUND,
     GROUP,
-    OPERATOR_CATEGORIES,
     VERSION,
     WriteKey,
     category,
@@ -165,53 +165,60 @@ def wait_settled(operator: OperatorProcess, timeout: float = 300) -> None:
 
 
 class Watch:
-    """A raw watch stream (`kubectl get --raw ...?watch=1`): kubectl copies the API server's
-    lines and this thread stamps each event on arrival. Cheaper for this process than
-    decoding objects into client models, which would compete with the operator for CPU."""
+    """A watch stream, stamped on arrival by `stamp_watch.py` in a process of its own (a
+    reader thread here fell behind while this process created objects, and the API server
+    closes a watch that falls behind); this thread reads the stamped lines from a file and
+    hands each event to `on_event` with its arrival time."""
 
     def __init__(
         self, cluster: LocalCluster, path: str, on_event: Callable[[str, Any, float], None]
     ) -> None:
+        self._file = Path(tempfile.mkstemp(prefix="watch-", suffix=".log")[1])
         self._argv = [
+            sys.executable,
+            str(Path(__file__).with_name("stamp_watch.py")),
             str(cluster.binaries["kubectl"]),
-            f"--kubeconfig={cluster.kubeconfig}",
-            "get",
-            "--raw",
-            f"{path}?watch=1&timeoutSeconds=3600",
+            str(cluster.kubeconfig),
+            path,
+            str(self._file),
         ]
         self._on_event = on_event
         self._process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> Watch:
-        self._stopping = False
-        self._process = subprocess.Popen(self._argv, stdout=subprocess.PIPE)
+        self._process = subprocess.Popen(self._argv)
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._stopping = True
         if self._process is not None:
             self._process.terminate()
             self._process.wait(timeout=10)
-        self._thread.join(timeout=10)
+        self._stopping.set()  # the thread reads what is left, then ends
+        self._thread.join(timeout=60)
+        self._file.unlink(missing_ok=True)
 
     def _run(self) -> None:
-        while True:
-            process = self._process
-            assert process is not None
-            assert process.stdout is not None
-            for line in process.stdout:
-                now = time.time()
+        with self._file.open("rb") as lines:
+            pending = b""
+            while True:
+                stopping = self._stopping.is_set()
+                chunk = lines.readline()
+                if not chunk:
+                    if stopping:
+                        return
+                    time.sleep(0.05)
+                    continue
+                pending += chunk
+                if not pending.endswith(b"\n"):
+                    continue  # the writer is mid-line
+                stamp, _, line = pending.partition(b" ")
+                pending = b""
                 event = json.loads(line)
-                self._on_event(event["type"], event["object"], now)
-            process.wait()
-            if self._stopping:
-                return
-            # The API server may end a watch at any time: watch again. The new stream starts
-            # with every existing object (ADDED), and the callbacks keep first times.
-            print(f"watch {self._argv[-1]} ended; restarting", file=sys.stderr, flush=True)
-            self._process = subprocess.Popen(self._argv, stdout=subprocess.PIPE)
+                if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                    self._on_event(event["type"], event["object"], float(stamp))
 
 
 class PodTimes:
@@ -354,18 +361,15 @@ class Bench:
         return name
 
     def settled_writes(self, quiet: float = 3.0, timeout: float = 300) -> Counter[WriteKey]:
-        """Write counters once the writes of the job runners (operator, KCM) have not moved
-        for `quiet` seconds."""
+        """Write counters once the writes about jobs and pods (by the operator, KCM, the
+        scheduler, KWOK) have not moved for `quiet` seconds."""
         last: list[tuple[int, float]] = []
 
         def probe() -> Counter[WriteKey] | None:
             counts = scrape_write_counts(self.cluster)
-            # KWOK's pod status writes trail far behind at scale and are nobody's cost here.
-            total = sum(
-                n
-                for k, n in counts.items()
-                if k.group == "batch" or category(k) in OPERATOR_CATEGORIES
-            )
+            # Everyone's, KWOK and the scheduler too: what trails behind a scenario would
+            # compete with the next one for the API server.
+            total = sum(n for k, n in counts.items() if category(k) != BACKGROUND)
             now = time.monotonic()
             if not last or last[0][0] != total:
                 last[:] = [(total, now)]
@@ -388,6 +392,10 @@ class Bench:
         n, ns = self.args.jobs, self.namespace("physical")
         result = Scenario("physical limit", n)
         template = worker_pod_template(self.args.run_for)
+        # No scheduler serves this name: the pods are written and nothing else, so the
+        # ceiling is the API server's alone and no scheduling or KWOK work trails into the
+        # next scenario.
+        spec = {**template["spec"], "schedulerName": "bench-nobody"}
         async with await KubeClient.from_kubeconfig(
             self.cluster.kubeconfig, settings=client_settings(self.args.parallelism)
         ) as kube:
@@ -406,7 +414,7 @@ class Bench:
                 created[name] = time.time()
                 metadata = {"name": f"p{i:05d}", **template["metadata"]}
                 pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata}
-                await kube.create(PODS, ns, {**pod, "spec": template["spec"]})
+                await kube.create(PODS, ns, {**pod, "spec": spec})
                 first_pod[name] = time.time()
                 await kube.patch(
                     MARKERS, ns, name, {"status": {"admitted": True}}, subresource="status"

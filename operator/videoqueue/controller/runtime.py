@@ -92,6 +92,10 @@ ADMISSION_WRITE_DELAY = 5.0
 WRITE_RETRY_SECONDS = 1.0
 # A queue's status is rewritten at most this often, however busy the queue.
 QUEUE_STATUS_INTERVAL = 2.0
+# A cycle that assesses thousands of jobs (a burst of new ones, a restart) lets the watch
+# streams be read at least this often: the API server closes a watch whose reader falls a
+# few dozen events behind, and kopf then lists every object again.
+CYCLE_SLICE_SECONDS = 0.05
 # Set on every queue the operator manages: its deletion waits until running jobs finished.
 QUEUE_FINALIZER = "videoqueue.dev/running-jobs"
 BATCH_LABEL = "videoqueue.dev/batch"
@@ -456,7 +460,11 @@ class Controller:
         while entry.due and entry.due[0][0] <= now_ts:
             changed.add(heapq.heappop(entry.due)[1])
         new_jobs = False
+        slice_ends = time.monotonic() + CYCLE_SLICE_SECONDS
         for key in changed:
+            if time.monotonic() >= slice_ends:
+                await asyncio.sleep(0)  # events that arrive meanwhile wait for the next cycle
+                slice_ends = time.monotonic() + CYCLE_SLICE_SECONDS
             job_entry = self.jobs.get(key)
             if job_entry is None or job_entry.job is None or key not in entry.jobs:
                 continue
