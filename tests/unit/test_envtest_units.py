@@ -47,8 +47,11 @@ def test_node_manifest_is_managed_by_kwok_with_given_allocatable() -> None:
 
 def test_stages_file_names_every_annotation() -> None:
     text = stages_file().read_text()
-    stages = list(yaml.safe_load_all(text))
+    documents = list(yaml.safe_load_all(text))
+    stages = [d for d in documents if d["kind"] == "Stage"]
 
+    assert [d["kind"] for d in documents] == ["KwokConfiguration"] + ["Stage"] * len(stages)
+    assert documents[0]["options"]["podPlayStageParallelism"] > 4
     assert [s["metadata"]["name"] for s in stages] == [
         "videoqueue-node-ready",
         "videoqueue-node-heartbeat",
