@@ -233,8 +233,9 @@ def test_batch_progress_is_counted_from_the_jobs(
 def test_watch_follows_a_job_to_its_end_and_exits_with_its_outcome(
     operator: subprocess.Popen[bytes], custom: Any, namespace: str, vq: Plugin, tmp_path: Path
 ) -> None:
-    # Longer than the operator holds an admitted job's status (5 s), so Running is written.
-    create(custom, namespace, "videoqueues", make_queue(run_for="8s"))
+    # Longer than the operator holds a running job's status (5 s from the start), so
+    # Running is written.
+    create(custom, namespace, "videoqueues", make_queue(run_for="10s"))
     vq.ok("submit", "--name", "good", "-q", "work", "--type", "probe", "--input", "file:///a")
     watched = vq("watch", "good", "--timeout", "90")
     assert watched.code == 0, watched.err

@@ -161,8 +161,14 @@ def test_writes_per_job_from_the_api_servers_request_metrics(
     report(f"writes per successful job (20 jobs, apiserver_request_total):\n{result.table()}")
     assert result.succeeded == 20
     assert result.by_category["pods"] == 20  # one worker pod per job, created once
-    # No assertion on the target (4): this catches a runaway write loop.
-    assert result.operator_writes < 20 * 20
+    # A job done within 5 s of its admission costs one status write (Admitted and Running
+    # are held that long, docs/operations.md); a few pods may start late on a loaded machine
+    # and cost one more each (Admitted). Two or three writes per job (no hold) fail.
+    assert result.by_category["videojobs/status"] <= 30
+    assert result.by_category["events"] == 20  # the outcome's (Completed)
+    per_job = sum(result.by_category[c] for c in ("videojobs/status", "pods", "events")) / 20
+    assert per_job <= 4  # the target
+    assert result.operator_writes < 20 * 20  # and no runaway write loop
 
 
 # -- 2. SIGKILL at random moments -----------------------------------------------------------

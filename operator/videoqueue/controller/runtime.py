@@ -70,7 +70,7 @@ from videoqueue.controller.pods import (
 )
 from videoqueue.controller.progress import ProgressChannel, ProgressSettings
 from videoqueue.controller.queue_status import FinishedJob, QueueFacts, summarize_queue
-from videoqueue.scheduling import Snapshot, decide_admissions
+from videoqueue.scheduling import JobState, JobView, Snapshot, decide_admissions
 from videoqueue.scheduling.pressure import (
     PressurePolicy,
     PressureSignals,
@@ -84,9 +84,11 @@ logger = logging.getLogger(__name__)
 # one huge queue does not starve the others of connections.
 WRITE_PARALLELISM = 32
 # How long the status of a fresh admission stays unwritten while it only says Admitted or
-# Running: the pod records the admission meanwhile, and a job done by then costs one status
-# write (its outcome, with admission and start from the pod) instead of three. Outcomes
-# and anything else are written at once.
+# Running, and a Running status while its worker has run less than that: the pod records
+# the admission and the start meanwhile, and a job done by then costs one status write
+# (its outcome, with admission and start from the pod), or two when its pod was slow to
+# start (Admitted, then the outcome), instead of three. Outcomes and anything else are
+# written at once.
 ADMISSION_WRITE_DELAY = 5.0
 # How soon a failed status write is tried again.
 WRITE_RETRY_SECONDS = 1.0
@@ -200,7 +202,7 @@ _PHASE_VALUES = frozenset(phase.value for phase in JobPhase)
 class QueueEntry:
     """A queue and the bookkeeping that keeps its cycles proportional to what changed, not
     to the number of its jobs: a cycle touches the jobs in `changed`, `unsaved` and the
-    heaps' due entries, and reads `competing` for the decision; finished jobs sit idle."""
+    heaps' due entries, and reads `views` for the decision; finished jobs sit idle."""
 
     key: str
     body: dict[str, Any] | None = None
@@ -212,7 +214,10 @@ class QueueEntry:
     changed: set[str] = field(default_factory=set)  # jobs to re-assess
     # Jobs whose assessment may differ from their stored status: written in step 4.
     unsaved: set[str] = field(default_factory=set)
-    competing: set[str] = field(default_factory=set)  # jobs with a view in the decision
+    # The jobs that take part in the decision (waiting, admitted, running), with their view,
+    # and which of them wait: no job waiting, no decision to make.
+    views: dict[str, JobView] = field(default_factory=dict)
+    waiting: set[str] = field(default_factory=set)
     # (time, job key) min-heaps: re-assessment moments (deadlines, backoff ends) and TTL
     # expiries. Entries go stale rather than being removed; a stale one costs a re-check.
     due: list[tuple[float, str]] = field(default_factory=list)
@@ -305,7 +310,8 @@ class Controller:
             queue.jobs.discard(key)
             queue.changed.discard(key)
             queue.unsaved.discard(key)
-            queue.competing.discard(key)
+            queue.views.pop(key, None)
+            queue.waiting.discard(key)
             queue.oom_kills.pop(key, None)
             queue.status_changed = True
         else:
@@ -486,20 +492,16 @@ class Controller:
         queue = entry.queue
         admitted: tuple[str, ...] = ()
         if queue is not None:
-            views = []
-            for key in entry.competing:
-                competing = self.jobs[key].assessment
-                assert competing is not None
-                assert competing.view is not None
-                views.append(competing.view)
-            pressure_due = self._update_pressure(entry, queue, now_ts)
+            wake_at = _earliest(self._update_pressure(entry, queue, now_ts), expiry)
+        if queue is not None and entry.waiting:
             policy = queue_policy(
                 queue,
                 concurrency=entry.pressure.effective if entry.pressure is not None else None,
             )
-            snapshot = Snapshot(policy, tuple(views), self._recent_starts(entry, now_ts))
+            views = tuple(entry.views.values())
+            snapshot = Snapshot(policy, views, self._recent_starts(entry, now_ts))
             decision = decide_admissions(snapshot, now_ts)
-            wake_at = _earliest(decision.wake_at, pressure_due, expiry)
+            wake_at = _earliest(decision.wake_at, wake_at)
             for key, blocked in decision.blocked_reasons.items():
                 self._explain_wait(entry, key, blocked.reason.value, blocked.message, now)
             if decision.preempt and decision.preempt_for is not None:
@@ -547,9 +549,13 @@ class Controller:
         entry.unsaved.add(key)
         entry.status_changed = True
         if assessment.view is not None:
-            entry.competing.add(key)
+            entry.views[key] = assessment.view
         else:
-            entry.competing.discard(key)
+            entry.views.pop(key, None)
+        if assessment.view is not None and assessment.view.state is JobState.PENDING:
+            entry.waiting.add(key)
+        else:
+            entry.waiting.discard(key)
         due = _due_at(assessment)
         if due is not None and due != job_entry.due_at:
             heapq.heappush(entry.due, (due, key))
@@ -1060,13 +1066,17 @@ class Controller:
         # records the admission too, from the pod) instead of Admitted and then Running.
         entry.admitted_hold = self.clock() + ADMISSION_WRITE_DELAY
         entry.unwritten = status
-        self._notify(
-            entry,
-            "Normal",
-            "Admitted",
-            f"admitted as attempt {attempt} with {format_bytes(memory)} of memory; "
-            f"worker pod {pod['metadata']['name']}",
-        )
+        if attempt > 1:
+            # A first admission is in the job's status (attempts) and its pod's events; one
+            # Event per job, its outcome, is a tenth of the API server's writes at scale. A
+            # retry's says what changed (memory after an OOM kill).
+            self._notify(
+                entry,
+                "Normal",
+                "Admitted",
+                f"admitted as attempt {attempt} with {format_bytes(memory)} of memory; "
+                f"worker pod {pod['metadata']['name']}",
+            )
 
     async def _write_status(self, entry: JobEntry, assessment: Assessment) -> None:
         # A failed write is tried again with the same assessment: post its Events with the
@@ -1165,12 +1175,17 @@ def _busy(entry: JobEntry) -> bool:
 
 
 def _write_hold(entry: JobEntry) -> float:
-    """Until when the job's status write waits: a retry's delay, and a fresh admission's
-    hold while it is admitted or running (see ADMISSION_WRITE_DELAY)."""
+    """Until when the job's status write waits: a retry's delay, a fresh admission's hold
+    while it is admitted or running, and a fresh start's while it is running (see
+    ADMISSION_WRITE_DELAY)."""
     assessment = entry.assessment
-    if assessment is not None and assessment.status.phase in _BUSY_PHASES:
-        return max(entry.write_after, entry.admitted_hold)
-    return entry.write_after
+    if assessment is None or assessment.status.phase not in _BUSY_PHASES:
+        return entry.write_after
+    hold = max(entry.write_after, entry.admitted_hold)
+    attempts = assessment.status.attempts
+    if assessment.status.phase is JobPhase.RUNNING and attempts and attempts[-1].start_time:
+        hold = max(hold, attempts[-1].start_time.timestamp() + ADMISSION_WRITE_DELAY)
+    return hold
 
 
 def _due_at(assessment: Assessment) -> float | None:

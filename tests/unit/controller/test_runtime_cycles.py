@@ -196,3 +196,66 @@ async def test_write_failures_are_retried_by_a_later_cycle(
     assert not entry.unsaved
     assert kube.objects[f"{NS}/job-001"]["status"]["phase"] == "Pending"
     assert wake_at is None or wake_at > later
+
+
+def iso(moment: float) -> str:
+    return datetime.datetime.fromtimestamp(moment, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def with_status(pod: dict[str, Any], phase: str, started: float | None) -> dict[str, Any]:
+    """The pod as KWOK (or a kubelet) reports it: Pending, Running since `started`, or
+    Succeeded one second after `started`."""
+    pod = copy.deepcopy(pod)
+    version = int(pod["metadata"]["resourceVersion"]) + 1
+    pod["metadata"]["resourceVersion"] = str(version)
+    if started is None:
+        pod["status"] = {"phase": "Pending"}
+        return pod
+    state: dict[str, Any] = {"running": {"startedAt": iso(started)}}
+    if phase == "Succeeded":
+        times = {"startedAt": iso(started), "finishedAt": iso(started + 1)}
+        state = {"terminated": {"exitCode": 0, "reason": "Completed", **times}}
+    pod["status"] = {
+        "phase": phase,
+        "startTime": iso(started),
+        "containerStatuses": [{"name": "worker", "ready": phase == "Running", "state": state}],
+    }
+    return pod
+
+
+async def test_a_short_job_whose_pod_starts_late_costs_two_status_writes_and_one_event() -> None:
+    """Admitted waits 5 s after the admission and Running 5 s after the start, outcomes go at
+    once: a 1 s job whose pod starts 20 s after its admission (a busy cluster) writes Admitted
+    and then Succeeded, never Running, and posts one Event (its outcome)."""
+    objects = {f"{NS}/short": job_body("short")}
+    kube = RecordingKube(objects)
+    now = [NOW.timestamp()]
+    controller = Controller(cast(KubeClient, kube), clock=lambda: now[0])
+    body = queue_body("Active")
+    entry = QueueEntry(f"{NS}/work", body=body, queue=VideoQueue.model_validate(body))
+    controller.queues[entry.key] = entry
+    controller.jobs[f"{NS}/short"] = JobEntry(copy.deepcopy(objects[f"{NS}/short"]))
+    entry.jobs.add(f"{NS}/short")
+    admitted_at = now[0]
+
+    async def cycle_at(moment: float, pod: dict[str, Any] | None = None) -> str | None:
+        now[0] = moment
+        if pod is not None:
+            controller.observe_pod(pod, deleted=False)
+        await controller.reconcile_queue(entry)
+        await drain_writes(entry)
+        return cast(str | None, kube.objects[f"{NS}/short"].get("status", {}).get("phase"))
+
+    assert await cycle_at(admitted_at) is None  # admitted: the pod is created, status held
+    assert kube.calls["create pods"] == 1
+    (created,) = controller.jobs[f"{NS}/short"].pods.values()
+    assert await cycle_at(admitted_at + 1, with_status(created, "Pending", None)) is None
+    pending = with_status(created, "Pending", None)
+    assert await cycle_at(admitted_at + 6, pending) == "Admitted"  # the pod is slow to start
+    started = admitted_at + 20
+    running = with_status(pending, "Running", started)
+    assert await cycle_at(started + 1, running) == "Admitted"  # Running waits 5 s from start
+    done = with_status(running, "Succeeded", started)
+    assert await cycle_at(started + 2, done) == "Succeeded"
+    assert kube.calls["patch videojobs/status"] == 2
+    assert kube.calls["event"] == 1  # Completed; the first admission has no Event
