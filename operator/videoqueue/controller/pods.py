@@ -415,6 +415,46 @@ def _memory_limit(pod: dict[str, Any]) -> int:
     return parse_quantity(limit) if limit is not None else 0
 
 
+_KEPT_METADATA = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "labels",
+)
+_KEPT_ANNOTATIONS = (ANNOTATION_JOB_NAME, ANNOTATION_WORKER_CONTAINER, ANNOTATION_ADMITTED_AT)
+_KEPT_STATUS = ("phase", "reason", "message", "startTime", "conditions", "containerStatuses")
+
+
+def pod_essentials(pod: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a worker pod that the controller reads (`read_pod_outcome`,
+    `pod_unschedulable`, its node, its deletion), in the same shape. The index keeps a pod
+    per attempt of every job, finished ones too, and the rest of a pod (template, environment,
+    volumes, security context, annotations) is most of its size."""
+    metadata: dict[str, Any] = pod.get("metadata") or {}
+    spec: dict[str, Any] = pod.get("spec") or {}
+    status: dict[str, Any] = pod.get("status") or {}
+    kept: dict[str, Any] = {k: metadata[k] for k in _KEPT_METADATA if k in metadata}
+    annotations = metadata.get("annotations") or {}
+    if ours := {k: annotations[k] for k in _KEPT_ANNOTATIONS if k in annotations}:
+        kept["annotations"] = ours
+    containers = [
+        {k: c[k] for k in ("name", "resources") if k in c} for c in spec.get("containers") or []
+    ]
+    essentials: dict[str, Any] = {"metadata": kept, "spec": {"containers": containers}}
+    if "nodeName" in spec:
+        essentials["spec"]["nodeName"] = spec["nodeName"]
+    if status:
+        essentials["status"] = {k: status[k] for k in _KEPT_STATUS if k in status}
+        if "containerStatuses" in status:
+            essentials["status"]["containerStatuses"] = [
+                {k: c[k] for k in ("name", "state") if k in c} for c in status["containerStatuses"]
+            ]
+    return essentials
+
+
 def read_pod_outcome(pod: dict[str, Any]) -> PodOutcome:
     """Read a worker pod (as the API server returns it) into a `PodOutcome`.
 

@@ -65,6 +65,7 @@ from videoqueue.controller.patching import status_patch
 from videoqueue.controller.pods import (
     ANNOTATION_JOB_NAME,
     build_worker_pod,
+    pod_essentials,
     pod_unschedulable,
     read_pod_outcome,
 )
@@ -332,6 +333,7 @@ class Controller:
             self._wake_dependents(key)
 
     def observe_pod(self, body: dict[str, Any], *, deleted: bool) -> None:
+        body = pod_essentials(body)
         meta = body["metadata"]
         # The label holds a shortened name when the job's name is long; the annotation is exact.
         job_name = (meta.get("annotations") or {}).get(ANNOTATION_JOB_NAME)
@@ -1001,7 +1003,7 @@ class Controller:
                 else None
             )
             if pod is not None:
-                entry.pods[pod["metadata"]["name"]] = slim(pod)
+                entry.pods[pod["metadata"]["name"]] = pod_essentials(pod)
                 outcomes = [read_pod_outcome(p) for p in entry.pods.values()]
                 assessment = assess_job(
                     job, outcomes, queue, now, dependencies=dependencies, heard_at=heard_at
@@ -1047,7 +1049,7 @@ class Controller:
             return
         namespace = job.metadata.namespace or ""
         created, _ = await self.kube.create(PODS, namespace, pod)
-        entry.pods[created["metadata"]["name"]] = slim(created)
+        entry.pods[created["metadata"]["name"]] = pod_essentials(created)
         status = admit(
             assessment.status,
             pod_name=pod["metadata"]["name"],

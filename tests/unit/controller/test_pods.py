@@ -28,6 +28,8 @@ from videoqueue.controller.pods import (
     build_worker_pod,
     disruption,
     label_value,
+    pod_essentials,
+    pod_unschedulable,
     read_pod_outcome,
     worker_pod_name,
 )
@@ -752,6 +754,24 @@ def outcome(**fields: Any) -> PodOutcome:
 )
 def test_read_pod_outcome(pod: dict[str, Any], expected: PodOutcome) -> None:
     assert read_pod_outcome(pod) == expected
+    # The index keeps only a pod's essentials: they read the same.
+    assert read_pod_outcome(pod_essentials(pod)) == expected
+
+
+def test_pod_essentials_keep_what_is_read_and_little_else() -> None:
+    pod = pod_with(terminated_status(0, "Completed", json.dumps(RESULT)))
+    pod["status"]["conditions"].append(
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}
+    )
+    essentials = pod_essentials(pod)
+
+    assert pod_unschedulable(essentials) is pod_unschedulable(pod) is True
+    assert essentials["spec"]["nodeName"] == "kwok-node-1"
+    assert essentials["metadata"]["uid"] == "pod-uid"
+    assert essentials["metadata"]["labels"] == pod["metadata"]["labels"]
+    assert set(essentials["spec"]["containers"][0]) <= {"name", "resources"}
+    assert len(json.dumps(essentials)) < 0.6 * len(json.dumps(pod))  # more for a served pod
+    assert pod_essentials(essentials) == essentials
 
 
 def test_outcome_reasons_are_attempt_reasons() -> None:
@@ -843,3 +863,4 @@ def test_worker_done_while_a_sidecar_runs_is_finished() -> None:
 )
 def test_disruption(pod: dict[str, Any], expected: bool) -> None:
     assert disruption(pod) is expected
+    assert disruption(pod_essentials(pod)) is expected
