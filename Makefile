@@ -120,7 +120,7 @@ test-integration: venv toolchain ## Tests against the local control plane (one p
 ##@ Benchmarks
 
 .PHONY: bench-scale
-bench-scale: venv toolchain ## Scale benchmark (N=5,000, 20,000 pending; over 30 min on 2 cores): table + benchmarks/scale/results.json.
+bench-scale: venv toolchain ## Scale benchmark (N=5,000, 20,000 pending; about 25 min on 2 cores): table + benchmarks/scale/results.json.
 	$(RUN)/python benchmarks/scale/run.py
 
 .PHONY: bench-scale-quick
