@@ -404,7 +404,7 @@ class Bench:
             counts = scrape_write_counts(self.cluster)
             # Everyone's, KWOK and the scheduler too: what trails behind a scenario would
             # compete with the next one for the API server.
-            total = sum(n for k, n in counts.items() if category(k) != BACKGROUND)
+            total = cluster_writes(counts)
             now = time.monotonic()
             if not last or last[0][0] != total:
                 last[:] = [(total, now)]

@@ -425,7 +425,7 @@ _KEPT_METADATA = (
     "labels",
 )
 _KEPT_ANNOTATIONS = (ANNOTATION_JOB_NAME, ANNOTATION_WORKER_CONTAINER, ANNOTATION_ADMITTED_AT)
-_KEPT_STATUS = ("phase", "reason", "message", "startTime", "conditions", "containerStatuses")
+_KEPT_STATUS = ("phase", "reason", "message", "startTime", "conditions")
 
 
 def pod_essentials(pod: dict[str, Any]) -> dict[str, Any]:
@@ -448,7 +448,7 @@ def pod_essentials(pod: dict[str, Any]) -> dict[str, Any]:
         essentials["spec"]["nodeName"] = spec["nodeName"]
     if status:
         essentials["status"] = {k: status[k] for k in _KEPT_STATUS if k in status}
-        if "containerStatuses" in status:
+        if "containerStatuses" in status:  # each reduced to its name and state
             essentials["status"]["containerStatuses"] = [
                 {k: c[k] for k in ("name", "state") if k in c} for c in status["containerStatuses"]
             ]
