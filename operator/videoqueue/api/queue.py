@@ -22,6 +22,7 @@ from videoqueue.api.common import (
     cel_rules,
 )
 from videoqueue.api.quantity import PositiveQuantity, Quantity, parse_quantity
+from videoqueue.api.worker import WorkerSettings
 
 QUEUE_KIND = "VideoQueue"
 
@@ -326,6 +327,11 @@ class VideoQueueSpec(ApiModel):
         json_schema_extra={"default": StatisticsPolicy().to_dict()},
     )
     """Window of the rolling statistics."""
+    worker: WorkerSettings = Field(
+        default_factory=WorkerSettings,
+        json_schema_extra={"default": WorkerSettings().to_dict()},
+    )
+    """What workers may read, write and reach, and which job annotations reach their pods."""
     template: dict[str, Any] = Field(
         default_factory=dict,
         json_schema_extra={

@@ -330,6 +330,12 @@ QUEUE_OBJECT: dict[str, Any] = {
             "memoryUtilizationWarning": 0.95,
         },
         "statistics": {"windowSeconds": 900},
+        "worker": {
+            "fileRoots": ["/media", "/scratch"],
+            "allowedHosts": ["media.internal", "10.20.0.0/16"],
+            "downloadTimeoutSeconds": 600,
+            "copyAnnotations": ["example.com/*"],
+        },
         "template": {"spec": {"containers": [{"name": "worker", "image": "w:1"}]}},
     },
     "status": {
