@@ -49,9 +49,7 @@ class WorkerSettings(ApiModel):
     CIDRs (`10.20.0.0/16`) that workers may fetch from and upload to although they resolve
     to loopback, link-local (cloud metadata), private or other internal addresses. Public
     addresses are always reachable. Default: none."""
-    download_timeout_seconds: int = Field(
-        default=DEFAULT_DOWNLOAD_TIMEOUT_SECONDS, ge=1, le=86_400
-    )
+    download_timeout_seconds: int = Field(default=DEFAULT_DOWNLOAD_TIMEOUT_SECONDS, ge=1, le=86_400)
     """Most seconds one download or upload may take as a whole."""
     copy_annotations: list[AnnotationKeyPattern] = Field(
         default_factory=list, max_length=MAX_COPIED_ANNOTATIONS
