@@ -19,6 +19,10 @@ although they resolve to a loopback, link-local, private or otherwise internal a
 ENV_DOWNLOAD_TIMEOUT_SECONDS: Final = "VIDEOQUEUE_DOWNLOAD_TIMEOUT_SECONDS"
 """Most seconds a whole download (or upload) may take."""
 
+EXIT_INVALID_JOB: Final = 2
+"""The worker's exit code for a job that is wrong (params, URLs, payload): a retry would fail
+the same way, so the operator fails the job at once with the worker's termination message."""
+
 DEFAULT_FILE_ROOTS: Final = ("/media",)
 DEFAULT_DOWNLOAD_TIMEOUT_SECONDS: Final = 3600
 MAX_FILE_ROOTS: Final = 16

@@ -38,14 +38,17 @@ from videoqueue.api import (
     put_condition,
     set_condition,
 )
-from videoqueue.controller.pods import PodOutcome
+from videoqueue.api.worker import EXIT_INVALID_JOB
+from videoqueue.controller.pods import MAX_MESSAGE_LENGTH, PodOutcome, pod_memory_overhead
 from videoqueue.scheduling import (
     OOM_KILLED,
     JobState,
     JobView,
+    PodOverhead,
     QueuePolicy,
     backoff_delay,
     consumes_attempt,
+    describe_cycle,
     next_memory_after_oom,
 )
 
@@ -116,6 +119,14 @@ def effective_memory(job: VideoJob, status: VideoJobStatus, queue: VideoQueue) -
     return queue.spec.memory.default_request_bytes
 
 
+def queue_overhead(queue: VideoQueue) -> PodOverhead:
+    """What the queue's worker pods hold beside the worker (sidecars, init containers), as
+    the budget counts it. A template that `build_worker_pod` refuses (a container without a
+    memory limit) counts those containers as 0 here: its jobs are held when their pod is
+    refused, so no memory is really at stake."""
+    return pod_memory_overhead(queue.spec.template, strict=False)
+
+
 def queue_policy(queue: VideoQueue, *, concurrency: int | None = None) -> QueuePolicy:
     """The scheduling policy of `queue`; `concurrency` overrides spec.concurrency (the
     effective value under memory pressure). The one conversion used by the controller and
@@ -146,6 +157,7 @@ def assess_job(
     confirmed_missing: frozenset[str] = frozenset(),
     dependencies: Mapping[str, JobPhase | None] | None = None,
     heard_at: datetime.datetime | None = None,
+    cycle: Sequence[str] | None = None,
 ) -> Assessment:
     """The job's status and place in its queue at `now` (see `_assess_job`), with the
     kstatus conditions that follow from its phase."""
@@ -157,6 +169,7 @@ def assess_job(
         confirmed_missing=confirmed_missing,
         dependencies=dependencies,
         heard_at=heard_at,
+        cycle=cycle,
     )
     if assessment.unconfirmed_pod is None:
         _set_kstatus_conditions(assessment.status, now, job.metadata.generation)
@@ -194,11 +207,21 @@ def _assess_job(
     confirmed_missing: frozenset[str] = frozenset(),
     dependencies: Mapping[str, JobPhase | None] | None = None,
     heard_at: datetime.datetime | None = None,
+    cycle: Sequence[str] | None = None,
 ) -> Assessment:
     """The job's status and place in its queue at `now`.
 
     `dependencies` maps each name in spec.dependsOn to that job's phase (None: no such job);
     it is only read until all of them have succeeded once.
+
+    `cycle` is a dependency cycle through this job (`videoqueue.scheduling.find_cycle`:
+    this job's name first, each job followed by one it depends on), or None. While the
+    job's dependencies have not all succeeded, a cycle fails it (reason DependencyCycle):
+    no job of a cycle can ever start.
+
+    A worker that exits with `EXIT_INVALID_JOB` (2) found the job itself wrong: the job
+    fails at once (reason InvalidJob) with the worker's termination message, whatever
+    attempts are left.
 
     `heard_at` is when the progress channel last knew the current attempt's worker alive (its
     last event, or the channel's (re)connection if later); None without a channel or while it
@@ -366,6 +389,11 @@ def _assess_job(
         memory = pod.memory or (
             parse_quantity(status.effective_memory) if status.effective_memory else 0
         )
+        # The pod as it is (the template may have changed since), else as it would be now.
+        if pod.pod_memory >= memory and pod.memory:
+            beside = pod.pod_memory - memory
+        else:
+            beside = queue_overhead(queue).beside(memory) if queue is not None else 0
         view = JobView(
             key=job_key(job),
             priority=job.spec.priority,
@@ -374,6 +402,7 @@ def _assess_job(
             memory=memory,
             state=JobState.RUNNING if running else JobState.ADMITTED,
             admitted_at=status.admitted_time.timestamp() if status.admitted_time else None,
+            overhead=beside,
         )
         return Assessment(status=status, view=view, notices=tuple(notices), recheck_at=recheck_at)
 
@@ -422,10 +451,23 @@ def _assess_job(
             "spec.resources.memory or raise the queue's memory.max"
         )
         return _reject(status, "MemoryExceedsMax", message, now, condition, notices)
+    overhead = queue_overhead(queue)
+    budget = queue.spec.memory.budget_bytes
+    if overhead.pod_memory(memory) > budget:
+        return _reject(
+            status,
+            "PodExceedsBudget",
+            _pod_exceeds_budget(job, memory, overhead, budget),
+            now,
+            condition,
+            notices,
+        )
 
     if job.spec.depends_on and not is_condition_true(
         status.conditions, JobConditionType.DEPENDENCIES_MET
     ):
+        if cycle:
+            return _fail_cycle(status, cycle, now, condition, notices)
         held = _check_dependencies(job, status, dependencies or {}, now, condition, notices)
         if held is not None:
             return held
@@ -450,6 +492,7 @@ def _assess_job(
         memory=memory,
         state=JobState.PENDING,
         eligible_at=eligible_at.timestamp() if eligible_at else None,
+        overhead=overhead.beside(memory),
     )
     return Assessment(status=status, view=view, notices=tuple(notices))
 
@@ -498,6 +541,40 @@ def _reject(
     condition(JobConditionType.FAILED, True, reason, message)
     condition(JobConditionType.ADMITTED, False, reason, message)
     notices.append(Notice("Warning", "Rejected", message))
+    return Assessment(status=status, view=None, notices=tuple(notices), terminal=True)
+
+
+def _pod_exceeds_budget(job: VideoJob, memory: int, overhead: PodOverhead, budget: int) -> str:
+    pod = overhead.pod_memory(memory)
+    return (
+        f"its worker pod needs {format_bytes(pod)}: the job's {format_bytes(memory)} plus "
+        f"{format_bytes(overhead.beside(memory))} for the sidecar and init containers of queue "
+        f"{job.spec.queue_name}'s template (their memory limits), more than the queue's whole "
+        f"memory budget of {format_bytes(budget)} (spec.memory.budget); lower "
+        "spec.resources.memory, or have the queue's budget raised or its sidecars' limits "
+        "lowered"
+    )
+
+
+def _fail_cycle(
+    status: VideoJobStatus,
+    cycle: Sequence[str],
+    now: datetime.datetime,
+    condition: Any,
+    notices: list[Notice],
+) -> Assessment:
+    message = (
+        f"dependency cycle {describe_cycle(cycle)}: each of these jobs waits for the next "
+        "to succeed, so none can ever start; recreate them without the cycle "
+        "(spec.dependsOn)"
+    )
+    status.phase = JobPhase.FAILED
+    status.completion_time = now
+    status.message = message
+    condition(JobConditionType.FAILED, True, "DependencyCycle", message)
+    condition(JobConditionType.DEPENDENCIES_MET, False, "DependencyCycle", message)
+    condition(JobConditionType.ADMITTED, False, "DependencyCycle", message)
+    notices.append(Notice("Warning", "DependencyCycle", message))
     return Assessment(status=status, view=None, notices=tuple(notices), terminal=True)
 
 
@@ -625,6 +702,19 @@ def _conclude(
         return [Notice("Normal", "Completed", f"worker pod {pod.name} succeeded")]
 
     detail = pod.message or f"exit code {pod.exit_code}"
+    if reason == AttemptReason.ERROR and pod.exit_code == EXIT_INVALID_JOB:
+        # The worker found the job itself wrong: another attempt would fail the same way.
+        _finish(status, attempt, now, reason=reason, message=detail, pod=pod)
+        message = (
+            f"worker pod {pod.name} rejected the job (exit code {EXIT_INVALID_JOB}, not "
+            f"retried): {detail}"
+        )[:MAX_MESSAGE_LENGTH]
+        status.phase = JobPhase.FAILED
+        status.completion_time = now
+        status.message = message
+        condition(JobConditionType.RUNNING, False, "InvalidJob", detail)
+        condition(JobConditionType.FAILED, True, "InvalidJob", message)
+        return [Notice("Warning", "Failed", message)]
     return _fail_attempt(job, queue, status, attempt, reason, detail, now, condition, pod=pod)
 
 
@@ -669,7 +759,9 @@ def _fail_attempt(
     grown = ""
     if reason.value == OOM_KILLED and queue is not None and record.memory is not None:
         before = parse_quantity(record.memory)
-        limit = min(queue.spec.memory.max_bytes, queue.spec.memory.budget_bytes)
+        # Never so much that the pod could not fit the budget (the job would be rejected).
+        fits = queue_overhead(queue).largest_worker(queue.spec.memory.budget_bytes)
+        limit = min(queue.spec.memory.max_bytes, max(fits, before))
         after = next_memory_after_oom(before, queue.spec.memory.oom_retry_multiplier, limit)
         status.effective_memory = format_bytes(after)
         grown = f"; next attempt gets {format_bytes(after)} instead of {format_bytes(before)}"
@@ -802,12 +894,14 @@ def _pending_view(
         return None
     created = job.metadata.creation_timestamp or now
     eligible = status.next_attempt_time
+    memory = effective_memory(job, status, queue)
     return JobView(
         key=job_key(job),
         priority=job.spec.priority,
         created_at=created.timestamp(),
         queued_at=(status.queued_time or created).timestamp(),
-        memory=effective_memory(job, status, queue),
+        memory=memory,
         state=JobState.PENDING,
         eligible_at=eligible.timestamp() if eligible and eligible > now else None,
+        overhead=queue_overhead(queue).beside(memory),
     )

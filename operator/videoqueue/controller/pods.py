@@ -29,7 +29,27 @@ from videoqueue.api import (
     parse_quantity,
 )
 from videoqueue.api.job import JOB_KIND
-from videoqueue.scheduling import consumes_attempt
+from videoqueue.api.worker import (
+    ENV_ALLOWED_HOSTS,
+    ENV_DOWNLOAD_TIMEOUT_SECONDS,
+    ENV_FILE_ROOTS,
+    OWN_ANNOTATION_DOMAIN,
+    WorkerSettings,
+)
+from videoqueue.scheduling import PodOverhead, consumes_attempt
+
+# --- What cannot be built, and whose to fix --------------------------------------------------
+
+
+class TemplateError(ValueError):
+    """The queue's spec.template cannot make a worker pod: the queue's owner must fix it, and
+    no job of the queue can be admitted until then (the jobs are not at fault)."""
+
+
+class JobNotDeliverableError(ValueError):
+    """This job cannot be handed to a worker (its spec is too large): the job must change;
+    the queue and its other jobs are fine."""
+
 
 # --- Labels and annotations: the one place that names them --------------------------------
 
@@ -140,7 +160,7 @@ def _job_payload(job: VideoJob, *, namespace: str, uid: str, attempt: int) -> st
     text = json.dumps(payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
     size = len(text.encode())
     if size > MAX_JOB_PAYLOAD_BYTES:
-        raise ValueError(
+        raise JobNotDeliverableError(
             f"VideoJob {namespace}/{job.metadata.name}: its spec is {size} bytes as JSON, more "
             f"than the {MAX_JOB_PAYLOAD_BYTES} a worker pod can be handed; keep spec.params small "
             "(put large inputs behind spec.input.url)"
@@ -161,9 +181,116 @@ def _set_env(container: dict[str, Any], entries: Sequence[Mapping[str, Any]]) ->
     container["env"] = env
 
 
+def _sandbox_env(settings: WorkerSettings) -> list[dict[str, str]]:
+    """The queue's spec.worker, as the worker reads it (`videoqueue.api.worker`)."""
+    return [
+        {"name": ENV_FILE_ROOTS, "value": json.dumps(list(settings.file_roots))},
+        {"name": ENV_ALLOWED_HOSTS, "value": json.dumps(list(settings.allowed_hosts))},
+        {"name": ENV_DOWNLOAD_TIMEOUT_SECONDS, "value": str(settings.download_timeout_seconds)},
+    ]
+
+
+# Set by the operator on every worker pod; a job's annotation of the same key never travels.
+_OWN_ANNOTATIONS: Final = frozenset(
+    {ANNOTATION_JOB_NAME, ANNOTATION_JOB_UID, ANNOTATION_WORKER_CONTAINER, ANNOTATION_ADMITTED_AT}
+)
+
+
+def _domain(key: str) -> str:
+    return key.partition("/")[0] if "/" in key else ""
+
+
 def _is_system_annotation(key: str) -> bool:
-    domain = key.partition("/")[0] if "/" in key else ""
-    return domain.endswith(("kubernetes.io", "k8s.io"))
+    return _domain(key).endswith(("kubernetes.io", "k8s.io"))
+
+
+def annotation_travels(key: str, copy_annotations: Sequence[str]) -> bool:
+    """Whether a job's annotation `key` is copied to its worker pods.
+
+    Keys in the videoqueue.dev domain and its subdomains (`kwok.videoqueue.dev/...`) always
+    are, except those the operator sets itself. Others only when `copy_annotations` (the
+    queue's spec.worker.copyAnnotations) names them: an exact key, or a prefix ending in `*`
+    (`example.com/*`). A prefix never matches Kubernetes' own keys (*.kubernetes.io,
+    *.k8s.io, such as kubectl's last-applied-configuration); an exact key does.
+    """
+    if key in _OWN_ANNOTATIONS:
+        return False
+    domain = _domain(key)
+    if domain == OWN_ANNOTATION_DOMAIN or domain.endswith("." + OWN_ANNOTATION_DOMAIN):
+        return True
+    for pattern in copy_annotations:
+        if pattern == key:
+            return True
+        if (
+            pattern.endswith("*")
+            and key.startswith(pattern[:-1])
+            and not _is_system_annotation(key)
+        ):
+            return True
+    return False
+
+
+# --- Memory: what a worker pod holds beside its worker ---------------------------------------
+
+
+def _limit_of(container: Mapping[str, Any], field: str, *, strict: bool) -> int:
+    name = container.get("name", "")
+    limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+    if limit is None:
+        if not strict:
+            return 0
+        raise TemplateError(
+            f"container {name!r} has no memory limit ({field}.resources.limits.memory): every "
+            "container beside the worker, and every init container, needs one, so that the "
+            "queue counts what its worker pods can use against spec.memory.budget; set "
+            f"{field}.resources.limits.memory to the most that container may use"
+        )
+    try:
+        return parse_quantity(limit)
+    except (TypeError, ValueError) as e:
+        if not strict:
+            return 0
+        raise TemplateError(
+            f"container {name!r}: {field}.resources.limits.memory is not a quantity ({e})"
+        ) from None
+
+
+def _overhead_of(
+    spec: Mapping[str, Any], worker_name: str | None, *, strict: bool, path: str
+) -> PodOverhead:
+    containers: list[dict[str, Any]] = list(spec.get("containers") or [])
+    worker = None
+    if containers:
+        worker = next((c for c in containers if c.get("name") == worker_name), None)
+        worker = worker or _worker_container(containers)
+    sidecars = 0
+    for index, container in enumerate(containers):
+        if container is not worker:
+            sidecars += _limit_of(container, f"{path}.containers[{index}]", strict=strict)
+    init_peak = 0
+    started = 0  # sidecar init containers started so far; they keep running
+    for index, container in enumerate(spec.get("initContainers") or []):
+        memory = _limit_of(container, f"{path}.initContainers[{index}]", strict=strict)
+        if container.get("restartPolicy") == "Always":
+            started += memory
+        else:
+            init_peak = max(init_peak, started + memory)
+    return PodOverhead(sidecars=sidecars + started, init_peak=init_peak)
+
+
+def pod_memory_overhead(template: Mapping[str, Any], *, strict: bool = True) -> PodOverhead:
+    """What the worker pods built from `template` (a queue's spec.template) hold beside their
+    worker container, from the other containers' and init containers' memory limits; the
+    memory a job counts against its queue's budget is `.pod_memory(worker memory)` (see
+    `videoqueue.scheduling.memory`).
+
+    Raises TemplateError when a container other than the worker, or an init container, has
+    no memory limit (or one that is not a quantity): its pods could use any amount, which no
+    budget can count. `strict=False` counts such a container as 0 instead (for a figure
+    while the template is broken; no pod is built from it).
+    """
+    spec: Mapping[str, Any] = template.get("spec") or {}
+    return _overhead_of(spec, WORKER_CONTAINER, strict=strict, path="spec.template.spec")
 
 
 def build_worker_pod(
@@ -182,20 +309,28 @@ def build_worker_pod(
 
     - name `worker_pod_name(job, attempt)`, the job's namespace;
     - labels: the template's, plus `worker_labels(...)` (ours win on a clash); annotations:
-      the template's, then the job's own (except *.kubernetes.io and *.k8s.io ones), plus
-      the exact job name and uid, the worker container's name and, when
-      `now_iso` is given, the admission time (pass the time recorded in status, so that
-      rebuilding the pod after a restart gives the same object);
+      the template's (the queue owner's: they win on a clash), the job's own that
+      `annotation_travels` lets through (the videoqueue.dev domain and its subdomains, and
+      what spec.worker.copyAnnotations names; never, say, a sidecar injector's), and ours:
+      the exact job name and uid, the worker container's name and, when `now_iso` is given,
+      the admission time (pass the time recorded in status, so that rebuilding the pod after
+      a restart gives the same object);
     - owned by the VideoJob (`controller` and `blockOwnerDeletion` true): deleting the job
       deletes its pods;
     - the worker container is the one named `worker`, else the first; its memory request and
-      limit are both `memory_bytes` (what admission reserved against the budget, and a
-      Guaranteed-memory pod); its other requests and limits (CPU, ...) are the template's;
+      limit are both `memory_bytes` (the job's memory, and a Guaranteed-memory container);
+      its other requests and limits (CPU, ...) are the template's. Every other container and
+      init container must have a memory limit (see `pod_memory_overhead`): admission counts
+      the whole pod, `pod_memory_overhead(template).pod_memory(memory_bytes)`, against the
+      budget;
     - `restartPolicy: Never`: retries are the operator's, with backoff and memory growth;
     - `activeDeadlineSeconds`: the job's, else the queue's, else the template's own, else
       none;
     - the job as compact JSON in env `VIDEOQUEUE_JOB` ({apiVersion, kind, namespace, name,
       uid, attempt, spec}; at most 32 KiB) and the attempt in `VIDEOQUEUE_ATTEMPT`;
+    - the queue's sandbox (spec.worker) in `VIDEOQUEUE_FILE_ROOTS` and
+      `VIDEOQUEUE_ALLOWED_HOSTS` (JSON lists) and `VIDEOQUEUE_DOWNLOAD_TIMEOUT_SECONDS`;
+      these and the two above replace same-named env entries of the template;
     - `env`, whole env entries (`value` or `valueFrom`) the operator adds to every worker:
       the progress channel's `VIDEOQUEUE_REDIS_URL`, `VIDEOQUEUE_PROGRESS_STREAM` and
       `VIDEOQUEUE_REDIS_PASSWORD` (from a Secret), see `videoqueue.controller.progress`;
@@ -206,8 +341,12 @@ def build_worker_pod(
     - `enableServiceLinks: false` and `automountServiceAccountToken: false` unless the
       template sets them: a worker needs neither service env vars nor API credentials.
 
-    Raises ValueError when the template has no container, the job has no uid or namespace,
-    `attempt` or `memory_bytes` is not positive, or the job is too large to hand over.
+    Raises TemplateError (a ValueError) when the queue's template cannot make a pod: no
+    container, or a container beside the worker or an init container without a memory
+    limit; the message names the field and what to do. Raises JobNotDeliverableError (a
+    ValueError) when the job's spec is too large to hand over (more than 32 KiB as JSON).
+    Raises ValueError when the job has no uid or namespace, or `attempt` or `memory_bytes` is
+    not positive (the caller's mistakes).
     """
     video_job = VideoJob.model_validate(job)
     video_queue = VideoQueue.model_validate(queue)
@@ -224,12 +363,16 @@ def build_worker_pod(
     template_meta: dict[str, Any] = template.get("metadata") or {}
     spec: dict[str, Any] = template.get("spec") or {}
     containers: list[dict[str, Any]] = spec.get("containers") or []
+    queue_ref = f"VideoQueue {namespace}/{video_queue.metadata.name}"
     if not containers:
-        raise ValueError(
-            f"VideoQueue {namespace}/{video_queue.metadata.name}: "
-            "spec.template.spec.containers is empty; the worker pod template needs at least "
-            f"one container (the worker, preferably named {WORKER_CONTAINER!r})"
+        raise TemplateError(
+            f"{queue_ref}: spec.template.spec.containers is empty; the worker pod template "
+            f"needs at least one container (the worker, preferably named {WORKER_CONTAINER!r})"
         )
+    try:
+        pod_memory_overhead(template)
+    except TemplateError as e:
+        raise TemplateError(f"{queue_ref}: {e}") from None
     worker = _worker_container(containers)
 
     memory = format_bytes(memory_bytes)
@@ -241,6 +384,7 @@ def build_worker_pod(
         worker,
         [
             *env,
+            *_sandbox_env(video_queue.spec.worker),
             {
                 "name": ENV_JOB,
                 "value": _job_payload(video_job, namespace=namespace, uid=uid, attempt=attempt),
@@ -265,14 +409,15 @@ def build_worker_pod(
     labels.update(
         worker_labels(queue_name=video_job.spec.queue_name, job_name=job_name, attempt=attempt)
     )
-    annotations = dict(template_meta.get("annotations") or {})
-    # The job's own annotations travel to its pod (tools that read pods, such as log
-    # shippers, cost reports or KWOK in tests, see them), except Kubernetes' bookkeeping.
-    annotations.update(
-        (key, value)
+    # Of the job's annotations only an allow list travels: others could trigger controllers
+    # that act on pods (sidecar and secret injectors) on behalf of whoever may create jobs.
+    copied = video_queue.spec.worker.copy_annotations
+    annotations = {
+        key: value
         for key, value in video_job.metadata.annotations.items()
-        if not _is_system_annotation(key)
-    )
+        if annotation_travels(key, copied)
+    }
+    annotations.update(template_meta.get("annotations") or {})
     annotations[ANNOTATION_JOB_NAME] = job_name
     annotations[ANNOTATION_JOB_UID] = uid
     annotations[ANNOTATION_WORKER_CONTAINER] = str(worker.get("name", ""))
@@ -344,6 +489,10 @@ class PodOutcome:
     """The pod has a deletionTimestamp."""
     admitted_at: str | None = None
     """When the operator admitted this attempt (the admitted-at annotation), as found."""
+    pod_memory: int = 0
+    """The memory of the whole pod as Kubernetes counts it (`videoqueue.scheduling.memory`):
+    the worker's limit plus the other containers' and init containers' (a container without
+    a limit counts 0); what the attempt holds of its queue's budget."""
 
     @property
     def disruption(self) -> bool:
@@ -411,8 +560,16 @@ def _memory_limit(pod: dict[str, Any]) -> int:
     worker = next((c for c in containers if c.get("name") == wanted), None) or _worker_container(
         containers
     )
-    limit = ((worker.get("resources") or {}).get("limits") or {}).get("memory")
-    return parse_quantity(limit) if limit is not None else 0
+    return _limit_of(worker, "", strict=False)
+
+
+def _pod_memory(pod: dict[str, Any], worker_memory: int) -> int:
+    spec: dict[str, Any] = pod.get("spec") or {}
+    if not spec.get("containers"):
+        return 0
+    wanted = (pod.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_WORKER_CONTAINER)
+    overhead = _overhead_of(spec, wanted, strict=False, path="spec")
+    return overhead.pod_memory(worker_memory)
 
 
 _KEPT_METADATA = (
@@ -444,6 +601,10 @@ def pod_essentials(pod: dict[str, Any]) -> dict[str, Any]:
         {k: c[k] for k in ("name", "resources") if k in c} for c in spec.get("containers") or []
     ]
     essentials: dict[str, Any] = {"metadata": kept, "spec": {"containers": containers}}
+    if init := spec.get("initContainers"):  # their memory counts (`PodOutcome.pod_memory`)
+        essentials["spec"]["initContainers"] = [
+            {k: c[k] for k in ("name", "resources", "restartPolicy") if k in c} for c in init
+        ]
     if "nodeName" in spec:
         essentials["spec"]["nodeName"] = spec["nodeName"]
     if status:
@@ -522,10 +683,11 @@ def read_pod_outcome(pod: dict[str, Any]) -> PodOutcome:
         evicted = disruption_condition is not None
         reason = AttemptReason.EVICTED if evicted else AttemptReason.DISRUPTED
 
+    memory = _memory_limit(pod)
     return PodOutcome(
         name=metadata.get("name", ""),
         attempt=_attempt_label(pod),
-        memory=_memory_limit(pod),
+        memory=memory,
         phase=phase,
         running=running,
         finished=finished,
@@ -538,6 +700,7 @@ def read_pod_outcome(pod: dict[str, Any]) -> PodOutcome:
         finish_time=terminated.get("finishedAt") if terminated else None,
         deleted=deleted,
         admitted_at=(metadata.get("annotations") or {}).get(ANNOTATION_ADMITTED_AT),
+        pod_memory=_pod_memory(pod, memory),
     )
 
 

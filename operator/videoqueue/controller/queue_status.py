@@ -2,7 +2,8 @@
 desired statuses and the time.
 
 `summarize_queue` counts the jobs by phase, adds up the memory of the admitted and running
-ones, and sets the conditions kstatus readers (Flux, kpt, `kubectl wait`) look for:
+ones (each job's whole worker pod: its effectiveMemory plus what the queue's template puts
+beside the worker, sidecars and init containers, as admission counts it), and sets the conditions kstatus readers (Flux, kpt, `kubectl wait`) look for:
 
 - `Ready`: True with reason `Active`, `Paused` or `Draining` (the state is a choice, not a
   fault: kstatus, hence Flux, reads a False Ready as "in progress" and would wait forever on
@@ -67,6 +68,7 @@ from videoqueue.api import (
     parse_quantity,
     put_condition,
 )
+from videoqueue.controller.lifecycle import queue_overhead
 from videoqueue.scheduling.pressure import PressureState
 
 REASON_ACTIVE = "Active"
@@ -130,11 +132,12 @@ def summarize_queue(
 
     counts: Counter[JobPhase] = Counter()
     reserved = 0
+    overhead = queue_overhead(queue)
     for job in jobs:
         phase = job.phase or JobPhase.PENDING
         counts[phase] += 1
         if phase in RESERVING_PHASES and job.effective_memory is not None:
-            reserved += parse_quantity(job.effective_memory)
+            reserved += overhead.pod_memory(parse_quantity(job.effective_memory))
 
     budget = queue.spec.memory.budget_bytes
     reserved_text, budget_text = format_bytes(reserved), format_bytes(budget)

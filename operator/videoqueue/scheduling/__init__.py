@@ -6,6 +6,8 @@ passes the current time, and applies the returned decision. Everything here is d
 - `snapshot`: the input types (`QueuePolicy`, `JobView`, `Snapshot`).
 - `admission`: `decide_admissions`, the admission order, backfill and the starvation guard.
 - `retry`: retry, backoff and OOM memory growth rules.
+- `memory`: what a worker pod's memory adds up to (`PodOverhead`).
+- `dependencies`: dependency cycles between jobs (`find_cycle`).
 """
 
 from videoqueue.scheduling.admission import (
@@ -17,6 +19,8 @@ from videoqueue.scheduling.admission import (
     decide_admissions,
     order_key,
 )
+from videoqueue.scheduling.dependencies import describe_cycle, find_cycle
+from videoqueue.scheduling.memory import PodOverhead
 from videoqueue.scheduling.retry import (
     DISRUPTION_REASONS,
     OOM_KILLED,
@@ -35,6 +39,7 @@ __all__ = [
     "Blocked",
     "JobState",
     "JobView",
+    "PodOverhead",
     "QueuePolicy",
     "RejectReason",
     "Rejection",
@@ -42,6 +47,8 @@ __all__ = [
     "backoff_delay",
     "consumes_attempt",
     "decide_admissions",
+    "describe_cycle",
+    "find_cycle",
     "next_memory_after_oom",
     "order_key",
     "should_retry",

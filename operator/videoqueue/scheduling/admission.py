@@ -11,14 +11,17 @@ Order
     that is re-queued goes back to its old place.
 
 Limits, never exceeded
-    Admitted plus running jobs never number more than `concurrency`, and their memory never
-    sums to more than `memory_budget`. When the queue is already over a limit (the limit was
+    Admitted plus running jobs never number more than `concurrency`, and the memory of their
+    pods (`JobView.pod_memory`: the worker's memory plus the rest of the pod) never sums to
+    more than `memory_budget`. When the queue is already over a limit (the limit was
     lowered), nothing is admitted until enough jobs finish.
 
 Rejection
-    A pending job asking for more than `memory_max` can never run and is rejected. A job
-    within `memory_max` but bigger than the whole `memory_budget` is not rejected (the budget
-    may be raised again); it waits, and because it cannot fit it never holds up other jobs.
+    A pending job asking for more than `memory_max` (its worker's memory) can never run and
+    is rejected. A job within `memory_max` whose pod is bigger than the whole `memory_budget`
+    is not rejected here (the controller, which knows what the rest of the pod is, rejects
+    it with a message saying so); it waits, and because it cannot fit it never holds up
+    other jobs.
 
 Backfill and the starvation guard
     Jobs are admitted in order while they fit. A job that does not fit the free memory does
@@ -153,7 +156,7 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
     # 1. Usage: admitted and running jobs hold a slot and their memory until they finish.
     active = [job for job in snapshot.jobs if job.state is not JobState.PENDING]
     slots_free = policy.concurrency - len(active)
-    memory_free = policy.memory_budget - sum(job.memory for job in active)
+    memory_free = policy.memory_budget - sum(job.pod_memory for job in active)
 
     # 2. Candidates: pending jobs that can run at all and are eligible now. The others either
     #    are rejected for good or set a time to look again.
@@ -201,7 +204,7 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
     for job in candidates:
         if behind_reservation is not None:
             blocked_reasons[job.key] = behind_reservation
-        elif job.memory > policy.memory_budget:
+        elif job.pod_memory > policy.memory_budget:
             blocked_reasons[job.key] = _exceeds_budget(job, policy)
         elif starts_left <= 0:
             rate_limited = rate_limited or _rate_limited(policy)
@@ -210,7 +213,7 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
             preemptor = preemptor or job
             no_slot = no_slot or _no_slot(policy, slots_free)
             blocked_reasons[job.key] = no_slot
-        elif job.memory > memory_free:
+        elif job.pod_memory > memory_free:
             preemptor = preemptor or job
             if blocked_head is None:
                 # 5. Starvation guard: the first job that does not fit may be overtaken only
@@ -226,7 +229,7 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
         else:
             admit.append(job.key)
             slots_free -= 1
-            memory_free -= job.memory
+            memory_free -= job.pod_memory
             starts_left -= 1
 
     if rate_limited is not None and policy.starts_per_minute is not None:
@@ -258,14 +261,14 @@ def choose_victims(
     evicting every lower-priority job would still not make room."""
     slots_needed = 1 if slots_free <= 0 else 0
     slots_needed += max(0, -slots_free)  # the queue is over a lowered concurrency
-    memory_needed = preemptor.memory - memory_free
+    memory_needed = preemptor.pod_memory - memory_free
     lower = [job for job in active if job.priority < preemptor.priority]
     for tier in sorted({job.priority for job in lower}):
         pool = [job for job in lower if job.priority <= tier]
-        if len(pool) < slots_needed or sum(job.memory for job in pool) < memory_needed:
+        if len(pool) < slots_needed or sum(job.pod_memory for job in pool) < memory_needed:
             continue
         # The fewest jobs that free enough memory: the largest ones first.
-        by_size = sorted((job.memory for job in pool), reverse=True)
+        by_size = sorted((job.pod_memory for job in pool), reverse=True)
         count, freed = 0, 0
         while count < slots_needed or freed < memory_needed:
             freed += by_size[count]
@@ -279,10 +282,10 @@ def choose_victims(
             left = count - len(chosen) - 1
             if left < 0:
                 break
-            rest = sorted((j.memory for j in preference[index + 1 :]), reverse=True)[:left]
-            if job.memory + sum(rest) >= still_needed:
+            rest = sorted((j.pod_memory for j in preference[index + 1 :]), reverse=True)[:left]
+            if job.pod_memory + sum(rest) >= still_needed:
                 chosen.append(job)
-                still_needed -= job.memory
+                still_needed -= job.pod_memory
         return tuple(job.key for job in chosen)
     return ()
 
@@ -297,10 +300,20 @@ def _rejection(job: JobView, policy: QueuePolicy) -> Rejection:
 
 def _exceeds_budget(job: JobView, policy: QueuePolicy) -> Blocked:
     message = (
-        f"needs {format_bytes(job.memory)}, more than the queue's whole memory.budget of "
+        f"needs {_needs(job)}, more than the queue's whole memory.budget of "
         f"{format_bytes(policy.memory_budget)}; it can start only if the budget is raised"
     )
     return Blocked(BlockReason.EXCEEDS_BUDGET, message)
+
+
+def _needs(job: JobView) -> str:
+    """The job's memory for a message: its pod's, and the worker's share when they differ."""
+    if not job.overhead:
+        return format_bytes(job.memory)
+    return (
+        f"{format_bytes(job.pod_memory)} ({format_bytes(job.memory)} for the worker, "
+        f"{format_bytes(job.overhead)} for the rest of its pod)"
+    )
 
 
 def _no_slot(policy: QueuePolicy, slots_free: int) -> Blocked:
@@ -311,7 +324,7 @@ def _no_slot(policy: QueuePolicy, slots_free: int) -> Blocked:
 
 def _no_memory(job: JobView, policy: QueuePolicy, memory_free: int, reserved: bool) -> Blocked:
     message = (
-        f"waiting for memory: needs {format_bytes(job.memory)}, "
+        f"waiting for memory: needs {_needs(job)}, "
         f"{format_bytes(max(memory_free, 0))} free of {format_bytes(policy.memory_budget)}"
     )
     if reserved:

@@ -72,7 +72,10 @@ class JobView:
     in the order for good (a disrupted job keeps its place); `queued_at` is when it last entered
     the pending state (creation, or re-queue after a failure or disruption) and only feeds the
     starvation guard. `memory` is the effective memory of the next attempt in bytes (it grows
-    after an OOM). A pending job is not admitted before `eligible_at` (backoff, delayed start).
+    after an OOM): what its worker container gets. `overhead` is what the rest of its pod
+    holds beside the worker (sidecars, init containers; see `videoqueue.scheduling.memory`),
+    so `pod_memory`, the sum, is what the job counts against the queue's memory budget. A
+    pending job is not admitted before `eligible_at` (backoff, delayed start).
     """
 
     key: str
@@ -84,10 +87,18 @@ class JobView:
     eligible_at: float | None = None
     admitted_at: float | None = None  # admitted and running jobs: when (preemption prefers
     # the most recently admitted victims, which lose the least work)
+    overhead: int = 0
 
     def __post_init__(self) -> None:
         if self.memory < 0:
             raise ValueError(f"{self.key}: memory must be >= 0, got {self.memory}")
+        if self.overhead < 0:
+            raise ValueError(f"{self.key}: overhead must be >= 0, got {self.overhead}")
+
+    @property
+    def pod_memory(self) -> int:
+        """What the job counts against the budget: its worker's memory plus `overhead`."""
+        return self.memory + self.overhead
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,10 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from videoqueue.api import AttemptReason, VideoJob, VideoJobSpec, parse_quantity
+from videoqueue.api.worker import (
+    ENV_ALLOWED_HOSTS,
+    ENV_DOWNLOAD_TIMEOUT_SECONDS,
+    ENV_FILE_ROOTS,
+)
 from videoqueue.controller.pods import (
     ANNOTATION_ADMITTED_AT,
     ANNOTATION_JOB_NAME,
     ANNOTATION_JOB_UID,
+    ANNOTATION_WORKER_CONTAINER,
     ENV_ATTEMPT,
     ENV_JOB,
     LABEL_APP_NAME,
@@ -24,11 +30,15 @@ from videoqueue.controller.pods import (
     LABEL_MANAGED_BY,
     LABEL_QUEUE,
     MAX_JOB_PAYLOAD_BYTES,
+    JobNotDeliverableError,
     PodOutcome,
+    TemplateError,
+    annotation_travels,
     build_worker_pod,
     disruption,
     label_value,
     pod_essentials,
+    pod_memory_overhead,
     pod_unschedulable,
     read_pod_outcome,
     worker_pod_name,
@@ -70,6 +80,10 @@ class MakeQueue:
         self._obj["spec"]["template"] = template
         return self
 
+    def worker(self, **settings: Any) -> Self:
+        self._obj["spec"]["worker"] = settings
+        return self
+
     def obj(self) -> dict[str, Any]:
         return copy.deepcopy(self._obj)
 
@@ -103,6 +117,10 @@ class MakeJob:
 
     def params(self, **params: Any) -> Self:
         self._obj["spec"]["params"] = params
+        return self
+
+    def annotations(self, **annotations: str) -> Self:
+        self._obj["metadata"]["annotations"] = annotations
         return self
 
     def obj(self) -> dict[str, Any]:
@@ -385,7 +403,14 @@ def test_template_is_kept_and_not_mutated() -> None:
     assert shipper == RICH_TEMPLATE["spec"]["containers"][0]
     assert worker["securityContext"] == RESTRICTED_CONTAINER
     assert worker["volumeMounts"] == [{"name": "work", "mountPath": "/work"}]
-    assert [e["name"] for e in worker["env"]] == ["LOG_LEVEL", ENV_JOB, ENV_ATTEMPT]
+    assert [e["name"] for e in worker["env"]] == [
+        "LOG_LEVEL",
+        ENV_FILE_ROOTS,
+        ENV_ALLOWED_HOSTS,
+        ENV_DOWNLOAD_TIMEOUT_SECONDS,
+        ENV_JOB,
+        ENV_ATTEMPT,
+    ]
     assert env_of(worker)[ENV_JOB] != "stale"
 
 
@@ -404,14 +429,21 @@ def test_worker_container_settings() -> None:
 
 def test_first_container_is_the_worker_when_none_is_named_so() -> None:
     queue = MakeQueue().template(
-        {"spec": {"containers": [{"name": "main", "image": "a"}, {"name": "side", "image": "b"}]}}
+        {
+            "spec": {
+                "containers": [
+                    {"name": "main", "image": "a"},
+                    {"name": "side", "image": "b", "resources": {"limits": {"memory": "64Mi"}}},
+                ]
+            }
+        }
     )
 
     main, side = build(queue=queue, memory=Gi)["spec"]["containers"]
 
     assert main["resources"]["limits"]["memory"] == "1Gi"
     assert ENV_JOB in env_of(main)
-    assert side == {"name": "side", "image": "b"}
+    assert side == {"name": "side", "image": "b", "resources": {"limits": {"memory": "64Mi"}}}
 
 
 @pytest.mark.parametrize(
@@ -474,7 +506,7 @@ def test_admission_time_is_recorded_when_given() -> None:
     ],
 )
 def test_template_without_containers_is_refused(template: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match=r"spec\.template\.spec\.containers") as raised:
+    with pytest.raises(TemplateError, match=r"spec\.template\.spec\.containers") as raised:
         build(queue=MakeQueue("work").template(template))
 
     assert f"VideoQueue {NAMESPACE}/work" in str(raised.value)
@@ -483,8 +515,10 @@ def test_template_without_containers_is_refused(template: dict[str, Any]) -> Non
 def test_oversized_job_is_refused() -> None:
     job = MakeJob().params(blob="x" * MAX_JOB_PAYLOAD_BYTES)
 
-    with pytest.raises(ValueError, match=r"spec\.params"):
+    with pytest.raises(JobNotDeliverableError, match=r"spec\.params") as raised:
         build(job)
+
+    assert not isinstance(raised.value, TemplateError)  # the job's to fix, not the queue's
 
 
 @pytest.mark.parametrize(
@@ -505,6 +539,322 @@ def test_job_without_uid_is_refused() -> None:
 
     with pytest.raises(ValueError, match=r"metadata\.uid"):
         build_worker_pod(job_obj, MakeQueue().obj(), attempt=1, memory_bytes=Gi)
+
+
+# --- The sandbox: the queue's spec.worker handed to the worker -------------------------------
+
+
+def test_sandbox_defaults_reach_the_worker() -> None:
+    environment = env_of(worker_of(build()))
+
+    assert json.loads(environment[ENV_FILE_ROOTS]) == ["/media"]
+    assert json.loads(environment[ENV_ALLOWED_HOSTS]) == []
+    assert environment[ENV_DOWNLOAD_TIMEOUT_SECONDS] == "3600"
+
+
+def test_queue_sandbox_settings_reach_the_worker_and_win_over_the_template() -> None:
+    queue = (
+        MakeQueue()
+        .worker(
+            fileRoots=["/data", "/scratch"],
+            allowedHosts=["media.internal", "*.svc.cluster.local", "10.20.0.0/16"],
+            downloadTimeoutSeconds=120,
+        )
+        .template(
+            {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "worker",
+                            "image": "w",
+                            "env": [
+                                {"name": ENV_ALLOWED_HOSTS, "value": '["*"]'},
+                                {"name": ENV_FILE_ROOTS, "value": '["/"]'},
+                            ],
+                        }
+                    ]
+                }
+            }
+        )
+    )
+
+    worker = worker_of(build(queue=queue))
+
+    names = [e["name"] for e in worker["env"]]
+    assert names.count(ENV_ALLOWED_HOSTS) == names.count(ENV_FILE_ROOTS) == 1
+    environment = env_of(worker)
+    assert json.loads(environment[ENV_FILE_ROOTS]) == ["/data", "/scratch"]
+    assert json.loads(environment[ENV_ALLOWED_HOSTS]) == [
+        "media.internal",
+        "*.svc.cluster.local",
+        "10.20.0.0/16",
+    ]
+    assert environment[ENV_DOWNLOAD_TIMEOUT_SECONDS] == "120"
+
+
+# --- Annotations: an allow list --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "patterns", "travels"),
+    [
+        pytest.param("videoqueue.dev/batch", [], True, id="own-domain"),
+        pytest.param("kwok.videoqueue.dev/exit-code", [], True, id="own-subdomain"),
+        pytest.param("evilvideoqueue.dev/x", [], False, id="lookalike-domain"),
+        pytest.param("videoqueue.dev.example.com/x", [], False, id="own-domain-as-prefix"),
+        pytest.param(ANNOTATION_ADMITTED_AT, [], False, id="ours-not-spoofable"),
+        pytest.param(ANNOTATION_WORKER_CONTAINER, ["*"], False, id="ours-not-even-listed"),
+        pytest.param("sidecar.istio.io/inject", [], False, id="sidecar-injector"),
+        pytest.param("vault.hashicorp.com/agent-inject", [], False, id="secret-injector"),
+        pytest.param("note", [], False, id="no-domain"),
+        pytest.param("note", ["note"], True, id="no-domain-listed"),
+        pytest.param("example.com/cost-center", ["example.com/cost-center"], True, id="exact"),
+        pytest.param("example.com/cost", ["example.com/cost-center"], False, id="exact-only"),
+        pytest.param("example.com/team", ["example.com/*"], True, id="prefix"),
+        pytest.param("example.community/team", ["example.com/*"], False, id="prefix-is-literal"),
+        pytest.param("team.example.com/x", ["*.example.com/*"], False, id="no-inner-wildcard"),
+        pytest.param(
+            "kubectl.kubernetes.io/last-applied-configuration",
+            ["*"],
+            False,
+            id="prefix-never-matches-kubernetes-keys",
+        ),
+        pytest.param(
+            "cluster-autoscaler.kubernetes.io/safe-to-evict",
+            ["cluster-autoscaler.kubernetes.io/safe-to-evict"],
+            True,
+            id="exact-kubernetes-key",
+        ),
+    ],
+)
+def test_annotation_travels(key: str, patterns: list[str], travels: bool) -> None:
+    assert annotation_travels(key, patterns) is travels
+
+
+def test_job_annotations_reach_the_pod_only_through_the_allow_list() -> None:
+    job = MakeJob().annotations(
+        **{
+            "sidecar.istio.io/inject": "true",
+            "vault.hashicorp.com/agent-inject": "true",
+            "videoqueue.dev/batch": "b1",
+            "kwok.videoqueue.dev/exit-code": "2",
+            "example.com/team": "video",
+            "example.com/cost-center": "from-the-job",
+            ANNOTATION_ADMITTED_AT: "1999-01-01T00:00:00Z",
+            ANNOTATION_JOB_NAME: "someone-else",
+        }
+    )
+    queue = (
+        MakeQueue()
+        .worker(copyAnnotations=["example.com/*"])
+        .template(
+            {
+                "metadata": {"annotations": {"example.com/cost-center": "42"}},
+                "spec": {"containers": [{"name": "worker", "image": "w"}]},
+            }
+        )
+    )
+
+    annotations = build(job, queue)["metadata"]["annotations"]
+
+    assert annotations == {
+        "videoqueue.dev/batch": "b1",
+        "kwok.videoqueue.dev/exit-code": "2",
+        "example.com/team": "video",
+        "example.com/cost-center": "42",  # the template's, the queue owner's, stays
+        ANNOTATION_JOB_NAME: "clip-1",
+        ANNOTATION_JOB_UID: UID,
+        ANNOTATION_WORKER_CONTAINER: "worker",
+    }
+
+
+def test_without_copy_annotations_only_own_domain_annotations_travel() -> None:
+    job = MakeJob().annotations(
+        **{"example.com/team": "video", "sidecar.istio.io/inject": "true", "videoqueue.dev/x": "1"}
+    )
+
+    annotations = build(job)["metadata"]["annotations"]
+
+    assert "example.com/team" not in annotations
+    assert "sidecar.istio.io/inject" not in annotations
+    assert annotations["videoqueue.dev/x"] == "1"
+
+
+# --- Memory: the whole pod counts, so every other container needs a limit --------------------
+
+
+def limited(name: str, memory: str, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "image": name, "resources": {"limits": {"memory": memory}}, **fields}
+
+
+def unlimited(name: str, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "image": name, **fields}
+
+
+WORKER = {"name": "worker", "image": "videoqueue/worker:1"}
+ALWAYS = {"restartPolicy": "Always"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "sidecars", "init_peak"),
+    [
+        pytest.param({"containers": [WORKER]}, 0, 0, id="worker-alone"),
+        pytest.param(
+            {"containers": [limited("worker", "64Mi")]}, 0, 0, id="worker-limit-is-replaced"
+        ),
+        pytest.param({"containers": [WORKER, limited("proxy", "30Gi")]}, 30 * Gi, 0, id="sidecar"),
+        pytest.param(
+            {"containers": [limited("a", "256Mi"), WORKER, limited("b", "512Mi")]},
+            768 * Mi,
+            0,
+            id="two-sidecars",
+        ),
+        pytest.param(
+            {"containers": [limited("main", "1Gi"), limited("side", "100Mi")]},
+            100 * Mi,
+            0,
+            id="first-container-is-the-worker",
+        ),
+        pytest.param(
+            {"containers": [WORKER], "initContainers": [limited("fetch", "2Gi")]},
+            0,
+            2 * Gi,
+            id="init-container",
+        ),
+        pytest.param(
+            {
+                "containers": [WORKER],
+                "initContainers": [limited("a", "1Gi"), limited("b", "3Gi"), limited("c", "2Gi")],
+            },
+            0,
+            3 * Gi,
+            id="init-containers-run-one-at-a-time",
+        ),
+        pytest.param(
+            {"containers": [WORKER], "initContainers": [limited("log", "100Mi", **ALWAYS)]},
+            100 * Mi,
+            0,
+            id="sidecar-init-container-counts-as-regular",
+        ),
+        pytest.param(
+            {
+                "containers": [WORKER, limited("proxy", "50Mi")],
+                "initContainers": [limited("log", "100Mi", **ALWAYS), limited("fetch", "1Gi")],
+            },
+            150 * Mi,
+            1024 * Mi + 100 * Mi,
+            id="init-container-after-a-sidecar-runs-beside-it",
+        ),
+        pytest.param(
+            {
+                "containers": [WORKER],
+                "initContainers": [limited("fetch", "1Gi"), limited("log", "100Mi", **ALWAYS)],
+            },
+            100 * Mi,
+            Gi,
+            id="init-container-before-a-sidecar-runs-alone",
+        ),
+    ],
+)
+def test_pod_memory_overhead(spec: dict[str, Any], sidecars: int, init_peak: int) -> None:
+    overhead = pod_memory_overhead({"spec": spec})
+
+    assert (overhead.sidecars, overhead.init_peak) == (sidecars, init_peak)
+
+
+@pytest.mark.parametrize(
+    ("worker", "pod"),
+    [
+        pytest.param(Gi, 3 * Gi, id="init-container-dominates-a-small-worker"),
+        pytest.param(4 * Gi, 4 * Gi + 100 * Mi, id="worker-and-sidecar-dominate"),
+    ],
+)
+def test_pod_memory_is_what_kubernetes_counts(worker: int, pod: int) -> None:
+    template = {
+        "spec": {
+            "containers": [WORKER],
+            "initContainers": [limited("log", "100Mi", **ALWAYS), limited("fetch", "2972Mi")],
+        }
+    }
+
+    assert pod_memory_overhead(template).pod_memory(worker) == pod
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "container"),
+    [
+        pytest.param(
+            {"containers": [WORKER, unlimited("proxy")]},
+            "spec.template.spec.containers[1].resources.limits.memory",
+            "proxy",
+            id="sidecar-without-limit",
+        ),
+        pytest.param(
+            {
+                "containers": [
+                    WORKER,
+                    {**unlimited("proxy"), "resources": {"requests": {"memory": "1Gi"}}},
+                ]
+            },
+            "spec.template.spec.containers[1].resources.limits.memory",
+            "proxy",
+            id="sidecar-with-only-a-request",
+        ),
+        pytest.param(
+            {"containers": [WORKER], "initContainers": [limited("a", "1Gi"), unlimited("b")]},
+            "spec.template.spec.initContainers[1].resources.limits.memory",
+            "b",
+            id="init-container-without-limit",
+        ),
+        pytest.param(
+            {"containers": [WORKER], "initContainers": [unlimited("log", **ALWAYS)]},
+            "spec.template.spec.initContainers[0].resources.limits.memory",
+            "log",
+            id="sidecar-init-container-without-limit",
+        ),
+        pytest.param(
+            {"containers": [WORKER, limited("proxy", "lots")]},
+            "spec.template.spec.containers[1].resources.limits.memory",
+            "proxy",
+            id="limit-not-a-quantity",
+        ),
+    ],
+)
+def test_template_with_unlimited_container_is_refused(
+    spec: dict[str, Any], field: str, container: str
+) -> None:
+    queue = MakeQueue("work").template({"spec": spec})
+
+    with pytest.raises(TemplateError) as raised:
+        build(queue=queue)
+
+    message = str(raised.value)
+    assert f"VideoQueue {NAMESPACE}/work" in message
+    assert field in message
+    assert repr(container) in message
+    assert isinstance(raised.value, ValueError)  # callers that catch ValueError still do
+    with pytest.raises(TemplateError):
+        pod_memory_overhead({"spec": spec})
+    assert pod_memory_overhead({"spec": spec}, strict=False).sidecars >= 0  # lenient: counts 0
+
+
+def test_worker_pod_reports_its_whole_memory() -> None:
+    template = {
+        "spec": {
+            "containers": [limited("proxy", "30Gi"), WORKER],
+            "initContainers": [limited("fetch", "40Gi")],
+        }
+    }
+    pod = build_worker_pod(
+        MakeJob().obj(), MakeQueue().template(template).obj(), attempt=1, memory_bytes=Gi
+    )
+
+    outcome = read_pod_outcome(pod)
+
+    assert (outcome.memory, outcome.pod_memory) == (Gi, 40 * Gi)
+    assert read_pod_outcome(pod_essentials(pod)) == outcome
+    pod["spec"]["initContainers"] = []
+    assert read_pod_outcome(pod).pod_memory == 31 * Gi
 
 
 # --- Reading the outcome ---------------------------------------------------------------------
@@ -625,6 +975,7 @@ def outcome(**fields: Any) -> PodOutcome:
         "start_time": T_START,
         "finish_time": T_END,
         "deleted": False,
+        "pod_memory": 2 * Gi,  # the worker alone
     }
     return PodOutcome(**(defaults | fields))
 
