@@ -46,7 +46,7 @@ class TemplateError(ValueError):
     no job of the queue can be admitted until then (the jobs are not at fault)."""
 
 
-class JobNotDeliverableError(ValueError):
+class JobNotDeliverable(ValueError):  # noqa: N818 - reads as the condition it is
     """This job cannot be handed to a worker (its spec is too large): the job must change;
     the queue and its other jobs are fine."""
 
@@ -160,7 +160,7 @@ def _job_payload(job: VideoJob, *, namespace: str, uid: str, attempt: int) -> st
     text = json.dumps(payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
     size = len(text.encode())
     if size > MAX_JOB_PAYLOAD_BYTES:
-        raise JobNotDeliverableError(
+        raise JobNotDeliverable(
             f"VideoJob {namespace}/{job.metadata.name}: its spec is {size} bytes as JSON, more "
             f"than the {MAX_JOB_PAYLOAD_BYTES} a worker pod can be handed; keep spec.params small "
             "(put large inputs behind spec.input.url)"
@@ -343,7 +343,7 @@ def build_worker_pod(
 
     Raises TemplateError (a ValueError) when the queue's template cannot make a pod: no
     container, or a container beside the worker or an init container without a memory
-    limit; the message names the field and what to do. Raises JobNotDeliverableError (a
+    limit; the message names the field and what to do. Raises JobNotDeliverable (a
     ValueError) when the job's spec is too large to hand over (more than 32 KiB as JSON).
     Raises ValueError when the job has no uid or namespace, or `attempt` or `memory_bytes` is
     not positive (the caller's mistakes).

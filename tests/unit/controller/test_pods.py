@@ -30,7 +30,7 @@ from videoqueue.controller.pods import (
     LABEL_MANAGED_BY,
     LABEL_QUEUE,
     MAX_JOB_PAYLOAD_BYTES,
-    JobNotDeliverableError,
+    JobNotDeliverable,
     PodOutcome,
     TemplateError,
     annotation_travels,
@@ -515,7 +515,7 @@ def test_template_without_containers_is_refused(template: dict[str, Any]) -> Non
 def test_oversized_job_is_refused() -> None:
     job = MakeJob().params(blob="x" * MAX_JOB_PAYLOAD_BYTES)
 
-    with pytest.raises(JobNotDeliverableError, match=r"spec\.params") as raised:
+    with pytest.raises(JobNotDeliverable, match=r"spec\.params") as raised:
         build(job)
 
     assert not isinstance(raised.value, TemplateError)  # the job's to fix, not the queue's
