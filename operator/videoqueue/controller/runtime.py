@@ -48,6 +48,7 @@ from videoqueue.controller.kube import (
     VIDEOJOBS,
     VIDEOQUEUES,
     EventType,
+    KubeApiError,
     KubeClient,
     KubeError,
 )
@@ -64,6 +65,7 @@ from videoqueue.controller.notifications import Notification, Notifier, notifica
 from videoqueue.controller.patching import status_patch
 from videoqueue.controller.pods import (
     ANNOTATION_JOB_NAME,
+    JobNotDeliverable,
     build_worker_pod,
     pod_essentials,
     pod_unschedulable,
@@ -72,6 +74,7 @@ from videoqueue.controller.pods import (
 from videoqueue.controller.progress import ProgressChannel, ProgressSettings
 from videoqueue.controller.queue_status import FinishedJob, QueueFacts, summarize_queue
 from videoqueue.scheduling import JobState, JobView, Snapshot, decide_admissions
+from videoqueue.scheduling.dependencies import find_cycle
 from videoqueue.scheduling.pressure import (
     PressurePolicy,
     PressureSignals,
@@ -93,6 +96,12 @@ WRITE_PARALLELISM = 32
 ADMISSION_WRITE_DELAY = 5.0
 # How soon a failed status write is tried again.
 WRITE_RETRY_SECONDS = 1.0
+# A worker pod that cannot be built or that the API server refuses (a template Pod Security
+# forbids, an invalid pod, a quota) is tried again after this long, doubling with each
+# refusal in a row up to the cap: per job, and per queue (its next pod would most likely be
+# refused the same way). A change of the queue's spec tries again at once.
+POD_REFUSED_INITIAL_SECONDS = 10.0
+POD_REFUSED_MAX_SECONDS = 300.0
 # A queue's status is rewritten at most this often, however busy the queue.
 QUEUE_STATUS_INTERVAL = 2.0
 # A cycle that assesses thousands of jobs (a burst of new ones, a restart) lets the watch
@@ -126,6 +135,8 @@ class JobEntry:
         # assessment starts from, since part of it (e.g. a disrupted attempt) is nowhere else.
         self.unwritten: VideoJobStatus | None = None
         self.deleting = False  # its TTL ran out and the deletion was sent
+        self.refusals = 0  # worker pods refused in a row (POD_REFUSED_*)
+        self.refusal: tuple[str, str] | None = None  # the last refusal's reason and message
         self.update(body)
 
     def update(self, body: dict[str, Any]) -> None:
@@ -140,6 +151,7 @@ class JobEntry:
         self.generation: int | None = meta.get("generation")
         self.queue_key = f"{self.namespace}/{spec.get('queueName', '')}"
         self.type: str = spec.get("type", "")
+        self.depends_on: tuple[str, ...] = tuple(spec.get("dependsOn") or ())
         self.batch: str | None = (meta.get("labels") or {}).get(BATCH_LABEL)
         phase = (body.get("status") or {}).get("phase")
         self.stored_phase = JobPhase(phase) if phase in _PHASE_VALUES else None
@@ -224,6 +236,10 @@ class QueueEntry:
     due: list[tuple[float, str]] = field(default_factory=list)
     expiries: list[tuple[float, str]] = field(default_factory=list)
     oom_kills: dict[str, tuple[float, ...]] = field(default_factory=dict)  # by job key
+    # Jobs whose worker pod was refused, and until when they sit out of the decision (they
+    # hold no slot and no memory meanwhile); and the queue's own pause after refusals.
+    held: dict[str, float] = field(default_factory=dict)
+    refused_until: float = 0.0
     # Status writes queued or on the wire (job keys), and the tasks writing them.
     write_queue: collections.deque[str] = field(default_factory=collections.deque)
     writing: set[str] = field(default_factory=set)
@@ -296,6 +312,9 @@ class Controller:
                 entry.queue = None
             if not spec_changed:
                 return  # our own status write coming back: nothing to re-decide
+            # A new template may cure refused worker pods: try again now.
+            entry.held.clear()
+            entry.refused_until = 0.0
         entry.all_changed = True
         entry.status_changed = True
         entry.wake.set()
@@ -313,6 +332,7 @@ class Controller:
             queue.unsaved.discard(key)
             queue.views.pop(key, None)
             queue.waiting.discard(key)
+            queue.held.pop(key, None)
             queue.oom_kills.pop(key, None)
             queue.status_changed = True
         else:
@@ -479,6 +499,8 @@ class Controller:
             before = job_entry.assessment.status.phase if job_entry.assessment else None
             new_jobs = new_jobs or (job_entry.unwritten is None and job_entry.stored_phase is None)
             assessment = await self._assess(job_entry, entry.queue, now)
+            if key in entry.held and job_entry.refusal is not None:
+                assessment = _explain_refusal(assessment, job_entry, job_entry.refusal, now)
             self._set_assessment(entry, key, job_entry, assessment, now_ts)
             if not _busy(job_entry):
                 job_entry.compact()  # a queue may (re-)assess thousands of idle jobs at once
@@ -495,12 +517,18 @@ class Controller:
         admitted: tuple[str, ...] = ()
         if queue is not None:
             wake_at = _earliest(self._update_pressure(entry, queue, now_ts), expiry)
-        if queue is not None and entry.waiting:
+        for key, until in list(entry.held.items()):
+            if until <= now_ts:
+                del entry.held[key]
+        wake_at = _earliest(wake_at, min(entry.held.values(), default=None))
+        if entry.refused_until > now_ts:
+            wake_at = _earliest(wake_at, entry.refused_until)  # pods were refused: pause
+        elif queue is not None and any(key not in entry.held for key in entry.waiting):
             policy = queue_policy(
                 queue,
                 concurrency=entry.pressure.effective if entry.pressure is not None else None,
             )
-            views = tuple(entry.views.values())
+            views = tuple(view for key, view in entry.views.items() if key not in entry.held)
             snapshot = Snapshot(policy, views, self._recent_starts(entry, now_ts))
             decision = decide_admissions(snapshot, now_ts)
             wake_at = _earliest(decision.wake_at, wake_at)
@@ -637,6 +665,20 @@ class Controller:
             else:
                 phases[name] = other.stored_phase
         return phases
+
+    def _dependency_cycle(
+        self, entry: JobEntry, dependencies: dict[str, JobPhase | None]
+    ) -> tuple[str, ...] | None:
+        """A cycle of spec.dependsOn through the job, while it still waits for dependencies:
+        found when the job that closes the cycle arrives, and then for each job on it."""
+        if all(phase is JobPhase.SUCCEEDED for phase in dependencies.values()):
+            return None
+
+        def depends_on(name: str) -> tuple[str, ...]:
+            other = self.jobs.get(f"{entry.namespace}/{name}")
+            return other.depends_on if other is not None else ()
+
+        return find_cycle(entry.name, depends_on)
 
     def _limit_pending(self, entry: QueueEntry, queue: VideoQueue, now: datetime.datetime) -> None:
         """spec.maxPending: new jobs beyond it are Rejected (QueueFull), oldest accepted first.
@@ -985,6 +1027,7 @@ class Controller:
             job = job.model_copy(update={"status": entry.unwritten})
         outcomes = [read_pod_outcome(pod) for pod in entry.pods.values()]
         dependencies = self._dependency_phases(entry.job)
+        cycle = self._dependency_cycle(entry, dependencies)
         heard_at = None
         if self.progress is not None:
             # For stalled-worker detection: the worker of the newest attempt, which may be
@@ -992,7 +1035,7 @@ class Controller:
             attempt = max([job.status.attempt, *(o.attempt or 0 for o in outcomes)])
             heard_at = self.progress.heard_at(job, attempt)
         assessment = assess_job(
-            job, outcomes, queue, now, dependencies=dependencies, heard_at=heard_at
+            job, outcomes, queue, now, dependencies=dependencies, heard_at=heard_at, cycle=cycle
         )
         if missing := assessment.unconfirmed_pod:
             # The index may lag behind (e.g. right after a restart): ask the API server.
@@ -1006,7 +1049,13 @@ class Controller:
                 entry.pods[pod["metadata"]["name"]] = pod_essentials(pod)
                 outcomes = [read_pod_outcome(p) for p in entry.pods.values()]
                 assessment = assess_job(
-                    job, outcomes, queue, now, dependencies=dependencies, heard_at=heard_at
+                    job,
+                    outcomes,
+                    queue,
+                    now,
+                    dependencies=dependencies,
+                    heard_at=heard_at,
+                    cycle=cycle,
                 )
             else:
                 assessment = assess_job(
@@ -1017,6 +1066,7 @@ class Controller:
                     confirmed_missing=frozenset({missing}),
                     dependencies=dependencies,
                     heard_at=heard_at,
+                    cycle=cycle,
                 )
         if self.progress is not None and not assessment.terminal:
             # The worker's latest released stage/progress/message, for its current attempt.
@@ -1033,6 +1083,7 @@ class Controller:
         assert queue.body is not None
         attempt = assessment.status.attempt + 1
         memory = assessment.view.memory
+        key = entry.key
         try:
             pod = build_worker_pod(
                 entry.body,
@@ -1042,13 +1093,34 @@ class Controller:
                 now_iso=now.isoformat().replace("+00:00", "Z"),
                 env=self.progress.worker_env if self.progress is not None else (),
             )
+        except JobNotDeliverable as e:
+            # The job itself can never be handed to a worker: turn it away for good.
+            rejected = reject(job, assessment.status, "NotDeliverable", str(e), now)
+            self._set_assessment(queue, key, entry, rejected, now.timestamp())
+            return
         except ValueError as e:
-            logger.error(
-                "queue %s: cannot build worker pod for %s: %s", queue.key, job.metadata.name, e
-            )
+            self._pod_refused(queue, entry, "WorkerPodInvalid", str(e), now)
             return
         namespace = job.metadata.namespace or ""
-        created, _ = await self.kube.create(PODS, namespace, pod)
+        pod_name = pod["metadata"]["name"]
+        try:
+            created, _ = await self.kube.create(PODS, namespace, pod)
+        except KubeApiError as e:
+            self._pod_refused(
+                queue,
+                entry,
+                "WorkerPodRefused",
+                f"the API server refused worker pod {pod_name} ({e.status} {e.reason}): "
+                f"{e.message}",
+                now,
+            )
+            return
+        except KubeError as e:
+            self._pod_refused(
+                queue, entry, "WorkerPodNotCreated", f"creating worker pod {pod_name}: {e}", now
+            )
+            return
+        entry.refusals, entry.refusal = 0, None
         entry.pods[created["metadata"]["name"]] = pod_essentials(created)
         status = admit(
             assessment.status,
@@ -1059,7 +1131,6 @@ class Controller:
         )
         waited = (status.wait_seconds or 0.0) - (assessment.status.wait_seconds or 0.0)
         metrics.record_admission(job, wait_seconds=waited)
-        key = f"{namespace}/{job.metadata.name}"
         self._set_assessment(
             queue, key, entry, Assessment(status=status, view=None), now.timestamp()
         )
@@ -1079,6 +1150,33 @@ class Controller:
                 f"admitted as attempt {attempt} with {format_bytes(memory)} of memory; "
                 f"worker pod {pod['metadata']['name']}",
             )
+
+    def _pod_refused(
+        self,
+        queue: QueueEntry,
+        entry: JobEntry,
+        reason: str,
+        message: str,
+        now: datetime.datetime,
+    ) -> None:
+        """A worker pod that could not be built or created: no pod, so no slot and no memory
+        held. The job waits out of the decision, says why in its Admitted condition and an
+        Event, and is tried again after a delay that doubles with each refusal in a row; the
+        queue pauses its admissions likewise, since its next pod would most likely be
+        refused the same way."""
+        assessment = entry.assessment
+        assert assessment is not None
+        clock = self.clock()
+        entry.refusals += 1
+        delay = _refusal_delay(entry.refusals)
+        queue.held[entry.key] = clock + delay
+        queue.refused_until = max(queue.refused_until, clock + delay)
+        text = f"{message}; trying again in {delay:.0f}s, or at once when the queue's spec changes"
+        logger.warning("queue %s: job %s: %s", queue.key, entry.name, text)
+        entry.refusal = (reason, text)
+        explained = _explain_refusal(assessment, entry, entry.refusal, now)
+        self._set_assessment(queue, entry.key, entry, explained, clock)
+        self._notify(entry, "Warning", reason, text)
 
     async def _write_status(self, entry: JobEntry, assessment: Assessment) -> None:
         # A failed write is tried again with the same assessment: post its Events with the
@@ -1215,6 +1313,35 @@ def _ttl_seconds(job: VideoJob, queue: VideoQueue | None, phase: JobPhase | None
 
 def _deleting(body: dict[str, Any] | None) -> bool:
     return body is not None and body.get("metadata", {}).get("deletionTimestamp") is not None
+
+
+def _explain_refusal(
+    assessment: Assessment,
+    entry: JobEntry,
+    refusal: tuple[str, str],
+    now: datetime.datetime,
+) -> Assessment:
+    """A waiting job's assessment with its worker pod's refusal as the Admitted condition."""
+    if assessment.view is None or assessment.view.state is not JobState.PENDING:
+        return assessment
+    reason, message = refusal
+    status = assessment.status.model_copy(deep=True)
+    status.message = message[:1024]
+    status.conditions = put_condition(
+        status.conditions,
+        JobConditionType.ADMITTED,
+        False,
+        reason,
+        message,
+        now=now,
+        generation=entry.generation,
+    )
+    return dataclasses.replace(assessment, status=status)
+
+
+def _refusal_delay(refusals: int) -> float:
+    delay: float = POD_REFUSED_INITIAL_SECONDS * 2.0 ** min(refusals - 1, 16)
+    return min(delay, POD_REFUSED_MAX_SECONDS)
 
 
 def _earliest(*times: float | None) -> float | None:
