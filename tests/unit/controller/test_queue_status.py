@@ -60,6 +60,11 @@ class MakeQueue:
         self._state = QueueState.ACTIVE
         self._budget = "8Gi"
         self._status = VideoQueueStatus()
+        self._template: dict[str, Any] = {}
+
+    def template(self, *containers: dict[str, Any], **spec: Any) -> Self:
+        self._template = {"spec": {"containers": list(containers), **spec}}
+        return self
 
     def state(self, state: QueueState) -> Self:
         self._state = state
@@ -82,7 +87,11 @@ class MakeQueue:
             metadata=ObjectMeta(
                 name=self._name, namespace=self._namespace, generation=self._generation
             ),
-            spec=VideoQueueSpec(state=self._state, memory=QueueMemory(budget=self._budget)),
+            spec=VideoQueueSpec(
+                state=self._state,
+                memory=QueueMemory(budget=self._budget),
+                template=self._template,
+            ),
             status=self._status,
         )
 
@@ -228,6 +237,62 @@ def test_memory_reserved_against_budget(
     assert status.memory is not None
     assert (status.memory.reserved, status.memory.summary) == (reserved, summary)
     assert status.memory.budget == summary.split("/")[1]
+
+
+WORKER = {"name": "worker", "image": "w"}
+
+
+def sidecar(name: str, memory: str, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "image": name, "resources": {"limits": {"memory": memory}}, **fields}
+
+
+@pytest.mark.parametrize(
+    ("queue", "jobs", "reserved"),
+    [
+        pytest.param(
+            MakeQueue().budget("4Gi").template(WORKER, sidecar("proxy", "30Gi")),
+            [job(JobPhase.RUNNING, "1Gi"), job(JobPhase.ADMITTED, "1Gi")],
+            "62Gi",
+            id="sidecar-counts-per-pod",
+        ),
+        pytest.param(
+            MakeQueue().template(WORKER, initContainers=[sidecar("fetch", "3Gi")]),
+            [job(JobPhase.RUNNING, "1Gi"), job(JobPhase.RUNNING, "4Gi")],
+            "7Gi",
+            id="init-container-counts-while-bigger-than-the-pod",
+        ),
+        pytest.param(
+            MakeQueue().template(
+                WORKER, initContainers=[sidecar("log", "512Mi", restartPolicy="Always")]
+            ),
+            [job(JobPhase.RUNNING, "1Gi")],
+            "1536Mi",
+            id="sidecar-init-container-counts-as-regular",
+        ),
+        pytest.param(
+            MakeQueue().template(WORKER, sidecar("proxy", "1Gi")),
+            [job(JobPhase.PENDING, "1Gi"), job(JobPhase.SUCCEEDED, "1Gi")],
+            "0",
+            id="waiting-and-finished-jobs-still-reserve-nothing",
+        ),
+    ],
+)
+def test_reserved_memory_counts_whole_worker_pods(
+    queue: MakeQueue, jobs: list[VideoJobStatus], reserved: str
+) -> None:
+    status = summarize_queue(queue.obj(), jobs, T0)
+
+    assert status.memory is not None
+    assert status.memory.reserved == reserved
+
+
+def test_reserved_memory_of_a_template_the_operator_refuses_counts_what_it_can() -> None:
+    queue = MakeQueue().template(WORKER, {"name": "unlimited", "image": "u"})
+
+    status = summarize_queue(queue.obj(), [job(JobPhase.RUNNING, "1Gi")], T0)
+
+    assert status.memory is not None
+    assert status.memory.reserved == "1Gi"
 
 
 @pytest.mark.parametrize(

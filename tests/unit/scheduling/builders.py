@@ -43,6 +43,7 @@ class JobBuilder:
         self._created_at = 0.0
         self._queued_at: float | None = None
         self._memory = GiB
+        self._overhead = 0
         self._state = JobState.PENDING
         self._eligible_at: float | None = None
 
@@ -61,6 +62,11 @@ class JobBuilder:
 
     def memory(self, memory: int | str) -> Self:
         self._memory = parse_memory(memory)
+        return self
+
+    def overhead(self, memory: int | str) -> Self:
+        """What the rest of the job's pod holds beside its worker (sidecars)."""
+        self._overhead = parse_memory(memory)
         return self
 
     def admitted(self) -> Self:
@@ -84,6 +90,7 @@ class JobBuilder:
             memory=self._memory,
             state=self._state,
             eligible_at=self._eligible_at,
+            overhead=self._overhead,
         )
 
 

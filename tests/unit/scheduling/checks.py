@@ -6,11 +6,12 @@ from videoqueue.scheduling import AdmissionDecision, JobState, JobView, Snapshot
 
 
 def usage(snapshot: Snapshot, admit: tuple[str, ...] = ()) -> tuple[int, int]:
-    """(jobs, memory) held by admitted and running jobs, plus `admit` if given."""
+    """(jobs, memory) held by admitted and running jobs, plus `admit` if given; a job holds
+    its whole pod's memory (`pod_memory`)."""
     holding = [
         job for job in snapshot.jobs if job.state is not JobState.PENDING or job.key in admit
     ]
-    return len(holding), sum(job.memory for job in holding)
+    return len(holding), sum(job.pod_memory for job in holding)
 
 
 def assert_admissions_within_limits(snapshot: Snapshot, decision: AdmissionDecision) -> None:
@@ -54,15 +55,15 @@ def assert_follows_the_order(snapshot: Snapshot, now: float, decision: Admission
     head: JobView | None = None
     reserved: JobView | None = None
     for job in order:
-        fits = slots_free > 0 and job.memory <= memory_free
+        fits = slots_free > 0 and job.pod_memory <= memory_free
         if job.key in admitted:
             assert policy.admitting, job
             assert fits, job
             assert reserved is None, job
-            slots_free, memory_free = slots_free - 1, memory_free - job.memory
+            slots_free, memory_free = slots_free - 1, memory_free - job.pod_memory
             continue
         assert not fits or reserved is not None or not policy.admitting, job
-        within_budget = job.memory <= policy.memory_budget
+        within_budget = job.pod_memory <= policy.memory_budget
         if policy.admitting and head is None and slots_free > 0 and within_budget:
             head = job
             if now - job.queued_at >= policy.backfill_seconds:

@@ -19,6 +19,8 @@ from videoqueue.scheduling.units import MiB
 STEP = 512 * MiB
 
 memories = st.integers(0, 12).map(lambda n: n * STEP)
+# What the rest of a job's pod holds beside its worker (sidecars): mostly nothing.
+overheads = st.sampled_from([0, 0, 0, STEP, 3 * STEP])
 times = st.integers(0, 150).map(float)
 backfill_windows = st.sampled_from([0.0, 10.0, 60.0, math.inf]) | st.integers(0, 100).map(float)
 states = st.sampled_from([JobState.PENDING, JobState.PENDING, JobState.ADMITTED, JobState.RUNNING])
@@ -44,11 +46,12 @@ _job_fields = st.tuples(
     memories,
     states,
     st.none() | times,  # eligible_at
+    overheads,
 )
 
 
 def _snapshot(
-    policy: QueuePolicy, jobs: list[tuple[int, int, int, int, JobState, float | None]]
+    policy: QueuePolicy, jobs: list[tuple[int, int, int, int, JobState, float | None, int]]
 ) -> Snapshot:
     views = (
         JobView(
@@ -59,8 +62,11 @@ def _snapshot(
             memory=memory,
             state=state,
             eligible_at=eligible_at,
+            overhead=overhead,
         )
-        for i, (priority, created, queued_after, memory, state, eligible_at) in enumerate(jobs)
+        for i, (priority, created, queued_after, memory, state, eligible_at, overhead) in enumerate(
+            jobs
+        )
     )
     return Snapshot(policy, tuple(views))
 

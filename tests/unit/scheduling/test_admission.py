@@ -116,6 +116,34 @@ from videoqueue.scheduling import decide_admissions as decide
             ["requeued"],
             id="requeued-job-keeps-its-place",
         ),
+        pytest.param(
+            queue().budget("4Gi"),
+            [job(n).memory("1Gi").overhead("1Gi").created(i) for i, n in enumerate("rab")],
+            ["r", "a"],
+            id="sidecar-memory-counts-against-the-budget",
+        ),
+        pytest.param(
+            queue().budget("4Gi"),
+            [
+                job("r").running().memory("1Gi").overhead("2Gi"),
+                job("a").memory("1Gi").overhead("2Gi"),
+                job("small").memory("1Gi").created(1),
+            ],
+            ["small"],
+            id="running-pods-hold-their-sidecar-memory",
+        ),
+        pytest.param(
+            queue().budget("4Gi"),
+            [job("a").memory("1Gi").overhead("3Gi")],
+            ["a"],
+            id="pod-filling-the-budget-exactly-fits",
+        ),
+        pytest.param(
+            queue().budget("4Gi"),
+            [job("a").memory("1Gi").overhead("30Gi"), job("b").memory("1Gi").created(1)],
+            ["b"],
+            id="pod-bigger-than-budget-blocks-nobody",
+        ),
     ],
 )
 def test_admits_in_order_within_limits(
@@ -284,6 +312,14 @@ class TestRejection:
             "needs 12Gi, more than the queue's whole memory.budget of 8Gi; "
             "it can start only if the budget is raised",
             id="bigger-than-budget",
+        ),
+        pytest.param(
+            queue().budget("4Gi"),
+            [job("r").running().memory("2Gi"), job("a").memory("1Gi").overhead("2Gi")],
+            BlockReason.WAITING_FOR_MEMORY,
+            "waiting for memory: needs 3Gi (1Gi for the worker, 2Gi for the rest of its pod), "
+            "2Gi free of 4Gi",
+            id="memory-with-sidecars",
         ),
         pytest.param(
             queue().budget("8Gi").backfill(30),

@@ -77,7 +77,9 @@ def test_rate_limit_ignores_starts_older_than_a_minute() -> None:
 # -- preemption ---------------------------------------------------------------------------
 
 
-def running(name: str, priority: int, memory: int, admitted_at: float = 0.0) -> JobView:
+def running(
+    name: str, priority: int, memory: int, admitted_at: float = 0.0, overhead: int = 0
+) -> JobView:
     return JobView(
         key=key(name),
         priority=priority,
@@ -86,6 +88,7 @@ def running(name: str, priority: int, memory: int, admitted_at: float = 0.0) -> 
         memory=memory,
         state=JobState.RUNNING,
         admitted_at=admitted_at,
+        overhead=overhead,
     )
 
 
@@ -126,6 +129,20 @@ def test_preemption_takes_the_fewest_jobs_that_free_enough_memory() -> None:
     )
     # 0 free; 4Gi needed. Tier 1 (2Gi) is not enough; tier 2 allows one job: big.
     assert names(decide(Snapshot(preempting, views), now=0).preempt) == ["big"]
+
+
+def test_preemption_counts_whole_pods() -> None:
+    preempting = dataclasses.replace(
+        policy(concurrency=10, preempt_lower_priority=True), memory_budget=8 * GiB
+    )
+    views = (
+        running("small-worker-big-pod", 1, GiB, overhead=3 * GiB),
+        running("other", 2, 2 * GiB),
+        running("more", 2, 2 * GiB),
+        job("high").priority(9).memory("1Gi").overhead("3Gi").build(),
+    )
+    # 0 free; the preemptor's pod needs 4Gi: evicting the 1Gi worker frees its whole 4Gi pod.
+    assert names(decide(Snapshot(preempting, views), now=0).preempt) == ["small-worker-big-pod"]
 
 
 def test_preemption_prefers_lower_priority_among_equally_few() -> None:
