@@ -82,7 +82,7 @@ def test_invalid_pod_is_shown_on_the_job_and_retried_with_backoff(
 
     message = condition(job, "Admitted")["message"]
     assert "spec.containers[0].image: Required value" in message  # the API server's words
-    assert job["status"]["phase"] == "Waiting"
+    assert job["status"]["phase"] == "Pending"
     poll(
         lambda: warning_events(core, namespace, "no-image", "WorkerPodRefused") or None,
         timeout=30,
