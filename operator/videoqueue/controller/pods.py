@@ -309,9 +309,10 @@ def build_worker_pod(
 
     - name `worker_pod_name(job, attempt)`, the job's namespace;
     - labels: the template's, plus `worker_labels(...)` (ours win on a clash); annotations:
-      the template's (the queue owner's: they win on a clash), the job's own that
+      the template's (the queue owner's, all kept), then the job's own that
       `annotation_travels` lets through (the videoqueue.dev domain and its subdomains, and
-      what spec.worker.copyAnnotations names; never, say, a sidecar injector's), and ours:
+      what spec.worker.copyAnnotations names; never, say, a sidecar injector's), which win
+      over the template's of the same key as before, then ours:
       the exact job name and uid, the worker container's name and, when `now_iso` is given,
       the admission time (pass the time recorded in status, so that rebuilding the pod after
       a restart gives the same object);
@@ -411,13 +412,15 @@ def build_worker_pod(
     )
     # Of the job's annotations only an allow list travels: others could trigger controllers
     # that act on pods (sidecar and secret injectors) on behalf of whoever may create jobs.
+    # The owner allow-listed them, so they may override the template's (KWOK scripts in
+    # tests set a default in the template and a job's own outcome on the job).
     copied = video_queue.spec.worker.copy_annotations
-    annotations = {
-        key: value
+    annotations = dict(template_meta.get("annotations") or {})
+    annotations.update(
+        (key, value)
         for key, value in video_job.metadata.annotations.items()
         if annotation_travels(key, copied)
-    }
-    annotations.update(template_meta.get("annotations") or {})
+    )
     annotations[ANNOTATION_JOB_NAME] = job_name
     annotations[ANNOTATION_JOB_UID] = uid
     annotations[ANNOTATION_WORKER_CONTAINER] = str(worker.get("name", ""))

@@ -640,6 +640,7 @@ def test_job_annotations_reach_the_pod_only_through_the_allow_list() -> None:
             "kwok.videoqueue.dev/exit-code": "2",
             "example.com/team": "video",
             "example.com/cost-center": "from-the-job",
+            "vault.hashicorp.com/role": "admin",
             ANNOTATION_ADMITTED_AT: "1999-01-01T00:00:00Z",
             ANNOTATION_JOB_NAME: "someone-else",
         }
@@ -649,7 +650,9 @@ def test_job_annotations_reach_the_pod_only_through_the_allow_list() -> None:
         .worker(copyAnnotations=["example.com/*"])
         .template(
             {
-                "metadata": {"annotations": {"example.com/cost-center": "42"}},
+                "metadata": {
+                    "annotations": {"example.com/owner": "media", "vault.hashicorp.com/role": "ro"}
+                },
                 "spec": {"containers": [{"name": "worker", "image": "w"}]},
             }
         )
@@ -661,7 +664,9 @@ def test_job_annotations_reach_the_pod_only_through_the_allow_list() -> None:
         "videoqueue.dev/batch": "b1",
         "kwok.videoqueue.dev/exit-code": "2",
         "example.com/team": "video",
-        "example.com/cost-center": "42",  # the template's, the queue owner's, stays
+        "example.com/cost-center": "from-the-job",  # allow-listed
+        "example.com/owner": "media",  # the template's, the queue owner's, stay
+        "vault.hashicorp.com/role": "ro",  # and a job cannot override one not allow-listed
         ANNOTATION_JOB_NAME: "clip-1",
         ANNOTATION_JOB_UID: UID,
         ANNOTATION_WORKER_CONTAINER: "worker",
