@@ -23,6 +23,13 @@ REPO = Path(__file__).resolve().parents[2]
 WORKER_PATH = REPO / "worker-image"
 # The worker's own imports (videoqueue.api and videoqueue_worker) without installing it.
 WORKER_PYTHONPATH = os.pathsep.join([str(WORKER_PATH), str(REPO / "operator")])
+NETGUARD = Path(__file__).resolve().parent / "netguard"
+"""Its sitecustomize keeps test workers on loopback (see there)."""
+TEST_FILE_ROOT = Path(tempfile.gettempdir()).resolve()
+"""Where the tests' media and outputs live (pytest's tmp_path is under it): the file root
+test workers get unless a test says otherwise."""
+TEST_ALLOWED_HOSTS = ["127.0.0.1"]
+"""The local test servers, internal (loopback) by the sandbox's rules, so allowed explicitly."""
 PYCACHE = Path(os.environ.get("VIDEOQUEUE_CACHE", Path.home() / ".cache/videoqueue")) / "pycache"
 if str(WORKER_PATH) not in sys.path:
     sys.path.insert(0, str(WORKER_PATH))
@@ -139,10 +146,13 @@ def worker_env(
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env |= {
         "PYTHONPYCACHEPREFIX": str(PYCACHE),
-        "PYTHONPATH": WORKER_PYTHONPATH,
+        "PYTHONPATH": os.pathsep.join([str(NETGUARD), WORKER_PYTHONPATH]),
+        "VIDEOQUEUE_TEST_NETGUARD": "1",
         "VIDEOQUEUE_JOB": payload if isinstance(payload, str) else json.dumps(payload),
         "VIDEOQUEUE_RESULT_PATH": str(result_path),
         "VIDEOQUEUE_WORK_DIR": str(work_dir),
+        "VIDEOQUEUE_FILE_ROOTS": json.dumps([str(TEST_FILE_ROOT)]),
+        "VIDEOQUEUE_ALLOWED_HOSTS": json.dumps(TEST_ALLOWED_HOSTS),
     }
     return env | dict(extra or {})
 

@@ -111,18 +111,27 @@ def test_download_over_the_size_limit_fails(
 
 
 @pytest.mark.parametrize(
-    ("path", "expected"),
+    ("path", "code", "expected"),
     [
-        pytest.param("/missing.mp4", "HTTP 404", id="not-found"),
-        pytest.param("/redirect/file:///etc/passwd", "is not allowed", id="redirect-to-file"),
+        pytest.param("/missing.mp4", 1, "HTTP 404", id="not-found"),
+        pytest.param(
+            "/redirect/file:///etc/passwd",
+            2,
+            "spec.input.url: redirected to file:///etc/passwd, which is not http(s)",
+            id="redirect-to-file",
+        ),
     ],
 )
 def test_http_input_failures(
-    tmp_path: Path, http_server: tuple[str, dict[str, bytes]], path: str, expected: str
+    tmp_path: Path,
+    http_server: tuple[str, dict[str, bytes]],
+    path: str,
+    code: int,
+    expected: str,
 ) -> None:
     base, _ = http_server
     run = run_worker(job_payload("probe", base + path), tmp_path)
-    assert run.code == 1
+    assert run.code == code
     assert expected in run.message
     assert list((tmp_path / "work").iterdir()) == []
 

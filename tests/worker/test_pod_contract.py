@@ -5,13 +5,15 @@ progress tests.)"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from tests.worker.harness import ffprobe, redis_server, run_worker, stream
+from tests.worker.harness import TEST_FILE_ROOT, ffprobe, redis_server, run_worker, stream
 from videoqueue.api.progress import ProgressEvent, ProgressKind
+from videoqueue.api.worker import ENV_ALLOWED_HOSTS, ENV_DOWNLOAD_TIMEOUT_SECONDS, ENV_FILE_ROOTS
 from videoqueue.controller.pods import ENV_JOB, build_worker_pod
 from videoqueue.controller.progress import ProgressSettings, SecretKeyRef
 
@@ -37,6 +39,8 @@ def _objects(media: Path, out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         "metadata": {"name": "work", "namespace": "media", "uid": "queue-uid"},
         "spec": {
             "memory": {"budget": "8Gi"},
+            # The sandbox reaches the worker through the pod's env (videoqueue.api.worker).
+            "worker": {"fileRoots": [str(TEST_FILE_ROOT)], "downloadTimeoutSeconds": 600},
             "template": {"spec": {"containers": [{"name": "worker", "image": "worker:test"}]}},
         },
     }
@@ -69,6 +73,9 @@ def test_worker_runs_the_payload_the_operator_puts_into_the_pod(
         pod = build_worker_pod(job, queue, attempt=2, memory_bytes=2**30, env=settings.worker_env())
         worker = next(c for c in pod["spec"]["containers"] if c["name"] == "worker")
         env = _resolve(worker["env"])
+        assert env[ENV_FILE_ROOTS] == json.dumps([str(TEST_FILE_ROOT)])
+        assert env[ENV_ALLOWED_HOSTS] == "[]"
+        assert env[ENV_DOWNLOAD_TIMEOUT_SECONDS] == "600"
         payload = env.pop(ENV_JOB)
         run = run_worker(payload, tmp_path, env)
         client = redis.Redis.from_url(url, password=PASSWORD)

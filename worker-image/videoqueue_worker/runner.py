@@ -35,11 +35,19 @@ from videoqueue.api.progress import (
     ENV_REDIS_PASSWORD,
     ENV_REDIS_URL,
 )
+from videoqueue.api.worker import (
+    DEFAULT_DOWNLOAD_TIMEOUT_SECONDS,
+    DEFAULT_FILE_ROOTS,
+    ENV_ALLOWED_HOSTS,
+    ENV_DOWNLOAD_TIMEOUT_SECONDS,
+    ENV_FILE_ROOTS,
+)
 from videoqueue_worker import jobs, media, transfer
 from videoqueue_worker.errors import ExitCode, WorkerError, invalid
 from videoqueue_worker.params import ProbeParams, ThumbnailParams, parse_params
 from videoqueue_worker.reporter import JobRef, RedisSettings, RedisSink, Reporter
 from videoqueue_worker.result import encode, error_message, media_summary, stream_summaries
+from videoqueue_worker.sandbox import AllowedHosts, Sandbox
 
 log = logging.getLogger("videoqueue_worker")
 
@@ -79,6 +87,7 @@ class Settings:
     max_input_bytes: int
     redis: RedisSettings | None
     heartbeat_seconds: float
+    sandbox: Sandbox
 
 
 def result_path(env: Mapping[str, str]) -> Path:
@@ -96,6 +105,44 @@ def _positive_number(env: Mapping[str, str], name: str, default: float) -> float
     if value <= 0:
         raise WorkerError(f"must be a positive number, got {raw!r}", field=name, invalid=True)
     return value
+
+
+def _string_list(env: Mapping[str, str], name: str, example: str) -> list[str] | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise WorkerError(
+            f"must be a JSON list of strings, e.g. {example}, got {raw!r}", field=name, invalid=True
+        )
+    return value
+
+
+def load_sandbox(env: Mapping[str, str]) -> Sandbox:
+    """The queue's sandbox from the environment the operator sets (videoqueue.api.worker)."""
+    roots = _string_list(env, ENV_FILE_ROOTS, '["/media"]')
+    try:
+        file_roots = Sandbox.roots(list(DEFAULT_FILE_ROOTS) if roots is None else roots)
+    except ValueError as exc:
+        raise WorkerError(
+            f"{exc}; file roots are absolute directories", field=ENV_FILE_ROOTS, invalid=True
+        ) from None
+    hosts = _string_list(env, ENV_ALLOWED_HOSTS, '["media.internal", "10.0.0.0/8"]') or []
+    try:
+        allowed = AllowedHosts.parse(hosts)
+    except ValueError as exc:
+        raise WorkerError(str(exc), field=ENV_ALLOWED_HOSTS, invalid=True) from None
+    return Sandbox(
+        file_roots=file_roots,
+        allowed_hosts=allowed,
+        transfer_timeout_seconds=_positive_number(
+            env, ENV_DOWNLOAD_TIMEOUT_SECONDS, float(DEFAULT_DOWNLOAD_TIMEOUT_SECONDS)
+        ),
+    )
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:
@@ -144,6 +191,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         ),
         redis=redis,
         heartbeat_seconds=_positive_number(env, ENV_HEARTBEAT_SECONDS, DEFAULT_HEARTBEAT_SECONDS),
+        sandbox=load_sandbox(env),
     )
 
 
@@ -168,14 +216,19 @@ class Attempt:
     def run(self) -> dict[str, Any]:
         spec = self.job.spec
         params = parse_params(spec.type, spec.params)
+        sandbox = self.settings.sandbox
         source = transfer.parse_location(
-            spec.input.url, field="spec.input.url", allowed=transfer.INPUT_SCHEMES
+            spec.input.url, field="spec.input.url", allowed=transfer.INPUT_SCHEMES, sandbox=sandbox
         )
         output = None
         if spec.output is not None:
             output = transfer.parse_location(
-                spec.output.url, field="spec.output.url", allowed=transfer.OUTPUT_SCHEMES
+                spec.output.url,
+                field="spec.output.url",
+                allowed=transfer.OUTPUT_SCHEMES,
+                sandbox=sandbox,
             )
+            transfer.check_reachable(output)  # before hours of work, not after
         elif not isinstance(params, ProbeParams):
             raise invalid(
                 "spec.output.url",
@@ -213,9 +266,12 @@ class Attempt:
         dest = self.scratch / f"frame.{extension}" if series else self._work_file(target)
         plan = jobs.plan(params, info, local_input, dest)
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest in self._cleanup:
+                transfer.create_partial(dest)
+            else:
+                dest.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise WorkerError(f"cannot create {dest.parent}: {exc.strerror}") from None
+            raise WorkerError(f"cannot create {dest}: {exc.strerror}") from None
         try:
             media.run_ffmpeg(
                 plan.args,
@@ -256,7 +312,7 @@ class Attempt:
         # A local output is written next to its final name and renamed into place: no copy of
         # a large file, and readers never see half of it.
         if target.path is not None:
-            partial = target.path.with_name(f".{target.path.name}.{os.getpid()}.partial")
+            partial = transfer.partial_path(target.path)
             self._cleanup.append(partial)
             return partial
         return self.scratch / "output"
@@ -271,7 +327,7 @@ class Attempt:
         count: int,
     ) -> None:
         if where.path is not None and path.parent == where.path.parent:
-            path.replace(where.path)
+            transfer.put_in_place(path, where)
             self._share(start, share, (index + 1) / count)
             return
         transfer.deliver(
