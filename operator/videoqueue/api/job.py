@@ -109,7 +109,7 @@ PARAMS_LIMITS = (
     f"{MAX_PARAM_LIST_STRING_LENGTH} characters (no nested objects)"
 )
 
-STOCK_URL_PATTERN: Final = r"^(/|(?i:file):(//localhost|//)?/|(?i:https?)://[^/?#])"
+STOCK_URL_PATTERN: Final = r"^(/|(?i:file):(//(localhost)?/|/([^/]|$))|(?i:https?)://[^/?#])"
 """What the stock worker reads and writes: an absolute path, file:///path (or file:/path,
 file://localhost/path) and http(s)://host/... (videoqueue_worker.transfer)."""
 STOCK_URLS = "an absolute path (/media/in.mp4), a file:///path URL or an http(s):// URL"
