@@ -58,6 +58,9 @@ def normalize_host(host: str) -> str:
         name = host.encode("idna").decode("ascii").lower().rstrip(".")
     except UnicodeError:
         raise ValueError(f"{host!r} is not a valid host name") from None
+    literal = _ip_literal(name)  # fullwidth digits and dots make an IP address too
+    if literal is not None:
+        return str(literal)
     if not _HOST_NAME.match(name):
         raise ValueError(f"{host!r} is not a valid host name")
     return name
