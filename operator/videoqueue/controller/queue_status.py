@@ -3,7 +3,8 @@ desired statuses and the time.
 
 `summarize_queue` counts the jobs by phase, adds up the memory of the admitted and running
 ones (each job's whole worker pod: its effectiveMemory plus what the queue's template puts
-beside the worker, sidecars and init containers, as admission counts it), and sets the conditions kstatus readers (Flux, kpt, `kubectl wait`) look for:
+beside the worker, sidecars and init containers, as admission counts it), and sets the
+conditions kstatus readers (Flux, kpt, `kubectl wait`) look for:
 
 - `Ready`: True with reason `Active`, `Paused` or `Draining` (the state is a choice, not a
   fault: kstatus, hence Flux, reads a False Ready as "in progress" and would wait forever on
