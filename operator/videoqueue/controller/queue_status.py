@@ -131,14 +131,9 @@ def summarize_queue(
     generation = queue.metadata.generation
     facts = facts or QueueFacts()
 
-    counts: Counter[JobPhase] = Counter()
-    reserved = 0
-    overhead = queue_overhead(queue)
-    for job in jobs:
-        phase = job.phase or JobPhase.PENDING
-        counts[phase] += 1
-        if phase in RESERVING_PHASES and job.effective_memory is not None:
-            reserved += overhead.pod_memory(parse_quantity(job.effective_memory))
+    jobs = list(jobs)
+    counts: Counter[JobPhase] = Counter(job.phase or JobPhase.PENDING for job in jobs)
+    reserved = reserved_memory(queue, jobs)
 
     budget = queue.spec.memory.budget_bytes
     reserved_text, budget_text = format_bytes(reserved), format_bytes(budget)
@@ -215,6 +210,18 @@ def summarize_queue(
     elif find_condition(status.conditions, QueueConditionType.STALLED) is not None:
         condition(QueueConditionType.STALLED, False, "WorkersStarting", "")
     return status
+
+
+def reserved_memory(queue: VideoQueue, jobs: Iterable[VideoJobStatus]) -> int:
+    """The memory the queue's admitted and running jobs hold of its budget: each job's whole
+    worker pod, its effectiveMemory plus what the queue's template puts beside the worker
+    (`lifecycle.queue_overhead`), as admission counts it."""
+    overhead = queue_overhead(queue)
+    return sum(
+        overhead.pod_memory(parse_quantity(job.effective_memory))
+        for job in jobs
+        if (job.phase or JobPhase.PENDING) in RESERVING_PHASES and job.effective_memory is not None
+    )
 
 
 def assess_health(
