@@ -145,6 +145,7 @@ def tree(media: Path, tmp_path: Path) -> Tree:
     (root / "out" / "link-passwd").symlink_to(outside / "passwd")
     (root / "out" / "dangling").symlink_to(outside / "new-file")
     (root / "alias.mp4").symlink_to(root / "input.mp4")  # inside: fine
+    (root / "loop").symlink_to("loop")
     return Tree(root, outside)
 
 
@@ -186,6 +187,15 @@ def test_input_outside_the_roots_is_refused(tree: Tree, tmp_path: Path, path: st
     assert run.message.startswith("spec.input.url: "), run.message
     assert "outside the queue's file roots" in run.message
     assert "formatName" not in run.message
+
+
+def test_a_symlink_loop_cannot_hide_a_way_out(tree: Tree, tmp_path: Path) -> None:
+    """`loop/..` stops path resolution at the loop; what follows (a symlink out) must not be
+    taken as already resolved. Found by test_sandbox_properties."""
+    url = f"file://{tree.root}/loop/../link-dir/input.mp4"
+    run = run_worker(job_payload("probe", url), tmp_path, tree.env)
+    assert run.code == ExitCode.INVALID, run.log
+    assert run.message == f"spec.input.url: {url.removeprefix('file://')} has a symlink loop in it"
 
 
 def test_symlinks_inside_the_roots_work(tree: Tree, tmp_path: Path) -> None:
