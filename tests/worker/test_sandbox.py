@@ -209,6 +209,37 @@ def test_symlinks_inside_the_roots_work(tree: Tree, tmp_path: Path) -> None:
     assert not (tree.root / "out" / "p.json").is_symlink()
 
 
+def _playlist(path: Path, segment: str) -> None:
+    path.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\n{segment}\n#EXT-X-ENDLIST\n")
+
+
+def test_a_playlist_cannot_make_ffmpeg_fetch_from_the_network(
+    tree: Tree, tmp_path: Path, served: Server
+) -> None:
+    """ffmpeg runs outside the worker's own checks: an HLS playlist inside the roots naming
+    a segment over HTTP must not make it connect anywhere (not even to an allowed host).
+    Debian's ffmpeg 5.1 refuses this cross-protocol segment by itself as well; the worker's
+    `-protocol_whitelist file` covers the demuxers that do not check."""
+    _playlist(tree.root / "remote.m3u8", f"{served.base}/input.mp4")
+    run = run_worker(job_payload("probe", f"file://{tree.root}/remote.m3u8"), tmp_path, tree.env)
+    assert run.code != ExitCode.OK, run.log
+    assert served.requests == []
+
+
+def test_a_playlist_cannot_read_files_outside_the_roots(tree: Tree, tmp_path: Path) -> None:
+    _playlist(tree.root / "local.m3u8", str(tree.outside / "input.mp4"))
+    payload = job_payload(
+        "transcode",
+        f"file://{tree.root}/local.m3u8",
+        f"file://{tree.root}/out/copy.mp4",
+        {"preset": "h264-480p"},
+    )
+    run = run_worker(payload, tmp_path, tree.env)
+    assert run.code == ExitCode.INVALID, run.log
+    assert run.message.startswith("spec.input.url: the input is a hls playlist"), run.message
+    assert not (tree.root / "out" / "copy.mp4").exists()
+
+
 def test_a_nul_byte_in_a_path_is_refused(tree: Tree, tmp_path: Path) -> None:
     run = run_worker(
         job_payload("probe", f"file://{tree.root}/input.mp4%00.txt"), tmp_path, tree.env
