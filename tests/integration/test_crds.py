@@ -115,6 +115,12 @@ def test_valid_queue_and_job_are_accepted_with_defaults(
             "memoryUtilizationWarning": 0.95,
         },
         "statistics": {"windowSeconds": 900},
+        "worker": {
+            "fileRoots": ["/media"],
+            "allowedHosts": [],
+            "downloadTimeoutSeconds": 3600,
+            "copyAnnotations": [],
+        },
     }
     assert job == {
         "queueName": "work",
