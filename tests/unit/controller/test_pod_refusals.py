@@ -200,3 +200,29 @@ async def test_a_failing_cycle_backs_off_however_often_the_queue_is_woken(
     # Tries at 0, 0.01, 0.03, 0.07, 0.15, 0.31 s (and 0.63): not one per wake.
     assert wakes > 100
     assert 4 <= cycles <= 8
+
+
+async def test_a_job_too_large_to_hand_over_is_rejected_and_holds_nothing() -> None:
+    """The CRD keeps such jobs out (tests/unit/api/test_payload_bounds.py); one that gets
+    in anyway (an older CRD, a schema change) must not hold a slot with no pod."""
+    big = job_body("big")
+    big["spec"]["params"] = {"blob": "x" * 40_000}
+    kube = RecordingKube({f"{NS}/big": big, f"{NS}/next": job_body("next")})
+    controller = Controller(cast(KubeClient, kube), clock=NOW.timestamp)
+    entry = active_queue(controller, [], concurrency=1)
+    for name, body in (("big", big), ("next", job_body("next"))):
+        controller.jobs[f"{NS}/{name}"] = JobEntry(copy.deepcopy(body))
+        entry.jobs.add(f"{NS}/{name}")
+
+    for _ in range(3):
+        await controller.reconcile_queue(entry)
+        await drain_writes(entry)
+
+    status = kube.objects[f"{NS}/big"]["status"]
+    assert status["phase"] == "Rejected"
+    rejected = next(c for c in status["conditions"] if c["type"] == "Rejected")
+    assert rejected["reason"] == "NotDeliverable"
+    assert "32768" in rejected["message"]
+    # Its slot went to the next job, which got a pod.
+    assert kube.calls["create pods"] == 1
+    assert controller.jobs[f"{NS}/next"].pods
