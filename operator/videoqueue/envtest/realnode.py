@@ -413,7 +413,7 @@ class Ctr:
 
     def import_archive(self, archive: Path) -> None:
         with archive.open("rb") as f:
-            self.run("images", "import", "--no-unpack=false", "-", stdin=f, timeout=600)
+            self.run("images", "import", "-", stdin=f, timeout=600)
 
     def tasks(self) -> dict[str, str]:
         """Container id -> task status (RUNNING, STOPPED, ...)."""

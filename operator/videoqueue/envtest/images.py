@@ -1,0 +1,94 @@
+"""The project's images in a real node's containerd, without a registry.
+
+Images are built by the hack scripts with a local Docker engine (`docker.docker_engine`),
+saved once per content tag as an archive under $VIDEOQUEUE_CACHE/images, and imported with
+`ctr -n k8s.io images import`. A warm run asks the build script for the content tag (no
+Docker involved), finds the archive and only imports it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from videoqueue.envtest.binaries import default_cache_dir
+from videoqueue.envtest.docker import docker_engine
+from videoqueue.envtest.realnode import Ctr
+
+
+class ImageError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ImportedImage:
+    tag: str
+    archive: Path
+    seconds: dict[str, float]  # build (0 when cached), import
+
+
+def _script(repo: Path, name: str, *args: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        [str(repo / "hack" / name), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ImageError(f"hack/{name} {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+def worker_image_tag(repo: Path) -> str:
+    """`videoqueue-worker:<content key>` of the checkout `repo`, without building it."""
+    return _script(repo, "docker-build-worker.sh", "--print-tag")
+
+
+def worker_image_archive(repo: Path, cache: Path | None = None) -> tuple[str, Path, float]:
+    """The worker image of `repo` as a docker-archive file: (tag, path, seconds spent building,
+    0 when the archive was cached)."""
+    cache = cache or default_cache_dir()
+    tag = worker_image_tag(repo)
+    directory = cache / "images"
+    archive = directory / f"{tag.replace(':', '-')}.tar"
+    if archive.exists():
+        return tag, archive, 0.0
+    begin = time.monotonic()
+    directory.mkdir(parents=True, exist_ok=True)
+    with docker_engine(cache) as env:
+        built = _script(repo, "docker-build-worker.sh", env=env)
+        if built != tag:
+            raise ImageError(f"docker-build-worker.sh built {built}, --print-tag said {tag}")
+        partial = archive.with_suffix(".partial")
+        done = subprocess.run(
+            ["docker", "save", "-o", str(partial), tag],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+        )
+        if done.returncode != 0:
+            partial.unlink(missing_ok=True)
+            raise ImageError(f"docker save {tag}: {done.stderr.strip()}")
+        partial.rename(archive)
+    # Archives of older worker builds would pile up.
+    for old in directory.glob("videoqueue-worker-*.tar"):
+        if old != archive:
+            old.unlink(missing_ok=True)
+    return tag, archive, time.monotonic() - begin
+
+
+def import_worker_image(ctr: Ctr, repo: Path, cache: Path | None = None) -> ImportedImage:
+    """Build (or find) the worker image of `repo` and import it into a real node's containerd.
+
+    Pods name it by the returned tag with `imagePullPolicy: Never` (or IfNotPresent)."""
+    tag, archive, built = worker_image_archive(repo, cache)
+    begin = time.monotonic()
+    if f"docker.io/library/{tag}" not in ctr.images():
+        ctr.import_archive(archive)
+    return ImportedImage(tag, archive, {"build": built, "import": time.monotonic() - begin})
