@@ -313,7 +313,7 @@ class LocalCluster(ClusterBase):
             )
             port, healthz = _free_ports(2)
             self.ports[f"kubelet-{spec.name}"] = port
-            realnode.prepare(
+            node_ip = realnode.prepare(
                 layout,
                 spec,
                 sandbox_archive=sandbox,
@@ -335,7 +335,7 @@ class LocalCluster(ClusterBase):
                 raise ClusterError(f"{e}\n{self.log_tail(component.name)}") from None
             self._launch(
                 f"kubelet-{spec.name}",
-                realnode.kubelet_argv(self.binaries["kubelet"], layout, spec),
+                realnode.kubelet_argv(self.binaries["kubelet"], layout, spec, node_ip=node_ip),
             )
             self._save_state()
         for spec in self.config.real_nodes:
@@ -424,10 +424,10 @@ class LocalCluster(ClusterBase):
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
             # Logs and exec on real nodes: kubelets authenticate the API server by this
-            # certificate and are reached on the loopback address they advertise.
+            # certificate and are reached at their InternalIP (their pod bridge's address).
             f"--kubelet-client-certificate={kubelet_client.cert}",
             f"--kubelet-client-key={kubelet_client.key}",
-            "--kubelet-preferred-address-types=InternalIP,Hostname",
+            "--kubelet-preferred-address-types=InternalIP",
             "--profiling=false",
             "--v=1",
         ]

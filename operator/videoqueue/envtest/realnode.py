@@ -15,8 +15,8 @@ Settings that this machine kind needs (see docs/real-nodes.md for the reasons):
 containerd's CRI `restrict_oom_score_adj = true` (root may not lower an OOM score here, and
 without it every sandbox fails), the kubelet on cgroupfs with swap allowed, eviction
 thresholds at 1 % (it cannot read the VM disk's stats), image GC off (imported images cannot be
-pulled again), its own ports on loopback and `--node-ip 127.0.0.1` so the API server reaches it
-for logs and exec.
+pulled again), its own ports, and as node IP the pod bridge's host address (the kubelet refuses
+a loopback one) so the API server reaches it for logs and exec without leaving the machine.
 """
 
 from __future__ import annotations
@@ -196,6 +196,7 @@ def kubelet_config(
     layout: RealNodeLayout,
     spec: RealNodeSpec,
     *,
+    node_ip: str,
     ca_cert: Path,
     port: int,
     healthz_port: int,
@@ -204,7 +205,8 @@ def kubelet_config(
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
-        "address": "127.0.0.1",
+        # Served on the pod bridge's host address only (see `create_bridge`).
+        "address": node_ip,
         "port": port,
         "readOnlyPort": 0,
         "healthzBindAddress": "127.0.0.1",
@@ -248,7 +250,9 @@ def kubelet_config(
     }
 
 
-def kubelet_argv(binary: Path, layout: RealNodeLayout, spec: RealNodeSpec) -> list[str]:
+def kubelet_argv(
+    binary: Path, layout: RealNodeLayout, spec: RealNodeSpec, *, node_ip: str
+) -> list[str]:
     labels = {REAL_NODE_LABEL: REAL_NODE_LABEL_VALUE, "type": "real", **spec.labels}
     d = layout.directory
     return [
@@ -256,8 +260,10 @@ def kubelet_argv(binary: Path, layout: RealNodeLayout, spec: RealNodeSpec) -> li
         f"--config={layout.kubelet_config}",
         f"--kubeconfig={layout.kubelet_kubeconfig}",
         f"--hostname-override={spec.name}",
-        # The API server reaches the kubelet (logs, exec) on loopback.
-        "--node-ip=127.0.0.1",
+        # The API server reaches the kubelet (logs, exec) at the node's InternalIP; the
+        # kubelet refuses a loopback one ("nodeIP can't be loopback address"), so it is the
+        # pod bridge's host address, which never leaves the machine.
+        f"--node-ip={node_ip}",
         f"--node-labels={','.join(f'{k}={v}' for k, v in sorted(labels.items()))}",
         f"--root-dir={d / 'kubelet'}",
         f"--cert-dir={d / 'kubelet-pki'}",
@@ -279,6 +285,30 @@ def sandbox_image_tag(archive: Path) -> str:
         assert member is not None
         manifest = json.load(member)
     return str(manifest[0]["RepoTags"][0])
+
+
+def create_bridge(layout: RealNodeLayout, subnet: ipaddress.IPv4Network) -> str:
+    """The pod bridge, made before the CNI plugin would (it reuses it), with the subnet's
+    first address, the pods' gateway and the node's IP; returns that address."""
+    gateway = f"{subnet.network_address + 1}"
+    if not Path(f"/sys/class/net/{layout.bridge}").exists():
+        _ip("link", "add", "name", layout.bridge, "type", "bridge")
+    done = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "dev", layout.bridge],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    if f" {gateway}/" not in done.stdout:
+        _ip("addr", "add", f"{gateway}/{subnet.prefixlen}", "dev", layout.bridge)
+    _ip("link", "set", layout.bridge, "up")
+    return gateway
+
+
+def _ip(*args: str) -> None:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RealNodeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
 
 
 def pick_subnet(layout: RealNodeLayout) -> ipaddress.IPv4Network:
@@ -445,8 +475,9 @@ def prepare(
     ca_cert: Path,
     kubeconfig: dict[str, Any],
     ports: tuple[int, int],
-) -> None:
-    """Write the node's configuration files and create its cgroup root."""
+) -> str:
+    """Write the node's configuration files, create its cgroup root and pod bridge; return
+    the node's IP (the bridge's host address)."""
     layout.directory.mkdir(parents=True, exist_ok=True)
     layout.cni_conf_dir.mkdir(parents=True, exist_ok=True)
     for sub in ("pod-logs", "volume-plugins", "kubelet", "kubelet-pki"):
@@ -454,16 +485,26 @@ def prepare(
     layout.containerd_config.write_text(
         containerd_config(layout, sandbox_image_tag(sandbox_archive))
     )
+    subnet = pick_subnet(layout)
     (layout.cni_conf_dir / "10-videoqueue.conflist").write_text(
-        json.dumps(cni_conflist(layout, pick_subnet(layout)), indent=2)
+        json.dumps(cni_conflist(layout, subnet), indent=2)
     )
+    create_cgroup_root(layout.cgroup_root)
+    node_ip = create_bridge(layout, subnet)
     layout.kubelet_kubeconfig.write_text(yaml.safe_dump(kubeconfig))
     layout.kubelet_config.write_text(
         yaml.safe_dump(
-            kubelet_config(layout, spec, ca_cert=ca_cert, port=ports[0], healthz_port=ports[1])
+            kubelet_config(
+                layout,
+                spec,
+                node_ip=node_ip,
+                ca_cert=ca_cert,
+                port=ports[0],
+                healthz_port=ports[1],
+            )
         )
     )
-    create_cgroup_root(layout.cgroup_root)
+    return node_ip
 
 
 def wait_for_containerd(layout: RealNodeLayout, alive: Callable[[], bool], timeout: float) -> Ctr:
