@@ -16,7 +16,7 @@ WORKER_UID = 10001  # the worker image's USER
 
 def real_queue(
     image: str,
-    media: Path,
+    media: Path | None,
     *,
     name: str = "work",
     budget: str = "4Gi",
@@ -28,7 +28,14 @@ def real_queue(
 ) -> dict[str, Any]:
     """A VideoQueue whose workers run on the real node: its nodeSelector and toleration, the
     imported worker image (never pulled), scratch on an emptyDir at /work, the host's `media`
-    directory at /media (the default file root), the restricted Pod Security profile."""
+    directory at /media (the default file root; an emptyDir when `media` is None, as Pod
+    Security `restricted` allows no hostPath), a security context that `restricted` accepts,
+    the user being the image's own non-root one."""
+    media_volume: dict[str, Any] = (
+        {"name": "media", "hostPath": {"path": str(media), "type": "Directory"}}
+        if media is not None
+        else {"name": "media", "emptyDir": {}}
+    )
     memory: dict[str, Any] = {"budget": budget, "defaultRequest": default_request, "max": max_}
     if oom_retry_multiplier is not None:
         memory["oomRetryMultiplier"] = oom_retry_multiplier
@@ -46,10 +53,9 @@ def real_queue(
             "template": {
                 "spec": {
                     **REAL_NODE_PLACEMENT,
+                    # No runAsUser: the kubelet checks the image's USER against runAsNonRoot.
                     "securityContext": {
                         "runAsNonRoot": True,
-                        "runAsUser": WORKER_UID,
-                        "runAsGroup": WORKER_UID,
                         "fsGroup": WORKER_UID,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
@@ -69,13 +75,7 @@ def real_queue(
                             ],
                         }
                     ],
-                    "volumes": [
-                        {"name": "work", "emptyDir": {}},
-                        {
-                            "name": "media",
-                            "hostPath": {"path": str(media), "type": "Directory"},
-                        },
-                    ],
+                    "volumes": [{"name": "work", "emptyDir": {}}, media_volume],
                 }
             },
             **spec,
@@ -94,16 +94,16 @@ def video_job(
     queue: str = "work",
     **spec: Any,
 ) -> dict[str, Any]:
-    """A VideoJob on a file under /media (paths as the worker pod sees them)."""
+    """A VideoJob on a file under /media (paths as the worker pod sees them) or a URL."""
     body: dict[str, Any] = {
         "queueName": queue,
         "type": job_type,
-        "input": {"url": f"file:///media/{input_path}"},
+        "input": {"url": _url(input_path)},
         "params": params or {},
         **spec,
     }
     if output is not None:
-        body["output"] = {"url": f"file:///media/{output}"}
+        body["output"] = {"url": _url(output)}
     if memory is not None:
         body["resources"] = {"memory": memory}
     return {
@@ -112,6 +112,11 @@ def video_job(
         "metadata": {"name": name},
         "spec": body,
     }
+
+
+def _url(path: str) -> str:
+    """A path under /media as a file:// URL; a URL as it is."""
+    return path if "://" in path else f"file:///media/{path}"
 
 
 def termination_message(core_api: Any, namespace_name: str, pod: str) -> dict[str, Any]:

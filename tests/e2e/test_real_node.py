@@ -133,6 +133,7 @@ def test_kernel_oom_kill_is_retried_with_more_memory(
     job = wait_job(custom, namespace, "squeezed", "Complete", timeout=240)
 
     attempts = job["status"]["attempts"]
+    print(f"\nattempts: {attempts}")
     assert [(a["attempt"], a["reason"], a["memory"]) for a in attempts] == [
         (1, "OOMKilled", "64Mi"),
         (2, "Completed", "256Mi"),
