@@ -39,7 +39,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from videoqueue.envtest import realnode
-from videoqueue.envtest.binaries import Binaries, find_binaries
+from videoqueue.envtest.binaries import Binaries, default_cache_dir, find_binaries
 from videoqueue.envtest.kwok import NODE_SELECTOR, NodeSpec, build_node_manifest, stages_file
 from videoqueue.envtest.pki import ClusterPKI, create_pki
 from videoqueue.envtest.realnode import RealNodeLayout, RealNodeSpec
@@ -313,6 +313,7 @@ class LocalCluster(ClusterBase):
             )
             port, healthz = _free_ports(2)
             self.ports[f"kubelet-{spec.name}"] = port
+            store = realnode.claim_image_store(layout, default_cache_dir())
             node_ip = realnode.prepare(
                 layout,
                 spec,
@@ -322,15 +323,26 @@ class LocalCluster(ClusterBase):
                     self.server, pki.ca.cert, cert.cert, cert.key, user=f"kubelet-{spec.name}"
                 ),
                 ports=(port, healthz),
+                image_root=store.root,
             )
-            self._launch(f"containerd-{spec.name}", realnode.containerd_argv(layout))
+            try:
+                self._launch(
+                    f"containerd-{spec.name}",
+                    realnode.containerd_argv(layout),
+                    pass_fds=() if store.lock_fd is None else (store.lock_fd,),
+                )
+            finally:
+                store.release()
             self._save_state()
             component = self.components[-1]
             try:
                 ctr = realnode.wait_for_containerd(
                     layout, functools.partial(_alive, component), self.config.startup_timeout
                 )
-                ctr.import_archive(sandbox)
+                # A cached image store may hold containers of a cluster that was killed.
+                realnode.remove_all_containers(ctr)
+                if realnode.sandbox_image_tag(sandbox) not in ctr.images():
+                    ctr.import_archive(sandbox)
             except realnode.RealNodeError as e:
                 raise ClusterError(f"{e}\n{self.log_tail(component.name)}") from None
             self._launch(
@@ -485,13 +497,14 @@ class LocalCluster(ClusterBase):
         )
         return path
 
-    def _launch(self, name: str, argv: list[str]) -> None:
+    def _launch(self, name: str, argv: list[str], *, pass_fds: Sequence[int] = ()) -> None:
         log = (self.state_dir / "logs" / f"{name}.log").open("ab")
         popen = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            pass_fds=pass_fds,
             # Own session: a Ctrl-C in the terminal reaches us, and we stop them in order.
             start_new_session=True,
             preexec_fn=_die_with_parent if self.attached else None,

@@ -3,7 +3,8 @@
 Images are built by the hack scripts with a local Docker engine (`docker.docker_engine`),
 saved once per content tag as an archive under $VIDEOQUEUE_CACHE/images, and imported with
 `ctr -n k8s.io images import`. A warm run asks the build script for the content tag (no
-Docker involved), finds the archive and only imports it.
+Docker involved) and finds the image already in the node's cached image store
+(`realnode.claim_image_store`), or the archive to import.
 """
 
 from __future__ import annotations
@@ -89,6 +90,12 @@ def import_worker_image(ctr: Ctr, repo: Path, cache: Path | None = None) -> Impo
     Pods name it by the returned tag with `imagePullPolicy: Never` (or IfNotPresent)."""
     tag, archive, built = worker_image_archive(repo, cache)
     begin = time.monotonic()
-    if f"docker.io/library/{tag}" not in ctr.images():
+    name = f"docker.io/library/{tag}"
+    present = ctr.images()
+    if name not in present:
         ctr.import_archive(archive)
+    # Older worker builds in a cached image store would pile up.
+    for old in present:
+        if old.startswith("docker.io/library/videoqueue-worker:") and old != name:
+            ctr.run("images", "remove", old, check=False)
     return ImportedImage(tag, archive, {"build": built, "import": time.monotonic() - begin})

@@ -2,10 +2,12 @@
 
 A real node runs pods for real: containers under runc with memory limits the kernel enforces,
 termination messages written by the container, a pod network on a bridge of the node's own.
-Everything it needs lives under `<cluster state dir>/nodes/<name>/` (containerd root, state,
-socket and config; the CNI config and IPAM state; the kubelet's root and certificates), except
-what the kernel keeps elsewhere: a cgroup root of its own, the bridge, and shim sockets that
-containerd places under /run/containerd/s. `stop()` removes all of those.
+Everything it needs lives in a directory of its own, /var/lib/videoqueue/nodes/<key> (linked
+from `<cluster state dir>/nodes/<name>`; short because sockets live there): containerd's state,
+socket and config, the CNI config and IPAM state, the kubelet's root and certificates. Images
+live in a cached containerd root (`claim_image_store`). Elsewhere the kernel keeps a cgroup root
+of the node's own and its pod bridge, and containerd its shims' sockets under
+/run/containerd/s. `stop()` removes all of those.
 
 Only pods that ask land on a real node: it carries the label `videoqueue.dev/node=real` and
 the taint `videoqueue.dev/real-node=true:NoSchedule`; `REAL_NODE_PLACEMENT` is the
@@ -22,6 +24,7 @@ a loopback one) so the API server reaches it for logs and exec without leaving t
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -52,6 +55,9 @@ CNI_BIN_DIR = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
 CGROUP_FS = Path("/sys/fs/cgroup")
 # Pod subnets of real nodes: a /24 each, out of a /16 apart from KWOK's fake pod CIDR.
 POD_SUBNETS = ipaddress.IPv4Network("10.245.0.0/16")
+# Real nodes' directories: short paths of their own, because the kubelet and containerd
+# create unix sockets inside them (at most 104 characters), and a state dir may be deep.
+NODES_ROOT = Path("/var/lib/videoqueue/nodes")
 K8S_NAMESPACE = "k8s.io"  # containerd's namespace for CRI (kubelet) containers and images
 
 
@@ -74,17 +80,19 @@ def real_nodes(count: int) -> list[RealNodeSpec]:
 
 @dataclass(frozen=True)
 class RealNodeLayout:
-    """Where a real node keeps everything; derived from the cluster's state dir and the
-    node's name only, so a detached cluster finds it again for `stop()`."""
+    """Where a real node keeps everything: NODES_ROOT/<key>, linked from the cluster's
+    <state dir>/nodes/<name>. Derived from the state dir and the node's name only, so a
+    detached cluster finds it again for `stop()`."""
 
     name: str
     directory: Path
     key: str  # short and unique per state dir and node: names the bridge and cgroup root
+    link: Path
 
     @classmethod
     def of(cls, state_dir: Path, name: str) -> RealNodeLayout:
         key = hashlib.sha256(f"{state_dir.resolve()}\0{name}".encode()).hexdigest()[:8]
-        return cls(name, state_dir / "nodes" / name, key)
+        return cls(name, NODES_ROOT / key, key, state_dir / "nodes" / name)
 
     @property
     def containerd_socket(self) -> Path:
@@ -115,13 +123,13 @@ class RealNodeLayout:
         return f"/videoqueue-{self.key}"
 
 
-def containerd_config(layout: RealNodeLayout, sandbox_image: str) -> str:
-    """containerd's config (version 2): own root, state and socket; the CRI plugin with the
-    node's CNI config dir and the locally built sandbox image."""
+def containerd_config(layout: RealNodeLayout, sandbox_image: str, root: Path) -> str:
+    """containerd's config (version 2): own root (see `claim_image_store`), state and socket;
+    the CRI plugin with the node's CNI config dir and the locally built sandbox image."""
     d = layout.directory
     cri = '[plugins."io.containerd.grpc.v1.cri"]'
     return f"""version = 2
-root = "{d / "containerd" / "root"}"
+root = "{root}"
 state = "{d / "containerd" / "state"}"
 oom_score = 0
 
@@ -285,6 +293,37 @@ def sandbox_image_tag(archive: Path) -> str:
         assert member is not None
         manifest = json.load(member)
     return str(manifest[0]["RepoTags"][0])
+
+
+@dataclass(frozen=True)
+class ImageStore:
+    """containerd's root (content, snapshots, metadata) for one node.
+
+    The cached one ($VIDEOQUEUE_CACHE/containerd/root) keeps imported images from one
+    cluster to the next, so a warm start imports nothing; `lock_fd` holds an exclusive
+    flock on it and is handed to containerd, so the lock lives exactly as long as that
+    containerd. A second node or cluster while it is taken gets a private root under its
+    state dir (and imports again)."""
+
+    root: Path
+    lock_fd: int | None
+
+    def release(self) -> None:
+        """Close this process's copy of the lock (containerd keeps its own)."""
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+
+
+def claim_image_store(layout: RealNodeLayout, cache: Path) -> ImageStore:
+    directory = cache / "containerd"
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / "root.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return ImageStore(layout.directory / "containerd" / "root", None)
+    return ImageStore(directory / "root", fd)
 
 
 def create_bridge(layout: RealNodeLayout, subnet: ipaddress.IPv4Network) -> str:
@@ -475,15 +514,19 @@ def prepare(
     ca_cert: Path,
     kubeconfig: dict[str, Any],
     ports: tuple[int, int],
+    image_root: Path,
 ) -> str:
     """Write the node's configuration files, create its cgroup root and pod bridge; return
     the node's IP (the bridge's host address)."""
     layout.directory.mkdir(parents=True, exist_ok=True)
+    layout.link.parent.mkdir(parents=True, exist_ok=True)
+    if not layout.link.is_symlink():
+        layout.link.symlink_to(layout.directory)
     layout.cni_conf_dir.mkdir(parents=True, exist_ok=True)
     for sub in ("pod-logs", "volume-plugins", "kubelet", "kubelet-pki"):
         (layout.directory / sub).mkdir(exist_ok=True)
     layout.containerd_config.write_text(
-        containerd_config(layout, sandbox_image_tag(sandbox_archive))
+        containerd_config(layout, sandbox_image_tag(sandbox_archive), image_root)
     )
     subnet = pick_subnet(layout)
     (layout.cni_conf_dir / "10-videoqueue.conflist").write_text(
@@ -539,12 +582,20 @@ def teardown(layout: RealNodeLayout, *, stop_containerd: Callable[[], None]) -> 
             problems.append(f"bridge {layout.bridge} not deleted")
     if left := remove_cgroup_root(layout.cgroup_root):
         problems.append(f"cgroups left: {left}")
+    if not mounts_under(layout.directory):  # never delete through a mount
+        shutil.rmtree(layout.directory, ignore_errors=True)
+        layout.link.unlink(missing_ok=True)
+        for parent in (NODES_ROOT, NODES_ROOT.parent):
+            with contextlib.suppress(OSError):
+                parent.rmdir()  # when no other node uses it
     return problems
 
 
 def leftovers(layout: RealNodeLayout) -> list[str]:
     """What of the node is still on the host (for tests of clean stops)."""
     found = [f"mount {m}" for m in mounts_under(layout.directory)]
+    if layout.directory.exists():
+        found.append(f"directory {layout.directory}")
     if Path(f"/sys/class/net/{layout.bridge}").exists():
         found.append(f"bridge {layout.bridge}")
     found += [
