@@ -147,3 +147,71 @@ def test_kernel_oom_kill_is_retried_with_more_memory(
     assert job["status"]["effectiveMemory"] == "256Mi"
     info = ffprobe(media / "out" / "squeezed.mp4")
     assert stream(info, "video")["height"] == 480
+
+
+def test_every_built_in_type_on_the_real_node(
+    operator: subprocess.Popen[bytes],
+    worker_image: ImportedImage,
+    custom: Any,
+    core: Any,
+    namespace: str,
+    media: Path,
+) -> None:
+    """probe, thumbnail, audio and clip (transcode has its own test) on one input, in one
+    queue; each output checked with ffprobe on the host, each result read from the pod."""
+    make_media(media / "in.mp4", seconds=3)
+    create(custom, namespace, "videoqueues", real_queue(worker_image.tag, media))
+    jobs = {
+        "probe": video_job("probe", "probe", "in.mp4", output="out/probe.json", memory="256Mi"),
+        "thumbnail": video_job(
+            "thumbnail",
+            "thumbnail",
+            "in.mp4",
+            output="out/thumb.jpg",
+            memory="256Mi",
+            params={"at": 1.5, "width": 160},
+        ),
+        "audio": video_job(
+            "audio",
+            "audio",
+            "in.mp4",
+            output="out/",
+            memory="256Mi",
+            params={"codec": "opus", "channels": 1},
+        ),
+        "clip": video_job(
+            "clip",
+            "clip",
+            "in.mp4",
+            output="out/clip.mp4",
+            memory="512Mi",
+            params={"start": 0.5, "end": 2.0, "copy": False},
+        ),
+    }
+    for body in jobs.values():
+        create(custom, namespace, "videojobs", body)
+
+    results = {}
+    for name in jobs:
+        job = wait_job(custom, namespace, name, "Complete", timeout=180)
+        (attempt,) = job["status"]["attempts"]
+        assert attempt["node"] == REAL_NODE
+        results[name] = job["status"]["result"]
+        assert termination_message(core, namespace, attempt["pod"]) == results[name]
+
+    out = media / "out"
+    assert (results["probe"]["width"], results["probe"]["height"]) == (320, 240)
+    assert results["probe"]["duration"] == pytest.approx(3.0, abs=0.1)
+    assert '"streams"' in (out / "probe.json").read_text()  # the whole ffprobe report
+    thumb = stream(ffprobe(out / "thumb.jpg"), "video")
+    assert (thumb["codec_name"], thumb["width"], thumb["height"]) == ("mjpeg", 160, 120)
+    audio_info = ffprobe(out / "audio.opus")
+    assert [s["codec_type"] for s in audio_info["streams"]] == ["audio"]
+    assert (stream(audio_info, "audio")["codec_name"], stream(audio_info, "audio")["channels"]) == (
+        "opus",
+        1,
+    )
+    assert float(audio_info["format"]["duration"]) == pytest.approx(3.0, abs=0.15)
+    clip_info = ffprobe(out / "clip.mp4")
+    assert float(clip_info["format"]["duration"]) == pytest.approx(1.5, abs=0.1)
+    assert {s["codec_type"] for s in clip_info["streams"]} == {"video", "audio"}
