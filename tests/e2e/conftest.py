@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
 from tests.e2e.objects import REAL_NODE
 
@@ -31,9 +32,9 @@ from tests.integration.conftest import (  # noqa: F401
     crds,
     custom,
     namespace,
-    operator,
-    operator_metrics_port,
 )
+from tests.integration.operator_process import OperatorProcess
+from tests.integration.redis_server import RedisServer
 from videoqueue.envtest import ClusterConfig, LocalCluster, default_nodes
 from videoqueue.envtest.images import ImportedImage, import_worker_image
 from videoqueue.envtest.realnode import leftovers
@@ -54,6 +55,37 @@ def cluster() -> Iterator[LocalCluster]:
         yield local
     # __exit__ raised if the node left anything behind; this checks again from outside.
     assert leftovers(layout) == []
+
+
+@pytest.fixture(scope="session")
+def node_ip(cluster: LocalCluster) -> str:
+    """The real node's InternalIP: its pod bridge's host address, the one address of the
+    host that worker pods reach."""
+    with cluster.api_client() as api_client:
+        addresses = client.CoreV1Api(api_client).read_node(REAL_NODE).status.addresses
+    return next(a.address for a in addresses if a.type == "InternalIP")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def progress_redis(node_ip: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The progress channel's Redis, listening on the pod bridge's host address only."""
+    with RedisServer(tmp_path_factory.mktemp("redis"), host=node_ip) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: LocalCluster,
+    crds: None,  # noqa: F811 (the imported fixture, requested)
+    progress_redis: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
+    """The operator on the host (`python -m videoqueue`, watching the whole cluster) with the
+    progress channel on: its workers publish to Redis over the pod network."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    with OperatorProcess(cluster.kubeconfig, log, ["--redis-url", progress_redis.url]) as process:
+        process.wait_for_log("progress: reading stream", timeout=60)
+        yield process
 
 
 @pytest.fixture(scope="session")

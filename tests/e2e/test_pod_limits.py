@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,19 +16,13 @@ from kubernetes.client.rest import ApiException
 
 from tests.e2e.objects import REAL_NODE, real_queue, termination_message, video_job
 from tests.integration.objects import create, wait_job
+from tests.integration.operator_process import OperatorProcess
 from tests.worker.harness import ffprobe, make_media, stream
 from tests.worker.test_http_and_failures import _Handler
 from videoqueue.envtest import poll
 from videoqueue.envtest.images import ImportedImage
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def node_ip(core: Any) -> str:
-    """The real node's InternalIP: its pod bridge's host address, which pods reach."""
-    addresses = core.read_node(REAL_NODE).status.addresses
-    return next(a.address for a in addresses if a.type == "InternalIP")  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -51,7 +44,7 @@ def http_server(node_ip: str, media: Path) -> Iterator[tuple[str, dict[str, byte
 
 
 def test_restricted_namespace_worker_over_the_pod_network(
-    operator: subprocess.Popen[bytes],
+    operator: OperatorProcess,
     worker_image: ImportedImage,
     custom: Any,
     core: Any,
@@ -103,7 +96,7 @@ def test_restricted_namespace_worker_over_the_pod_network(
 
 
 def test_active_deadline_ends_a_real_attempt(
-    operator: subprocess.Popen[bytes],
+    operator: OperatorProcess,
     worker_image: ImportedImage,
     custom: Any,
     core: Any,

@@ -4,7 +4,6 @@ message."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from tests.e2e.objects import (
     video_job,
 )
 from tests.integration.objects import create, wait_job
+from tests.integration.operator_process import OperatorProcess
 from tests.worker.harness import ffprobe, make_media, stream
 from videoqueue.envtest import LocalCluster, poll
 from videoqueue.envtest.images import ImportedImage
@@ -55,7 +55,7 @@ def test_real_node_only_takes_pods_that_ask_for_it(
 
 
 def test_transcode_on_the_real_node(
-    operator: subprocess.Popen[bytes],
+    operator: OperatorProcess,
     worker_image: ImportedImage,
     custom: Any,
     core: Any,
@@ -103,7 +103,7 @@ def test_transcode_on_the_real_node(
 
 
 def test_kernel_oom_kill_is_retried_with_more_memory(
-    operator: subprocess.Popen[bytes],
+    operator: OperatorProcess,
     worker_image: ImportedImage,
     custom: Any,
     core: Any,
@@ -150,7 +150,7 @@ def test_kernel_oom_kill_is_retried_with_more_memory(
 
 
 def test_every_built_in_type_on_the_real_node(
-    operator: subprocess.Popen[bytes],
+    operator: OperatorProcess,
     worker_image: ImportedImage,
     custom: Any,
     core: Any,
