@@ -303,6 +303,8 @@ class LocalCluster(ClusterBase):
         if not realnode.is_root():
             raise ClusterError("real nodes need root (kubelet, containerd, mounts, cgroups)")
         sandbox = self.binaries["pause.tar"]
+        if left := realnode.sweep_stale_nodes():
+            print(f"envtest: stale real nodes left behind: {left}", file=sys.stderr)
         for spec in self.config.real_nodes:
             layout = self.real_node_layout(spec.name)
             cert = pki.client(
@@ -313,26 +315,28 @@ class LocalCluster(ClusterBase):
             )
             port, healthz = _free_ports(2)
             self.ports[f"kubelet-{spec.name}"] = port
+            node_lock = realnode.claim_node(layout)
             store = realnode.claim_image_store(layout, default_cache_dir())
-            node_ip = realnode.prepare(
-                layout,
-                spec,
-                sandbox_archive=sandbox,
-                ca_cert=pki.ca.cert,
-                kubeconfig=kubeconfig_document(
-                    self.server, pki.ca.cert, cert.cert, cert.key, user=f"kubelet-{spec.name}"
-                ),
-                ports=(port, healthz),
-                image_root=store.root,
-            )
             try:
+                node_ip = realnode.prepare(
+                    layout,
+                    spec,
+                    sandbox_archive=sandbox,
+                    ca_cert=pki.ca.cert,
+                    kubeconfig=kubeconfig_document(
+                        self.server, pki.ca.cert, cert.cert, cert.key, user=f"kubelet-{spec.name}"
+                    ),
+                    ports=(port, healthz),
+                    image_root=store.root,
+                )
+                # containerd holds both locks for as long as it runs.
+                locks = (node_lock,) if store.lock_fd is None else (node_lock, store.lock_fd)
                 self._launch(
-                    f"containerd-{spec.name}",
-                    realnode.containerd_argv(layout),
-                    pass_fds=() if store.lock_fd is None else (store.lock_fd,),
+                    f"containerd-{spec.name}", realnode.containerd_argv(layout), pass_fds=locks
                 )
             finally:
                 store.release()
+                os.close(node_lock)
             self._save_state()
             component = self.components[-1]
             try:

@@ -30,6 +30,7 @@ import ipaddress
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
 import time
@@ -87,12 +88,23 @@ class RealNodeLayout:
     name: str
     directory: Path
     key: str  # short and unique per state dir and node: names the bridge and cgroup root
-    link: Path
+    link: Path | None  # <state dir>/nodes/<name>; unknown for a stale node found on disk
 
     @classmethod
     def of(cls, state_dir: Path, name: str) -> RealNodeLayout:
         key = hashlib.sha256(f"{state_dir.resolve()}\0{name}".encode()).hexdigest()[:8]
         return cls(name, NODES_ROOT / key, key, state_dir / "nodes" / name)
+
+    @classmethod
+    def found(cls, directory: Path) -> RealNodeLayout:
+        """The layout of a node directory found under NODES_ROOT (its name is its key)."""
+        return cls(directory.name, directory, directory.name, None)
+
+    @property
+    def lock_file(self) -> Path:
+        """flock'ed by the node's containerd for as long as it runs: a node directory whose
+        lock is free belongs to no running node."""
+        return self.directory / "node.lock"
 
     @property
     def containerd_socket(self) -> Path:
@@ -326,6 +338,47 @@ def claim_image_store(layout: RealNodeLayout, cache: Path) -> ImageStore:
     return ImageStore(directory / "root", fd)
 
 
+def claim_node(layout: RealNodeLayout) -> int:
+    """Create the node's directory and lock it; returns the locked fd, to hand to containerd
+    (which then holds the lock as long as it runs) and close here."""
+    layout.directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(layout.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RealNodeError(f"{layout.directory} is in use by a running node") from None
+    return fd
+
+
+def sweep_stale_nodes(*, min_age: float = 60) -> list[str]:
+    """Clean up after real nodes whose cluster was killed (SIGKILL, a crash): directories
+    under NODES_ROOT whose lock no containerd holds, older than `min_age` seconds (a node
+    being created right now is younger). Their containers, shims, mounts, bridge and cgroups
+    go as in `teardown`. Returns what could not be cleaned."""
+    problems: list[str] = []
+    if not NODES_ROOT.is_dir():
+        return problems
+    for directory in sorted(NODES_ROOT.iterdir()):
+        layout = RealNodeLayout.found(directory)
+        try:
+            if time.time() - layout.lock_file.stat().st_mtime < min_age:
+                continue
+            fd = os.open(layout.lock_file, os.O_RDWR)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue  # a running node's
+        try:
+            problems += teardown(layout, stop_containerd=lambda: None)
+        finally:
+            os.close(fd)
+    return problems
+
+
 def create_bridge(layout: RealNodeLayout, subnet: ipaddress.IPv4Network) -> str:
     """The pod bridge, made before the CNI plugin would (it reuses it), with the subnet's
     first address, the pods' gateway and the node's IP; returns that address."""
@@ -519,9 +572,10 @@ def prepare(
     """Write the node's configuration files, create its cgroup root and pod bridge; return
     the node's IP (the bridge's host address)."""
     layout.directory.mkdir(parents=True, exist_ok=True)
-    layout.link.parent.mkdir(parents=True, exist_ok=True)
-    if not layout.link.is_symlink():
-        layout.link.symlink_to(layout.directory)
+    if layout.link is not None:
+        layout.link.parent.mkdir(parents=True, exist_ok=True)
+        if not layout.link.is_symlink():
+            layout.link.symlink_to(layout.directory)
     layout.cni_conf_dir.mkdir(parents=True, exist_ok=True)
     for sub in ("pod-logs", "volume-plugins", "kubelet", "kubelet-pki"):
         (layout.directory / sub).mkdir(exist_ok=True)
@@ -574,6 +628,10 @@ def teardown(layout: RealNodeLayout, *, stop_containerd: Callable[[], None]) -> 
         except (RealNodeError, subprocess.TimeoutExpired) as e:
             problems.append(f"containers of {layout.name}: {e}")
     stop_containerd()
+    # What ctr could not reach (containerd gone, killed with its cluster): shims by their
+    # -address, container processes by the node's cgroups.
+    _kill_processes_mentioning(str(layout.directory))
+    _kill_cgroup_processes(layout.cgroup_root)
     if left := unmount_under(layout.directory):
         problems.append(f"mounts left under {layout.directory}: {left}")
     if Path(f"/sys/class/net/{layout.bridge}").exists():
@@ -584,11 +642,44 @@ def teardown(layout: RealNodeLayout, *, stop_containerd: Callable[[], None]) -> 
         problems.append(f"cgroups left: {left}")
     if not mounts_under(layout.directory):  # never delete through a mount
         shutil.rmtree(layout.directory, ignore_errors=True)
-        layout.link.unlink(missing_ok=True)
+        if layout.link is not None:
+            layout.link.unlink(missing_ok=True)
         for parent in (NODES_ROOT, NODES_ROOT.parent):
             with contextlib.suppress(OSError):
                 parent.rmdir()  # when no other node uses it
     return problems
+
+
+def _kill_processes_mentioning(text: str) -> None:
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
+
+
+def _kill_cgroup_processes(root: str, *, timeout: float = 10) -> None:
+    """SIGKILL every process in the cgroup root and below, until none is left."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids: set[int] = set()
+        for hierarchy in _cgroup_hierarchies():
+            top = hierarchy / root.lstrip("/")
+            if top.is_dir():
+                for procs in top.rglob("cgroup.procs"):
+                    with contextlib.suppress(OSError):
+                        pids.update(int(p) for p in procs.read_text().split())
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
 
 
 def leftovers(layout: RealNodeLayout) -> list[str]:
