@@ -215,3 +215,53 @@ def test_every_built_in_type_on_the_real_node(
     clip_info = ffprobe(out / "clip.mp4")
     assert float(clip_info["format"]["duration"]) == pytest.approx(1.5, abs=0.1)
     assert {s["codec_type"] for s in clip_info["streams"]} == {"video", "audio"}
+
+
+def test_kubelet_restart_and_operator_kill_mid_job(
+    operator: OperatorProcess,
+    worker_image: ImportedImage,
+    cluster: LocalCluster,
+    custom: Any,
+    core: Any,
+    namespace: str,
+    media: Path,
+) -> None:
+    """While two real jobs run, the node's kubelet restarts and the operator is SIGKILLed
+    and started again: both jobs finish, each in one attempt, with one pod each."""
+    make_media(media / "in.mp4", seconds=12)  # 1080p encodes of it take over 20 s
+    create(custom, namespace, "videoqueues", real_queue(worker_image.tag, media))
+    names = ("first", "second")
+    for name in names:
+        create(
+            custom,
+            namespace,
+            "videojobs",
+            video_job(
+                name,
+                "transcode",
+                "in.mp4",
+                output="out/",
+                memory="1Gi",
+                params={"preset": "h264-1080p"},
+            ),
+        )
+    for name in names:
+        wait_job(custom, namespace, name, "Running", timeout=120)
+
+    cluster.restart_kubelet(REAL_NODE)
+    operator.kill()
+    operator.restart()
+    # The workers ran on through both: their containers were never restarted.
+    for name in names:
+        pod = core.read_namespaced_pod(f"{name}-a1", namespace)
+        assert pod.status.phase == "Running", (name, pod.status.phase)
+        assert pod.status.container_statuses[0].restart_count == 0
+
+    for name in names:
+        job = wait_job(custom, namespace, name, "Complete", timeout=240)
+        assert [(a["attempt"], a["reason"]) for a in job["status"]["attempts"]] == [
+            (1, "Completed")
+        ], job["status"]["attempts"]
+        assert stream(ffprobe(media / "out" / f"{name}.mp4"), "video")["height"] == 1080
+    pods = core.list_namespaced_pod(namespace).items
+    assert sorted(p.metadata.name for p in pods) == ["first-a1", "second-a1"]

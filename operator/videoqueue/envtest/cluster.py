@@ -387,6 +387,17 @@ class LocalCluster(ClusterBase):
             stop_containerd=lambda: self._terminate_named(f"containerd-{name}"),
         )
 
+    def restart_kubelet(self, node: str) -> None:
+        """Stop a real node's kubelet (SIGTERM) and start it again with the same command
+        line, as a node upgrade or crash would; its pods' containers keep running in
+        containerd meanwhile. Returns once the node is Ready again."""
+        name = f"kubelet-{node}"
+        argv = next(c.argv for c in self.components if c.name == name)
+        self._terminate_named(name)
+        self._launch(name, argv)
+        self._save_state()
+        self._wait_real_node_ready(node)
+
     def _terminate_named(self, name: str) -> None:
         for component in [c for c in self.components if c.name == name]:
             _terminate(component)
