@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from videoqueue.api import API_VERSION, VideoJobSpec, VideoJobStatus, VideoQueueSpec
+from videoqueue.api import (
+    API_VERSION,
+    POSITIVE_QUANTITY_MESSAGE,
+    VideoJobSpec,
+    VideoJobStatus,
+    VideoQueueSpec,
+)
 from videoqueue.envtest import ClusterBase
 
 pytestmark = pytest.mark.integration
@@ -35,7 +41,7 @@ def make_job(name: str = "job", **spec: Any) -> dict[str, Any]:
         "spec": {
             "queueName": "work",
             "type": "transcode",
-            "input": {"url": "s3://media/in.mp4"},
+            "input": {"url": "file:///media/in.mp4"},
             **spec,
         },
     }
@@ -109,11 +115,17 @@ def test_valid_queue_and_job_are_accepted_with_defaults(
             "memoryUtilizationWarning": 0.95,
         },
         "statistics": {"windowSeconds": 900},
+        "worker": {
+            "fileRoots": ["/media"],
+            "allowedHosts": [],
+            "downloadTimeoutSeconds": 3600,
+            "copyAnnotations": [],
+        },
     }
     assert job == {
         "queueName": "work",
         "type": "transcode",
-        "input": {"url": "s3://media/in.mp4"},
+        "input": {"url": "file:///media/in.mp4"},
         "priority": 5,
         "suspend": False,
         "cancel": False,
@@ -152,7 +164,7 @@ FULL_JOB_SPEC: dict[str, Any] = {
     "type": "my-custom-type",
     "input": {"url": "https://example.test/in.mov"},
     "output": {"url": "s3://media/out/"},
-    "params": {"codec": "h264", "crf": 23, "scale": {"width": 1280}, "tags": ["a", "b"]},
+    "params": {"codec": "h264", "crf": 23, "scaleWidth": 1280, "fps": 29.97, "tags": ["a", "b"]},
     "resources": {"memory": "3Gi"},
     "maxAttempts": 2,
     "backoff": {"initialSeconds": 5},
@@ -324,7 +336,7 @@ REJECTED = [
     ),
     pytest.param(
         _with(make_job(), "spec.resources.memory", "512m"),
-        "spec.resources.memory in body should match",
+        f'{POSITIVE_QUANTITY_MESSAGE}, not "512m"',
         id="memory-in-thousandths-of-a-byte",
     ),
     pytest.param(

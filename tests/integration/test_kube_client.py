@@ -62,7 +62,7 @@ def make_job(name: str, **spec: Any) -> dict[str, Any]:
         "spec": {
             "queueName": "work",
             "type": "transcode",
-            "input": {"url": "s3://media/in.mp4"},
+            "input": {"url": "file:///media/in.mp4"},
             **spec,
         },
     }

@@ -419,7 +419,9 @@ def test_the_real_worker_runs_with_the_env_the_operator_gave_its_pod(
     source = make_media(tmp_path / "in.mp4", seconds=3.0, size="320x240")
     output = tmp_path / "out.mp4"
     with start_operator(cluster, redis_server, tmp_path, "--progress-interval", "1"):
-        create(custom, namespace, "videoqueues", make_queue(concurrency=1))
+        # The worker reads and writes only under the queue's file roots (the test's dir).
+        queue = make_queue(concurrency=1, worker={"fileRoots": [str(tmp_path)]})
+        create(custom, namespace, "videoqueues", queue)
         manifest = long_job("promo")  # KWOK keeps the pod Running; the real work runs here
         manifest["spec"].update(
             type="transcode",

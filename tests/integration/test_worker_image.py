@@ -29,6 +29,7 @@ from videoqueue.envtest.wait import poll
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("VIDEOQUEUE_CACHE", Path.home() / ".cache/videoqueue"))
 MEMORY_LIMIT = 512 * 1024 * 1024
+FILE_ROOTS = json.dumps(["/work"])  # the tests' media sit in the mounted work dir
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +98,7 @@ def test_transcode_in_a_locked_down_container(
                 *("-v", f"{work_dir}:/work"),
                 *("-e", f"VIDEOQUEUE_JOB={json.dumps(payload)}"),
                 *("-e", "VIDEOQUEUE_RESULT_PATH=/work/termination-log"),
+                *("-e", f"VIDEOQUEUE_FILE_ROOTS={FILE_ROOTS}"),
                 *("-e", f"VIDEOQUEUE_REDIS_URL={redis_url}"),
                 worker_image,
             ],
@@ -141,7 +143,8 @@ def test_bad_params_fail_clearly_in_the_image(
         [
             *("docker", "run", "--rm", "--network", "host", "--read-only"),
             *("-v", f"{work_dir}:/work", "-e", f"VIDEOQUEUE_JOB={json.dumps(payload)}"),
-            *("-e", "VIDEOQUEUE_RESULT_PATH=/work/termination-log", worker_image),
+            *("-e", "VIDEOQUEUE_RESULT_PATH=/work/termination-log"),
+            *("-e", f"VIDEOQUEUE_FILE_ROOTS={FILE_ROOTS}", worker_image),
         ],
         env=docker_env,
         capture_output=True,

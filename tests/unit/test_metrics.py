@@ -405,3 +405,24 @@ def test_metrics_port_out_of_range_is_refused(
     assert f"--metrics-port must be a port number from 1 to 65535, not {port}" in (
         capsys.readouterr().err
     )
+
+
+def test_reserved_memory_counts_the_whole_worker_pod(ns: str) -> None:
+    """A sidecar's limit is memory the pod can use: the metric counts it, as admission does."""
+    controller = Controller(cast(KubeClient, FakeKube()))
+    sidecar = {"name": "log-shipper", "image": "s:1", "resources": {"limits": {"memory": "512Mi"}}}
+    template = {"spec": {"containers": [{"name": "worker", "image": "w:1"}, sidecar]}}
+    queue = make_queue("work", ns, template=template)
+    entry = controller.queues[f"{ns}/work"] = QueueEntry(f"{ns}/work", body={}, queue=queue)
+    for name, phase in (("r1", "Running"), ("a1", "Admitted"), ("p1", "Pending")):
+        key = f"{ns}/{name}"
+        fields = {"phase": phase, "effectiveMemory": "1Gi"}
+        controller.jobs[key] = JobEntry(make_job(name, ns, **fields).to_dict())
+        entry.jobs.add(key)
+    previous = metrics.STATE.source
+    metrics.STATE.source = lambda: Activity("acting", controller, controller.kube)
+    try:
+        reserved = sample("videoqueue_queue_memory_reserved_bytes", namespace=ns, queue="work")
+    finally:
+        metrics.STATE.source = previous
+    assert reserved == 2 * (2**30 + 512 * 2**20)

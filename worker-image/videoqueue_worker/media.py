@@ -23,6 +23,11 @@ FFMPEG: Final = os.environ.get("VIDEOQUEUE_FFMPEG", "ffmpeg")
 FFPROBE: Final = os.environ.get("VIDEOQUEUE_FFPROBE", "ffprobe")
 STDERR_TAIL_LINES: Final = 8
 PROBE_TIMEOUT_SECONDS: Final = 120.0
+# ffmpeg and ffprobe open only local files for an input: a playlist or SDP file cannot make
+# them reach the network behind the worker's sandbox (transfer.py checks what the worker
+# itself fetches). Demuxers that open further files named inside the input are refused.
+INPUT_PROTOCOLS: Final = ("-protocol_whitelist", "file")
+INDIRECT_FORMATS: Final = frozenset({"hls", "concat", "dash", "sdp", "rtsp", "rtp"})
 
 
 def probe(path: Path) -> dict[str, Any]:
@@ -30,6 +35,7 @@ def probe(path: Path) -> dict[str, Any]:
     command = [
         FFPROBE,
         *("-v", "error", "-print_format", "json", "-show_format", "-show_streams"),
+        *INPUT_PROTOCOLS,
         "--",
         str(path),
     ]
@@ -46,6 +52,13 @@ def probe(path: Path) -> dict[str, Any]:
         raise WorkerError(f"the input is not media ffprobe can read: {detail[0]}")
     data: dict[str, Any] = json.loads(done.stdout or "{}")
     return data
+
+
+def indirect_format(info: dict[str, Any]) -> str | None:
+    """The name of the input's format when it is a playlist or session description that
+    makes ffmpeg open other files (HLS, concat, DASH, SDP), else None."""
+    names = str((info.get("format") or {}).get("format_name") or "").split(",")
+    return next((name for name in names if name in INDIRECT_FORMATS), None)
 
 
 def duration_of(info: dict[str, Any]) -> float | None:
@@ -95,7 +108,9 @@ def run_ffmpeg(
     """Run `ffmpeg <args>` reporting progress as a fraction 0..1 of `expected_seconds` of
     output. Raises WorkerError with the end of ffmpeg's own error output when it fails."""
     command = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-nostats"]
-    command += ["-progress", "pipe:1", *args]
+    command += ["-progress", "pipe:1"]
+    for arg in args:  # every input is opened with INPUT_PROTOCOLS only
+        command += [*INPUT_PROTOCOLS, arg] if arg == "-i" else [arg]
     try:
         process = subprocess.Popen(
             command,

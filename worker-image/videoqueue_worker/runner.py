@@ -256,6 +256,12 @@ class Attempt:
         )
         self.reporter.stage("processing")
         info = media.probe(local_input)
+        if (name := media.indirect_format(info)) is not None:
+            raise invalid(
+                "spec.input.url",
+                f"the input is a {name} playlist or description, which makes ffmpeg open "
+                "other files or addresses; give the media file itself",
+            )
         if isinstance(params, ProbeParams):
             return self._probe(info, output, upload_share)
 

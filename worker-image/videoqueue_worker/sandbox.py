@@ -39,6 +39,16 @@ _HOST_NAME: Final = re.compile(r"^(?=.{1,253}$)[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
 _NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
 _SHARED: Final = ipaddress.IPv4Network("100.64.0.0/10")
 _METADATA: Final = (ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"))
+_SPECIAL: Final = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        # IANA special-purpose blocks that are not globally reachable, spelled out here since
+        # `is_global` misses some of them in older Pythons (192.0.0.8 in 3.11, for one).
+        "0.0.0.0/8", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "198.18.0.0/15",
+        "198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4",
+        "100::/64", "2001::/23", "2001:db8::/32", "64:ff9b:1::/48", "5f00::/16",
+    )
+)  # fmt: skip
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -58,6 +68,9 @@ def normalize_host(host: str) -> str:
         name = host.encode("idna").decode("ascii").lower().rstrip(".")
     except UnicodeError:
         raise ValueError(f"{host!r} is not a valid host name") from None
+    literal = _ip_literal(name)  # fullwidth digits and dots make an IP address too
+    if literal is not None:
+        return str(literal)
     if not _HOST_NAME.match(name):
         raise ValueError(f"{host!r} is not a valid host name")
     return name
@@ -96,7 +109,7 @@ def internal_kind(address: IPAddress) -> str | None:
         return "private"
     if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
         return "site-local"
-    if address.is_reserved:
+    if address.is_reserved or any(address in network for network in _SPECIAL):
         return "reserved"
     if not address.is_global:
         return "non-global"
@@ -198,15 +211,19 @@ class Sandbox:
         it."""
         if "\x00" in path:
             raise invalid(field, "the path contains a NUL byte")
+        try:
+            os.fsencode(path)
+        except UnicodeError:
+            raise invalid(field, f"{path!r} cannot be a file name here") from None
         if not path.startswith("/"):
             raise invalid(field, "a file:// URL needs an absolute path, e.g. file:///media/in.mp4")
         resolved = os.path.realpath(path)
-        # A symlink loop stops realpath, which then returns the rest unresolved; a path that
-        # is not normal afterwards is refused rather than reasoned about.
-        inside = resolved == os.path.normpath(resolved) and any(
-            Path(resolved).is_relative_to(root) for root in self.file_roots
-        )
-        if not inside:
+        # A symlink loop stops realpath, which then returns the rest unresolved (`loop/..`
+        # is then dropped as text, leaving what follows unresolved): only a path that
+        # resolves to itself again is used.
+        if os.path.realpath(resolved) != resolved:
+            raise invalid(field, f"{path} has a symlink loop in it")
+        if not any(Path(resolved).is_relative_to(root) for root in self.file_roots):
             raise invalid(field, self._outside_roots(path))
         return Path(resolved)
 

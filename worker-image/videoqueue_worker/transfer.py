@@ -100,7 +100,7 @@ def parse_location(url: str, *, field: str, allowed: tuple[str, ...], sandbox: S
             url=url, scheme=scheme, path=sandbox.confine(path, field=field), field=field,
             sandbox=sandbox,
         )  # fmt: skip
-    _endpoint(url, field=field)
+    http_endpoint(url, field=field)
     return Location(url=url, scheme=scheme, path=None, field=field, sandbox=sandbox)
 
 
@@ -112,7 +112,7 @@ def redact(url: str) -> str:
 
 
 @dataclass(frozen=True)
-class _Endpoint:
+class Endpoint:
     scheme: str
     host: str
     """Normalized (`sandbox.normalize_host`): what is resolved, sent as Host and SNI."""
@@ -121,7 +121,7 @@ class _Endpoint:
     """Path and query, what the request line asks for."""
 
 
-def _endpoint(url: str, *, field: str) -> _Endpoint:
+def http_endpoint(url: str, *, field: str) -> Endpoint:
     """The parts of an http(s) URL a request needs, checked for form."""
     try:
         parts = urllib.parse.urlsplit(url)
@@ -146,7 +146,7 @@ def _endpoint(url: str, *, field: str) -> _Endpoint:
         raise invalid(field, str(exc)) from None
     target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
     default_port = 443 if scheme == "https" else 80
-    return _Endpoint(scheme=scheme, host=host, port=port or default_port, target=target)
+    return Endpoint(scheme=scheme, host=host, port=port or default_port, target=target)
 
 
 def check_reachable(location: Location) -> None:
@@ -154,7 +154,7 @@ def check_reachable(location: Location) -> None:
     done (it is checked again when connecting). Resolution failures are left for then."""
     if location.path is not None:
         return
-    endpoint = _endpoint(location.url, field=location.field)
+    endpoint = http_endpoint(location.url, field=location.field)
     with contextlib.suppress(OSError):
         location.sandbox.check_host(endpoint.host, endpoint.port, field=location.field)
 
@@ -207,7 +207,8 @@ def _connect_checked(destination: Destination, deadline: _Deadline) -> socket.so
     not looked up again."""
     error: OSError | None = None
     for address in destination.addresses:
-        timeout = min(HTTP_TIMEOUT_SECONDS, deadline.remaining()) or 0.001
+        # A little past the deadline: when that comes, the deadline's own message is given.
+        timeout = min(HTTP_TIMEOUT_SECONDS, deadline.remaining() + 1.0)
         try:
             sock = socket.create_connection((address, destination.port), timeout)
         except OSError as exc:
@@ -249,7 +250,7 @@ class _CheckedHTTPSConnection(http.client.HTTPSConnection):
 
 
 def _connection(
-    endpoint: _Endpoint, *, field: str, sandbox: Sandbox, deadline: _Deadline
+    endpoint: Endpoint, *, field: str, sandbox: Sandbox, deadline: _Deadline
 ) -> http.client.HTTPConnection:
     """A connection (not yet connected) to the endpoint's host, checked by the sandbox."""
     destination = sandbox.check_host(endpoint.host, endpoint.port, field=field)
@@ -332,7 +333,7 @@ def _get(
     Returns the open connection and its 2xx response."""
     url = location.url
     for _ in range(MAX_REDIRECTS + 1):
-        endpoint = _endpoint(url, field=location.field)
+        endpoint = http_endpoint(url, field=location.field)
         connection = _connection(
             endpoint, field=location.field, sandbox=location.sandbox, deadline=deadline
         )
@@ -410,7 +411,7 @@ def _put(source: Path, location: Location, total: int, on_progress: Progress) ->
     """One HTTP PUT of the file. A server may answer before it read the body (an object
     store refusing a bad signature answers 403 at once and closes): the send then breaks,
     and the answer already on the wire is what the error reports."""
-    endpoint = _endpoint(location.url, field=location.field)
+    endpoint = http_endpoint(location.url, field=location.field)
     where = f"uploading to {redact(location.url)}"
     with _deadline(location, where) as deadline:
         connection = _connection(

@@ -56,9 +56,15 @@ class CelRule:
     message: str
     field_path: str | None = None
     reason: str | None = None
+    message_expression: str | None = None
+    """CEL that builds the message, e.g. to show the value sent (the API server prints the
+    schema's type, not the value, in front of a CEL rule's message); `message` is the
+    fallback."""
 
     def to_schema(self) -> dict[str, str]:
         entry = {"rule": self.rule, "message": self.message}
+        if self.message_expression is not None:
+            entry["messageExpression"] = self.message_expression
         if self.field_path is not None:
             entry["fieldPath"] = self.field_path
         if self.reason is not None:
@@ -78,6 +84,11 @@ def cel_quantity(expr: str) -> str:
 
 def cel_is_quantity(expr: str) -> str:
     return f"isQuantity(string({expr}))"
+
+
+def cel_string_list(values: Iterable[str]) -> str:
+    """A CEL list literal of the strings, e.g. `['probe', 'clip']`."""
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
 
 
 PRESERVE_UNKNOWN_FIELDS: dict[str, Any] = {"x-kubernetes-preserve-unknown-fields": True}

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Final, Self
 
-from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AwareDatetime,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
 
 from videoqueue.api.common import (
     API_VERSION,
@@ -19,6 +26,7 @@ from videoqueue.api.common import (
     Condition,
     ObjectMeta,
     cel_rules,
+    cel_string_list,
 )
 from videoqueue.api.quantity import PositiveQuantity, Quantity
 from videoqueue.api.queue import Backoff, FinishedTTL
@@ -67,6 +75,127 @@ BACKOFF_OVERRIDE_INITIAL_WITHIN_MAX = CelRule(
 )
 
 ObjectName = Annotated[str, StringConstraints(max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
+
+# --- What the worker is handed ------------------------------------------------------------
+# The operator hands the whole spec to the worker as JSON in one environment variable, which
+# holds at most MAX_JOB_PAYLOAD_BYTES (videoqueue.controller.pods). Every spec field is bounded
+# so that any job the API server accepts fits; tests/unit/api/test_payload_bounds.py builds the
+# largest job these bounds allow and checks. The bounds below are what is left for the URLs and
+# spec.params once the other fields (names, dependsOn, numbers) take their most.
+
+MAX_URL_BYTES: Final = 4096
+"""input.url and output.url, in UTF-8 bytes (presigned object-store URLs fit easily)."""
+# Control characters, '"' and '\' are never part of a URL (RFC 3986 wants them
+# percent-encoded) and would grow when the URL is written as JSON.
+URL_FORBIDDEN_CHARACTERS: Final = r'[\x00-\x1F\x7F"\\]'
+
+MAX_PARAMS: Final = 32
+"""Entries in spec.params."""
+PARAM_KEY_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,63}$"
+MAX_PARAM_STRING_LENGTH: Final = 128
+"""Characters of a string param."""
+MAX_PARAM_LIST_ITEMS: Final = 8
+"""Items of a list param."""
+MAX_PARAM_LIST_STRING_LENGTH: Final = 16
+"""Characters of a string in a list param."""
+# Tab, newline and carriage return are allowed in string params; other control characters are
+# not (JSON writes each as six bytes).
+PARAM_STRING_PATTERN: Final = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F]*$"
+
+PARAMS_LIMITS = (
+    f"at most {MAX_PARAMS} entries, each keyed by 1 to 63 letters, digits, '_', '-' or '.' and "
+    f"holding a number, a boolean, a string of at most {MAX_PARAM_STRING_LENGTH} characters or "
+    f"a list of at most {MAX_PARAM_LIST_ITEMS} numbers, booleans or strings of at most "
+    f"{MAX_PARAM_LIST_STRING_LENGTH} characters (no nested objects)"
+)
+
+STOCK_URL_PATTERN: Final = r"^(/|(?i:file):(//(localhost)?/|/([^/]|$))|(?i:https?)://[^/?#])"
+"""What the stock worker reads and writes: an absolute path, file:///path (or file:/path,
+file://localhost/path) and http(s)://host/... (videoqueue_worker.transfer)."""
+STOCK_URLS = "an absolute path (/media/in.mp4), a file:///path URL or an http(s):// URL"
+
+
+def _url_rules(field: str) -> dict[str, Any]:
+    return cel_rules(
+        CelRule(
+            rule=f"size(bytes(self)) <= {MAX_URL_BYTES}",
+            message=(
+                f"{field} must be at most {MAX_URL_BYTES} bytes (UTF-8) so that the job fits "
+                "in its worker pod; shorten it"
+            ),
+        ),
+        CelRule(
+            rule=f"!self.matches(r'{URL_FORBIDDEN_CHARACTERS}')",
+            message=(
+                f"{field} must not contain control characters, '\"' or '\\'; "
+                "percent-encode them (%22, %5C)"
+            ),
+        ),
+    )
+
+
+def _stock_url_rule(field: str, expr: str, *, guard: str | None = None) -> CelRule:
+    checked = f"!(self.type in {cel_string_list(KNOWN_JOB_TYPES)}) || " + (
+        f"{expr}.matches(r'{STOCK_URL_PATTERN}')"
+    )
+    return CelRule(
+        rule=checked if guard is None else f"!{guard} || {checked}",
+        message=(
+            f"{field} of a stock job type ({', '.join(KNOWN_JOB_TYPES)}) must be {STOCK_URLS}: "
+            "the stock worker reads and writes no other scheme (not ftp://, s3://, ...); use "
+            "one of those, or a custom type run by your own worker image"
+        ),
+        field_path="." + field.removeprefix("spec."),
+    )
+
+
+STOCK_INPUT_SCHEME = _stock_url_rule("spec.input.url", "self.input.url")
+STOCK_OUTPUT_SCHEME = _stock_url_rule(
+    "spec.output.url", "self.output.url", guard="has(self.output)"
+)
+
+# CEL cannot see inside spec.params by its declared type (its values may be of any type, which a
+# structural schema cannot declare), but `dyn` reaches the map at run time: its keys and size.
+# Should a later Kubernetes hide it, `has` turns false and the rule lets the job through (the
+# operator still checks the payload's size); it never refuses every job.
+PARAMS_KEYS_AND_SIZE = CelRule(
+    rule=(
+        "!has(dyn(self).params) || "
+        f"(size(dyn(self).params) <= {MAX_PARAMS} && "
+        f"dyn(self).params.all(k, k.matches(r'{PARAM_KEY_PATTERN}')))"
+    ),
+    message=(
+        f"spec.params must have {PARAMS_LIMITS}, so that the job fits in its worker pod; put "
+        "large inputs behind spec.input.url (or a URL in a param)"
+    ),
+    field_path=".params",
+)
+
+
+def _scalar_only(max_length: int) -> dict[str, Any]:
+    # A node without a type: whatever JSON value; maxLength and pattern apply to strings,
+    # maxItems and maxProperties to lists and objects (0: only [] and {}).
+    return {
+        **PRESERVE_UNKNOWN_FIELDS,
+        "maxLength": max_length,
+        "pattern": PARAM_STRING_PATTERN,
+        "maxItems": 0,
+        "maxProperties": 0,
+    }
+
+
+PARAMS_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "maxProperties": MAX_PARAMS,
+    "additionalProperties": {
+        **_scalar_only(MAX_PARAM_STRING_LENGTH),
+        "maxItems": MAX_PARAM_LIST_ITEMS,
+        "items": _scalar_only(MAX_PARAM_LIST_STRING_LENGTH),
+    },
+}
+Params = Annotated[dict[str, Any], WithJsonSchema(PARAMS_SCHEMA)]
+"""Type-specific parameters. The model takes any map (the operator reads what the API server
+stored, even under an older schema); the CRD holds the bounds."""
 
 
 class JobPhase(StrEnum):
@@ -130,15 +259,23 @@ class AttemptReason(StrEnum):
 class JobInput(ApiModel):
     """Where the source media is."""
 
-    url: str = Field(min_length=1, max_length=4096)
-    """URL or path of the input the worker reads, e.g. s3://bucket/in.mp4."""
+    url: str = Field(
+        min_length=1, max_length=MAX_URL_BYTES, json_schema_extra=_url_rules("spec.input.url")
+    )
+    """URL or path of the input the worker reads, e.g. https://media.example/in.mp4 or
+    /media/in.mp4. The stock types read an absolute path, file:// or http(s)://; a custom
+    type's image may read other schemes (s3://...). At most 4096 bytes."""
 
 
 class JobOutput(ApiModel):
     """Where results go."""
 
-    url: str = Field(min_length=1, max_length=4096)
-    """URL or path prefix the worker writes to."""
+    url: str = Field(
+        min_length=1, max_length=MAX_URL_BYTES, json_schema_extra=_url_rules("spec.output.url")
+    )
+    """URL or path prefix the worker writes to (a trailing '/' names a directory or prefix).
+    The stock types write to an absolute path, file:// or http(s):// (PUT); a custom type's
+    image may write to other schemes. At most 4096 bytes."""
 
 
 class JobResources(ApiModel):
@@ -173,6 +310,10 @@ class BackoffOverride(ApiModel):
 class VideoJobSpec(ApiModel):
     """The work to do, in which queue, and how urgently."""
 
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(STOCK_INPUT_SCHEME, STOCK_OUTPUT_SCHEME, PARAMS_KEYS_AND_SIZE)
+    )
+
     queue_name: str = Field(
         max_length=NAME_MAX_LENGTH,
         pattern=NAME_PATTERN,
@@ -187,8 +328,12 @@ class VideoJobSpec(ApiModel):
     """The source media."""
     output: JobOutput | None = None
     """Where results go, for types that write files."""
-    params: dict[str, Any] = Field(default_factory=dict, json_schema_extra=PRESERVE_UNKNOWN_FIELDS)
-    """Type-specific parameters handed to the worker as they are."""
+    params: Params = Field(default_factory=dict)
+    """Type-specific parameters handed to the worker as they are: at most 32 entries, each
+    keyed by 1 to 63 letters, digits, '_', '-' or '.' and holding a number, a boolean, a
+    string of at most 128 characters or a list of at most 8 numbers, booleans or strings of
+    at most 16 characters (no nested objects). The job is handed to its worker in one
+    environment variable; larger inputs belong behind spec.input.url."""
     resources: JobResources = Field(default_factory=JobResources)
     """Resources of the worker pod."""
     max_attempts: int | None = Field(default=None, ge=1, le=100)

@@ -101,21 +101,33 @@ def _check_positive(value: str) -> str:
     return value
 
 
+MAX_QUANTITY_LENGTH = 64
+"""Characters of a quantity string; far more than any real memory size needs."""
+
+
 def _quantity_schema(*, positive: bool) -> dict[str, Any]:
     schema: dict[str, Any] = {
         "anyOf": [{"type": "integer"}, {"type": "string"}],
         "x-kubernetes-int-or-string": True,
-        "pattern": QUANTITY_PATTERN,
+        "maxLength": MAX_QUANTITY_LENGTH,
     }
-    if positive:
-        # The pattern cannot say "not zero" and does not apply to integers; CEL can.
-        schema["x-kubernetes-validations"] = [
-            {
-                "rule": "isQuantity(string(self)) && "
-                "quantity(string(self)).isGreaterThan(quantity('0'))",
-                "message": POSITIVE_QUANTITY_MESSAGE,
-            }
-        ]
+    if not positive:
+        # Status fields, written by the operator: the pattern is enough.
+        schema["pattern"] = QUANTITY_PATTERN
+        return schema
+    # What users set. One CEL rule rather than pattern plus rule: the pattern's error shows a
+    # regular expression, and a CEL error on an int-or-string field shows `Invalid value: ""`
+    # (the API server prints the schema's type there, which int-or-string lacks), so the
+    # message itself must say what was sent. The pattern cannot say "not zero"; CEL can.
+    schema["x-kubernetes-validations"] = [
+        {
+            "rule": f"string(self).matches(r'{QUANTITY_PATTERN}') && "
+            "isQuantity(string(self)) && "
+            "quantity(string(self)).isGreaterThan(quantity('0'))",
+            "message": POSITIVE_QUANTITY_MESSAGE,
+            "messageExpression": f"'{POSITIVE_QUANTITY_MESSAGE}, not \"' + string(self) + '\"'",
+        }
+    ]
     return schema
 
 

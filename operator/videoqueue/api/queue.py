@@ -73,6 +73,23 @@ BACKOFF_INITIAL_WITHIN_MAX = CelRule(
     ),
     field_path=".initialSeconds",
 )
+BACKLOG_WARNING_WITHIN_CRITICAL = CelRule(
+    rule="self.backlogWarning <= self.backlogCritical",
+    message=(
+        "spec.health.backlogWarning must not exceed spec.health.backlogCritical (the queue "
+        "would turn Critical before Warning); lower backlogWarning or raise backlogCritical"
+    ),
+    field_path=".backlogWarning",
+)
+FAILURE_RATE_WARNING_WITHIN_CRITICAL = CelRule(
+    rule="self.failureRateWarning <= self.failureRateCritical",
+    message=(
+        "spec.health.failureRateWarning must not exceed spec.health.failureRateCritical (the "
+        "queue would turn Critical before Warning); lower failureRateWarning or raise "
+        "failureRateCritical"
+    ),
+    field_path=".failureRateWarning",
+)
 QUEUE_NAME_LENGTH = CelRule(
     rule=f"size(self.metadata.name) <= {NAME_MAX_LENGTH}",
     message=(
@@ -255,7 +272,16 @@ class Notifications(ApiModel):
 
 class HealthThresholds(ApiModel):
     """When status.health turns Warning or Critical. Offline is when workers cannot start:
-    admitted jobs' pods cannot be scheduled and nothing runs."""
+    admitted jobs' pods cannot be scheduled and nothing runs. Each Warning threshold must not
+    exceed its Critical one."""
+
+    # Checked by the API server only: a queue stored before the rule existed must still be
+    # readable by the operator (which would otherwise ignore the whole queue).
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            BACKLOG_WARNING_WITHIN_CRITICAL, FAILURE_RATE_WARNING_WITHIN_CRITICAL
+        )
+    )
 
     backlog_warning: int = Field(default=1_000, ge=1)
     """Jobs waiting for admission (pending and in backoff) that make the queue Warning."""

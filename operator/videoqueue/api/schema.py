@@ -80,8 +80,8 @@ def _convert(node: Schema, defs: dict[str, Schema]) -> Schema:
             out[key] = True
         else:
             out[key] = value
-    if out.get("x-kubernetes-preserve-unknown-fields") and "type" not in out:
-        out["type"] = "object"
+    if node.get("additionalProperties") is True and "type" not in out:
+        out["type"] = "object"  # a free-form dict; a node that asks for no type keeps none
     _reject_unstructural(out)
     return out
 

@@ -9,7 +9,7 @@ from typing import Annotated, Final
 
 from pydantic import Field, StringConstraints
 
-from videoqueue.api.common import ApiModel
+from videoqueue.api.common import ApiModel, CelRule, cel_rules
 
 ENV_FILE_ROOTS: Final = "VIDEOQUEUE_FILE_ROOTS"
 """JSON list of absolute directories; file:// inputs and outputs must resolve inside one."""
@@ -31,12 +31,78 @@ MAX_COPIED_ANNOTATIONS: Final = 32
 OWN_ANNOTATION_DOMAIN: Final = "videoqueue.dev"
 """Job annotations in this domain (and its subdomains) always travel to the worker pod."""
 
-FileRoot = Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=r"^/")]
+# One DNS label: letters, digits, '_' (SRV-style names) and inner '-', at most 63 characters.
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+HOST_NAME_PATTERN: Final = rf"^{_LABEL}(\.{_LABEL})*\.?$"
+"""A host name as the worker matches it (ASCII; write internationalized names as xn--...)."""
+
+FILE_ROOT_IS_CLEAN = CelRule(
+    rule=r"!self.matches(r'(^|/)\.\.(/|$)')",
+    message=(
+        "spec.worker.fileRoots entries must be absolute directories without '..' segments, "
+        "e.g. /media; write the directory the segments lead to"
+    ),
+    message_expression=(
+        "'spec.worker.fileRoots entries must be absolute directories without \\'..\\' "
+        "segments, e.g. /media; write the directory the segments lead to, not \"' + self + '\"'"
+    ),
+)
+ALLOWED_HOST_FORM = CelRule(
+    rule=(
+        f"self.matches(r'{HOST_NAME_PATTERN}') || "
+        f"(self.startsWith('*.') && self.substring(2).matches(r'{HOST_NAME_PATTERN}')) || "
+        "isIP(self) || isCIDR(self) || "
+        "(self.startsWith('[') && self.endsWith(']') && "
+        "isIP(self.substring(1, size(self) - 1)))"
+    ),
+    message=(
+        "spec.worker.allowedHosts entries must each be a host name (media.internal), a "
+        "*.domain wildcard (*.svc.cluster.local), an IP address (10.0.0.7, fd00::7) or a CIDR "
+        "(10.20.0.0/16)"
+    ),
+    message_expression=(
+        "'spec.worker.allowedHosts entries must each be a host name (media.internal), a "
+        "*.domain wildcard (*.svc.cluster.local), an IP address (10.0.0.7, fd00::7) or a CIDR "
+        "(10.20.0.0/16), not \"' + self + '\"'"
+    ),
+)
+# An annotation key: an optional DNS subdomain prefix and '/', then a name of at most 63
+# characters; or the start of one ended with '*' (`example.com/*`, `example.com/team-*`).
+_KEY_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_KEY_PREFIX = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/"
+ANNOTATION_KEY_PATTERN: Final = rf"^({_KEY_PREFIX})?{_KEY_NAME}$"
+ANNOTATION_PREFIX_PATTERN: Final = r"^[a-z0-9.-]*(/[-A-Za-z0-9_.]*)?\*$"
+COPY_ANNOTATION_FORM = CelRule(
+    rule=(
+        f"self.matches(r'{ANNOTATION_KEY_PATTERN}') || self.matches(r'{ANNOTATION_PREFIX_PATTERN}')"
+    ),
+    message=(
+        "spec.worker.copyAnnotations entries must each be an annotation key "
+        "(example.com/trace-id: an optional DNS prefix and '/', then at most 63 letters, "
+        "digits, '-', '_' or '.') or a prefix of one ending in '*' (example.com/*)"
+    ),
+    message_expression=(
+        "'spec.worker.copyAnnotations entries must each be an annotation key "
+        "(example.com/trace-id: an optional DNS prefix and \\'/\\', then at most 63 letters, "
+        "digits, \\'-\\', \\'_\\' or \\'.\\') or a prefix of one ending in \\'*\\' "
+        "(example.com/*), not \"' + self + '\"'"
+    ),
+)
+
+FileRoot = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=1024, pattern=r"^/"),
+    Field(json_schema_extra=cel_rules(FILE_ROOT_IS_CLEAN)),
+]
 AllowedHost = Annotated[
-    str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9*.:/\[\]-]+$")
+    str,
+    StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9_*.:/\[\]-]+$"),
+    Field(json_schema_extra=cel_rules(ALLOWED_HOST_FORM)),
 ]
 AnnotationKeyPattern = Annotated[
-    str, StringConstraints(min_length=1, max_length=317, pattern=r"^[A-Za-z0-9*./_-]+$")
+    str,
+    StringConstraints(min_length=1, max_length=317, pattern=r"^[A-Za-z0-9*./_-]+$"),
+    Field(json_schema_extra=cel_rules(COPY_ANNOTATION_FORM)),
 ]
 
 

@@ -28,7 +28,7 @@ from videoqueue.api import (
     format_bytes,
     parse_quantity,
 )
-from videoqueue.controller.lifecycle import queue_policy
+from videoqueue.controller.lifecycle import queue_overhead, queue_policy
 from videoqueue.scheduling import (
     AdmissionDecision,
     BlockReason,
@@ -334,9 +334,9 @@ def _behind_may_start(
     slots = policy.concurrency - len(busy) - len(admitted)
     if slots <= 0:
         return False
-    used = sum(v.memory for v in busy) + sum(v.memory for v in head if v.key in admitted)
+    used = sum(v.pod_memory for v in busy) + sum(v.pod_memory for v in head if v.key in admitted)
     free = policy.memory_budget - used
-    return any(v.memory <= free for v in ready[len(head) :])
+    return any(v.pod_memory <= free for v in ready[len(head) :])
 
 
 def _admissible(view: JobView, policy: QueuePolicy, notes: dict[str, str]) -> bool:
@@ -347,9 +347,10 @@ def _admissible(view: JobView, policy: QueuePolicy, notes: dict[str, str]) -> bo
             f"memory.max of {format_bytes(policy.memory_max)}"
         )
         return False
-    if view.memory > policy.memory_budget:
+    if view.pod_memory > policy.memory_budget:
         notes[view.key] = (
-            f"needs {format_bytes(view.memory)}, more than the queue's whole memory.budget"
+            f"needs {format_bytes(view.pod_memory)} for its whole pod, more than the queue's "
+            "whole memory.budget"
         )
         return False
     return True
@@ -374,6 +375,7 @@ def _view(job: VideoJob, queue: VideoQueue, now: float) -> JobView:
         created_at=created,
         queued_at=_ts(status.queued_time) or created,
         memory=memory,
+        overhead=queue_overhead(queue).beside(memory),
         state=JobState.RUNNING
         if status.phase == JobPhase.RUNNING
         else JobState.ADMITTED

@@ -52,9 +52,8 @@ from videoqueue.api import (
     QueueState,
     VideoJob,
     VideoJobStatus,
-    parse_quantity,
 )
-from videoqueue.controller.queue_status import RESERVING_PHASES
+from videoqueue.controller.queue_status import reserved_memory
 
 if TYPE_CHECKING:
     from videoqueue.controller.kube import KubeClient
@@ -369,12 +368,8 @@ def _index_metrics(controller: Controller) -> Iterator[Metric]:
             elif job_entry.job is not None:  # not assessed yet (just listed)
                 statuses.append(job_entry.job.status)
         counts = dict.fromkeys(PHASES, 0)
-        used = 0
         for status in statuses:
-            phase = status.phase or JobPhase.PENDING
-            counts[phase.value] += 1
-            if phase in RESERVING_PHASES and status.effective_memory is not None:
-                used += parse_quantity(status.effective_memory)
+            counts[(status.phase or JobPhase.PENDING).value] += 1
         for phase_name, count in counts.items():
             jobs.add_metric((namespace, name, phase_name), float(count))
         queue = entry.queue
@@ -387,7 +382,7 @@ def _index_metrics(controller: Controller) -> Iterator[Metric]:
         if (current := queue.status.health) is not None:
             for value in HEALTHS:
                 health.add_metric((namespace, name, value), float(current == value))
-        reserved.add_metric((namespace, name), float(used))
+        reserved.add_metric((namespace, name), float(reserved_memory(queue, statuses)))
         budget.add_metric((namespace, name), float(queue.spec.memory.budget_bytes))
         concurrency.add_metric((namespace, name), float(queue.spec.concurrency))
     yield from (jobs, state, health, reserved, budget, concurrency)

@@ -3,7 +3,8 @@ desired statuses and the time.
 
 `summarize_queue` counts the jobs by phase, adds up the memory of the admitted and running
 ones (each job's whole worker pod: its effectiveMemory plus what the queue's template puts
-beside the worker, sidecars and init containers, as admission counts it), and sets the conditions kstatus readers (Flux, kpt, `kubectl wait`) look for:
+beside the worker, sidecars and init containers, as admission counts it), and sets the
+conditions kstatus readers (Flux, kpt, `kubectl wait`) look for:
 
 - `Ready`: True with reason `Active`, `Paused` or `Draining` (the state is a choice, not a
   fault: kstatus, hence Flux, reads a False Ready as "in progress" and would wait forever on
@@ -130,14 +131,9 @@ def summarize_queue(
     generation = queue.metadata.generation
     facts = facts or QueueFacts()
 
-    counts: Counter[JobPhase] = Counter()
-    reserved = 0
-    overhead = queue_overhead(queue)
-    for job in jobs:
-        phase = job.phase or JobPhase.PENDING
-        counts[phase] += 1
-        if phase in RESERVING_PHASES and job.effective_memory is not None:
-            reserved += overhead.pod_memory(parse_quantity(job.effective_memory))
+    jobs = list(jobs)
+    counts: Counter[JobPhase] = Counter(job.phase or JobPhase.PENDING for job in jobs)
+    reserved = reserved_memory(queue, jobs)
 
     budget = queue.spec.memory.budget_bytes
     reserved_text, budget_text = format_bytes(reserved), format_bytes(budget)
@@ -214,6 +210,18 @@ def summarize_queue(
     elif find_condition(status.conditions, QueueConditionType.STALLED) is not None:
         condition(QueueConditionType.STALLED, False, "WorkersStarting", "")
     return status
+
+
+def reserved_memory(queue: VideoQueue, jobs: Iterable[VideoJobStatus]) -> int:
+    """The memory the queue's admitted and running jobs hold of its budget: each job's whole
+    worker pod, its effectiveMemory plus what the queue's template puts beside the worker
+    (`lifecycle.queue_overhead`), as admission counts it."""
+    overhead = queue_overhead(queue)
+    return sum(
+        overhead.pod_memory(parse_quantity(job.effective_memory))
+        for job in jobs
+        if (job.phase or JobPhase.PENDING) in RESERVING_PHASES and job.effective_memory is not None
+    )
 
 
 def assess_health(

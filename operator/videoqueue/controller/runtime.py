@@ -94,8 +94,10 @@ WRITE_PARALLELISM = 32
 # start (Admitted, then the outcome), instead of three. Outcomes and anything else are
 # written at once.
 ADMISSION_WRITE_DELAY = 5.0
-# How soon a failed status write is tried again.
+# How soon a failed status write is tried again, doubling with each failure in a row up to
+# the cap (a write the API server refuses for good must not be retried every second).
 WRITE_RETRY_SECONDS = 1.0
+WRITE_RETRY_MAX_SECONDS = 300.0
 # A worker pod that cannot be built or that the API server refuses (a template Pod Security
 # forbids, an invalid pod, a quota) is tried again after this long, doubling with each
 # refusal in a row up to the cap: per job, and per queue (its next pod would most likely be
@@ -128,6 +130,7 @@ class JobEntry:
         self.assessment: Assessment | None = None
         self.due_at: float | None = None  # when it is next re-assessed although nothing changed
         self.write_after = 0.0  # no status write before this time (a failed write's retry)
+        self.write_failures = 0  # status writes failed in a row
         # While the status is only Admitted or Running, its write waits until then
         # (ADMISSION_WRITE_DELAY).
         self.admitted_hold = 0.0
@@ -461,20 +464,29 @@ class Controller:
 
     async def _loop(self, entry: QueueEntry) -> None:
         wake_at: float | None = None
+        failures = 0  # cycles failed in a row: the retry backs off like a status write's
         while True:
             timeout = None if wake_at is None else max(0.0, wake_at - self.clock())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(entry.wake.wait(), timeout)
+            if failures and timeout is not None:
+                await asyncio.sleep(timeout)  # after a failed cycle, whatever wakes the queue
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(entry.wake.wait(), timeout)
             entry.wake.clear()
             try:
                 started = time.monotonic()
                 wake_at = await self.reconcile_queue(entry)
                 metrics.record_cycle(entry.key, time.monotonic() - started)
+                failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.exception("queue %s: cycle failed; retrying in 1s", entry.key)
-                wake_at = self.clock() + 1.0
+                failures += 1
+                delay = min(
+                    WRITE_RETRY_SECONDS * 2.0 ** min(failures - 1, 16), WRITE_RETRY_MAX_SECONDS
+                )
+                logger.exception("queue %s: cycle failed; retrying in %.0fs", entry.key, delay)
+                wake_at = self.clock() + delay
 
     async def reconcile_queue(self, entry: QueueEntry) -> float | None:
         now_ts = self.clock()
@@ -628,9 +640,33 @@ class Controller:
             return
         try:
             await self._write_status(job_entry, assessment)
-        except Exception:
-            logger.exception("status write of %s failed; retrying", key)
-            job_entry.write_after = self.clock() + WRITE_RETRY_SECONDS
+            job_entry.write_failures = 0
+        except Exception as error:
+            job_entry.write_failures += 1
+            delay = min(
+                WRITE_RETRY_SECONDS * 2.0 ** min(job_entry.write_failures - 1, 16),
+                WRITE_RETRY_MAX_SECONDS,
+            )
+            if job_entry.write_failures == 1:
+                logger.exception("status write of %s failed; retrying in %.0fs", key, delay)
+                if isinstance(error, KubeApiError) and 400 <= error.status < 500:
+                    # The status itself was refused: say so where the user looks.
+                    self._notify(
+                        job_entry,
+                        "Warning",
+                        "StatusWriteRefused",
+                        f"the API server refused the job's status ({error.status} "
+                        f"{error.reason}): {error.message}; retrying with backoff",
+                    )
+            else:
+                logger.warning(
+                    "status write of %s failed %d times in a row (%s); retrying in %.0fs",
+                    key,
+                    job_entry.write_failures,
+                    error,
+                    delay,
+                )
+            job_entry.write_after = self.clock() + delay
             entry.unsaved.add(key)
         if key in entry.unsaved or _deleting(entry.body):
             entry.wake.set()  # more to write, or the finalizer waits for stored phases

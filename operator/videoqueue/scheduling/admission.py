@@ -80,6 +80,7 @@ Preemption
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -223,7 +224,7 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
                 if now >= deadline:
                     reserved_for = job
                     behind_reservation = _behind_reservation(job, policy)
-                else:
+                elif math.isfinite(deadline):  # backfill_seconds inf: never reserved
                     wake_times.append(deadline)
             blocked_reasons[job.key] = _no_memory(job, policy, memory_free, reserved_for is job)
         else:

@@ -298,3 +298,12 @@ def test_a_small_job_far_back_in_the_order_backfills_free_memory() -> None:
     assert rows["small"].start == NOW
     assert rows["small"].position == 201
     assert rows["big-000"].start == NOW + 60
+
+
+def test_a_sidecar_counts_against_the_budget_as_in_admission() -> None:
+    # Each pod is its 1Gi worker plus a 1Gi sidecar: two fit a 4Gi budget, not three.
+    sidecar = {"name": "shipper", "image": "s:1", "resources": {"limits": {"memory": "1Gi"}}}
+    template = {"spec": {"containers": [{"name": "worker", "image": "w:1"}, sidecar]}}
+    jobs = [job("a", created=-30), job("b", created=-20), job("c", created=-10)]
+    rows = estimate_queue(queue(concurrency=3, spec={"template": template}), jobs, NOW, MINUTE)
+    assert offsets(rows) == {"a": 0, "b": 0, "c": 60}

@@ -5,8 +5,12 @@ refusals are tests/integration/test_pod_refusals.py."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 from typing import Any, cast
+
+import pytest
 
 from tests.unit.controller.test_runtime_cycles import (
     NOW,
@@ -17,6 +21,7 @@ from tests.unit.controller.test_runtime_cycles import (
     queue_body,
 )
 from videoqueue.api import VideoQueue
+from videoqueue.controller import runtime
 from videoqueue.controller.kube import KubeApiError, KubeClient, Resource
 from videoqueue.controller.runtime import (
     POD_REFUSED_MAX_SECONDS,
@@ -126,3 +131,98 @@ async def test_a_template_the_operator_cannot_build_holds_the_job_and_says_why()
     assert admitted["reason"] == "WorkerPodInvalid"
     assert "spec.template.spec.containers is empty" in admitted["message"]
     assert entry.views[f"{NS}/a"].state.value == "Pending"  # waiting, holding nothing
+
+
+class StatusRefusingKube(RecordingKube):
+    """Refuses every status write with 422, as a status the schema does not allow."""
+
+    def __init__(self, objects: dict[str, dict[str, Any]]) -> None:
+        super().__init__(objects)
+        self.events: list[str] = []
+
+    async def patch(
+        self, resource: Resource, namespace: str, name: str, patch: Any, subresource: str = ""
+    ) -> dict[str, Any] | None:
+        if resource.plural != "videojobs":
+            return await super().patch(resource, namespace, name, patch, subresource)
+        self.calls[f"patch {resource.plural}/{subresource}"] += 1
+        raise KubeApiError(422, "Invalid", "status.message: Too long", {})
+
+    async def post_event(self, involved: Any, **fields: Any) -> None:
+        self.calls["event"] += 1
+        self.events.append(fields["reason"])
+
+
+async def test_a_refused_status_write_backs_off_and_is_reported_once() -> None:
+    kube = StatusRefusingKube({f"{NS}/a": job_body("a")})
+    now = [NOW.timestamp()]
+    controller = Controller(cast(KubeClient, kube), clock=lambda: now[0])
+    body = queue_body("Paused")  # the job only waits: its one write is the Pending status
+    entry = QueueEntry(f"{NS}/work", body=body, queue=VideoQueue.model_validate(body))
+    controller.queues[entry.key] = entry
+    controller.jobs[f"{NS}/a"] = JobEntry(copy.deepcopy(job_body("a")))
+    entry.jobs.add(f"{NS}/a")
+
+    for step in range(2400):  # a cycle every 250 ms for ten minutes
+        now[0] = NOW.timestamp() + step * 0.25
+        await controller.reconcile_queue(entry)
+        await drain_writes(entry)
+
+    # 1, 2, 4, ... 256 s apart: 10 tries in 600 s, where a fixed 1 s retry makes 600.
+    assert 8 <= kube.calls["patch videojobs/status"] <= 11
+    assert kube.events == ["StatusWriteRefused"]
+
+
+async def test_a_failing_cycle_backs_off_however_often_the_queue_is_woken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runtime, "WRITE_RETRY_SECONDS", 0.01)  # the same doubling, faster
+    controller = Controller(cast(KubeClient, RecordingKube({})))
+    entry = QueueEntry(f"{NS}/work")
+    cycles = 0
+
+    async def failing(_: QueueEntry) -> float | None:
+        nonlocal cycles
+        cycles += 1
+        raise KubeApiError(422, "Invalid", "status.health: Unsupported value", {})
+
+    controller.reconcile_queue = failing  # type: ignore[method-assign]
+    loop = asyncio.create_task(controller._loop(entry))
+    deadline = asyncio.get_running_loop().time() + 0.6
+    wakes = 0
+    while asyncio.get_running_loop().time() < deadline:  # watch events, 1,000 a second
+        entry.wake.set()
+        wakes += 1
+        await asyncio.sleep(0.001)
+    loop.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await loop
+    # Tries at 0, 0.01, 0.03, 0.07, 0.15, 0.31 s (and 0.63): not one per wake.
+    assert wakes > 100
+    assert 4 <= cycles <= 8
+
+
+async def test_a_job_too_large_to_hand_over_is_rejected_and_holds_nothing() -> None:
+    """The CRD keeps such jobs out (tests/unit/api/test_payload_bounds.py); one that gets
+    in anyway (an older CRD, a schema change) must not hold a slot with no pod."""
+    big = job_body("big")
+    big["spec"]["params"] = {"blob": "x" * 40_000}
+    kube = RecordingKube({f"{NS}/big": big, f"{NS}/next": job_body("next")})
+    controller = Controller(cast(KubeClient, kube), clock=NOW.timestamp)
+    entry = active_queue(controller, [], concurrency=1)
+    for name, body in (("big", big), ("next", job_body("next"))):
+        controller.jobs[f"{NS}/{name}"] = JobEntry(copy.deepcopy(body))
+        entry.jobs.add(f"{NS}/{name}")
+
+    for _ in range(3):
+        await controller.reconcile_queue(entry)
+        await drain_writes(entry)
+
+    status = kube.objects[f"{NS}/big"]["status"]
+    assert status["phase"] == "Rejected"
+    rejected = next(c for c in status["conditions"] if c["type"] == "Rejected")
+    assert rejected["reason"] == "NotDeliverable"
+    assert "32768" in rejected["message"]
+    # Its slot went to the next job, which got a pod.
+    assert kube.calls["create pods"] == 1
+    assert controller.jobs[f"{NS}/next"].pods

@@ -398,6 +398,12 @@ def test_blocked_reasons_cover_every_eligible_job_left_waiting() -> None:
             id="already-reserved",
         ),
         pytest.param(
+            queue().budget("8Gi"),  # backfill inf: memory is never reserved
+            [job("r").running().memory("6Gi"), job("big").memory("4Gi").created(50)],
+            None,
+            id="window-that-never-closes",
+        ),
+        pytest.param(
             queue().paused(), [job("a").eligible_at(130)], 130, id="paused-queue-still-wakes"
         ),
         pytest.param(

@@ -55,7 +55,7 @@ def test_nothing_left_waiting_would_fit_in_what_remains(state: Snapshot, now: fl
 
     for job in order:
         if job.key not in decision.admit:
-            assert slots_free <= 0 or job.memory > memory_free, job
+            assert slots_free <= 0 or job.pod_memory > memory_free, job
 
 
 @SNAPSHOTS
@@ -66,7 +66,8 @@ def test_fifo_and_priority_order_when_memory_is_uniform(
     # With equal memory, a job that does not fit means no later one fits: no backfill can
     # happen, so the admitted jobs are exactly the first ones in the order.
     uniform = Snapshot(
-        state.policy, tuple(dataclasses.replace(job, memory=memory) for job in state.jobs)
+        state.policy,
+        tuple(dataclasses.replace(job, memory=memory, overhead=0) for job in state.jobs),
     )
     order = [job.key for job in candidates(uniform, now)]
 
