@@ -228,7 +228,7 @@ def test_kubelet_restart_and_operator_kill_mid_job(
 ) -> None:
     """While two real jobs run, the node's kubelet restarts and the operator is SIGKILLed
     and started again: both jobs finish, each in one attempt, with one pod each."""
-    make_media(media / "in.mp4", seconds=12)  # 1080p encodes of it take over 20 s
+    make_media(media / "in.mp4", seconds=20)  # 1080p encodes of it take over 30 s
     create(custom, namespace, "videoqueues", real_queue(worker_image.tag, media))
     names = ("first", "second")
     for name in names:
