@@ -1,4 +1,4 @@
-"""The project's images in a real node's containerd, without a registry.
+"""The project's images (worker, operator) in a real node's containerd, without a registry.
 
 Images are built by the hack scripts with a local Docker engine (`docker.docker_engine`),
 saved once per content tag as an archive under $VIDEOQUEUE_CACHE/images, and imported with
@@ -44,16 +44,30 @@ def _script(repo: Path, name: str, *args: str, env: dict[str, str] | None = None
     return done.stdout.strip().splitlines()[-1]
 
 
-def worker_image_tag(repo: Path) -> str:
-    """`videoqueue-worker:<content key>` of the checkout `repo`, without building it."""
-    return _script(repo, "docker-build-worker.sh", "--print-tag")
+@dataclass(frozen=True)
+class ImageRecipe:
+    """A hack script that builds an image and, with --print-tag, names its content tag."""
+
+    script: str
+    name: str  # the content tag's repository: videoqueue-worker, videoqueue-operator
 
 
-def worker_image_archive(repo: Path, cache: Path | None = None) -> tuple[str, Path, float]:
-    """The worker image of `repo` as a docker-archive file: (tag, path, seconds spent building,
-    0 when the archive was cached)."""
+WORKER = ImageRecipe("docker-build-worker.sh", "videoqueue-worker")
+OPERATOR = ImageRecipe("docker-build-operator.sh", "videoqueue-operator")
+
+
+def image_tag(repo: Path, recipe: ImageRecipe) -> str:
+    """`<name>:<content key>` of the checkout `repo`, without building it."""
+    return _script(repo, recipe.script, "--print-tag")
+
+
+def image_archive(
+    repo: Path, recipe: ImageRecipe, cache: Path | None = None
+) -> tuple[str, Path, float]:
+    """The image of `repo` as a docker-archive file: (tag, path, seconds spent building, 0
+    when the archive was cached)."""
     cache = cache or default_cache_dir()
-    tag = worker_image_tag(repo)
+    tag = image_tag(repo, recipe)
     directory = cache / "images"
     archive = directory / f"{tag.replace(':', '-')}.tar"
     if archive.exists():
@@ -61,9 +75,7 @@ def worker_image_archive(repo: Path, cache: Path | None = None) -> tuple[str, Pa
     begin = time.monotonic()
     directory.mkdir(parents=True, exist_ok=True)
     with docker_engine(cache) as env:
-        built = _script(repo, "docker-build-worker.sh", env=env)
-        if built != tag:
-            raise ImageError(f"docker-build-worker.sh built {built}, --print-tag said {tag}")
+        _script(repo, recipe.script, env=env)
         partial = archive.with_suffix(".partial")
         done = subprocess.run(
             ["docker", "save", "-o", str(partial), tag],
@@ -77,25 +89,37 @@ def worker_image_archive(repo: Path, cache: Path | None = None) -> tuple[str, Pa
             partial.unlink(missing_ok=True)
             raise ImageError(f"docker save {tag}: {done.stderr.strip()}")
         partial.rename(archive)
-    # Archives of older worker builds would pile up.
-    for old in directory.glob("videoqueue-worker-*.tar"):
+    # Archives of older builds would pile up.
+    for old in directory.glob(f"{recipe.name}-*.tar"):
         if old != archive:
             old.unlink(missing_ok=True)
     return tag, archive, time.monotonic() - begin
 
 
-def import_worker_image(ctr: Ctr, repo: Path, cache: Path | None = None) -> ImportedImage:
-    """Build (or find) the worker image of `repo` and import it into a real node's containerd.
+def import_image(
+    ctr: Ctr, repo: Path, recipe: ImageRecipe, cache: Path | None = None
+) -> ImportedImage:
+    """Build (or find) an image of `repo` and import it into a real node's containerd.
 
     Pods name it by the returned tag with `imagePullPolicy: Never` (or IfNotPresent)."""
-    tag, archive, built = worker_image_archive(repo, cache)
+    tag, archive, built = image_archive(repo, recipe, cache)
     begin = time.monotonic()
     name = f"docker.io/library/{tag}"
     present = ctr.images()
     if name not in present:
         ctr.import_archive(archive)
-    # Older worker builds in a cached image store would pile up.
+    # Older builds in a cached image store would pile up.
     for old in present:
-        if old.startswith("docker.io/library/videoqueue-worker:") and old != name:
+        if old.startswith(f"docker.io/library/{recipe.name}:") and old != name:
             ctr.run("images", "remove", old, check=False)
     return ImportedImage(tag, archive, {"build": built, "import": time.monotonic() - begin})
+
+
+def import_worker_image(ctr: Ctr, repo: Path, cache: Path | None = None) -> ImportedImage:
+    """The worker image of `repo` in a real node's containerd (see `import_image`)."""
+    return import_image(ctr, repo, WORKER, cache)
+
+
+def import_operator_image(ctr: Ctr, repo: Path, cache: Path | None = None) -> ImportedImage:
+    """The operator image of `repo` in a real node's containerd (see `import_image`)."""
+    return import_image(ctr, repo, OPERATOR, cache)
