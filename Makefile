@@ -9,6 +9,8 @@ UV := $(PYTHON) -m uv
 VENV := .venv
 RUN := $(VENV)/bin
 CLUSTER_DIR := .dev/cluster
+# Real nodes (kubelet + containerd, needs root) `make cluster-up` starts beside the KWOK nodes.
+REAL_NODES ?= 0
 # Where hack/build-toolchain.sh caches the control-plane binaries (outside the repo).
 export VIDEOQUEUE_CACHE ?= $(HOME)/.cache/videoqueue
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
@@ -57,8 +59,8 @@ fmt: venv ## Format and auto-fix the Python code.
 	$(RUN)/ruff check --fix operator tests worker-image
 
 .PHONY: cluster-up
-cluster-up: venv toolchain ## Start the local control plane with KWOK nodes (state in .dev/cluster).
-	$(RUN)/python -m videoqueue.envtest up --state-dir $(CLUSTER_DIR)
+cluster-up: venv toolchain ## Start the local control plane with KWOK nodes (state in .dev/cluster; REAL_NODES=1 adds a real node).
+	$(RUN)/python -m videoqueue.envtest up --state-dir $(CLUSTER_DIR) --real-nodes $(REAL_NODES)
 
 .PHONY: cluster-down
 cluster-down: ## Stop the local control plane and delete its state.
@@ -98,7 +100,7 @@ dev: setup cluster-up install ## Local cluster + CRDs + sample jobs (examples/lo
 ##@ Test
 
 .PHONY: test
-test: setup lint check-manifests test-unit test-worker test-integration ## Everything CI runs.
+test: setup lint check-manifests test-unit test-worker test-integration test-e2e ## Everything CI runs.
 
 .PHONY: check-manifests
 check-manifests: venv ## Fail when crds/ or docs/api.md differ from what the API models generate.
@@ -116,6 +118,10 @@ test-worker: venv ## The worker with real ffmpeg, ffprobe and redis-server (no c
 .PHONY: test-integration
 test-integration: venv toolchain ## Tests against the local control plane (one per session).
 	$(RUN)/pytest tests/integration $(PYTEST_ARGS)
+
+.PHONY: test-e2e
+test-e2e: venv toolchain ## Real worker pods on a real node (kubelet + containerd; needs root).
+	$(RUN)/pytest tests/e2e $(PYTEST_ARGS)
 
 ##@ Benchmarks
 

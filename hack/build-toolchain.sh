@@ -6,6 +6,8 @@
 # hack/toolchain/versions.env (kwok, helm) and in the wrapper modules' go.mod files
 # (kubernetes, etcd), whose go.sum files make the download reproducible.
 #
+# The kubelet and the pause image (pause.tar) are for envtest's real nodes.
+#
 # Usage: hack/build-toolchain.sh            build what is missing, print the bin dir
 #        hack/build-toolchain.sh --print    only print the bin dir (fails if not built)
 set -euo pipefail
@@ -68,8 +70,9 @@ origin() {
     python3 -c 'import json,sys; i=json.load(open(sys.argv[1])); print(i.get("Origin",{}).get("Hash","unknown"), i["Time"])' "$info"
 }
 
-build_kubernetes() {
-    cd "$toolchain/kubernetes"
+# kubernetes_ldflags: the version stamps kubeadm's release builds carry, so the binaries
+# (and the node's kubeletVersion) report the pinned tag.
+kubernetes_ldflags() {
     local commit date
     read -r commit date < <(origin "k8s.io/kubernetes@$KUBERNETES_VERSION")
     local pkg=k8s.io/component-base/version client=k8s.io/client-go/pkg/version
@@ -80,11 +83,82 @@ build_kubernetes() {
         ldflags+=" -X $p.gitVersion=$KUBERNETES_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
         ldflags+=" -X $p.gitCommit=$commit -X $p.gitTreeState=clean -X $p.buildDate=$date"
     done
-    local c
+    echo "$ldflags"
+}
+
+build_kubernetes() {
+    cd "$toolchain/kubernetes"
+    local ldflags c
+    ldflags=$(kubernetes_ldflags)
     for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
         log "  go build $c"
         go build -ldflags "$ldflags" -o "$OUT/$c" "k8s.io/kubernetes/cmd/$c"
     done
+}
+
+# The kubelet of real nodes (envtest's RealNode), from the same wrapper module and pin; a
+# component of its own so adding it did not invalidate the control plane's cache entry.
+build_kubelet() {
+    cd "$toolchain/kubernetes"
+    local ldflags
+    ldflags=$(kubernetes_ldflags)
+    log "  go build kubelet"
+    go build -ldflags "$ldflags" -o "$OUT/kubelet" k8s.io/kubernetes/cmd/kubelet
+}
+
+# The pod sandbox ("pause") image of real nodes, without a registry: Kubernetes' own
+# build/pause/linux/pause.c from the pinned k8s.io/kubernetes module, linked statically, in a
+# one-layer image archive (docker-archive layout) that `ctr images import` reads. The tag
+# is what envtest's containerd config names as its sandbox_image.
+build_pause() {
+    cd "$toolchain/kubernetes"
+    local src
+    src=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')/build/pause/linux/pause.c
+    command -v gcc >/dev/null || { log "gcc is missing: run make system-packages"; exit 1; }
+    log "  gcc -static pause.c"
+    mkdir -p "$OUT/rootfs"
+    gcc -Os -Wall -Werror -static -DVERSION="$KUBERNETES_VERSION-videoqueue" -o "$OUT/rootfs/pause" "$src"
+    strip "$OUT/rootfs/pause"
+    python3 - "$OUT" "videoqueue.dev/pause:$KUBERNETES_VERSION" <<'PY'
+import hashlib, io, json, sys, tarfile
+from pathlib import Path
+
+out, tag = Path(sys.argv[1]), sys.argv[2]
+layer = io.BytesIO()
+with tarfile.open(fileobj=layer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    binary = out / "rootfs/pause"
+    info = tar.gettarinfo(str(binary), arcname="pause")
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mtime = 0
+    with binary.open("rb") as f:
+        tar.addfile(info, f)
+diff_id = "sha256:" + hashlib.sha256(layer.getvalue()).hexdigest()
+config = json.dumps(
+    {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Entrypoint": ["/pause"], "User": "65535:65535"},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    },
+    sort_keys=True,
+).encode()
+config_name = hashlib.sha256(config).hexdigest() + ".json"
+manifest = json.dumps(
+    [{"Config": config_name, "RepoTags": [tag], "Layers": [f"{diff_id[7:]}/layer.tar"]}]
+).encode()
+with tarfile.open(out / "pause.tar", mode="w", format=tarfile.PAX_FORMAT) as archive:
+    for name, data in (
+        (config_name, config),
+        (f"{diff_id[7:]}/layer.tar", layer.getvalue()),
+        ("manifest.json", manifest),
+    ):
+        entry = tarfile.TarInfo(name)
+        entry.size = len(data)
+        archive.addfile(entry, io.BytesIO(data))
+PY
+    rm -rf "$OUT/rootfs"
 }
 
 build_etcd() {
@@ -117,9 +191,12 @@ if [[ ${1:-} != --print ]]; then
     build_component "helm-$HELM_VERSION" helm -- build_helm
     build_component "kubernetes-$KUBERNETES_VERSION" \
         kube-apiserver kube-controller-manager kube-scheduler kubectl -- build_kubernetes
+    build_component "kubelet-$KUBERNETES_VERSION" kubelet -- build_kubelet
+    build_component "pause-$KUBERNETES_VERSION" pause.tar -- build_pause
 fi
 
-for b in etcd kwok helm kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+for b in etcd kwok helm kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
     [[ -x "$bin/$b" ]] || { log "missing $bin/$b: run hack/build-toolchain.sh"; exit 1; }
 done
+[[ -f "$bin/pause.tar" ]] || { log "missing $bin/pause.tar: run hack/build-toolchain.sh"; exit 1; }
 echo "$bin"

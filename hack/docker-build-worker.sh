@@ -6,13 +6,22 @@
 # rebuilt at all; a changed one costs a few seconds (the Dockerfile only copies files).
 #
 #   hack/docker-build-worker.sh [TAG]    # TAG, e.g. videoqueue/worker:0.1.0, is added too
+#   hack/docker-build-worker.sh --print-tag   # only print the content tag (no Docker): what
+#                                             # envtest's image cache is keyed on
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 python=${PYTHON:-python3}  # the one that has uv (make venv installs it)
 log() { echo "docker-build-worker: $*" >&2; }
 
-base=$("$repo/hack/worker-base-image.sh")
+print_tag=false
+if [[ ${1:-} == --print-tag ]]; then
+    print_tag=true
+    shift
+    base=$("$repo/hack/worker-base-image.sh" --print-tag)
+else
+    base=$("$repo/hack/worker-base-image.sh")
+fi
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
 cp "$repo/worker-image/Dockerfile" "$context/"
@@ -47,6 +56,10 @@ find "$context/site-packages" -name __pycache__ -prune -exec rm -rf {} +
 key=$( (echo "$base"; cd "$context" && find . -type f ! -name '*.pyc' -print0 | sort -z |
     xargs -0 sha256sum) | sha256sum | cut -c1-16)
 tag=videoqueue-worker:$key
+if $print_tag; then
+    echo "$tag"
+    exit 0
+fi
 if docker image inspect "$tag" >/dev/null 2>&1; then
     log "$tag is present"
 else

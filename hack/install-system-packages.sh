@@ -12,6 +12,11 @@ packages=(
     redis-server    # worker progress tests start a real Redis on loopback
     docker.io       # the worker image test builds and runs the image locally (dockerd)
     debootstrap     # makes the worker image's Debian base root fs (no image pulls)
+    containerd      # real nodes: each runs a containerd of its own (CRI plugin, runc)
+    containernetworking-plugins  # real nodes: the pod network (bridge + host-local, /usr/lib/cni)
+    iproute2        # real nodes: the pod bridge is deleted with `ip link` at stop
+    gcc             # real nodes: the pause image is Kubernetes' pause.c linked statically
+    libc6-dev       #   (its static libc)
 )
 
 missing=()

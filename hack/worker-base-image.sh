@@ -6,6 +6,8 @@
 # The key is a hash of everything that decides the root fs (this script, suite, apt's
 # sources, architecture, package list), so a second run finds the tag (or the cached tarball) and
 # costs seconds. Needs root (debootstrap) and a running Docker engine (DOCKER_HOST honoured).
+#
+#   hack/worker-base-image.sh --print-tag   # only print the tag it would make (no Docker)
 set -euo pipefail
 
 SUITE=${VIDEOQUEUE_BASE_SUITE:-bookworm}
@@ -30,6 +32,11 @@ KEY=$( (cat "${BASH_SOURCE[0]}" /etc/apt/sources.list /etc/apt/sources.list.d/* 
     echo "$SUITE ${VIDEOQUEUE_BASE_MIRROR:-} $ARCH ${PACKAGES[*]}") | sha256sum | cut -c1-16)
 TAG=videoqueue-worker-base:$KEY
 TARBALL=$CACHE/$KEY.tar
+
+if [[ ${1:-} == --print-tag ]]; then
+    echo "$TAG"
+    exit 0
+fi
 
 if docker image inspect "$TAG" >/dev/null 2>&1; then
     log "$TAG is present"

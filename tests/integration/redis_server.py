@@ -27,17 +27,24 @@ class TlsFiles:
     ca: Path
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
 
 
 class RedisServer:
     def __init__(
-        self, workdir: Path, *, password: str | None = None, tls: TlsFiles | None = None
+        self,
+        workdir: Path,
+        *,
+        password: str | None = None,
+        tls: TlsFiles | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
+        """`host`: the address it listens on (only that one), e.g. a real node's pod bridge
+        address for worker pods to reach."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -48,19 +55,20 @@ class RedisServer:
         self.workdir = workdir
         self.password = password
         self.tls = tls
-        self.port = free_port()
+        self.host = host
+        self.port = free_port(host)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         scheme = "rediss" if self.tls else "redis"
-        return f"{scheme}://127.0.0.1:{self.port}/0"
+        return f"{scheme}://{self.host}:{self.port}/0"
 
     def client(self) -> redis.Redis:
         if self.tls is None:
-            return redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
+            return redis.Redis(host=self.host, port=self.port, password=self.password)
         return redis.Redis(
-            host="127.0.0.1",
+            host=self.host,
             port=self.port,
             password=self.password,
             ssl=True,
@@ -85,7 +93,7 @@ class RedisServer:
         args = [
             self.binary,
             *ports,
-            "--bind", "127.0.0.1",
+            "--bind", self.host,
             "--save", "",
             "--appendonly", "no",
             "--dir", str(self.workdir),
@@ -93,6 +101,10 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
+        elif self.host != "127.0.0.1":
+            # Redis refuses non-loopback clients without a password unless told otherwise;
+            # `host` is an address only this machine and its pods reach.
+            args += ["--protected-mode", "no"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while True:

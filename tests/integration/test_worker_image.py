@@ -3,20 +3,17 @@ run as the pod would run it: non-root, read-only root filesystem, a memory limit
 only to a mounted work dir, host networking only.
 
 Uses the Docker engine DOCKER_HOST (or the default socket) points at; when none answers it
-starts a private dockerd (state cached under $VIDEOQUEUE_CACHE/docker so image builds are
-cached across runs) and stops it afterwards.
+starts a private dockerd (videoqueue.envtest.docker: state cached under
+$VIDEOQUEUE_CACHE/docker so image builds are cached across runs) and stops it afterwards.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,6 +23,7 @@ import pytest
 
 from tests.worker.harness import ffprobe, job_payload, make_media, redis_server, stream
 from videoqueue.api.progress import ProgressEvent, ProgressKind
+from videoqueue.envtest.docker import DockerError, docker_engine
 from videoqueue.envtest.wait import poll
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,75 +32,14 @@ MEMORY_LIMIT = 512 * 1024 * 1024
 FILE_ROOTS = json.dumps(["/work"])  # the tests' media sit in the mounted work dir
 
 
-def _docker_answers(env: dict[str, str]) -> bool:
-    try:
-        done = subprocess.run(["docker", "info"], env=env, capture_output=True, timeout=20)
-    except subprocess.TimeoutExpired:
-        return False
-    return done.returncode == 0
-
-
-def _unmount_under(directory: Path) -> None:
-    # dockerd leaves the network namespace it bind-mounted under its exec root.
-    mounts = Path("/proc/self/mounts").read_text().splitlines()
-    points = [line.split()[1] for line in mounts if line.split()[1].startswith(f"{directory}/")]
-    for point in sorted(points, key=len, reverse=True):
-        subprocess.run(["umount", point], capture_output=True, check=False)
-
-
 @pytest.fixture(scope="module")
 def docker_env() -> Iterator[dict[str, str]]:
     """Environment for `docker` commands that reach a running engine."""
-    env = dict(os.environ)
-    for tool in ("docker", "dockerd", "debootstrap"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not installed: run `make system-packages`")
-    if _docker_answers(env):
-        yield env
-        return
-    CACHE.mkdir(parents=True, exist_ok=True)
-    # One private dockerd per cache at a time: two would share (and corrupt) the data root.
-    with (CACHE / "docker.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        run_dir = Path(tempfile.mkdtemp(prefix="vq-dockerd-"))  # short: unix socket paths
-        env["DOCKER_HOST"] = f"unix://{run_dir}/docker.sock"
-        log = (run_dir / "dockerd.log").open("w")
-        daemon = subprocess.Popen(
-            [
-                "dockerd",
-                f"--host={env['DOCKER_HOST']}",
-                f"--data-root={CACHE / 'docker'}",
-                f"--exec-root={run_dir / 'exec'}",
-                f"--pidfile={run_dir / 'dockerd.pid'}",
-                # Host networking only: no bridge, no iptables rules on the machine.
-                "--bridge=none",
-                "--iptables=false",
-                "--ip6tables=false",
-                "--ip-masq=false",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            poll(
-                lambda: daemon.poll() is not None or _docker_answers(env),
-                timeout=90,
-                what="dockerd to answer",
-                interval=0.5,
-            )
-            if daemon.poll() is not None:
-                pytest.fail(f"dockerd exited: {(run_dir / 'dockerd.log').read_text()[-2000:]}")
+    try:
+        with docker_engine(CACHE) as env:
             yield env
-        finally:
-            daemon.terminate()
-            try:
-                daemon.wait(60)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
-            log.close()
-            _unmount_under(run_dir)
-            shutil.rmtree(run_dir, ignore_errors=True)
+    except DockerError as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ COMPONENTS = (
     "kwok",
     "helm",
 )
+# Only clusters with real nodes need these (same script, same cache).
+REAL_NODE_COMPONENTS = ("kubelet", "pause.tar")
 
 
 class MissingBinaryError(RuntimeError):
@@ -26,7 +28,7 @@ class Binaries:
     directory: Path
 
     def __getitem__(self, name: str) -> Path:
-        if name not in COMPONENTS:
+        if name not in COMPONENTS and name not in REAL_NODE_COMPONENTS:
             raise KeyError(name)
         return self.directory / name
 
@@ -35,13 +37,15 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("VIDEOQUEUE_CACHE", Path.home() / ".cache" / "videoqueue"))
 
 
-def find_binaries() -> Binaries:
-    """The binaries in $VIDEOQUEUE_BIN_DIR, else in the toolchain cache.
+def find_binaries(*, real_nodes: bool = False) -> Binaries:
+    """The binaries in $VIDEOQUEUE_BIN_DIR, else in the toolchain cache (with the kubelet and
+    the pause image archive when `real_nodes`).
 
     Fails with the command that builds them, so a fresh checkout tells the user what to do.
     """
     directory = Path(os.environ.get("VIDEOQUEUE_BIN_DIR", default_cache_dir() / "bin"))
-    missing = [c for c in COMPONENTS if not os.access(directory / c, os.X_OK)]
+    wanted = COMPONENTS + (REAL_NODE_COMPONENTS if real_nodes else ())
+    missing = [c for c in wanted if not os.access(directory / c, os.R_OK if "." in c else os.X_OK)]
     if missing:
         raise MissingBinaryError(
             f"control-plane binaries missing from {directory}: {', '.join(missing)}; "

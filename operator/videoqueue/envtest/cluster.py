@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -36,9 +38,11 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from videoqueue.envtest.binaries import Binaries, find_binaries
+from videoqueue.envtest import realnode
+from videoqueue.envtest.binaries import Binaries, default_cache_dir, find_binaries
 from videoqueue.envtest.kwok import NODE_SELECTOR, NodeSpec, build_node_manifest, stages_file
 from videoqueue.envtest.pki import ClusterPKI, create_pki
+from videoqueue.envtest.realnode import RealNodeLayout, RealNodeSpec
 from videoqueue.envtest.wait import poll
 
 SERVICE_CIDR = "10.96.0.0/16"
@@ -64,6 +68,8 @@ class ClusterConfig:
     # default 12500); a benchmark that leaves more behind raises it so no deletions run
     # under its measurements.
     terminated_pod_gc_threshold: int = 12500
+    # Real nodes (kubelet + containerd, see realnode.py) beside the KWOK ones; needs root.
+    real_nodes: Sequence[RealNodeSpec] = ()
 
 
 @dataclass
@@ -160,11 +166,21 @@ class LocalCluster(ClusterBase):
         *,
         binaries: Binaries | None = None,
         attached: bool = True,
+        real_nodes: int | None = None,
     ) -> None:
+        """`real_nodes=N` is short for `ClusterConfig(real_nodes=realnode.real_nodes(N))`."""
         self._owns_state_dir = state_dir is None
         self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="videoqueue-envtest-"))
-        super().__init__(self.state_dir / "kubeconfig", binaries or find_binaries())
         self.config = cluster_config or ClusterConfig()
+        if real_nodes is not None:
+            self.config = dataclasses.replace(
+                self.config, real_nodes=realnode.real_nodes(real_nodes)
+            )
+        super().__init__(
+            self.state_dir / "kubeconfig",
+            binaries or find_binaries(real_nodes=bool(self.config.real_nodes)),
+        )
+        self.real_node_names: list[str] = [n.name for n in self.config.real_nodes]
         self.attached = attached
         self.components: list[_Component] = []
         self.ports: dict[str, int] = {}
@@ -235,17 +251,29 @@ class LocalCluster(ClusterBase):
         self.startup_seconds["controllers"] = time.monotonic() - begin
         if self.config.nodes:
             self.create_nodes(self.config.nodes)
+        if self.config.real_nodes:
+            self._start_real_nodes(pki)
+            self.startup_seconds["real nodes"] = time.monotonic() - begin
         self.startup_seconds["total"] = time.monotonic() - begin
 
     def stop(self) -> None:
-        """Terminate every component (newest first), then remove an owned state directory."""
+        """Stop real nodes (kubelet, their containers, containerd, mounts, bridge, cgroups),
+        terminate every other component (newest first), then remove an owned state directory.
+
+        Raises ClusterError, after stopping everything else, if a real node left something
+        behind on the host."""
+        problems: list[str] = []
+        for name in self.real_node_names:
+            problems += self._stop_real_node(name)
         for component in reversed(self.components):
             _terminate(component)
         self.components.clear()
         state = self.state_dir / _STATE_FILE
         state.unlink(missing_ok=True)
-        if self._owns_state_dir:
+        if self._owns_state_dir and not problems:
             shutil.rmtree(self.state_dir, ignore_errors=True)
+        if problems:
+            raise ClusterError("real nodes left behind:\n" + "\n".join(problems))
 
     @classmethod
     def attach(cls, state_dir: Path) -> LocalCluster:
@@ -257,6 +285,7 @@ class LocalCluster(ClusterBase):
         cluster.components = [
             _Component(name, argv, pid=pid) for name, argv, pid in state["components"]
         ]
+        cluster.real_node_names = list(state.get("real_nodes", []))
         return cluster
 
     def pids(self) -> dict[str, int]:
@@ -264,6 +293,119 @@ class LocalCluster(ClusterBase):
 
     def is_running(self) -> bool:
         return bool(self.components) and all(_alive(c) for c in self.components)
+
+    # -- real nodes ------------------------------------------------------------------------
+
+    def real_node_layout(self, name: str) -> RealNodeLayout:
+        return RealNodeLayout.of(self.state_dir, name)
+
+    def _start_real_nodes(self, pki: ClusterPKI) -> None:
+        if not realnode.is_root():
+            raise ClusterError("real nodes need root (kubelet, containerd, mounts, cgroups)")
+        sandbox = self.binaries["pause.tar"]
+        if left := realnode.sweep_stale_nodes():
+            print(f"envtest: stale real nodes left behind: {left}", file=sys.stderr)
+        for spec in self.config.real_nodes:
+            layout = self.real_node_layout(spec.name)
+            cert = pki.client(
+                self.state_dir / "pki",
+                f"kubelet-{spec.name}",
+                f"system:node:{spec.name}",
+                "system:nodes",
+            )
+            port, healthz = _free_ports(2)
+            self.ports[f"kubelet-{spec.name}"] = port
+            node_lock = realnode.claim_node(layout)
+            store = realnode.claim_image_store(layout, default_cache_dir())
+            try:
+                node_ip = realnode.prepare(
+                    layout,
+                    spec,
+                    sandbox_archive=sandbox,
+                    ca_cert=pki.ca.cert,
+                    kubeconfig=kubeconfig_document(
+                        self.server, pki.ca.cert, cert.cert, cert.key, user=f"kubelet-{spec.name}"
+                    ),
+                    ports=(port, healthz),
+                    image_root=store.root,
+                )
+                # containerd holds both locks for as long as it runs.
+                locks = (node_lock,) if store.lock_fd is None else (node_lock, store.lock_fd)
+                self._launch(
+                    f"containerd-{spec.name}", realnode.containerd_argv(layout), pass_fds=locks
+                )
+            finally:
+                store.release()
+                os.close(node_lock)
+            self._save_state()
+            component = self.components[-1]
+            try:
+                ctr = realnode.wait_for_containerd(
+                    layout, functools.partial(_alive, component), self.config.startup_timeout
+                )
+                # A cached image store may hold containers of a cluster that was killed.
+                realnode.remove_all_containers(ctr)
+                if realnode.sandbox_image_tag(sandbox) not in ctr.images():
+                    ctr.import_archive(sandbox)
+            except realnode.RealNodeError as e:
+                raise ClusterError(f"{e}\n{self.log_tail(component.name)}") from None
+            self._launch(
+                f"kubelet-{spec.name}",
+                realnode.kubelet_argv(self.binaries["kubelet"], layout, spec, node_ip=node_ip),
+            )
+            self._save_state()
+        for spec in self.config.real_nodes:
+            self._wait_real_node_ready(spec.name)
+
+    def _wait_real_node_ready(self, name: str) -> None:
+        kubelet = next(c for c in self.components if c.name == f"kubelet-{name}")
+        with self.api_client() as api:
+            core = client.CoreV1Api(api)
+
+            def ready() -> bool:
+                if not _alive(kubelet):
+                    raise ClusterError(
+                        f"kubelet of {name} exited:\n{self.log_tail(kubelet.name, 40)}"
+                    )
+                try:
+                    return _ready(core.read_node(name))
+                except ApiException as e:
+                    if e.status == 404:
+                        return False
+                    raise
+
+            try:
+                poll(ready, timeout=self.config.startup_timeout, what=f"real node {name} Ready")
+            except AssertionError as e:
+                raise ClusterError(f"{e}\n{self.log_tail(kubelet.name, 40)}") from None
+
+    def _stop_real_node(self, name: str) -> list[str]:
+        """Kubelet first (it would restart what we remove), then realnode.teardown."""
+        self._terminate_named(f"kubelet-{name}")
+        return realnode.teardown(
+            self.real_node_layout(name),
+            stop_containerd=lambda: self._terminate_named(f"containerd-{name}"),
+        )
+
+    def restart_kubelet(self, node: str) -> None:
+        """Stop a real node's kubelet (SIGTERM) and start it again with the same command
+        line, as a node upgrade or crash would; its pods' containers keep running in
+        containerd meanwhile. Returns once the node is Ready again."""
+        name = f"kubelet-{node}"
+        argv = next(c.argv for c in self.components if c.name == name)
+        self._terminate_named(name)
+        self._launch(name, argv)
+        self._save_state()
+        self._wait_real_node_ready(node)
+
+    def _terminate_named(self, name: str) -> None:
+        for component in [c for c in self.components if c.name == name]:
+            _terminate(component)
+            self.components.remove(component)
+
+    def containerd(self, node: str) -> realnode.Ctr:
+        """`ctr` against the containerd of a real node (CRI namespace)."""
+        return realnode.Ctr(self.real_node_layout(node).containerd_socket)
 
     # -- component command lines ----------------------------------------------------------
 
@@ -286,6 +428,12 @@ class LocalCluster(ClusterBase):
         return argv
 
     def _apiserver_argv(self, pki: ClusterPKI) -> list[str]:
+        kubelet_client = pki.client(
+            self.state_dir / "pki",
+            "apiserver-kubelet-client",
+            "kube-apiserver-kubelet-client",
+            "system:masters",
+        )
         return [
             str(self.binaries["kube-apiserver"]),
             f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
@@ -302,6 +450,11 @@ class LocalCluster(ClusterBase):
             f"--service-account-signing-key-file={pki.service_account_key}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
+            # Logs and exec on real nodes: kubelets authenticate the API server by this
+            # certificate and are reached at their InternalIP (their pod bridge's address).
+            f"--kubelet-client-certificate={kubelet_client.cert}",
+            f"--kubelet-client-key={kubelet_client.key}",
+            "--kubelet-preferred-address-types=InternalIP",
             "--profiling=false",
             "--v=1",
         ]
@@ -359,13 +512,14 @@ class LocalCluster(ClusterBase):
         )
         return path
 
-    def _launch(self, name: str, argv: list[str]) -> None:
+    def _launch(self, name: str, argv: list[str], *, pass_fds: Sequence[int] = ()) -> None:
         log = (self.state_dir / "logs" / f"{name}.log").open("ab")
         popen = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            pass_fds=pass_fds,
             # Own session: a Ctrl-C in the terminal reaches us, and we stop them in order.
             start_new_session=True,
             preexec_fn=_die_with_parent if self.attached else None,
@@ -424,6 +578,7 @@ class LocalCluster(ClusterBase):
             "server": self.server,
             "ports": self.ports,
             "components": [[c.name, c.argv, c.pid] for c in self.components],
+            "real_nodes": self.real_node_names,
         }
         (self.state_dir / _STATE_FILE).write_text(json.dumps(state, indent=2))
 
