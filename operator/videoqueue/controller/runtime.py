@@ -482,9 +482,7 @@ class Controller:
                 raise
             except Exception:
                 failures += 1
-                delay = min(
-                    WRITE_RETRY_SECONDS * 2.0 ** min(failures - 1, 16), WRITE_RETRY_MAX_SECONDS
-                )
+                delay = _doubling(failures, WRITE_RETRY_SECONDS, WRITE_RETRY_MAX_SECONDS)
                 logger.exception("queue %s: cycle failed; retrying in %.0fs", entry.key, delay)
                 wake_at = self.clock() + delay
 
@@ -643,9 +641,8 @@ class Controller:
             job_entry.write_failures = 0
         except Exception as error:
             job_entry.write_failures += 1
-            delay = min(
-                WRITE_RETRY_SECONDS * 2.0 ** min(job_entry.write_failures - 1, 16),
-                WRITE_RETRY_MAX_SECONDS,
+            delay = _doubling(
+                job_entry.write_failures, WRITE_RETRY_SECONDS, WRITE_RETRY_MAX_SECONDS
             )
             if job_entry.write_failures == 1:
                 logger.exception("status write of %s failed; retrying in %.0fs", key, delay)
@@ -1040,18 +1037,7 @@ class Controller:
         current = find_condition(assessment.status.conditions, JobConditionType.ADMITTED)
         if current is not None and current.reason == reason:
             return
-        status = assessment.status.model_copy(deep=True)
-        status.message = message
-        status.conditions = put_condition(
-            status.conditions,
-            JobConditionType.ADMITTED,
-            False,
-            reason,
-            message,
-            now=now,
-            generation=entry.generation,
-        )
-        explained = dataclasses.replace(assessment, status=status)
+        explained = _waiting_because(assessment, entry, reason, message, now)
         self._set_assessment(queue, key, entry, explained, now.timestamp())
 
     async def _assess(
@@ -1204,7 +1190,7 @@ class Controller:
         assert assessment is not None
         clock = self.clock()
         entry.refusals += 1
-        delay = _refusal_delay(entry.refusals)
+        delay = _doubling(entry.refusals, POD_REFUSED_INITIAL_SECONDS, POD_REFUSED_MAX_SECONDS)
         queue.held[entry.key] = clock + delay
         queue.refused_until = max(queue.refused_until, clock + delay)
         text = f"{message}; trying again in {delay:.0f}s, or at once when the queue's spec changes"
@@ -1361,6 +1347,14 @@ def _explain_refusal(
     if assessment.view is None or assessment.view.state is not JobState.PENDING:
         return assessment
     reason, message = refusal
+    return _waiting_because(assessment, entry, reason, message, now)
+
+
+def _waiting_because(
+    assessment: Assessment, entry: JobEntry, reason: str, message: str, now: datetime.datetime
+) -> Assessment:
+    """The assessment with why the job waits: its message (cut to what status.message holds)
+    and the Admitted=False condition."""
     status = assessment.status.model_copy(deep=True)
     status.message = message[:1024]
     status.conditions = put_condition(
@@ -1375,9 +1369,11 @@ def _explain_refusal(
     return dataclasses.replace(assessment, status=status)
 
 
-def _refusal_delay(refusals: int) -> float:
-    delay: float = POD_REFUSED_INITIAL_SECONDS * 2.0 ** min(refusals - 1, 16)
-    return min(delay, POD_REFUSED_MAX_SECONDS)
+def _doubling(failures: int, initial: float, cap: float) -> float:
+    """The delay after `failures` failures in a row: `initial`, doubled each time, at most
+    `cap`."""
+    delay: float = initial * 2.0 ** min(failures - 1, 16)
+    return min(delay, cap)
 
 
 def _earliest(*times: float | None) -> float | None:
