@@ -118,6 +118,24 @@ def wait_job(
     return found
 
 
+def wait_admitted_reason(
+    custom: Any, namespace: str, name: str, reason: str, timeout: float = 60
+) -> dict[str, Any]:
+    """The VideoJob `name` once its Admitted condition has `reason` (why it waits)."""
+    found: dict[str, Any] = wait_for_object(
+        custom.list_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        namespace,
+        "videojobs",
+        name=name,
+        predicate=lambda o: (condition(o, "Admitted") or {}).get("reason") == reason,
+        timeout=timeout,
+        what=f"VideoJob {name} to wait with reason {reason}",
+    )
+    return found
+
+
 def wait_queue(
     custom: Any, namespace: str, predicate: Any, what: str, timeout: float = 60
 ) -> dict[str, Any]:

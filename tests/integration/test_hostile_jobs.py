@@ -18,6 +18,7 @@ from tests.integration.objects import (
     long_job,
     make_job,
     make_queue,
+    wait_admitted_reason,
     wait_job,
     wait_queue,
 )
@@ -28,7 +29,7 @@ from videoqueue.api.worker import (
     ENV_FILE_ROOTS,
     EXIT_INVALID_JOB,
 )
-from videoqueue.envtest import poll, wait_for_object
+from videoqueue.envtest import poll
 from videoqueue.envtest.kwok import EXIT_CODE, MESSAGE, REASON
 
 pytestmark = pytest.mark.integration
@@ -145,19 +146,7 @@ def test_sidecar_memory_counts_against_the_budget(
 
         rejected = wait_job(custom, namespace, "too-big", "Rejected")
         # The third job was looked at and held back for memory, not for a slot.
-        waiting = wait_for_object(
-            custom.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            "videojobs",
-            name="c",
-            predicate=lambda o: (
-                (condition(o, "Admitted") or {}).get("reason") == "WaitingForMemory"
-            ),
-            timeout=60,
-            what="job c waiting for memory",
-        )
+        waiting = wait_admitted_reason(custom, namespace, "c", "WaitingForMemory", timeout=60)
         status = wait_queue(
             custom,
             namespace,
@@ -196,17 +185,7 @@ def test_template_without_a_sidecar_limit_holds_jobs_until_fixed(
     create(custom, namespace, "videoqueues", queue)
     create(custom, namespace, "videojobs", make_job("held"))
 
-    held = wait_for_object(
-        custom.list_namespaced_custom_object,
-        GROUP,
-        VERSION,
-        namespace,
-        "videojobs",
-        name="held",
-        predicate=lambda o: (condition(o, "Admitted") or {}).get("reason") == "WorkerPodInvalid",
-        timeout=60,
-        what="job held for the queue's template",
-    )
+    held = wait_admitted_reason(custom, namespace, "held", "WorkerPodInvalid", timeout=60)
     message = (condition(held, "Admitted") or {}).get("message", "")
     assert "spec.template.spec.containers[1].resources.limits.memory" in message
     assert "'log-shipper'" in message

@@ -19,6 +19,7 @@ from tests.integration.objects import (
     long_job,
     make_job,
     make_queue,
+    wait_admitted_reason,
     wait_job,
 )
 from videoqueue.envtest import ClusterBase, poll, wait_for_object
@@ -168,17 +169,7 @@ def test_job_that_does_not_fit_lets_smaller_ones_pass_until_its_window_closes(
         small = wait_job(custom, namespace, "small", "Admitted")
         assert small["status"]["phase"] in ("Admitted", "Running")
     else:
-        small = wait_for_object(
-            custom.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            "videojobs",
-            name="small",
-            predicate=lambda j: (condition(j, "Admitted") or {}).get("reason") == "MemoryReserved",
-            timeout=30,
-            what="the small job to wait behind the reservation",
-        )
+        small = wait_admitted_reason(custom, namespace, "small", "MemoryReserved", timeout=30)
         assert "big" in small["status"]["message"]
     big = get_job(custom, namespace, "big")
     assert not is_true(big, "Admitted")

@@ -19,6 +19,7 @@ from tests.integration.objects import (
     long_job,
     make_job,
     make_queue,
+    wait_admitted_reason,
     wait_job,
     wait_queue,
 )
@@ -41,17 +42,7 @@ def test_paused_queue_accepts_jobs_but_admits_none_until_resumed(
 ) -> None:
     create(custom, namespace, "videoqueues", make_queue(state="Paused"))
     create(custom, namespace, "videojobs", make_job("held"))
-    waiting = wait_for_object(
-        custom.list_namespaced_custom_object,
-        GROUP,
-        VERSION,
-        namespace,
-        "videojobs",
-        name="held",
-        predicate=lambda j: (condition(j, "Admitted") or {}).get("reason") == "QueueNotAdmitting",
-        timeout=30,
-        what="the job to wait for the paused queue",
-    )
+    waiting = wait_admitted_reason(custom, namespace, "held", "QueueNotAdmitting", timeout=30)
     assert waiting["status"]["phase"] == "Pending"
     queue = wait_queue(custom, namespace, lambda q: condition(q, "Ready") is not None, "Ready")
     assert condition(queue, "Ready")["reason"] == "Paused"  # type: ignore[index]

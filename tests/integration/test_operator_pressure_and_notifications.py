@@ -14,18 +14,17 @@ from typing import Any
 import pytest
 
 from tests.integration.objects import (
-    GROUP,
-    VERSION,
     condition,
     create,
     get_job,
     long_job,
     make_job,
     make_queue,
+    wait_admitted_reason,
     wait_job,
     wait_queue,
 )
-from videoqueue.envtest import poll, wait_for_object
+from videoqueue.envtest import poll
 from videoqueue.envtest.kwok import EXIT_CODE, REASON, RUN_DURATION
 
 pytestmark = pytest.mark.integration
@@ -67,17 +66,7 @@ def test_repeated_oom_kills_lower_the_effective_concurrency_then_it_recovers(
     # While lowered, the queue admits only 2 at once.
     for n in range(3):
         create(custom, namespace, "videojobs", long_job(f"long-{n}"))
-    third = wait_for_object(
-        custom.list_namespaced_custom_object,
-        GROUP,
-        VERSION,
-        namespace,
-        "videojobs",
-        name="long-2",
-        predicate=lambda j: (condition(j, "Admitted") or {}).get("reason") == "WaitingForSlot",
-        timeout=10,
-        what="the third job to wait for one of the 2 slots",
-    )
+    third = wait_admitted_reason(custom, namespace, "long-2", "WaitingForSlot", timeout=10)
     assert "2 of 2" in third["status"]["message"]
 
     # Calm: back up one step per recoverySeconds, to the spec's 4.

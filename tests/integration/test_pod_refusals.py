@@ -15,9 +15,9 @@ import pytest
 from tests.integration.objects import (
     condition,
     create,
-    get_job,
     make_job,
     make_queue,
+    wait_admitted_reason,
     wait_job,
     wait_queue,
 )
@@ -45,17 +45,6 @@ def refused_pod_creates(cluster: ClusterBase, code: str) -> int:
     return total
 
 
-def wait_for_refusal(custom: Any, namespace: str, name: str, reason: str) -> dict[str, Any]:
-    def refused() -> dict[str, Any] | None:
-        job = get_job(custom, namespace, name)
-        admitted = condition(job, "Admitted")
-        ok = admitted is not None and admitted["status"] == "False"
-        return job if ok and admitted["reason"] == reason else None
-
-    result: dict[str, Any] = poll(refused, timeout=60, what=f"{name} to say {reason}")
-    return result
-
-
 def warning_events(core: Any, namespace: str, name: str, reason: str) -> list[Any]:
     return [
         e
@@ -78,7 +67,8 @@ def test_invalid_pod_is_shown_on_the_job_and_retried_with_backoff(
     create(custom, namespace, "videoqueues", queue)
     create(custom, namespace, "videojobs", make_job("no-image"))
 
-    job = wait_for_refusal(custom, namespace, "no-image", "WorkerPodRefused")
+    job = wait_admitted_reason(custom, namespace, "no-image", "WorkerPodRefused")
+    assert condition(job, "Admitted")["status"] == "False"
 
     message = condition(job, "Admitted")["message"]
     assert "spec.containers[0].image: Required value" in message  # the API server's words
@@ -131,7 +121,8 @@ def test_pod_security_refusal_is_shown_on_the_job(
     create(custom, namespace, "videoqueues", queue)
     create(custom, namespace, "videojobs", make_job("privileged"))
 
-    job = wait_for_refusal(custom, namespace, "privileged", "WorkerPodRefused")
+    job = wait_admitted_reason(custom, namespace, "privileged", "WorkerPodRefused")
+    assert condition(job, "Admitted")["status"] == "False"
 
     message = condition(job, "Admitted")["message"]
     assert "403" in message
