@@ -46,6 +46,7 @@ from videoqueue.scheduling import (
     JobView,
     PodOverhead,
     QueuePolicy,
+    StoppingPod,
     backoff_delay,
     consumes_attempt,
     describe_cycle,
@@ -80,6 +81,8 @@ class Assessment:
     stop_pods: tuple[str, ...] = ()
     # When to assess again although nothing changed (an attempt's deadline).
     recheck_at: datetime.datetime | None = None
+    # The job's pods whose attempt is over but which still run (see `stopping_pods`).
+    stopping: tuple[StoppingPod, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,26 @@ def assess_job(
     )
     if assessment.unconfirmed_pod is None:
         _set_kstatus_conditions(assessment.status, now, job.metadata.generation)
-    return assessment
+    stopping = stopping_pods(assessment.status, pods, queue)
+    return replace(assessment, stopping=stopping) if stopping else assessment
+
+
+def stopping_pods(
+    status: VideoJobStatus, pods: Sequence[PodOutcome], queue: VideoQueue | None
+) -> tuple[StoppingPod, ...]:
+    """The job's worker pods that have not terminated although their attempt is over: every
+    pod of a job that is not admitted or running, and the pods of earlier attempts of one
+    that is. A deleted pod runs on through its grace period (preStop hooks, the worker
+    finishing its write), so admission keeps counting its memory until the kubelet reports
+    it terminated or it is gone. Each counts its whole pod as it is (the queue's template
+    may have changed since), as admission counted it while it ran."""
+    busy = status.phase in (JobPhase.ADMITTED, JobPhase.RUNNING)
+    overhead = queue_overhead(queue) if queue is not None else PodOverhead()
+    return tuple(
+        StoppingPod(pod.name, pod.pod_memory or overhead.pod_memory(pod.memory))
+        for pod in pods
+        if pod.phase not in ("Succeeded", "Failed") and not (busy and pod.attempt == status.attempt)
+    )
 
 
 def _set_kstatus_conditions(

@@ -342,7 +342,8 @@ def _index_metrics(controller: Controller) -> Iterator[Metric]:
     )
     reserved = GaugeMetricFamily(
         "videoqueue_queue_memory_reserved_bytes",
-        f"Memory of the queue's admitted and running jobs (their pods' requests). {_QUEUE}.",
+        "Memory of the queue's admitted and running jobs' pods, and of worker pods still "
+        f"terminating after their attempt ended. {_QUEUE}.",
         labels=QUEUE_LABELS,
     )
     budget = GaugeMetricFamily(
@@ -382,7 +383,8 @@ def _index_metrics(controller: Controller) -> Iterator[Metric]:
         if (current := queue.status.health) is not None:
             for value in HEALTHS:
                 health.add_metric((namespace, name, value), float(current == value))
-        reserved.add_metric((namespace, name), float(reserved_memory(queue, statuses)))
+        stopping = sum(pod.memory for pod in entry.stopping_pods())  # still terminating
+        reserved.add_metric((namespace, name), float(reserved_memory(queue, statuses) + stopping))
         budget.add_metric((namespace, name), float(queue.spec.memory.budget_bytes))
         concurrency.add_metric((namespace, name), float(queue.spec.concurrency))
     yield from (jobs, state, health, reserved, budget, concurrency)

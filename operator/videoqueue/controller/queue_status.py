@@ -110,6 +110,9 @@ class QueueFacts:
     batches: tuple[tuple[str, VideoJobStatus], ...] = ()  # (label value, status)
     unschedulable: int = 0  # admitted jobs whose worker pod cannot be scheduled
     pressure: PressureState | None = None
+    # Held by worker pods still terminating although their attempt is over (admission counts
+    # it: `videoqueue.scheduling.StoppingPod`).
+    stopping_memory: int = 0
 
 
 def summarize_queue(
@@ -133,7 +136,7 @@ def summarize_queue(
 
     jobs = list(jobs)
     counts: Counter[JobPhase] = Counter(job.phase or JobPhase.PENDING for job in jobs)
-    reserved = reserved_memory(queue, jobs)
+    reserved = reserved_memory(queue, jobs) + facts.stopping_memory
 
     budget = queue.spec.memory.budget_bytes
     reserved_text, budget_text = format_bytes(reserved), format_bytes(budget)

@@ -60,6 +60,7 @@ from videoqueue.controller.lifecycle import (
     preempt,
     queue_policy,
     reject,
+    stopping_pods,
 )
 from videoqueue.controller.notifications import Notification, Notifier, notification_for
 from videoqueue.controller.patching import status_patch
@@ -73,7 +74,7 @@ from videoqueue.controller.pods import (
 )
 from videoqueue.controller.progress import ProgressChannel, ProgressSettings
 from videoqueue.controller.queue_status import FinishedJob, QueueFacts, summarize_queue
-from videoqueue.scheduling import JobState, JobView, Snapshot, decide_admissions
+from videoqueue.scheduling import JobState, JobView, Snapshot, StoppingPod, decide_admissions
 from videoqueue.scheduling.dependencies import find_cycle
 from videoqueue.scheduling.pressure import (
     PressurePolicy,
@@ -243,6 +244,10 @@ class QueueEntry:
     # hold no slot and no memory meanwhile); and the queue's own pause after refusals.
     held: dict[str, float] = field(default_factory=dict)
     refused_until: float = 0.0
+    # Worker pods still terminating although their attempt is over, which hold a slot and
+    # their memory until they are gone: by job key, and by pod key for deleted jobs.
+    stopping: dict[str, tuple[StoppingPod, ...]] = field(default_factory=dict)
+    orphans: dict[str, StoppingPod] = field(default_factory=dict)
     # Status writes queued or on the wire (job keys), and the tasks writing them.
     write_queue: collections.deque[str] = field(default_factory=collections.deque)
     writing: set[str] = field(default_factory=set)
@@ -257,6 +262,9 @@ class QueueEntry:
     def assess_again(self, key: str) -> None:
         self.changed.add(key)
         self.wake.set()
+
+    def stopping_pods(self) -> tuple[StoppingPod, ...]:
+        return (*(pod for pods in self.stopping.values() for pod in pods), *self.orphans.values())
 
 
 class Controller:
@@ -278,6 +286,9 @@ class Controller:
         # Worker pods seen before their job (kopf's streams are independent), by job key:
         # a pod may be the only record of an admission, so it waits here for its job.
         self._early_pods: dict[str, dict[str, dict[str, Any]]] = {}
+        # Pods of deleted jobs still terminating ("namespace/pod" -> queue key): their queue
+        # counts them (QueueEntry.orphans) until they are gone.
+        self._orphans: dict[str, str] = {}
         self._stopping = False
         # Jobs waiting for others (spec.dependsOn), by the key of the job they wait for.
         self._dependents: dict[str, set[str]] = {}
@@ -328,7 +339,8 @@ class Controller:
         queue_key = f"{meta['namespace']}/{body.get('spec', {}).get('queueName', '')}"
         queue = self._queue(queue_key)
         if deleted:
-            self.jobs.pop(key, None)
+            if (gone := self.jobs.pop(key, None)) is not None:
+                self._orphan_pods(queue, gone)
             self._early_pods.pop(key, None)
             queue.jobs.discard(key)
             queue.changed.discard(key)
@@ -362,6 +374,15 @@ class Controller:
         job_name = (meta.get("annotations") or {}).get(ANNOTATION_JOB_NAME)
         key = f"{meta['namespace']}/{job_name}"
         entry = self.jobs.get(key)
+        pod_key = f"{meta['namespace']}/{meta['name']}"
+        if entry is None and pod_key in self._orphans:
+            phase = (body.get("status") or {}).get("phase")
+            if deleted or phase in ("Succeeded", "Failed"):
+                orphaned_in = self._queue(self._orphans.pop(pod_key))
+                orphaned_in.orphans.pop(pod_key, None)
+                orphaned_in.status_changed = True
+                orphaned_in.wake.set()
+            return
         if entry is None:
             # The job's own event will come; keep the pod for it until then.
             early = self._early_pods.setdefault(key, {})
@@ -392,6 +413,16 @@ class Controller:
             self.pressured_nodes.discard(name)
         for queue in self.queues.values():
             queue.wake.set()
+
+    def _orphan_pods(self, queue: QueueEntry, job: JobEntry) -> None:
+        """The job is deleted; its pods that still run (the garbage collector deletes them)
+        keep holding their queue's slots and memory until they are gone."""
+        queue.stopping.pop(job.key, None)
+        pods = [read_pod_outcome(pod) for pod in job.pods.values()]
+        for pod in stopping_pods(VideoJobStatus(), pods, queue.queue):
+            pod_key = f"{job.namespace}/{pod.name}"
+            queue.orphans[pod_key] = pod
+            self._orphans[pod_key] = queue.key
 
     def _wake_dependents(self, key: str) -> None:
         """Re-assess the jobs that wait for job `key` (its phase changed or it is gone)."""
@@ -539,7 +570,9 @@ class Controller:
                 concurrency=entry.pressure.effective if entry.pressure is not None else None,
             )
             views = tuple(view for key, view in entry.views.items() if key not in entry.held)
-            snapshot = Snapshot(policy, views, self._recent_starts(entry, now_ts))
+            snapshot = Snapshot(
+                policy, views, self._recent_starts(entry, now_ts), entry.stopping_pods()
+            )
             decision = decide_admissions(snapshot, now_ts)
             wake_at = _earliest(decision.wake_at, wake_at)
             for key, blocked in decision.blocked_reasons.items():
@@ -592,6 +625,10 @@ class Controller:
             entry.views[key] = assessment.view
         else:
             entry.views.pop(key, None)
+        if assessment.stopping:
+            entry.stopping[key] = assessment.stopping
+        else:
+            entry.stopping.pop(key, None)
         if assessment.view is not None and assessment.view.state is JobState.PENDING:
             entry.waiting.add(key)
         else:
@@ -918,6 +955,7 @@ class Controller:
             batches=tuple(batches),
             unschedulable=unschedulable,
             pressure=entry.pressure,
+            stopping_memory=sum(pod.memory for pod in entry.stopping_pods()),
         )
 
     async def _manage_finalizer(self, entry: QueueEntry) -> None:
