@@ -91,8 +91,18 @@ run: venv ## Run the operator in the foreground against KUBECONFIG (default: the
 .PHONY: dev
 # Always the local cluster, whatever KUBECONFIG the shell has: sample jobs never land elsewhere.
 dev: export KUBECONFIG := $(LOCAL_KUBECONFIG)
-dev: setup cluster-up install ## Local cluster + CRDs + sample jobs (examples/local), then run the operator.
-	$(KUBECTL) apply -f examples/local/queue.yaml -f examples/local/jobs.yaml
+# A real node needs root (kubelet, containerd, mounts); without it, or if it cannot start, the
+# samples run on KWOK nodes with scripted results, and make dev says so.
+dev: setup ## Local cluster with a real node + CRDs + sample jobs doing real work in .dev/media, then run the operator.
+	@if [[ $$(id -u) != 0 ]]; then \
+	  echo "make dev: not root, so no real node (kubelet and containerd need root): KWOK plays the pods (examples/local)"; \
+	  $(MAKE) --no-print-directory cluster-up REAL_NODES=0; \
+	elif ! $(MAKE) --no-print-directory cluster-up REAL_NODES=1; then \
+	  echo "make dev: the real node did not start (logs: $(CLUSTER_DIR)/logs): KWOK plays the pods (examples/local)"; \
+	  $(MAKE) --no-print-directory cluster-down cluster-up REAL_NODES=0; \
+	fi
+	$(MAKE) --no-print-directory install
+	$(RUN)/python -m videoqueue.envtest.dev --kubeconfig $(KUBECONFIG) --media $(CURDIR)/.dev/media
 	@echo "Watch the jobs from another shell: KUBECONFIG=$(KUBECONFIG) $(VIDEOQUEUE_CACHE)/bin/kubectl get vj -w"
 	@echo "Stop with Ctrl-C, then: make cluster-down"
 	$(MAKE) --no-print-directory run
