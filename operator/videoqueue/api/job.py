@@ -375,8 +375,8 @@ class AttemptRecord(ApiModel):
     """Memory the attempt was given."""
     peak_memory: Quantity | None = None
     """Most memory the worker container used, as its cgroup counts it against the limit (page
-    cache included), reported by the worker with its result; the memory it was given when it
-    was OOM-killed; unset when the worker did not report it."""
+    cache included): reported by the worker with its result (rounded up to a whole Mi, at
+    most `memory`); `memory` itself for an OOM-killed attempt; unset otherwise."""
     exit_code: int | None = None
     """Exit code of the worker container."""
     reason: AttemptReason | None = None

@@ -79,6 +79,9 @@ TERMINATION_MESSAGE_PATH: Final = "/dev/termination-log"
 MAX_JOB_PAYLOAD_BYTES: Final = 32 * 1024
 # The worker's result field with its container's peak memory in bytes (cgroup's count).
 PEAK_MEMORY_FIELD: Final = "peakMemoryBytes"
+# Status shows peaks in whole MiB, rounded up, as memory is written (the kernel's count of
+# pages reads as 43520k or 122424Ki otherwise); the exact count stays in the result.
+PEAK_MEMORY_UNIT: Final = 2**20
 # status.attempts[].message allows 1024 characters.
 MAX_MESSAGE_LENGTH: Final = 1024
 
@@ -500,7 +503,8 @@ class PodOutcome:
     a limit counts 0); what the attempt holds of its queue's budget."""
     peak_memory: int | None = None
     """The most memory the worker container used, in bytes: what the worker reported with its
-    result (`PEAK_MEMORY_FIELD`), the memory limit when it was OOM-killed, else None."""
+    result (`PEAK_MEMORY_FIELD`) rounded up to a whole MiB but never above the limit, the
+    limit when it was OOM-killed, else None."""
 
     @property
     def disruption(self) -> bool:
@@ -556,7 +560,7 @@ def _reported_peak(result: dict[str, Any] | None) -> int | None:
     value = (result or {}).get(PEAK_MEMORY_FIELD)
     # bool is an int to Python; a worker never means True bytes.
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
+        return -(-value // PEAK_MEMORY_UNIT) * PEAK_MEMORY_UNIT
     return None
 
 
@@ -651,8 +655,8 @@ def read_pod_outcome(pod: dict[str, Any]) -> PodOutcome:
     DisruptionTarget condition says so, else Disrupted (whether the controller itself deleted
     it, to preempt, cancel or stop a stalled worker, is for the controller to know).
 
-    The peak memory is the result's `peakMemoryBytes` for Completed, the worker's memory
-    limit for OOMKilled, and unknown for the rest.
+    The peak memory is the result's `peakMemoryBytes` (rounded up to a whole MiB, at most the
+    limit) for Completed, the worker's memory limit for OOMKilled, and unknown for the rest.
     """
     metadata: dict[str, Any] = pod.get("metadata", {})
     status: dict[str, Any] = pod.get("status") or {}
@@ -704,6 +708,8 @@ def read_pod_outcome(pod: dict[str, Any]) -> PodOutcome:
 
     memory = _memory_limit(pod)
     peak = _reported_peak(result)
+    if peak and memory:
+        peak = min(peak, memory)  # rounding up must not make it look over the limit
     if reason == AttemptReason.OOM_KILLED:
         # The cgroup hit its limit; whatever the worker could still say, that is the peak.
         peak = memory or None

@@ -186,7 +186,7 @@ def test_show_lists_each_attempts_memory_and_peak() -> None:
     attempts = [
         {"attempt": 1, "pod": "clip-a1", "memory": "64Mi", "peakMemory": "64Mi",
          "reason": "OOMKilled", "exitCode": 1},
-        {"attempt": 2, "pod": "clip-a2", "memory": "256Mi", "peakMemory": "118100Ki",
+        {"attempt": 2, "pod": "clip-a2", "memory": "256Mi", "peakMemory": "116Mi",
          "reason": "Completed", "exitCode": 0},
     ]  # fmt: skip
     job = {
@@ -207,5 +207,5 @@ def test_show_lists_each_attempts_memory_and_peak() -> None:
     assert [row[:5] for row in rows] == [
         ["#", "POD", "NODE", "MEMORY", "PEAK"],
         ["1", "clip-a1", "<none>", "64Mi", "64Mi"],
-        ["2", "clip-a2", "<none>", "256Mi", "118100Ki"],
+        ["2", "clip-a2", "<none>", "256Mi", "116Mi"],
     ]

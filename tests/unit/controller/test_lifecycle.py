@@ -359,7 +359,7 @@ def test_memory_after_an_oom_kill_grows_only_as_far_as_the_pod_still_fits() -> N
             0,
             "Completed",
             '{"type":"probe","peakMemoryBytes":120934400}',
-            "118100Ki",
+            "116Mi",  # 115.3Mi, rounded up
             id="completed-reports-its-peak",
         ),
         pytest.param(0, "Completed", '{"type":"probe"}', None, id="completed-without-a-peak"),

@@ -1011,7 +1011,7 @@ def outcome(**fields: Any) -> PodOutcome:
                 reason="Completed",
                 exit_code=0,
                 result=RESULT | PEAK,
-                peak_memory=PEAK["peakMemoryBytes"],
+                peak_memory=116 * Mi,  # 118100Ki is 115.3Mi
             ),
             id="succeeded-with-peak-memory",
         ),
@@ -1135,7 +1135,10 @@ def test_read_pod_outcome(pod: dict[str, Any], expected: PodOutcome) -> None:
 @pytest.mark.parametrize(
     ("reported", "expected"),
     [
-        pytest.param(52_428_800, 52_428_800, id="bytes"),
+        pytest.param(50 * Mi, 50 * Mi, id="whole-mebibytes"),
+        pytest.param(50 * Mi + 4096, 51 * Mi, id="rounded-up-to-a-mebibyte"),
+        pytest.param(2 * Gi - 4096, 2 * Gi, id="rounded-up-to-the-limit"),
+        pytest.param(2 * Gi + 4096, 2 * Gi, id="never-above-the-limit"),
         pytest.param("50Mi", None, id="a-quantity-string-is-not-what-the-worker-writes"),
         pytest.param(5.2e7, None, id="float"),
         pytest.param(True, None, id="bool"),
