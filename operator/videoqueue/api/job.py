@@ -373,6 +373,10 @@ class AttemptRecord(ApiModel):
     """Node the worker ran on."""
     memory: Quantity | None = None
     """Memory the attempt was given."""
+    peak_memory: Quantity | None = None
+    """Most memory the worker container used, as its cgroup counts it against the limit (page
+    cache included): reported by the worker with its result (rounded up to a whole Mi, at
+    most `memory`); `memory` itself for an OOM-killed attempt; unset otherwise."""
     exit_code: int | None = None
     """Exit code of the worker container."""
     reason: AttemptReason | None = None

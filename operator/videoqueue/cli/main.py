@@ -453,13 +453,14 @@ def cmd_show(args: argparse.Namespace, cluster: Cluster, out: TextIO) -> int:
     if status.attempts:
         out.write("Attempts:\n")
         table(
-            ["  #", "POD", "NODE", "MEMORY", "EXIT", "REASON", "STARTED", "RAN", "MESSAGE"],
+            ["  #", "POD", "NODE", "MEMORY", "PEAK", "EXIT", "REASON", "STARTED", "RAN", "MESSAGE"],
             [
                 [
                     f"  {a.attempt}",
                     a.pod,
                     a.node,
                     a.memory,
+                    a.peak_memory,
                     a.exit_code,
                     a.reason.value if a.reason else None,
                     _when(a.start_time, now),

@@ -688,6 +688,8 @@ def _finish(
         record.node = pod.node
         record.exit_code = pod.exit_code
         record.start_time = _parse_time(pod.start_time) or record.start_time
+        if pod.peak_memory:
+            record.peak_memory = format_bytes(pod.peak_memory)
     if record.start_time is not None:
         ran = (record.finish_time - record.start_time).total_seconds()
         status.run_seconds = round((status.run_seconds or 0.0) + max(0.0, ran), 3)

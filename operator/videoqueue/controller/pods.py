@@ -77,6 +77,11 @@ TERMINATION_MESSAGE_PATH: Final = "/dev/termination-log"
 # Env vars count against the node's ARG_MAX together with everything else; a job this big is
 # a misuse of params (large inputs belong behind input.url).
 MAX_JOB_PAYLOAD_BYTES: Final = 32 * 1024
+# The worker's result field with its container's peak memory in bytes (cgroup's count).
+PEAK_MEMORY_FIELD: Final = "peakMemoryBytes"
+# Status shows peaks in whole MiB, rounded up, as memory is written (the kernel's count of
+# pages reads as 43520k or 122424Ki otherwise); the exact count stays in the result.
+PEAK_MEMORY_UNIT: Final = 2**20
 # status.attempts[].message allows 1024 characters.
 MAX_MESSAGE_LENGTH: Final = 1024
 
@@ -496,6 +501,10 @@ class PodOutcome:
     """The memory of the whole pod as Kubernetes counts it (`videoqueue.scheduling.memory`):
     the worker's limit plus the other containers' and init containers' (a container without
     a limit counts 0); what the attempt holds of its queue's budget."""
+    peak_memory: int | None = None
+    """The most memory the worker container used, in bytes: what the worker reported with its
+    result (`PEAK_MEMORY_FIELD`) rounded up to a whole MiB but never above the limit, the
+    limit when it was OOM-killed, else None."""
 
     @property
     def disruption(self) -> bool:
@@ -545,6 +554,14 @@ def _parse_result(text: str | None) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def _reported_peak(result: dict[str, Any] | None) -> int | None:
+    value = (result or {}).get(PEAK_MEMORY_FIELD)
+    # bool is an int to Python; a worker never means True bytes.
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return -(-value // PEAK_MEMORY_UNIT) * PEAK_MEMORY_UNIT
+    return None
 
 
 def _attempt_label(pod: dict[str, Any]) -> int | None:
@@ -637,6 +654,9 @@ def read_pod_outcome(pod: dict[str, Any]) -> PodOutcome:
     A pod that is not finished has no reason, unless it is being deleted: then Evicted when a
     DisruptionTarget condition says so, else Disrupted (whether the controller itself deleted
     it, to preempt, cancel or stop a stalled worker, is for the controller to know).
+
+    The peak memory is the result's `peakMemoryBytes` (rounded up to a whole MiB, at most the
+    limit) for Completed, the worker's memory limit for OOMKilled, and unknown for the rest.
     """
     metadata: dict[str, Any] = pod.get("metadata", {})
     status: dict[str, Any] = pod.get("status") or {}
@@ -687,6 +707,12 @@ def read_pod_outcome(pod: dict[str, Any]) -> PodOutcome:
         reason = AttemptReason.EVICTED if evicted else AttemptReason.DISRUPTED
 
     memory = _memory_limit(pod)
+    peak = _reported_peak(result)
+    if peak and memory:
+        peak = min(peak, memory)  # rounding up must not make it look over the limit
+    if reason == AttemptReason.OOM_KILLED:
+        # The cgroup hit its limit; whatever the worker could still say, that is the peak.
+        peak = memory or None
     return PodOutcome(
         name=metadata.get("name", ""),
         attempt=_attempt_label(pod),
@@ -704,6 +730,7 @@ def read_pod_outcome(pod: dict[str, Any]) -> PodOutcome:
         deleted=deleted,
         admitted_at=(metadata.get("annotations") or {}).get(ANNOTATION_ADMITTED_AT),
         pod_memory=_pod_memory(pod, memory),
+        peak_memory=peak,
     )
 
 

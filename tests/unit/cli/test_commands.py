@@ -3,9 +3,10 @@ counting and the output helpers."""
 
 from __future__ import annotations
 
+import argparse
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -18,6 +19,7 @@ from videoqueue.cli.main import (
     _read_manifests,
     _validate,
     build_parser,
+    cmd_show,
     main,
 )
 from videoqueue.cli.render import duration, relative, table
@@ -167,4 +169,43 @@ def test_relative_times_and_tables() -> None:
         "NAME        NOTE",
         "a           <none>",
         "long-name   x",
+    ]
+
+
+class OneJob:
+    """Stands in for the cluster: `get` returns the one job."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        self.job = job
+
+    def get(self, resource: Any, name: str) -> dict[str, Any]:
+        return self.job
+
+
+def test_show_lists_each_attempts_memory_and_peak() -> None:
+    attempts = [
+        {"attempt": 1, "pod": "clip-a1", "memory": "64Mi", "peakMemory": "64Mi",
+         "reason": "OOMKilled", "exitCode": 1},
+        {"attempt": 2, "pod": "clip-a2", "memory": "256Mi", "peakMemory": "116Mi",
+         "reason": "Completed", "exitCode": 0},
+    ]  # fmt: skip
+    job = {
+        "apiVersion": "videoqueue.dev/v1alpha1",
+        "kind": "VideoJob",
+        "metadata": {"name": "clip", "namespace": "media"},
+        "spec": {"queueName": "work", "type": "probe", "input": {"url": "file:///a.mp4"}},
+        "status": {"phase": "Succeeded", "attempt": 2, "attempts": attempts},
+    }
+    out = io.StringIO()
+    args = argparse.Namespace(job="clip", output="table")
+
+    assert cmd_show(args, cast(Any, OneJob(job)), out) == 0
+
+    lines = out.getvalue().splitlines()
+    header = lines.index("Attempts:") + 1
+    rows = [line.split() for line in lines[header : header + 3]]
+    assert [row[:5] for row in rows] == [
+        ["#", "POD", "NODE", "MEMORY", "PEAK"],
+        ["1", "clip-a1", "<none>", "64Mi", "64Mi"],
+        ["2", "clip-a2", "<none>", "256Mi", "116Mi"],
     ]

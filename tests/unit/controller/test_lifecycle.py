@@ -213,6 +213,39 @@ def test_other_failures_are_retried(exit_code: int, reason: str) -> None:
     assert [n.reason for n in assessment.notices] == ["Retrying"]
 
 
+# --- Peak memory of each attempt -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "reason", "message", "peak"),
+    [
+        pytest.param(
+            0,
+            "Completed",
+            '{"type":"probe","peakMemoryBytes":120934400}',
+            "116Mi",  # 115.3Mi, rounded up
+            id="completed-reports-its-peak",
+        ),
+        pytest.param(0, "Completed", '{"type":"probe"}', None, id="completed-without-a-peak"),
+        pytest.param(1, "OOMKilled", "ffmpeg failed", "256Mi", id="oom-killed-peaks-at-its-limit"),
+        pytest.param(1, "Error", "ffmpeg failed", None, id="failed-peak-unknown"),
+    ],
+)
+def test_attempt_records_its_peak_memory(
+    exit_code: int, reason: str, message: str, peak: str | None
+) -> None:
+    job, queue = MakeJob().admitted(memory="256Mi"), MakeQueue()
+    pod = worker_pod(
+        job, queue, memory=256 * Mi, exit_code=exit_code, reason=reason, message=message
+    )
+
+    status = assess_job(job.model(), [pod], queue.model(), NOW).status
+
+    assert [(r.attempt, r.reason, r.memory, r.peak_memory) for r in status.attempts] == [
+        (1, reason, "256Mi", peak)
+    ]
+
+
 # --- Dependency cycles ---------------------------------------------------------------------
 
 
