@@ -70,8 +70,8 @@ from videoqueue.controller.kube import (  # noqa: E402
     KubeClient,
     Resource,
 )
-from videoqueue.controller.pods import ANNOTATION_ADMITTED_AT, ANNOTATION_JOB_NAME  # noqa: E402
 from videoqueue.envtest import ClusterConfig, LocalCluster, NodeSpec, pod_script, poll  # noqa: E402
+from videoqueue.scheduling.worker_pod import ANNOTATION_ADMITTED_AT, ANNOTATION_JOB_NAME  # noqa: E402
 
 JOBS = Resource("batch", "v1", "jobs")
 BENCH_GROUP = "scale.videoqueue.dev"

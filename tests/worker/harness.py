@@ -95,7 +95,7 @@ def job_payload(
     uid: str = "0b9f4c3e-uid",
     attempt: int = 1,
 ) -> dict[str, Any]:
-    """VIDEOQUEUE_JOB as videoqueue.controller.pods writes it."""
+    """VIDEOQUEUE_JOB as videoqueue.scheduling.worker_pod writes it."""
     spec: dict[str, Any] = {
         "queueName": "q",
         "type": job_type,

@@ -28,7 +28,6 @@ from videoqueue.api import (
     format_bytes,
     parse_quantity,
 )
-from videoqueue.controller.lifecycle import queue_overhead, queue_policy
 from videoqueue.scheduling import (
     AdmissionDecision,
     BlockReason,
@@ -40,6 +39,7 @@ from videoqueue.scheduling import (
     order_key,
 )
 from videoqueue.scheduling.admission import effective_priority
+from videoqueue.scheduling.jobs import queue_overhead, queue_policy
 
 # The replay stops after this many decision steps: a queue of thousands of jobs needs one
 # step per finishing job, and a person waits for the answer.

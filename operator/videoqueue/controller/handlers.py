@@ -43,9 +43,9 @@ from videoqueue.controller.kube import (
     Resource,
 )
 from videoqueue.controller.metrics import Activity
-from videoqueue.controller.pods import LABEL_JOB
 from videoqueue.controller.progress import ProgressSettings
 from videoqueue.controller.runtime import Controller, slim
+from videoqueue.scheduling.worker_pod import LABEL_JOB
 
 logger = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ from videoqueue.api import (
     VideoJob,
     VideoJobStatus,
 )
-from videoqueue.controller.queue_status import reserved_memory
+from videoqueue.scheduling.queue_status import reserved_memory
 
 if TYPE_CHECKING:
     from videoqueue.controller.kube import KubeClient

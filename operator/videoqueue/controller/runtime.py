@@ -2,7 +2,7 @@
 and one scheduler loop per queue that decides on it and writes the results.
 
 Watch events only update the index and wake the queue's loop; a loop cycle then
-  1. assesses the jobs that changed (`lifecycle.assess_job`),
+  1. assesses the jobs that changed (`videoqueue.scheduling.jobs.assess_job`),
   2. decides admissions on a snapshot of the queue (`scheduling.decide_admissions`),
   3. creates the admitted jobs' worker pods (pod first: the pod is the record of admission),
   4. writes the job statuses that differ from what is stored, in parallel,
@@ -52,7 +52,12 @@ from videoqueue.controller.kube import (
     KubeClient,
     KubeError,
 )
-from videoqueue.controller.lifecycle import (
+from videoqueue.controller.notifications import Notification, Notifier, notification_for
+from videoqueue.controller.patching import status_patch
+from videoqueue.controller.progress import ProgressChannel, ProgressSettings
+from videoqueue.scheduling import JobState, JobView, Snapshot, StoppingPod, decide_admissions
+from videoqueue.scheduling.dependencies import find_cycle
+from videoqueue.scheduling.jobs import (
     Admission,
     Assessment,
     admit,
@@ -62,25 +67,18 @@ from videoqueue.controller.lifecycle import (
     reject,
     stopping_pods,
 )
-from videoqueue.controller.notifications import Notification, Notifier, notification_for
-from videoqueue.controller.patching import status_patch
-from videoqueue.controller.pods import (
-    ANNOTATION_JOB_NAME,
-    JobNotDeliverable,
-    build_worker_pod,
-    pod_essentials,
-    pod_unschedulable,
-    read_pod_outcome,
-)
-from videoqueue.controller.progress import ProgressChannel, ProgressSettings
-from videoqueue.controller.queue_status import FinishedJob, QueueFacts, summarize_queue
-from videoqueue.scheduling import JobState, JobView, Snapshot, StoppingPod, decide_admissions
-from videoqueue.scheduling.dependencies import find_cycle
+from videoqueue.scheduling.pod_outcome import pod_essentials, pod_unschedulable, read_pod_outcome
 from videoqueue.scheduling.pressure import (
     PressurePolicy,
     PressureSignals,
     PressureState,
     next_pressure_state,
+)
+from videoqueue.scheduling.queue_status import FinishedJob, QueueFacts, summarize_queue
+from videoqueue.scheduling.worker_pod import (
+    ANNOTATION_JOB_NAME,
+    JobNotDeliverable,
+    build_worker_pod,
 )
 
 logger = logging.getLogger(__name__)

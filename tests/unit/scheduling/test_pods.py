@@ -17,7 +17,14 @@ from videoqueue.api.worker import (
     ENV_DOWNLOAD_TIMEOUT_SECONDS,
     ENV_FILE_ROOTS,
 )
-from videoqueue.controller.pods import (
+from videoqueue.scheduling.pod_outcome import (
+    PodOutcome,
+    disruption,
+    pod_essentials,
+    pod_unschedulable,
+    read_pod_outcome,
+)
+from videoqueue.scheduling.worker_pod import (
     ANNOTATION_ADMITTED_AT,
     ANNOTATION_JOB_NAME,
     ANNOTATION_JOB_UID,
@@ -31,16 +38,11 @@ from videoqueue.controller.pods import (
     LABEL_QUEUE,
     MAX_JOB_PAYLOAD_BYTES,
     JobNotDeliverable,
-    PodOutcome,
     TemplateError,
     annotation_travels,
     build_worker_pod,
-    disruption,
     label_value,
-    pod_essentials,
     pod_memory_overhead,
-    pod_unschedulable,
-    read_pod_outcome,
     worker_pod_name,
 )
 

@@ -69,7 +69,7 @@ from videoqueue.api import (
     parse_quantity,
     put_condition,
 )
-from videoqueue.controller.lifecycle import queue_overhead
+from videoqueue.scheduling.jobs import queue_overhead
 from videoqueue.scheduling.pressure import PressureState
 
 REASON_ACTIVE = "Active"
@@ -218,7 +218,7 @@ def summarize_queue(
 def reserved_memory(queue: VideoQueue, jobs: Iterable[VideoJobStatus]) -> int:
     """The memory the queue's admitted and running jobs hold of its budget: each job's whole
     worker pod, its effectiveMemory plus what the queue's template puts beside the worker
-    (`lifecycle.queue_overhead`), as admission counts it."""
+    (`videoqueue.scheduling.jobs.queue_overhead`), as admission counts it."""
     overhead = queue_overhead(queue)
     return sum(
         overhead.pod_memory(parse_quantity(job.effective_memory))

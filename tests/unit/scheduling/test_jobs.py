@@ -19,9 +19,10 @@ from videoqueue.api import (
     format_bytes,
 )
 from videoqueue.api.worker import EXIT_INVALID_JOB
-from videoqueue.controller.lifecycle import Assessment, assess_job, queue_overhead, stopping_pods
-from videoqueue.controller.pods import PodOutcome, build_worker_pod, read_pod_outcome
 from videoqueue.scheduling import JobState, StoppingPod, find_cycle
+from videoqueue.scheduling.jobs import Assessment, assess_job, queue_overhead, stopping_pods
+from videoqueue.scheduling.pod_outcome import PodOutcome, read_pod_outcome
+from videoqueue.scheduling.worker_pod import build_worker_pod
 
 T0 = datetime.datetime(2026, 1, 1, 10, 0, 0, tzinfo=datetime.UTC)
 NOW = T0 + datetime.timedelta(minutes=5)
