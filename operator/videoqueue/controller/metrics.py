@@ -57,7 +57,7 @@ from videoqueue.scheduling.queue_status import reserved_memory
 
 if TYPE_CHECKING:
     from videoqueue.controller.kube import KubeClient
-    from videoqueue.controller.runtime import Controller
+    from videoqueue.controller.loop import Controller
 
 # A `_created` series next to every counter and histogram doubles the series for a
 # timestamp nobody charts (process-wide; the operator has no other prometheus_client user).

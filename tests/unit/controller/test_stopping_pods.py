@@ -18,8 +18,9 @@ from tests.unit.controller.test_runtime_cycles import (
     with_status,
 )
 from videoqueue.api import VideoQueue
+from videoqueue.controller.entries import JobEntry, QueueEntry
 from videoqueue.controller.kube import KubeClient, Resource
-from videoqueue.controller.runtime import Controller, JobEntry, QueueEntry
+from videoqueue.controller.loop import Controller
 
 
 class DeletingKube(RecordingKube):
