@@ -32,9 +32,9 @@ from videoqueue.controller.pods import (
     worker_pod_name,
 )
 from videoqueue.envtest import LocalCluster, pod_script, poll
+from videoqueue.envtest.operator_process import OperatorProcess, line_time
 
 from .objects import GROUP, VERSION, PodRecorder, create, is_true, make_job, make_queue, timestamp
-from .operator_process import OperatorProcess, line_time
 
 pytestmark = pytest.mark.integration
 
