@@ -48,15 +48,17 @@ toolchain: ## Build etcd, Kubernetes, KWOK and Helm from Go modules (cached per 
 ##@ Development
 
 .PHONY: lint
-lint: venv ## Run ruff (lint + format check) and mypy --strict.
-	$(RUN)/ruff check operator tests worker-image
-	$(RUN)/ruff format --check operator tests worker-image
+lint: venv ## Run ruff (lint + format check), mypy --strict and the import-layer contracts.
+	$(RUN)/ruff check operator tests worker-image benchmarks
+	$(RUN)/ruff format --check operator tests worker-image benchmarks
 	$(RUN)/mypy
+# The contracts are in pyproject.toml; PYTHONPATH: the worker runtime is not installed.
+	PYTHONPATH=operator:worker-image $(RUN)/lint-imports
 
 .PHONY: fmt
 fmt: venv ## Format and auto-fix the Python code.
-	$(RUN)/ruff format operator tests worker-image
-	$(RUN)/ruff check --fix operator tests worker-image
+	$(RUN)/ruff format operator tests worker-image benchmarks
+	$(RUN)/ruff check --fix operator tests worker-image benchmarks
 
 .PHONY: cluster-up
 cluster-up: venv toolchain ## Start the local control plane with KWOK nodes (state in .dev/cluster; REAL_NODES=1 adds a real node).
@@ -137,11 +139,11 @@ test-e2e: venv toolchain ## Real worker pods on a real node (kubelet + container
 
 .PHONY: bench-scale
 bench-scale: venv toolchain ## Scale benchmark (N=5,000, 20,000 pending; about 25 min on 2 cores): table + benchmarks/scale/results.json.
-	$(RUN)/python benchmarks/scale/run.py
+	$(RUN)/python -m benchmarks.scale.run
 
 .PHONY: bench-scale-quick
 bench-scale-quick: venv toolchain ## Scale benchmark, quick mode (N=200, 2,000 pending): figures only, no timing assertion.
-	$(RUN)/python benchmarks/scale/run.py --quick --out $(CURDIR)/.dev/bench-scale-quick.json
+	$(RUN)/python -m benchmarks.scale.run --quick --out $(CURDIR)/.dev/bench-scale-quick.json
 
 .PHONY: images
 images: venv ## Build the operator and worker images with the local Docker engine (never pulls).

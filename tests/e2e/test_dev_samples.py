@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from tests.integration.objects import create, wait_job
-from tests.integration.operator_process import OperatorProcess
 from tests.worker.harness import ffprobe, stream
 from videoqueue.envtest.dev import SAMPLE_INPUTS, load, make_samples, real_node_queue
 from videoqueue.envtest.images import ImportedImage
+from videoqueue.envtest.operator_process import OperatorProcess
 
 pytestmark = pytest.mark.e2e
 

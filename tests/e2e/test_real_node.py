@@ -19,11 +19,12 @@ from tests.e2e.objects import (
     video_job,
 )
 from tests.integration.objects import create, wait_job
-from tests.integration.operator_process import OperatorProcess
-from tests.worker.harness import ffprobe, make_media, stream
+from tests.worker.harness import ffprobe, stream
 from videoqueue.api import parse_quantity
 from videoqueue.envtest import LocalCluster, poll
 from videoqueue.envtest.images import ImportedImage
+from videoqueue.envtest.operator_process import OperatorProcess
+from videoqueue.envtest.worker import make_media
 
 pytestmark = pytest.mark.e2e
 

@@ -19,10 +19,10 @@ import pytest
 
 from tests.e2e.objects import real_queue, video_job
 from tests.integration.objects import GROUP, VERSION, create, wait_admitted_reason, wait_job
-from tests.integration.operator_process import OperatorProcess
-from tests.worker.harness import make_media
 from videoqueue.api.quantity import parse_quantity
 from videoqueue.envtest.images import ImportedImage
+from videoqueue.envtest.operator_process import OperatorProcess
+from videoqueue.envtest.worker import make_media
 
 pytestmark = pytest.mark.e2e
 

@@ -29,10 +29,10 @@ from kubernetes import client
 
 from videoqueue.api import parse_quantity
 from videoqueue.envtest import LocalCluster, pod_script, poll
+from videoqueue.envtest.operator_process import OperatorProcess, line_time
 from videoqueue.scheduling.worker_pod import worker_pod_name
 
 from .objects import GROUP, VERSION, PodRecorder, create, is_true, make_job, make_queue, timestamp
-from .operator_process import OperatorProcess, line_time
 
 pytestmark = pytest.mark.integration
 

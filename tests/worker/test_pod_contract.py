@@ -11,10 +11,11 @@ from typing import Any
 
 import redis
 
-from tests.worker.harness import TEST_FILE_ROOT, ffprobe, redis_server, run_worker, stream
+from tests.worker.harness import ffprobe, run_worker, stream
 from videoqueue.api.progress import ProgressEvent, ProgressKind
 from videoqueue.api.worker import ENV_ALLOWED_HOSTS, ENV_DOWNLOAD_TIMEOUT_SECONDS, ENV_FILE_ROOTS
 from videoqueue.controller.progress import ProgressSettings, SecretKeyRef
+from videoqueue.envtest.worker import TEST_FILE_ROOT, redis_server
 from videoqueue.scheduling.worker_pod import ENV_JOB, build_worker_pod
 from videoqueue_worker.cgroup import peak_memory_bytes
 

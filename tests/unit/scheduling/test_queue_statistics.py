@@ -1,4 +1,4 @@
-"""Rolling statistics, batch progress and health of a queue (controller.queue_status)."""
+"""Rolling statistics, batch progress and health of a queue (scheduling.queue_status)."""
 
 from __future__ import annotations
 
