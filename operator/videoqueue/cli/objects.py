@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -18,24 +18,18 @@ BATCH_LABEL = "videoqueue.dev/batch"
 CI_RUN_ANNOTATION = "videoqueue.dev/ci-run-url"
 """The URL of the CI run that created the job; `show` prints it."""
 
+Model = TypeVar("Model", VideoJob, VideoQueue)
+
 EPOCH = datetime.datetime.fromtimestamp(0, datetime.UTC)
 """Sorts objects without a creationTimestamp (not yet created) first."""
 
 
 def read_job(raw: dict[str, Any]) -> VideoJob:
-    try:
-        return VideoJob.model_validate(raw)
-    except ValidationError as error:
-        name = raw.get("metadata", {}).get("name")
-        raise CliError(f"cannot read VideoJob {name!r}: {error}") from error
+    return _parse(VideoJob, raw)
 
 
 def read_queue(raw: dict[str, Any]) -> VideoQueue:
-    try:
-        return VideoQueue.model_validate(raw)
-    except ValidationError as error:
-        name = raw.get("metadata", {}).get("name")
-        raise CliError(f"cannot read VideoQueue {name!r}: {error}") from error
+    return _parse(VideoQueue, raw)
 
 
 def read_jobs(raws: Sequence[dict[str, Any]]) -> list[VideoJob]:
@@ -49,3 +43,11 @@ def read_queues(raws: Sequence[dict[str, Any]]) -> list[VideoQueue]:
 
 def created(job: VideoJob) -> datetime.datetime:
     return job.metadata.creation_timestamp or EPOCH
+
+
+def _parse(model: type[Model], raw: dict[str, Any]) -> Model:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        name = raw.get("metadata", {}).get("name")
+        raise CliError(f"cannot read {model.__name__} {name!r}: {error}") from error

@@ -31,19 +31,6 @@ from videoqueue.scheduling.queue_status import (
     summarize_queue,
 )
 
-JOB_COUNTS = (
-    "pending",
-    "waiting",
-    "admitted",
-    "running",
-    "backoff",
-    "succeeded",
-    "failed",
-    "cancelled",
-    "rejected",
-)
-"""The per-phase counts of a queue's status, in the order `stats` prints them."""
-
 
 def queue_summary(queue: VideoQueue, jobs: Sequence[VideoJob], now: float) -> dict[str, Any]:
     """`kubectl videoqueue stats` of one queue: each part from the queue's status where the
@@ -71,7 +58,8 @@ def queue_summary(queue: VideoQueue, jobs: Sequence[VideoJob], now: float) -> di
         "concurrency": queue.spec.concurrency,
         "effectiveConcurrency": status.effective_concurrency,
         "memory": memory.summary if memory else None,
-        "jobs": {name: getattr(counted, name) for name in JOB_COUNTS},
+        # VideoQueueStatus counts each phase in a field of its name.
+        "jobs": {p.value.lower(): getattr(counted, p.value.lower()) for p in JobPhase},
         "statisticsSource": source,
         "meanWaitSeconds": statistics.mean_wait_seconds,
         "meanRunSeconds": statistics.mean_run_seconds,
