@@ -12,17 +12,12 @@ import pytest
 
 from videoqueue.api import VideoJob
 from videoqueue.cli.cluster import CliError
-from videoqueue.cli.main import (
-    BATCH_LABEL,
-    _batches,
-    _job_from_flags,
-    _read_manifests,
-    _validate,
-    build_parser,
-    cmd_show,
-    main,
-)
+from videoqueue.cli.jobs import cmd_show
+from videoqueue.cli.main import build_parser, main
+from videoqueue.cli.objects import BATCH_LABEL
 from videoqueue.cli.render import duration, relative, table
+from videoqueue.cli.submit import job_from_flags, read_manifests, validate
+from videoqueue.cli.summary import batches
 
 
 def submit_args(*flags: str) -> Any:
@@ -42,7 +37,7 @@ def test_a_job_from_flags_has_typed_params_and_a_generated_name() -> None:
         "--memory", "2Gi", "--param", "start=5", "--param", "codec=h264", "--param",
         "hdr=true", "--depends-on", "probe-a",
     )  # fmt: skip
-    body = _job_from_flags(args)
+    body = job_from_flags(args)
     assert body["metadata"] == {"generateName": "clip-"}
     assert body["spec"] == {
         "queueName": "media",
@@ -53,7 +48,7 @@ def test_a_job_from_flags_has_typed_params_and_a_generated_name() -> None:
         "params": {"start": 5, "codec": "h264", "hdr": True},
         "dependsOn": ["probe-a"],
     }
-    assert _validate(body).spec.priority == 8
+    assert validate(body).spec.priority == 8
 
 
 @pytest.mark.parametrize(
@@ -70,7 +65,7 @@ def test_a_job_from_flags_has_typed_params_and_a_generated_name() -> None:
 )
 def test_missing_or_malformed_flags_are_usage_errors(flags: list[str], message: str) -> None:
     with pytest.raises(CliError, match=message) as caught:
-        _job_from_flags(submit_args(*flags))
+        job_from_flags(submit_args(*flags))
     assert caught.value.exit_code == 2
 
 
@@ -91,7 +86,7 @@ def test_invalid_jobs_are_refused_locally_naming_the_field(
         "spec": {"queueName": "q", "type": "probe", "input": {"url": "x"}, **spec},
     }
     with pytest.raises(CliError, match=rf"invalid job: {field}:"):
-        _validate(body)
+        validate(body)
 
 
 def test_manifests_may_hold_several_jobs_but_only_jobs(tmp_path: Path) -> None:
@@ -99,13 +94,13 @@ def test_manifests_may_hold_several_jobs_but_only_jobs(tmp_path: Path) -> None:
     good.write_text(
         "kind: VideoJob\nmetadata: {name: a}\n---\nkind: VideoJob\nmetadata: {name: b}\n"
     )
-    assert [b["metadata"]["name"] for b in _read_manifests(str(good))] == ["a", "b"]
+    assert [b["metadata"]["name"] for b in read_manifests(str(good))] == ["a", "b"]
     mixed = tmp_path / "mixed.yaml"
     mixed.write_text("kind: VideoJob\n---\nkind: VideoQueue\n")
     with pytest.raises(CliError, match="found kind 'VideoQueue'"):
-        _read_manifests(str(mixed))
+        read_manifests(str(mixed))
     with pytest.raises(CliError, match="cannot read"):
-        _read_manifests(str(tmp_path / "absent.yaml"))
+        read_manifests(str(tmp_path / "absent.yaml"))
 
 
 def test_a_missing_kubeconfig_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -138,17 +133,16 @@ def test_batches_count_jobs_by_outcome() -> None:
         job("h", "Succeeded", "b2", queue="other"),
         job("i", "Succeeded", None),
     ]
-    counted = {b["name"]: b for b in _batches(jobs, None)}
-    assert {
-        k: counted["b1"][k] for k in ("total", "pending", "running", "succeeded", "failed")
-    } == {
+    counted = {b.name: b.to_dict() for b in batches(jobs)}
+    assert counted["b1"] == {
+        "name": "b1",
         "total": 7,
         "pending": 2,
         "running": 2,
         "succeeded": 1,
         "failed": 2,
     }
-    assert [b["name"] for b in _batches(jobs, "q")] == ["b1"]
+    assert [b.name for b in batches(jobs, "q")] == ["b1"]
 
 
 @pytest.mark.parametrize(
