@@ -333,7 +333,7 @@ class MakePod:
     def oom_killed(self) -> Self:
         return self.terminated(137, "OOMKilled")
 
-    def evicted(self) -> Self:
+    def evicted(self, finished: datetime.datetime | None = None) -> Self:
         """Evicted through the eviction API (a drain, node pressure): a DisruptionTarget
         condition, and the worker killed."""
         self._status["conditions"] = [
@@ -344,11 +344,11 @@ class MakePod:
                 "message": "Eviction API: evicting",
             }
         ]
-        return self.terminated(137, "Error")
+        return self.terminated(137, "Error", finished=finished)
 
-    def past_its_deadline(self) -> Self:
+    def past_its_deadline(self, finished: datetime.datetime | None = None) -> Self:
         """Killed by the kubelet at the pod's own activeDeadlineSeconds."""
-        self.terminated(137, "Error")
+        self.terminated(137, "Error", finished=finished)
         self._status.update(reason="DeadlineExceeded", message="Pod was active too long")
         return self
 
@@ -365,6 +365,12 @@ class MakePod:
     @property
     def deleted(self) -> bool:
         return "deletionTimestamp" in self._obj["metadata"]
+
+    @property
+    def started(self) -> bool:
+        """The worker container has run (it runs, or it ran and terminated)."""
+        statuses: list[dict[str, Any]] = self._status.get("containerStatuses") or []
+        return any(s["state"].get("running") or s["state"].get("terminated") for s in statuses)
 
     @property
     def finished(self) -> bool:
