@@ -20,7 +20,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.scheduling.job_builders import MakeJob, MakePod, MakeQueue, at
-from videoqueue.api import JobPhase, VideoJobStatus, parse_quantity
+from videoqueue.api import JobPhase, VideoJobStatus, find_condition, parse_quantity
 from videoqueue.controller.lifecycle import (
     MAX_HISTORY,
     Admission,
@@ -282,6 +282,11 @@ def check_step(world: JobWorld, event: Event, before: VideoJobStatus) -> None:
     disruptions = len(since_retry) - used
     assert used <= world.max_attempts, world.ended
     assert len(world.created) - world.retry_after <= world.max_attempts + disruptions
+    # ... and a job fails for want of attempts only once it has used them all.
+    if status.phase == JobPhase.FAILED and before.phase != JobPhase.FAILED:
+        failed = find_condition(status.conditions, "Failed")
+        assert failed is not None
+        assert failed.reason == "InvalidJob" or used == world.max_attempts, (failed, world.ended)
 
     # One worker at a time: a job admitted or running has its pod; no other pod still works.
     working = [name for name, pod in world.pods.items() if not pod.finished and not pod.deleted]
