@@ -16,7 +16,8 @@ import datetime
 from typing import Any, Self
 
 from videoqueue.api import RETRY_ANNOTATION, VideoJob, VideoQueue, parse_quantity
-from videoqueue.controller.pods import PodOutcome, build_worker_pod, read_pod_outcome
+from videoqueue.scheduling.pod_outcome import PodOutcome, read_pod_outcome
+from videoqueue.scheduling.worker_pod import build_worker_pod
 
 T0 = datetime.datetime(2026, 1, 1, 10, 0, 0, tzinfo=datetime.UTC)
 NAMESPACE = "media"

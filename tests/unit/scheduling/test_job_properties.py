@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from tests.unit.scheduling.job_builders import MakeJob, MakePod, MakeQueue, at
 from videoqueue.api import JobPhase, VideoJobStatus, find_condition, parse_quantity
-from videoqueue.controller.lifecycle import (
+from videoqueue.scheduling import JobState, Snapshot, consumes_attempt, decide_admissions
+from videoqueue.scheduling.jobs import (
     MAX_HISTORY,
     Admission,
     Assessment,
@@ -30,8 +31,7 @@ from videoqueue.controller.lifecycle import (
     preempt,
     queue_policy,
 )
-from videoqueue.controller.pods import build_worker_pod
-from videoqueue.scheduling import JobState, Snapshot, consumes_attempt, decide_admissions
+from videoqueue.scheduling.worker_pod import build_worker_pod
 
 PROPERTIES = settings(max_examples=200, deadline=None)
 # Each attempt takes at least two events (admit, end), so 40 events make at most 20 attempts:

@@ -24,8 +24,8 @@ from tests.unit.scheduling.job_builders import (
     iso,
 )
 from videoqueue.api import JobPhase, find_condition, parse_quantity
-from videoqueue.controller.lifecycle import Admission, admit, assess_job, preempt, reject
 from videoqueue.scheduling import JobState
+from videoqueue.scheduling.jobs import Admission, admit, assess_job, preempt, reject
 
 NOW = at(120)
 RUNNING, FAILED, SUCCEEDED = JobPhase.RUNNING, JobPhase.FAILED, JobPhase.SUCCEEDED
