@@ -418,6 +418,9 @@ class VideoJobStatus(ApiModel):
     """Number of the current or last attempt; 0 before the first."""
     attempts: list[AttemptRecord] = Field(default_factory=list, max_length=MAX_ATTEMPT_HISTORY)
     """The most recent attempts, oldest first."""
+    attempts_used: int | None = Field(default=None, ge=0)
+    """Attempts that counted against maxAttempts since the job was created or last retried
+    (disruptions do not count). Kept apart from `attempts`, which holds only the last ones."""
     effective_memory: Quantity | None = None
     """Memory of the current or next attempt (grows after OOMKilled)."""
     stage: str | None = Field(default=None, max_length=63)

@@ -15,7 +15,6 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Literal
 
-import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -374,16 +373,6 @@ def run_attempts(world: JobWorld, ends: list[PodEnd]) -> None:
             check_step(world, event, before)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: attempts used are counted from status.attempts, which keeps the last 20 "
-        "(MAX_HISTORY). maxAttempts=21 and 21 failures: the 21st is retried, and every one "
-        "after it ('attempt 20 of 21'), for ever. maxAttempts=2, a failure, 19 evictions, "
-        "then 2 failures: the first failure has left the history, so the job runs a third "
-        "failing attempt."
-    ),
-)
 @PROPERTIES
 @given(
     st.integers(1, 30),

@@ -135,6 +135,7 @@ def _assess_job(
         if status.phase == JobPhase.FAILED:
             # A fresh budget of attempts; the history stays for the record.
             after = status.attempt
+            status.attempts_used = 0
             status.phase = JobPhase.PENDING
             status.completion_time = None
             status.next_attempt_time = None

@@ -92,6 +92,8 @@ def hold(
 def record_admission(
     status: VideoJobStatus, pod_name: str, memory: int, now: datetime.datetime
 ) -> None:
+    if status.attempt == 1 and status.attempts_used is None:
+        status.attempts_used = 0  # counted from here on (see fail_attempt)
     if history(status, status.attempt) is None:
         status.attempts = [
             *status.attempts,
@@ -207,12 +209,16 @@ def fail_attempt(
     condition(JobConditionType.RUNNING, False, reason.value, detail)
     retry = queue.spec.retry if queue is not None else None
     max_attempts = job.spec.max_attempts or (retry.max_attempts if retry else 1)
-    after = status.manual_retry.after_attempt if status.manual_retry else 0
-    used = sum(
-        1
-        for r in status.attempts
-        if r.attempt > after and r.reason is not None and consumes_attempt(r.reason)
-    )
+    if status.attempts_used is None:  # written before the counter existed: from the history
+        after = status.manual_retry.after_attempt if status.manual_retry else 0
+        used = sum(
+            1
+            for r in status.attempts
+            if r.attempt > after and r.reason is not None and consumes_attempt(r.reason)
+        )
+    else:
+        used = status.attempts_used + (1 if consumes_attempt(reason) else 0)
+    status.attempts_used = used
     if not should_retry(used, max_attempts, reason.value):
         status.phase = JobPhase.FAILED
         status.completion_time = now
