@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from videoqueue.api import (
     RETRY_ANNOTATION,
@@ -42,6 +42,16 @@ from videoqueue.scheduling.pod_outcome import PodOutcome
 from videoqueue.scheduling.snapshot import StoppingPod
 
 
+@dataclass(frozen=True)
+class _Facts:
+    """What `assess_job` is told beyond the job, its pods and its queue."""
+
+    confirmed_missing: frozenset[str]
+    dependencies: Mapping[str, JobPhase | None] | None
+    heard_at: datetime.datetime | None
+    cycle: Sequence[str] | None
+
+
 def assess_job(
     job: VideoJob,
     pods: Sequence[PodOutcome],
@@ -53,18 +63,27 @@ def assess_job(
     heard_at: datetime.datetime | None = None,
     cycle: Sequence[str] | None = None,
 ) -> Assessment:
-    """The job's status and place in its queue at `now` (see `_assess_job`), with the
-    kstatus conditions that follow from its phase."""
-    assessment = _assess_job(
-        job,
-        pods,
-        queue,
-        now,
-        confirmed_missing=confirmed_missing,
-        dependencies=dependencies,
-        heard_at=heard_at,
-        cycle=cycle,
-    )
+    """The job's status and place in its queue at `now`, with the kstatus conditions that
+    follow from its phase and its pods that are still stopping.
+
+    `dependencies` maps each name in spec.dependsOn to that job's phase (None: no such job);
+    it is only read until all of them have succeeded once.
+
+    `cycle` is a dependency cycle through this job (`videoqueue.scheduling.find_cycle`:
+    this job's name first, each job followed by one it depends on), or None. While the
+    job's dependencies have not all succeeded, a cycle fails it (reason DependencyCycle):
+    no job of a cycle can ever start.
+
+    A worker that exits with `EXIT_INVALID_JOB` (2) found the job itself wrong: the job
+    fails at once (reason InvalidJob) with the worker's termination message, whatever
+    attempts are left.
+
+    `heard_at` is when the progress channel last knew the current attempt's worker alive (its
+    last event, or the channel's (re)connection if later); None without a channel or while it
+    is down, which turns stalled-worker detection (progressDeadlineSeconds) off.
+    """
+    facts = _Facts(confirmed_missing, dependencies, heard_at, cycle)
+    assessment = _assess_job(job, pods, queue, now, facts)
     if assessment.unconfirmed_pod is None:
         set_kstatus_conditions(assessment.status, now, job.metadata.generation)
     stopping = stopping_pods(assessment.status, pods, queue)
@@ -94,30 +113,9 @@ def _assess_job(
     pods: Sequence[PodOutcome],
     queue: VideoQueue | None,
     now: datetime.datetime,
-    *,
-    confirmed_missing: frozenset[str] = frozenset(),
-    dependencies: Mapping[str, JobPhase | None] | None = None,
-    heard_at: datetime.datetime | None = None,
-    cycle: Sequence[str] | None = None,
+    facts: _Facts,
 ) -> Assessment:
-    """The job's status and place in its queue at `now`.
-
-    `dependencies` maps each name in spec.dependsOn to that job's phase (None: no such job);
-    it is only read until all of them have succeeded once.
-
-    `cycle` is a dependency cycle through this job (`videoqueue.scheduling.find_cycle`:
-    this job's name first, each job followed by one it depends on), or None. While the
-    job's dependencies have not all succeeded, a cycle fails it (reason DependencyCycle):
-    no job of a cycle can ever start.
-
-    A worker that exits with `EXIT_INVALID_JOB` (2) found the job itself wrong: the job
-    fails at once (reason InvalidJob) with the worker's termination message, whatever
-    attempts are left.
-
-    `heard_at` is when the progress channel last knew the current attempt's worker alive (its
-    last event, or the channel's (re)connection if later); None without a channel or while it
-    is down, which turns stalled-worker detection (progressDeadlineSeconds) off.
-    """
+    """`assess_job` without the kstatus conditions and stopping pods."""
     status = job.status.model_copy(deep=True)
     generation = job.metadata.generation
     status.observed_generation = generation
@@ -176,7 +174,7 @@ def _assess_job(
 
     if awaiting_outcome and pod is None:
         pod_name = record.pod if record is not None and record.pod else ""
-        if pod_name not in confirmed_missing:
+        if pod_name not in facts.confirmed_missing:
             return Assessment(status=job.status, view=None, unconfirmed_pod=pod_name)
         record = finish_attempt(
             status,
@@ -201,7 +199,9 @@ def _assess_job(
             return Assessment(status=status, view=None, notices=tuple(notices), terminal=True)
     elif awaiting_outcome and pod is not None:
         return assess_running(
-            job, queue, status, current, pod, record, now, heard_at, condition, notices
+            job, queue, status, current, pod, record, now, facts.heard_at, condition, notices
         )
 
-    return assess_waiting(job, queue, status, now, condition, notices, dependencies, cycle)
+    return assess_waiting(
+        job, queue, status, now, condition, notices, facts.dependencies, facts.cycle
+    )

@@ -32,7 +32,7 @@ from videoqueue.scheduling.jobs.model import (
     Notice,
     condition_setter,
     history,
-    job_key,
+    job_view,
     parse_time,
     pending_view,
     queue_overhead,
@@ -45,7 +45,7 @@ from videoqueue.scheduling.retry import (
     next_memory_after_oom,
     should_retry,
 )
-from videoqueue.scheduling.snapshot import JobState, JobView
+from videoqueue.scheduling.snapshot import JobState
 from videoqueue.scheduling.worker_pod import MAX_MESSAGE_LENGTH
 
 
@@ -337,7 +337,6 @@ def assess_running(
     """The attempt `current` whose worker pod is starting or running: Admitted or Running, or
     ended by its deadline (activeDeadlineSeconds) or for lack of heartbeats
     (progressDeadlineSeconds) with its pod to stop."""
-    created = job.metadata.creation_timestamp or now
     running = pod.running
     # No Event for the start: the pod's own events say it, and at scale one Event per
     # job is a tenth of the API server's writes.
@@ -347,37 +346,26 @@ def assess_running(
         if record is not None:
             record.node = pod.node
             record.start_time = parse_time(pod.start_time) or now
+
+    def stopped(reason: AttemptReason, detail: str) -> Assessment:
+        """The attempt ends with `reason` and its worker pod is stopped."""
+        notices.extend(
+            fail_attempt(job, queue, status, current, reason, detail, now, condition, pod=None)
+        )
+        terminal = status.phase is not None and status.phase.is_terminal
+        view = None if terminal else pending_view(job, status, queue, now)
+        return Assessment(status, view, tuple(notices), terminal=terminal, stop_pods=(pod.name,))
+
     deadline = active_deadline(job, queue)
     started = (record.start_time if record is not None else None) or parse_time(pod.start_time)
     recheck_at: datetime.datetime | None = None
     if running and deadline is not None and started is not None:
         recheck_at = started + datetime.timedelta(seconds=deadline)
         if now >= recheck_at:
-            detail = (
+            return stopped(
+                AttemptReason.DEADLINE_EXCEEDED,
                 f"the attempt ran longer than activeDeadlineSeconds ({deadline}s); "
-                f"worker pod {pod.name} stopped"
-            )
-            notices.extend(
-                fail_attempt(
-                    job,
-                    queue,
-                    status,
-                    current,
-                    AttemptReason.DEADLINE_EXCEEDED,
-                    detail,
-                    now,
-                    condition,
-                    pod=None,
-                )
-            )
-            terminal = status.phase is not None and status.phase.is_terminal
-            view = None if terminal else pending_view(job, status, queue, now)
-            return Assessment(
-                status,
-                view,
-                tuple(notices),
-                terminal=terminal,
-                stop_pods=(pod.name,),
+                f"worker pod {pod.name} stopped",
             )
     # Stalled: no heartbeat for progressDeadlineSeconds since the worker started, or since
     # `heard_at` (its last heartbeat, or the progress channel's (re)connection if later).
@@ -387,27 +375,10 @@ def assess_running(
         stalled_at = max(started, heard_at) + datetime.timedelta(seconds=silence)
         recheck_at = stalled_at if recheck_at is None else min(recheck_at, stalled_at)
         if now >= stalled_at:
-            detail = (
+            return stopped(
+                AttemptReason.STALLED,
                 f"no heartbeat from worker pod {pod.name} for {silence}s "
-                "(progressDeadlineSeconds); worker stopped"
-            )
-            notices.extend(
-                fail_attempt(
-                    job,
-                    queue,
-                    status,
-                    current,
-                    AttemptReason.STALLED,
-                    detail,
-                    now,
-                    condition,
-                    pod=None,
-                )
-            )
-            terminal = status.phase is not None and status.phase.is_terminal
-            view = None if terminal else pending_view(job, status, queue, now)
-            return Assessment(
-                status, view, tuple(notices), terminal=terminal, stop_pods=(pod.name,)
+                "(progressDeadlineSeconds); worker stopped",
             )
     status.phase = JobPhase.RUNNING if running else JobPhase.ADMITTED
     condition(
@@ -424,14 +395,6 @@ def assess_running(
         beside = pod.pod_memory - memory
     else:
         beside = queue_overhead(queue).beside(memory) if queue is not None else 0
-    view = JobView(
-        key=job_key(job),
-        priority=job.spec.priority,
-        created_at=created.timestamp(),
-        queued_at=(status.queued_time or created).timestamp(),
-        memory=memory,
-        state=JobState.RUNNING if running else JobState.ADMITTED,
-        admitted_at=status.admitted_time.timestamp() if status.admitted_time else None,
-        overhead=beside,
-    )
+    state = JobState.RUNNING if running else JobState.ADMITTED
+    view = job_view(job, status, now, memory=memory, overhead=beside, state=state)
     return Assessment(status=status, view=view, notices=tuple(notices), recheck_at=recheck_at)

@@ -159,22 +159,46 @@ def parse_time(value: str | None) -> datetime.datetime | None:
     return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def pending_view(
-    job: VideoJob, status: VideoJobStatus, queue: VideoQueue | None, now: datetime.datetime
-) -> JobView | None:
-    """The job's place in the queue right after an attempt ended and it was re-queued."""
-    if queue is None:
-        return None
+def job_view(
+    job: VideoJob,
+    status: VideoJobStatus,
+    now: datetime.datetime,
+    *,
+    memory: int,
+    overhead: int,
+    state: JobState = JobState.PENDING,
+    eligible_at: datetime.datetime | None = None,
+) -> JobView:
+    """The job as admission sees it (`videoqueue.scheduling.JobView`): its place in the order
+    (priority, creation, when it was last queued) and its pod's memory."""
     created = job.metadata.creation_timestamp or now
-    eligible = status.next_attempt_time
-    memory = effective_memory(job, status, queue)
+    admitted = status.admitted_time if state is not JobState.PENDING else None
     return JobView(
         key=job_key(job),
         priority=job.spec.priority,
         created_at=created.timestamp(),
         queued_at=(status.queued_time or created).timestamp(),
         memory=memory,
-        state=JobState.PENDING,
-        eligible_at=eligible.timestamp() if eligible and eligible > now else None,
+        state=state,
+        eligible_at=eligible_at.timestamp() if eligible_at else None,
+        admitted_at=admitted.timestamp() if admitted else None,
+        overhead=overhead,
+    )
+
+
+def pending_view(
+    job: VideoJob, status: VideoJobStatus, queue: VideoQueue | None, now: datetime.datetime
+) -> JobView | None:
+    """The job's place in the queue right after an attempt ended and it was re-queued."""
+    if queue is None:
+        return None
+    eligible = status.next_attempt_time
+    memory = effective_memory(job, status, queue)
+    return job_view(
+        job,
+        status,
+        now,
+        memory=memory,
         overhead=queue_overhead(queue).beside(memory),
+        eligible_at=eligible if eligible and eligible > now else None,
     )

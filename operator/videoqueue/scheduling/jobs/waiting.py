@@ -24,12 +24,11 @@ from videoqueue.scheduling.jobs.model import (
     Notice,
     condition_setter,
     effective_memory,
-    job_key,
+    job_view,
     queue_overhead,
     set_kstatus_conditions,
 )
 from videoqueue.scheduling.memory import PodOverhead
-from videoqueue.scheduling.snapshot import JobState, JobView
 
 
 def reject_with(
@@ -158,7 +157,6 @@ def assess_waiting(
     """The job has no attempt in flight: cancelled with its queue, turned away for good
     (Draining queue, memory over the queue's limits, a dependency cycle or failure), or
     waiting for its queue, its dependencies, its backoff or start time, or admission."""
-    created = job.metadata.creation_timestamp or now
     if queue is not None and queue.metadata.deletion_timestamp is not None:
         status.phase = JobPhase.CANCELLED
         status.completion_time = now
@@ -237,14 +235,6 @@ def assess_waiting(
         status.phase = JobPhase.PENDING
     if not any(c.type == JobConditionType.ADMITTED for c in status.conditions):
         condition(JobConditionType.ADMITTED, False, "Pending", "waiting for admission")
-    view = JobView(
-        key=job_key(job),
-        priority=job.spec.priority,
-        created_at=created.timestamp(),
-        queued_at=(status.queued_time or created).timestamp(),
-        memory=memory,
-        state=JobState.PENDING,
-        eligible_at=eligible_at.timestamp() if eligible_at else None,
-        overhead=overhead.beside(memory),
-    )
+    beside = overhead.beside(memory)
+    view = job_view(job, status, now, memory=memory, overhead=beside, eligible_at=eligible_at)
     return Assessment(status=status, view=view, notices=tuple(notices))
