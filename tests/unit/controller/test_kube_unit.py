@@ -37,15 +37,17 @@ from videoqueue.controller.kube import (
     Resource,
     backoff_delay,
     build_event,
-    connection_info_from_kubeconfig,
-    in_cluster_connection_info,
-    kubeconfig_paths,
-    load_kubeconfig,
     retry_after_seconds,
     status_class,
     truncate_utf8,
 )
-from videoqueue.controller.kube import _pem as pem_text
+from videoqueue.controller.kubeconfig import (
+    connection_info_from_kubeconfig,
+    in_cluster_connection_info,
+    kubeconfig_paths,
+    load_kubeconfig,
+)
+from videoqueue.controller.kubeconfig import pem as pem_text
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 NAMESPACES = Resource("", "v1", "namespaces", namespaced=False)
