@@ -37,7 +37,7 @@ from tests.integration.operator_process import OperatorProcess
 from tests.integration.redis_server import RedisServer
 from videoqueue.envtest import ClusterConfig, LocalCluster, default_nodes
 from videoqueue.envtest.images import ImportedImage, import_worker_image
-from videoqueue.envtest.realnode import leftovers
+from videoqueue.envtest.realnode import leftovers, service_proxy_leftovers
 
 pytestmark = pytest.mark.e2e
 
@@ -55,6 +55,7 @@ def cluster() -> Iterator[LocalCluster]:
         yield local
     # __exit__ raised if the node left anything behind; this checks again from outside.
     assert leftovers(layout) == []
+    assert service_proxy_leftovers() == []
 
 
 @pytest.fixture(scope="session")

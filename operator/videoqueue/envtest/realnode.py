@@ -826,3 +826,15 @@ def cleanup_service_proxy(binary: Path) -> list[str]:
         _iptables("-F", "KUBE-FIREWALL", binary=iptables)
         _iptables("-X", "KUBE-FIREWALL", binary=iptables)
     return problems + service_proxy_rules()
+
+
+def service_proxy_leftovers() -> list[str]:
+    """kube-proxy's rules while no kube-proxy runs on this machine (for tests of clean stops:
+    a stopped cluster removes its kube-proxy's rules, a running one's are its own)."""
+    fd = claim_service_proxy()
+    if fd is None:
+        return []
+    try:
+        return service_proxy_rules()
+    finally:
+        os.close(fd)
