@@ -36,7 +36,7 @@ from tests.integration.conftest import (  # noqa: F401
 from tests.integration.operator_process import OperatorProcess
 from tests.integration.redis_server import RedisServer
 from videoqueue.envtest import ClusterConfig, LocalCluster, default_nodes
-from videoqueue.envtest.images import ImportedImage, import_worker_image
+from videoqueue.envtest.images import ImportedImage, import_operator_image, import_worker_image
 from videoqueue.envtest.realnode import leftovers, service_proxy_leftovers
 
 pytestmark = pytest.mark.e2e
@@ -95,6 +95,15 @@ def worker_image(cluster: LocalCluster) -> ImportedImage:
     image = import_worker_image(cluster.containerd(REAL_NODE), REPO)
     times = ", ".join(f"{k} {v:.1f}s" for k, v in image.seconds.items())
     print(f"\nworker image {image.tag} on {REAL_NODE} ({times})", file=sys.stderr)
+    return image
+
+
+@pytest.fixture(scope="session")
+def operator_image(cluster: LocalCluster) -> ImportedImage:
+    """The operator image of this checkout in the real node's containerd."""
+    image = import_operator_image(cluster.containerd(REAL_NODE), REPO)
+    times = ", ".join(f"{k} {v:.1f}s" for k, v in image.seconds.items())
+    print(f"\noperator image {image.tag} on {REAL_NODE} ({times})", file=sys.stderr)
     return image
 
 

@@ -23,12 +23,11 @@ from tests.integration.helm_chart import CHART, helm, values_file
 from tests.integration.objects import create, wait_job
 from tests.worker.harness import ffprobe, make_media, stream
 from videoqueue.envtest import LocalCluster, poll
-from videoqueue.envtest.images import ImportedImage, import_operator_image
+from videoqueue.envtest.images import ImportedImage
 from videoqueue.envtest.realnode import REAL_NODE_PLACEMENT
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 RELEASE = "vq"
 FULLNAME = f"{RELEASE}-videoqueue-operator"
 
@@ -54,14 +53,6 @@ with urllib.request.urlopen("http://127.0.0.1:8080/metrics", timeout=10) as resp
 print(json.dumps({"host": host, "user": review["status"]["userInfo"]["username"],
                   "kubeconfig": "KUBECONFIG" in os.environ, "metrics": metrics}))
 """
-
-
-@pytest.fixture(scope="module")
-def operator_image(cluster: LocalCluster) -> ImportedImage:
-    image = import_operator_image(cluster.containerd(REAL_NODE), REPO)
-    times = ", ".join(f"{k} {v:.1f}s" for k, v in image.seconds.items())
-    print(f"\noperator image {image.tag} on {REAL_NODE} ({times})")
-    return image
 
 
 def host_operators(kubeconfig: Path) -> list[int]:
@@ -134,7 +125,10 @@ def test_chart_runs_the_operator_on_the_real_node(
     media: Path,
     tmp_path: Path,
 ) -> None:
-    assert cluster.has_service_proxy, "another cluster's kube-proxy runs on this machine"
+    assert cluster.has_service_proxy, (
+        "another cluster's kube-proxy runs on this machine (one per machine: a `make dev` or "
+        "`make cluster-up` cluster?): stop it (`make cluster-down`) and run again"
+    )
     assert host_operators(cluster.kubeconfig) == [], "an operator on the host would act too"
     kubeconfig = cluster.kubeconfig
     begin = time.monotonic()
