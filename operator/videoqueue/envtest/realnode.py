@@ -31,6 +31,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import tarfile
 import time
@@ -747,6 +749,9 @@ def is_root() -> bool:
 
 KUBE_PROXY_LOCK = Path("/run/lock/videoqueue-kube-proxy.lock")
 _IPTABLES = ("iptables", "ip6tables")  # kube-proxy runs dual-stack where both work
+# The kernel counter (nfacct) kube-proxy's KUBE-FORWARD rule counts dropped invalid packets
+# in; `kube-proxy --cleanup` leaves it.
+KUBE_PROXY_NFACCT = "ct_state_invalid_dropped_pkts"
 
 
 def claim_service_proxy() -> int | None:
@@ -808,6 +813,8 @@ def service_proxy_rules() -> list[str]:
             [f"{binary}-save"], capture_output=True, text=True, check=False, timeout=30
         )
         found += [f"{binary}: {line}" for line in done.stdout.splitlines() if "KUBE-" in line]
+    if _nfacct(_NFNL_MSG_ACCT_GET, KUBE_PROXY_NFACCT) == 0:
+        found.append(f"nfacct counter {KUBE_PROXY_NFACCT}")
     return found
 
 
@@ -825,7 +832,36 @@ def cleanup_service_proxy(binary: Path) -> list[str]:
                 pass
         _iptables("-F", "KUBE-FIREWALL", binary=iptables)
         _iptables("-X", "KUBE-FIREWALL", binary=iptables)
+    _nfacct(_NFNL_MSG_ACCT_DEL, KUBE_PROXY_NFACCT)  # ENOENT when there is none
     return problems + service_proxy_rules()
+
+
+_NFNL_SUBSYS_ACCT = 7  # linux/netfilter/nfnetlink.h
+_NFNL_MSG_ACCT_GET, _NFNL_MSG_ACCT_DEL = 1, 3  # linux/netfilter/nfnetlink_acct.h
+_NFACCT_NAME = 1
+
+
+def _nfacct(message: int, name: str) -> int:
+    """Ask the kernel's nfacct subsystem about the counter `name` over netlink (Debian has no
+    `nfacct` tool by default); returns the errno it answers, 0 for success."""
+    value = name.encode() + b"\0"
+    attribute = struct.pack("=HH", 4 + len(value), _NFACCT_NAME) + value
+    attribute += b"\0" * (-len(attribute) % 4)
+    body = struct.pack("=BBH", socket.AF_UNSPEC, 0, 0) + attribute  # nfgenmsg
+    flags = 0x1 | 0x4  # NLM_F_REQUEST | NLM_F_ACK
+    header = struct.pack("=IHHII", 16 + len(body), (_NFNL_SUBSYS_ACCT << 8) | message, flags, 1, 0)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12) as netlink:  # NETLINK_NETFILTER
+        netlink.settimeout(5)
+        netlink.send(header + body)
+        while True:
+            data = netlink.recv(65536)
+            offset = 0
+            while offset + 16 <= len(data):
+                length, kind = struct.unpack_from("=IH", data, offset)
+                if kind == 2:  # NLMSG_ERROR: the acknowledgement, with the (negative) errno
+                    (error,) = struct.unpack_from("=i", data, offset + 16)
+                    return -int(error)
+                offset += (length + 3) & ~3
 
 
 def service_proxy_leftovers() -> list[str]:
