@@ -48,15 +48,17 @@ toolchain: ## Build etcd, Kubernetes, KWOK and Helm from Go modules (cached per 
 ##@ Development
 
 .PHONY: lint
-lint: venv ## Run ruff (lint + format check) and mypy --strict.
-	$(RUN)/ruff check operator tests worker-image
-	$(RUN)/ruff format --check operator tests worker-image
+lint: venv ## Run ruff (lint + format check), mypy --strict and the import-layer contracts.
+	$(RUN)/ruff check operator tests worker-image benchmarks
+	$(RUN)/ruff format --check operator tests worker-image benchmarks
 	$(RUN)/mypy
+# The contracts are in pyproject.toml; PYTHONPATH: the worker runtime is not installed.
+	PYTHONPATH=operator:worker-image $(RUN)/lint-imports
 
 .PHONY: fmt
 fmt: venv ## Format and auto-fix the Python code.
-	$(RUN)/ruff format operator tests worker-image
-	$(RUN)/ruff check --fix operator tests worker-image
+	$(RUN)/ruff format operator tests worker-image benchmarks
+	$(RUN)/ruff check --fix operator tests worker-image benchmarks
 
 .PHONY: cluster-up
 cluster-up: venv toolchain ## Start the local control plane with KWOK nodes (state in .dev/cluster; REAL_NODES=1 adds a real node).
@@ -91,8 +93,18 @@ run: venv ## Run the operator in the foreground against KUBECONFIG (default: the
 .PHONY: dev
 # Always the local cluster, whatever KUBECONFIG the shell has: sample jobs never land elsewhere.
 dev: export KUBECONFIG := $(LOCAL_KUBECONFIG)
-dev: setup cluster-up install ## Local cluster + CRDs + sample jobs (examples/local), then run the operator.
-	$(KUBECTL) apply -f examples/local/queue.yaml -f examples/local/jobs.yaml
+# A real node needs root (kubelet, containerd, mounts); without it, or if it cannot start, the
+# samples run on KWOK nodes with scripted results, and make dev says so.
+dev: setup ## Local cluster with a real node + CRDs + sample jobs doing real work in .dev/media, then run the operator.
+	@if [[ $$(id -u) != 0 ]]; then \
+	  echo "make dev: not root, so no real node (kubelet and containerd need root): KWOK plays the pods (examples/local)"; \
+	  $(MAKE) --no-print-directory cluster-up REAL_NODES=0; \
+	elif ! $(MAKE) --no-print-directory cluster-up REAL_NODES=1; then \
+	  echo "make dev: the real node did not start (logs: $(CLUSTER_DIR)/logs): KWOK plays the pods (examples/local)"; \
+	  $(MAKE) --no-print-directory cluster-down cluster-up REAL_NODES=0; \
+	fi
+	$(MAKE) --no-print-directory install
+	$(RUN)/python -m videoqueue.envtest.dev --kubeconfig $(KUBECONFIG) --media $(CURDIR)/.dev/media
 	@echo "Watch the jobs from another shell: KUBECONFIG=$(KUBECONFIG) $(VIDEOQUEUE_CACHE)/bin/kubectl get vj -w"
 	@echo "Stop with Ctrl-C, then: make cluster-down"
 	$(MAKE) --no-print-directory run
@@ -127,11 +139,11 @@ test-e2e: venv toolchain ## Real worker pods on a real node (kubelet + container
 
 .PHONY: bench-scale
 bench-scale: venv toolchain ## Scale benchmark (N=5,000, 20,000 pending; about 25 min on 2 cores): table + benchmarks/scale/results.json.
-	$(RUN)/python benchmarks/scale/run.py
+	$(RUN)/python -m benchmarks.scale.run
 
 .PHONY: bench-scale-quick
 bench-scale-quick: venv toolchain ## Scale benchmark, quick mode (N=200, 2,000 pending): figures only, no timing assertion.
-	$(RUN)/python benchmarks/scale/run.py --quick --out $(CURDIR)/.dev/bench-scale-quick.json
+	$(RUN)/python -m benchmarks.scale.run --quick --out $(CURDIR)/.dev/bench-scale-quick.json
 
 .PHONY: images
 images: venv ## Build the operator and worker images with the local Docker engine (never pulls).

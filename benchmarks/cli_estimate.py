@@ -1,6 +1,6 @@
 """How long `kubectl videoqueue list` spends estimating start times, by queue length.
 
-.venv/bin/python benchmarks/cli_estimate.py [N ...]   (default: 100 1000 3000)
+.venv/bin/python -m benchmarks.cli_estimate [N ...]   (default: 100 1000 3000)
 
 A queue of concurrency 10 and 64Gi with 10 running jobs and N waiting jobs of mixed
 priorities; prints the seconds `estimate_queue` takes (no API calls are involved).

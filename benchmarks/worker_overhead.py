@@ -1,6 +1,6 @@
 """Worker overhead: a worker transcode against the bare ffmpeg command it runs.
 
-    .venv/bin/python benchmarks/worker_overhead.py --repeat 5
+    PYTHONPATH=worker-image .venv/bin/python -m benchmarks.worker_overhead --repeat 5
 
 Generates one input with lavfi (a 1080p test pattern with a tone, H.264/AAC), then times,
 in alternating order so drifting machine load hits both alike:
@@ -28,14 +28,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script: make `tests.worker` importable
-    sys.path.insert(0, str(REPO))
-
-from tests.worker.harness import job_payload, make_media, redis_server, worker_env  # noqa: E402
-
-from videoqueue_worker import jobs, media  # noqa: E402
-from videoqueue_worker.params import parse_params  # noqa: E402
+from videoqueue.envtest.worker import job_payload, make_media, redis_server, worker_env
+from videoqueue_worker import jobs, media
+from videoqueue_worker.params import parse_params
 
 
 def _timed(run: Callable[[], None]) -> tuple[float, float]:

@@ -1,7 +1,7 @@
 """Writes per job: how many API writes one successful VideoJob costs, read from the API
 server's own request metrics (`apiserver_request_total`).
 
-    .venv/bin/python benchmarks/writes_per_job.py --jobs 100
+    .venv/bin/python -m benchmarks.writes_per_job --jobs 100
 
 Starts a local control plane with KWOK nodes (`videoqueue.envtest.LocalCluster`), applies the
 CRDs, starts the operator (`python -m videoqueue --standalone`), creates one queue and N jobs
@@ -34,14 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubernetes import client
+
+from videoqueue.envtest import ClusterBase, LocalCluster, pod_script, poll
+from videoqueue.envtest.operator_process import OperatorProcess
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script: make `tests.integration` importable
-    sys.path.insert(0, str(REPO))
-
-from kubernetes import client  # noqa: E402
-from tests.integration.operator_process import OperatorProcess  # noqa: E402
-
-from videoqueue.envtest import ClusterBase, LocalCluster, pod_script, poll  # noqa: E402
 
 GROUP, VERSION = "videoqueue.dev", "v1alpha1"
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION", "APPLY"})

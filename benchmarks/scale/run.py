@@ -1,7 +1,7 @@
 """Scale benchmark (issue 8): videoqueue against the machine's write ceiling and batch Jobs.
 
-    .venv/bin/python benchmarks/scale/run.py            # N = 5,000, 20,000 pending
-    .venv/bin/python benchmarks/scale/run.py --quick    # N = 200, 2,000 pending (CI)
+    .venv/bin/python -m benchmarks.scale.run            # N = 5,000, 20,000 pending
+    .venv/bin/python -m benchmarks.scale.run --quick    # N = 200, 2,000 pending (CI)
 
 One local control plane (videoqueue.envtest.LocalCluster, KWOK nodes) for the whole run:
 1. physical limit: a tight async client creates a pod and patches a custom resource's status,
@@ -47,11 +47,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # run as a script: make `benchmarks` and `tests` importable
-    sys.path.insert(0, str(REPO))
-
-from benchmarks.writes_per_job import (  # noqa: E402
+from benchmarks.writes_per_job import (
     BACKGROUND,
     GROUP,
     VERSION,
@@ -60,9 +56,7 @@ from benchmarks.writes_per_job import (  # noqa: E402
     scrape_write_counts,
     subtract,
 )
-from tests.integration.operator_process import OperatorProcess  # noqa: E402
-
-from videoqueue.controller.kube import (  # noqa: E402
+from videoqueue.controller.kube import (
     PODS,
     VIDEOJOBS,
     VIDEOQUEUES,
@@ -70,8 +64,11 @@ from videoqueue.controller.kube import (  # noqa: E402
     KubeClient,
     Resource,
 )
-from videoqueue.controller.pods import ANNOTATION_ADMITTED_AT, ANNOTATION_JOB_NAME  # noqa: E402
-from videoqueue.envtest import ClusterConfig, LocalCluster, NodeSpec, pod_script, poll  # noqa: E402
+from videoqueue.envtest import ClusterConfig, LocalCluster, NodeSpec, pod_script, poll
+from videoqueue.envtest.operator_process import OperatorProcess
+from videoqueue.scheduling.worker_pod import ANNOTATION_ADMITTED_AT, ANNOTATION_JOB_NAME
+
+REPO = Path(__file__).resolve().parents[2]
 
 JOBS = Resource("batch", "v1", "jobs")
 BENCH_GROUP = "scale.videoqueue.dev"
@@ -973,7 +970,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(
         json.dumps(
             {
-                "command": " ".join(["benchmarks/scale/run.py", *(argv or sys.argv[1:])]),
+                "command": " ".join(["python -m benchmarks.scale.run", *(argv or sys.argv[1:])]),
                 "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "machine": {
                     "cpus": os.cpu_count(),

@@ -33,10 +33,10 @@ from tests.integration.conftest import (  # noqa: F401
     custom,
     namespace,
 )
-from tests.integration.operator_process import OperatorProcess
 from tests.integration.redis_server import RedisServer
 from videoqueue.envtest import ClusterConfig, LocalCluster, default_nodes
 from videoqueue.envtest.images import ImportedImage, import_operator_image, import_worker_image
+from videoqueue.envtest.operator_process import OperatorProcess
 from videoqueue.envtest.realnode import leftovers, service_proxy_leftovers
 
 pytestmark = pytest.mark.e2e

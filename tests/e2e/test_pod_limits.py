@@ -16,11 +16,12 @@ from kubernetes.client.rest import ApiException
 
 from tests.e2e.objects import REAL_NODE, real_queue, termination_message, video_job
 from tests.integration.objects import create, wait_job
-from tests.integration.operator_process import OperatorProcess
-from tests.worker.harness import ffprobe, make_media, stream
+from tests.worker.harness import ffprobe, stream
 from tests.worker.test_http_and_failures import _Handler
 from videoqueue.envtest import poll
 from videoqueue.envtest.images import ImportedImage
+from videoqueue.envtest.operator_process import OperatorProcess
+from videoqueue.envtest.worker import make_media
 
 pytestmark = pytest.mark.e2e
 

@@ -14,11 +14,11 @@ import pytest
 
 from tests.e2e.objects import REAL_NODE, real_queue, video_job
 from tests.integration.objects import create, get_job, wait_job
-from tests.integration.operator_process import OperatorProcess
 from tests.integration.redis_server import RedisServer
-from tests.worker.harness import make_media
 from videoqueue.envtest import LocalCluster, poll
 from videoqueue.envtest.images import ImportedImage
+from videoqueue.envtest.operator_process import OperatorProcess
+from videoqueue.envtest.worker import make_media
 
 pytestmark = pytest.mark.e2e
 

@@ -19,12 +19,27 @@ from tests.e2e.objects import (
     video_job,
 )
 from tests.integration.objects import create, wait_job
-from tests.integration.operator_process import OperatorProcess
-from tests.worker.harness import ffprobe, make_media, stream
+from tests.worker.harness import ffprobe, stream
+from videoqueue.api import parse_quantity
 from videoqueue.envtest import LocalCluster, poll
 from videoqueue.envtest.images import ImportedImage
+from videoqueue.envtest.operator_process import OperatorProcess
+from videoqueue.envtest.worker import make_media
 
 pytestmark = pytest.mark.e2e
+
+# The worker's Python alone is more than this; a peak below it was not read from the
+# container's own cgroup.
+LEAST_PEAK = 16 * 2**20
+
+
+def peak_memory(attempt: dict[str, Any]) -> int:
+    """The attempt's recorded peak in bytes, checked to be a real container's: more than the
+    worker's interpreter needs, at most what the attempt was given."""
+    assert "peakMemory" in attempt, attempt
+    peak = parse_quantity(attempt["peakMemory"])
+    assert LEAST_PEAK < peak <= parse_quantity(attempt["memory"]), attempt
+    return peak
 
 
 def test_real_node_only_takes_pods_that_ask_for_it(
@@ -92,6 +107,12 @@ def test_transcode_on_the_real_node(
     # What the container wrote is what the job says: the kubelet read the termination
     # message from the real container, the operator copied it.
     assert termination_message(core, namespace, attempt["pod"]) == result
+    # Status rounds the worker's count up to a whole MiB.
+    assert 0 <= peak_memory(attempt) - result["peakMemoryBytes"] < 2**20
+    print(
+        f"480p transcode peak memory: {attempt['peakMemory']} of {attempt['memory']} "
+        f"({result['peakMemoryBytes']} bytes)"
+    )
     assert result["output"] == "file:///media/out/clip.mp4"
     written = media / "out" / "clip.mp4"
     assert written.stat().st_uid == WORKER_UID  # written by the pod's non-root user
@@ -145,6 +166,9 @@ def test_kernel_oom_kill_is_retried_with_more_memory(
     assert first.spec.containers[0].resources.limits["memory"] == "64Mi"
     assert attempts[0]["exitCode"] == terminated.exit_code != 0
     assert job["status"]["effectiveMemory"] == "256Mi"
+    # The killed attempt used all it had; the one that completed says what it needed.
+    assert attempts[0]["peakMemory"] == "64Mi"
+    peak_memory(attempts[1])
     info = ffprobe(media / "out" / "squeezed.mp4")
     assert stream(info, "video")["height"] == 480
 
@@ -198,6 +222,9 @@ def test_every_built_in_type_on_the_real_node(
         assert attempt["node"] == REAL_NODE
         results[name] = job["status"]["result"]
         assert termination_message(core, namespace, attempt["pod"]) == results[name]
+        peak_memory(attempt)
+        exact = results[name]["peakMemoryBytes"]
+        print(f"{name} peak memory: {attempt['peakMemory']} of {attempt['memory']} ({exact} B)")
 
     out = media / "out"
     assert (results["probe"]["width"], results["probe"]["height"]) == (320, 240)

@@ -19,8 +19,8 @@ import pytest
 from kubernetes import client
 
 from videoqueue.envtest import ClusterBase, LocalCluster, poll
+from videoqueue.envtest.operator_process import free_port, metrics_args
 
-from .operator_process import free_port, metrics_args
 from .redis_server import RedisServer
 
 pytestmark = pytest.mark.integration

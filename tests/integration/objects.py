@@ -14,9 +14,13 @@ from kubernetes import watch
 from urllib3.exceptions import ProtocolError
 
 from videoqueue.api import parse_quantity
-from videoqueue.controller.pods import ANNOTATION_ADMITTED_AT, ANNOTATION_JOB_NAME, LABEL_ATTEMPT
 from videoqueue.envtest import pod_script, poll, wait_for_object
 from videoqueue.envtest.kwok import RUN_DURATION
+from videoqueue.scheduling.worker_pod import (
+    ANNOTATION_ADMITTED_AT,
+    ANNOTATION_JOB_NAME,
+    LABEL_ATTEMPT,
+)
 
 GROUP, VERSION = "videoqueue.dev", "v1alpha1"
 RESULT = {"output": "file:///media/out.mp4", "duration": 12.5}

@@ -211,6 +211,7 @@ FULL_JOB_STATUS: dict[str, Any] = {
             "pod": "job-a1",
             "node": "kwok-node-0",
             "memory": "2Gi",
+            "peakMemory": "2Gi",
             "exitCode": 137,
             "reason": "OOMKilled",
             "message": "container worker was OOMKilled",
@@ -265,6 +266,11 @@ def test_status_changes_only_through_the_status_subresource(
             {"attempts": [{"attempt": 1, "reason": "Crashed"}]},
             'Unsupported value: "Crashed"',
             id="unknown-attempt-reason",
+        ),
+        pytest.param(
+            {"attempts": [{"attempt": 1, "peakMemory": "lots"}]},
+            "status.attempts[0].peakMemory",
+            id="peak-memory-not-a-quantity",
         ),
         pytest.param(
             {

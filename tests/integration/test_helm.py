@@ -18,6 +18,7 @@ import redis
 import yaml
 
 from videoqueue.envtest import ClusterBase, pod_script, poll
+from videoqueue.envtest.operator_process import free_port
 
 from .helm_chart import (
     CHART,
@@ -29,7 +30,6 @@ from .helm_chart import (
     render,
     values_file,
 )
-from .operator_process import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -28,13 +28,11 @@ from benchmarks.writes_per_job import measure
 from kubernetes import client
 
 from videoqueue.api import parse_quantity
-from videoqueue.controller.pods import (
-    worker_pod_name,
-)
 from videoqueue.envtest import LocalCluster, pod_script, poll
+from videoqueue.envtest.operator_process import OperatorProcess, line_time
+from videoqueue.scheduling.worker_pod import worker_pod_name
 
 from .objects import GROUP, VERSION, PodRecorder, create, is_true, make_job, make_queue, timestamp
-from .operator_process import OperatorProcess, line_time
 
 pytestmark = pytest.mark.integration
 

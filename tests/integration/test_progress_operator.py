@@ -25,12 +25,13 @@ import redis
 from benchmarks.writes_per_job import JOB_STATUS, category, scrape_write_counts
 from kubernetes import client
 
-from tests.worker.harness import make_media, run_worker
+from tests.worker.harness import run_worker
 from videoqueue.api.progress import ProgressEvent, ProgressKind
 from videoqueue.envtest import LocalCluster, poll
+from videoqueue.envtest.operator_process import OperatorProcess
+from videoqueue.envtest.worker import make_media
 
 from .objects import create, get_job, long_job, make_job, make_queue, wait_job
-from .operator_process import OperatorProcess
 from .redis_server import RedisServer
 
 pytestmark = pytest.mark.integration

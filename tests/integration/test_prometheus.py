@@ -21,10 +21,10 @@ import yaml
 
 from videoqueue.envtest import poll
 from videoqueue.envtest.kwok import EXIT_CODE, REASON, REASON_FOR_ATTEMPT, RUN_DURATION
+from videoqueue.envtest.operator_process import free_port
 
 from .conftest import REPO
 from .objects import GROUP, VERSION, create, is_true, make_job, make_queue
-from .operator_process import free_port
 
 pytestmark = pytest.mark.integration
 

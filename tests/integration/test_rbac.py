@@ -29,6 +29,7 @@ import yaml
 from kubernetes import client
 
 from videoqueue.envtest import LocalCluster, poll
+from videoqueue.envtest.operator_process import OperatorProcess, free_port
 
 from .helm_chart import (
     CHART,
@@ -41,7 +42,6 @@ from .helm_chart import (
     values_file,
 )
 from .objects import GROUP, VERSION, create, long_job, make_job, make_queue, wait_job
-from .operator_process import OperatorProcess, free_port
 
 pytestmark = pytest.mark.integration
 

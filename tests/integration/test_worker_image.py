@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.worker.harness import ffprobe, job_payload, make_media, redis_server, stream
+from tests.worker.harness import ffprobe, stream
 from videoqueue.api.progress import ProgressEvent, ProgressKind
 from videoqueue.envtest.docker import DockerError, docker_engine
 from videoqueue.envtest.wait import poll
+from videoqueue.envtest.worker import job_payload, make_media, redis_server
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("VIDEOQUEUE_CACHE", Path.home() / ".cache/videoqueue"))

@@ -13,9 +13,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from videoqueue.api import JobPhase, VideoJob, VideoJobStatus, VideoQueue
 from videoqueue.controller import metrics
+from videoqueue.controller.entries import JobEntry, QueueEntry
 from videoqueue.controller.kube import KubeClient
+from videoqueue.controller.loop import Controller
 from videoqueue.controller.metrics import REGISTRY, Activity
-from videoqueue.controller.runtime import Controller, JobEntry, QueueEntry
 
 # --- builders ------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.worker.harness import make_media, redis_server
+from videoqueue.envtest.worker import make_media, redis_server
 
 
 @pytest.fixture(scope="session")

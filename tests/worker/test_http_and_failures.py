@@ -17,15 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.worker.harness import (
-    WORKER_PYTHONPATH,
-    ffprobe,
-    job_payload,
-    run_worker,
-    start_worker,
-    stream,
-)
+from tests.worker.harness import ffprobe, run_worker, start_worker, stream
 from videoqueue.envtest.wait import poll
+from videoqueue.envtest.worker import WORKER_PYTHONPATH, job_payload
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.worker.harness import ffprobe, job_payload, run_worker, stream
+from tests.worker.harness import ffprobe, run_worker, stream
+from videoqueue.envtest.worker import job_payload
 
 
 def _ok(run: Any) -> dict[str, Any]:

@@ -11,11 +11,13 @@ from typing import Any
 
 import redis
 
-from tests.worker.harness import TEST_FILE_ROOT, ffprobe, redis_server, run_worker, stream
+from tests.worker.harness import ffprobe, run_worker, stream
 from videoqueue.api.progress import ProgressEvent, ProgressKind
 from videoqueue.api.worker import ENV_ALLOWED_HOSTS, ENV_DOWNLOAD_TIMEOUT_SECONDS, ENV_FILE_ROOTS
-from videoqueue.controller.pods import ENV_JOB, build_worker_pod
 from videoqueue.controller.progress import ProgressSettings, SecretKeyRef
+from videoqueue.envtest.worker import TEST_FILE_ROOT, redis_server
+from videoqueue.scheduling.worker_pod import ENV_JOB, build_worker_pod
+from videoqueue_worker.cgroup import peak_memory_bytes
 
 PASSWORD = "from-the-secret"
 
@@ -86,6 +88,8 @@ def test_worker_runs_the_payload_the_operator_puts_into_the_pod(
 
     assert run.code == 0, run.log
     assert run.result["output"] == f"file://{out}/contract.mp4"
+    if peak_memory_bytes() is not None:  # the worker shares this process's memory cgroup here
+        assert run.result["peakMemoryBytes"] > 10 * 2**20, run.result
     assert stream(ffprobe(out / "contract.mp4"), "video")["height"] == 120
     assert {(e.namespace, e.job, e.uid, e.attempt) for e in events} == {
         ("media", "contract", "c0ffee-1", 2)

@@ -10,14 +10,7 @@ import pytest
 import redis
 
 from tests.integration.redis_server import RedisServer, TlsFiles
-from tests.worker.harness import (
-    free_port,
-    job_payload,
-    make_media,
-    redis_server,
-    run_worker,
-    start_worker,
-)
+from tests.worker.harness import run_worker, start_worker
 from videoqueue.api.progress import (
     DEFAULT_PROGRESS_STREAM,
     ProgressEvent,
@@ -26,6 +19,7 @@ from videoqueue.api.progress import (
 )
 from videoqueue.envtest.pki import create_pki
 from videoqueue.envtest.wait import poll
+from videoqueue.envtest.worker import free_port, job_payload, make_media, redis_server
 
 
 def _events(

@@ -3,7 +3,7 @@ queue's file roots, internal addresses are refused unless the queue allows them 
 redirect hop too), and a download is bounded in time.
 
 Workers started here connect to loopback only and resolve names from the test's table
-(tests/worker/netguard): a refusal that failed would be a refused connection here, never
+(videoqueue/envtest/netguard): a refusal that failed would be a refused connection here, never
 traffic to a metadata service or a real DNS lookup. A few tests run the transfer code in
 this process instead, with the resolver and `socket.create_connection` replaced.
 """
@@ -28,7 +28,8 @@ from typing import Any
 
 import pytest
 
-from tests.worker.harness import job_payload, run_worker
+from tests.worker.harness import run_worker
+from videoqueue.envtest.worker import job_payload
 from videoqueue_worker import transfer
 from videoqueue_worker.errors import ExitCode, WorkerError
 from videoqueue_worker.runner import load_sandbox

@@ -43,6 +43,7 @@ from videoqueue.api.worker import (
     ENV_FILE_ROOTS,
 )
 from videoqueue_worker import jobs, media, transfer
+from videoqueue_worker.cgroup import peak_memory_bytes
 from videoqueue_worker.errors import ExitCode, WorkerError, invalid
 from videoqueue_worker.params import ProbeParams, ThumbnailParams, parse_params
 from videoqueue_worker.reporter import JobRef, RedisSettings, RedisSink, Reporter
@@ -412,6 +413,10 @@ def main(env: Mapping[str, str] | None = None) -> int:
         try:
             result = attempt.run()
             result["seconds"] = round(time.monotonic() - started, 3)
+            # Read last: the peak only grows, and what the operator sizes by is the whole
+            # attempt's (ffmpeg's children and the page cache count against the limit too).
+            if (peak := peak_memory_bytes()) is not None:
+                result["peakMemoryBytes"] = peak
             text = encode(result)
             reporter.done("done", succeeded=True)
         except WorkerError as exc:

@@ -78,10 +78,10 @@ ObjectName = Annotated[str, StringConstraints(max_length=NAME_MAX_LENGTH, patter
 
 # --- What the worker is handed ------------------------------------------------------------
 # The operator hands the whole spec to the worker as JSON in one environment variable, which
-# holds at most MAX_JOB_PAYLOAD_BYTES (videoqueue.controller.pods). Every spec field is bounded
-# so that any job the API server accepts fits; tests/unit/api/test_payload_bounds.py builds the
-# largest job these bounds allow and checks. The bounds below are what is left for the URLs and
-# spec.params once the other fields (names, dependsOn, numbers) take their most.
+# holds at most MAX_JOB_PAYLOAD_BYTES (videoqueue.scheduling.worker_pod). Every spec field is
+# bounded so that any job the API server accepts fits; tests/unit/api/test_payload_bounds.py
+# builds the largest job these bounds allow and checks. The bounds below are what is left for
+# the URLs and spec.params once the other fields (names, dependsOn, numbers) take their most.
 
 MAX_URL_BYTES: Final = 4096
 """input.url and output.url, in UTF-8 bytes (presigned object-store URLs fit easily)."""
@@ -373,6 +373,10 @@ class AttemptRecord(ApiModel):
     """Node the worker ran on."""
     memory: Quantity | None = None
     """Memory the attempt was given."""
+    peak_memory: Quantity | None = None
+    """Most memory the worker container used, as its cgroup counts it against the limit (page
+    cache included): reported by the worker with its result (rounded up to a whole Mi, at
+    most `memory`); `memory` itself for an OOM-killed attempt; unset otherwise."""
     exit_code: int | None = None
     """Exit code of the worker container."""
     reason: AttemptReason | None = None

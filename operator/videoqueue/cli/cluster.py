@@ -83,10 +83,6 @@ class Cluster:
             name,
             "get",
             self.custom.get_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            self.namespace,
-            plural,
             name,
         )
         return result
@@ -98,10 +94,6 @@ class Cluster:
             None,
             "list",
             self.custom.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            self.namespace,
-            plural,
             **kwargs,
         )
         items: list[dict[str, Any]] = listing["items"]
@@ -116,10 +108,6 @@ class Cluster:
             name,
             "create",
             self.custom.create_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            self.namespace,
-            plural,
             body,
         )
         return result
@@ -131,10 +119,6 @@ class Cluster:
             name,
             "patch",
             self.custom.patch_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            self.namespace,
-            plural,
             name,
             patch,
         )
@@ -156,10 +140,6 @@ class Cluster:
                 name,
                 "list",
                 self.custom.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                self.namespace,
-                plural,
                 field_selector=selector,
             )
             if not listing["items"]:
@@ -197,8 +177,9 @@ class Cluster:
     def _call(
         self, plural: str, name: str | None, verb: str, fn: Any, *args: Any, **kw: Any
     ) -> Any:
+        """`fn` (a CustomObjectsApi method) on `plural` in the namespace, then `args`."""
         try:
-            return fn(*args, **kw)
+            return fn(GROUP, VERSION, self.namespace, plural, *args, **kw)
         except ApiException as error:
             raise self._translate(error, plural, name, verb) from error
         except urllib3.exceptions.HTTPError as error:

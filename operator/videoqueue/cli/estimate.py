@@ -18,34 +18,35 @@ import bisect
 import dataclasses
 import datetime
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from videoqueue.api import (
     JobPhase,
+    QueueStatistics,
     VideoJob,
     VideoQueue,
     format_bytes,
     parse_quantity,
 )
-from videoqueue.controller.lifecycle import queue_overhead, queue_policy
 from videoqueue.scheduling import (
     AdmissionDecision,
     BlockReason,
     JobState,
     JobView,
+    PodOverhead,
     QueuePolicy,
     Snapshot,
     decide_admissions,
     order_key,
 )
 from videoqueue.scheduling.admission import effective_priority
+from videoqueue.scheduling.jobs import effective_memory, queue_overhead, queue_policy
+from videoqueue.scheduling.queue_status import RESERVING_PHASES
 
 # The replay stops after this many decision steps: a queue of thousands of jobs needs one
 # step per finishing job, and a person waits for the answer.
 MAX_STEPS = 20_000
-
-ACTIVE_PHASES = frozenset({JobPhase.ADMITTED, JobPhase.RUNNING})
 
 
 @dataclass(frozen=True)
@@ -76,19 +77,16 @@ class JobEstimate:
     note: str = ""
 
 
-def run_times_from(statistics: Mapping[str, object] | None, jobs: Sequence[VideoJob]) -> RunTimes:
-    """The queue's rolling statistics (status.statistics) when the operator wrote them, else
-    the mean runSeconds of the Succeeded jobs still present."""
-    if statistics:
-        overall = _number(statistics.get("meanRunSeconds"))
-        by_type: dict[str, float] = {}
-        entries = statistics.get("byType")
-        for entry in entries if isinstance(entries, list) else []:
-            mean = _number(entry.get("meanRunSeconds")) if isinstance(entry, dict) else None
-            if mean is not None:
-                by_type[str(entry.get("type"))] = mean
-        if overall is not None or by_type:
-            return RunTimes(overall, by_type)
+def run_times_from(statistics: QueueStatistics | None, jobs: Sequence[VideoJob]) -> RunTimes:
+    """The queue's rolling statistics (status.statistics) when they hold a run time, else the
+    mean runSeconds of the Succeeded jobs still present: an estimate does better with older
+    runs than with none, and a failed run says little about how long the next one takes."""
+    if statistics is not None:
+        by_type = {
+            t.type: t.mean_run_seconds for t in statistics.by_type if t.mean_run_seconds is not None
+        }
+        if statistics.mean_run_seconds is not None or by_type:
+            return RunTimes(statistics.mean_run_seconds, by_type)
     samples: dict[str, list[float]] = {}
     for job in jobs:
         if job.status.phase == JobPhase.SUCCEEDED and job.status.run_seconds is not None:
@@ -125,6 +123,7 @@ def estimate_queue(
         if job.spec.queue_name == name and not (job.status.phase and job.status.phase.is_terminal)
     ]
 
+    overhead = queue_overhead(queue)
     active: dict[str, tuple[JobView, float]] = {}  # key -> (view, estimated finish)
     waiting: dict[str, JobView] = {}
     gated: dict[str, JobView] = {}  # waiting for dependencies
@@ -132,8 +131,8 @@ def estimate_queue(
     starts: dict[str, float] = {}
     for job in mine:
         key = job.metadata.name
-        view = _view(job, queue, now)
-        if job.status.phase in ACTIVE_PHASES:
+        view = _view(job, queue, overhead, now)
+        if job.status.phase in RESERVING_PHASES:
             starts[key] = _started(job, now)
             mean = run_times.for_type(job.spec.type)
             active[key] = (view, math.inf if mean is None else max(now, starts[key] + mean))
@@ -147,10 +146,7 @@ def estimate_queue(
             waiting[key] = view
 
     # Positions follow the admission order; held jobs (cancelling, suspended) come last.
-    order = sorted(
-        [*waiting.values(), *gated.values()],
-        key=lambda v: (-effective_priority(v, policy, now), v.created_at, v.key),
-    )
+    order = sorted([*waiting.values(), *gated.values()], key=admission_order(policy, now))
     positions = [view.key for view in order] + sorted(notes)
 
     finishes = {key: finish for key, (_, finish) in active.items()}
@@ -249,7 +245,7 @@ def _replay(
         if policy.aging_interval is not None or not sorted_once:
             # Aging reorders jobs as time passes; without it the order never changes.
             ready += arrived
-            ready.sort(key=lambda v: (-effective_priority(v, policy, t), v.created_at, v.key))
+            ready.sort(key=admission_order(policy, t))
             sorted_once = True
         else:
             for view in arrived:
@@ -293,6 +289,16 @@ def _replay(
 
 
 _WINDOW = 64
+
+
+def admission_order(policy: QueuePolicy, now: float) -> Callable[[JobView], tuple[int, float, str]]:
+    """The sort key of `decide_admissions`' order at `now`: `order_key`, with the priority
+    aged when the queue ages jobs."""
+    # `videoqueue.scheduling.admission` sorts this way inline (step 3); until it exports the
+    # key, this is its one copy outside.
+    if policy.aging_interval is None:
+        return order_key
+    return lambda v: (-effective_priority(v, policy, now), v.created_at, v.key)
 
 
 def _decide(
@@ -356,15 +362,15 @@ def _admissible(view: JobView, policy: QueuePolicy, notes: dict[str, str]) -> bo
     return True
 
 
-def _view(job: VideoJob, queue: VideoQueue, now: float) -> JobView:
+def _view(job: VideoJob, queue: VideoQueue, overhead: PodOverhead, now: float) -> JobView:
+    """The job as admission sees it, with the operator's memory rules: an admitted or running
+    job holds what its attempt got, a waiting one counts what its next attempt gets."""
     status = job.status
     created = _ts(job.metadata.creation_timestamp) or now
-    if status.effective_memory is not None:
+    if status.phase in RESERVING_PHASES and status.effective_memory is not None:
         memory = parse_quantity(status.effective_memory)
-    elif job.spec.resources.memory is not None:
-        memory = parse_quantity(job.spec.resources.memory)
     else:
-        memory = queue.spec.memory.default_request_bytes
+        memory = effective_memory(job, status, queue)
     eligible = max(
         [t for t in (_ts(status.next_attempt_time), _ts(job.spec.start_after)) if t and t > now],
         default=None,
@@ -375,7 +381,7 @@ def _view(job: VideoJob, queue: VideoQueue, now: float) -> JobView:
         created_at=created,
         queued_at=_ts(status.queued_time) or created,
         memory=memory,
-        overhead=queue_overhead(queue).beside(memory),
+        overhead=overhead.beside(memory),
         state=JobState.RUNNING
         if status.phase == JobPhase.RUNNING
         else JobState.ADMITTED
@@ -423,7 +429,3 @@ def _started(job: VideoJob, now: float) -> float:
 
 def _ts(moment: datetime.datetime | None) -> float | None:
     return None if moment is None else moment.timestamp()
-
-
-def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

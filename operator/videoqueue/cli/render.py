@@ -9,6 +9,8 @@ from typing import Any, TextIO
 
 import yaml
 
+from videoqueue.api import Condition
+
 OUTPUT_FORMATS = ("table", "json", "yaml")
 
 
@@ -70,3 +72,29 @@ def age(timestamp: str | None, now: float) -> str:
         return ""
     moment = datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
     return duration(now - moment)
+
+
+def stage(name: str | None, progress: int | None) -> str:
+    """A job's stage and progress: 'encode 40%', 'encode', '40%' or ''."""
+    return " ".join(p for p in (name or "", f"{progress}%" if progress is not None else "") if p)
+
+
+def conditions_table(conditions: Sequence[Condition], now: float, out: TextIO) -> None:
+    """An object's conditions under a "Conditions:" heading, indented; nothing without any."""
+    if not conditions:
+        return
+    out.write("Conditions:\n")
+    table(
+        ["  TYPE", "STATUS", "REASON", "AGE", "MESSAGE"],
+        [
+            [
+                f"  {c.type}",
+                c.status.value,
+                c.reason,
+                duration(now - c.last_transition_time.timestamp()),
+                c.message,
+            ]
+            for c in conditions
+        ],
+        out,
+    )

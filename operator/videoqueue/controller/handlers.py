@@ -34,6 +34,7 @@ from typing import Any, Literal
 import kopf
 
 from videoqueue.api import GROUP, VERSION
+from videoqueue.controller.entries import slim
 from videoqueue.controller.kube import (
     PODS,
     VIDEOJOBS,
@@ -42,10 +43,10 @@ from videoqueue.controller.kube import (
     KubeError,
     Resource,
 )
+from videoqueue.controller.loop import Controller
 from videoqueue.controller.metrics import Activity
-from videoqueue.controller.pods import LABEL_JOB
 from videoqueue.controller.progress import ProgressSettings
-from videoqueue.controller.runtime import Controller, slim
+from videoqueue.scheduling.worker_pod import LABEL_JOB
 
 logger = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from aiohttp import web
 from prometheus_client import (
@@ -52,12 +52,14 @@ from videoqueue.api import (
     QueueState,
     VideoJob,
     VideoJobStatus,
+    VideoQueue,
 )
-from videoqueue.controller.queue_status import reserved_memory
+from videoqueue.scheduling import StoppingPod
+from videoqueue.scheduling.jobs import Assessment
+from videoqueue.scheduling.queue_status import reserved_memory
 
 if TYPE_CHECKING:
     from videoqueue.controller.kube import KubeClient
-    from videoqueue.controller.runtime import Controller
 
 # A `_created` series next to every counter and histogram doubles the series for a
 # timestamp nobody charts (process-wide; the operator has no other prometheus_client user).
@@ -273,6 +275,45 @@ def record_cycle(queue_key: str, seconds: float) -> None:
 
 # -- state metrics (read at scrape time) ----------------------------------------------------
 
+# What the gauges read of the acting controller's index. The controller records into this
+# module, so it is described here rather than imported back (no import cycle).
+
+
+class IndexedJob(Protocol):
+    """A job in the index (runtime.JobEntry)."""
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def job(self) -> VideoJob | None: ...
+
+    @property
+    def assessment(self) -> Assessment | None: ...
+
+
+class IndexedQueue(Protocol):
+    """A queue in the index (runtime.QueueEntry): `queue` is None while only jobs name it."""
+
+    @property
+    def queue(self) -> VideoQueue | None: ...
+
+    @property
+    def jobs(self) -> Collection[str]: ...
+
+    def stopping_pods(self) -> Sequence[StoppingPod]: ...
+
+
+class IndexView(Protocol):
+    """The acting controller's index, keyed by namespace/name (runtime.Controller)."""
+
+    @property
+    def queues(self) -> Mapping[str, IndexedQueue]: ...
+
+    @property
+    def jobs(self) -> Mapping[str, IndexedJob]: ...
+
+
 ActivityState = Literal["starting", "priming", "acting", "standing-by"]
 
 
@@ -283,7 +324,7 @@ class Activity:
     acts). `kube` is the API client once started."""
 
     state: ActivityState
-    controller: Controller | None = None
+    controller: IndexView | None = None
     kube: KubeClient | None = None
 
     @property
@@ -321,7 +362,7 @@ class StateCollector(Collector):
         return iter(())  # families depend on the index; nothing to check at registration
 
 
-def _index_metrics(controller: Controller) -> Iterator[Metric]:
+def _index_metrics(controller: IndexView) -> Iterator[Metric]:
     jobs = GaugeMetricFamily(
         "videoqueue_jobs",
         f"Jobs in the operator's index by phase. {_QUEUE} (spec.queueName); "
@@ -342,7 +383,8 @@ def _index_metrics(controller: Controller) -> Iterator[Metric]:
     )
     reserved = GaugeMetricFamily(
         "videoqueue_queue_memory_reserved_bytes",
-        f"Memory of the queue's admitted and running jobs (their pods' requests). {_QUEUE}.",
+        "Memory of the queue's admitted and running jobs' pods, and of worker pods still "
+        f"terminating after their attempt ended. {_QUEUE}.",
         labels=QUEUE_LABELS,
     )
     budget = GaugeMetricFamily(
@@ -382,7 +424,8 @@ def _index_metrics(controller: Controller) -> Iterator[Metric]:
         if (current := queue.status.health) is not None:
             for value in HEALTHS:
                 health.add_metric((namespace, name, value), float(current == value))
-        reserved.add_metric((namespace, name), float(reserved_memory(queue, statuses)))
+        stopping = sum(pod.memory for pod in entry.stopping_pods())  # still terminating
+        reserved.add_metric((namespace, name), float(reserved_memory(queue, statuses) + stopping))
         budget.add_metric((namespace, name), float(queue.spec.memory.budget_bytes))
         concurrency.add_metric((namespace, name), float(queue.spec.concurrency))
     yield from (jobs, state, health, reserved, budget, concurrency)

@@ -1,7 +1,10 @@
 """A real, local Kubernetes control plane for tests and development (not used by the operator).
 
 Like controller-runtime's envtest, but with a controller manager, a scheduler and KWOK
-nodes, so pods are scheduled, run, finish and get garbage-collected.
+nodes, so pods are scheduled, run, finish and get garbage-collected. Beside it, the harness
+the tests and the benchmarks share: the operator as a process (`operator_process`) and the
+real worker outside a cluster (`worker`). Nothing in the operator or the plugin imports this
+package (an import-linter contract in pyproject.toml).
 """
 
 from videoqueue.envtest.binaries import Binaries, MissingBinaryError, find_binaries

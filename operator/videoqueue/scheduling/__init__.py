@@ -29,7 +29,7 @@ from videoqueue.scheduling.retry import (
     next_memory_after_oom,
     should_retry,
 )
-from videoqueue.scheduling.snapshot import JobState, JobView, QueuePolicy, Snapshot
+from videoqueue.scheduling.snapshot import JobState, JobView, QueuePolicy, Snapshot, StoppingPod
 
 __all__ = [
     "DISRUPTION_REASONS",
@@ -44,6 +44,7 @@ __all__ = [
     "RejectReason",
     "Rejection",
     "Snapshot",
+    "StoppingPod",
     "backoff_delay",
     "consumes_attempt",
     "decide_admissions",

@@ -13,8 +13,10 @@ Order
 Limits, never exceeded
     Admitted plus running jobs never number more than `concurrency`, and the memory of their
     pods (`JobView.pod_memory`: the worker's memory plus the rest of the pod) never sums to
-    more than `memory_budget`. When the queue is already over a limit (the limit was
-    lowered), nothing is admitted until enough jobs finish.
+    more than `memory_budget`. Pods of attempts that are over but still terminating
+    (`Snapshot.stopping`: a grace period, a preStop hook) count like running jobs until they
+    are gone, since their containers still run and hold memory. When the queue is already
+    over a limit (the limit was lowered), nothing is admitted until enough jobs finish.
 
 Rejection
     A pending job asking for more than `memory_max` (its worker's memory) can never run and
@@ -154,10 +156,13 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
     """Decide which pending jobs to admit at `now`; see the module docstring for the rules."""
     policy = snapshot.policy
 
-    # 1. Usage: admitted and running jobs hold a slot and their memory until they finish.
+    # 1. Usage: admitted and running jobs hold a slot and their memory until they finish, and
+    #    so do the pods of ended attempts until they have terminated.
     active = [job for job in snapshot.jobs if job.state is not JobState.PENDING]
-    slots_free = policy.concurrency - len(active)
-    memory_free = policy.memory_budget - sum(job.pod_memory for job in active)
+    stopping = len(snapshot.stopping)
+    stopping_memory = sum(pod.memory for pod in snapshot.stopping)
+    slots_free = policy.concurrency - len(active) - stopping
+    memory_free = policy.memory_budget - sum(job.pod_memory for job in active) - stopping_memory
 
     # 2. Candidates: pending jobs that can run at all and are eligible now. The others either
     #    are rejected for good or set a time to look again.
@@ -212,7 +217,7 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
             blocked_reasons[job.key] = rate_limited
         elif slots_free <= 0:
             preemptor = preemptor or job
-            no_slot = no_slot or _no_slot(policy, slots_free)
+            no_slot = no_slot or _no_slot(policy, slots_free, stopping)
             blocked_reasons[job.key] = no_slot
         elif job.pod_memory > memory_free:
             preemptor = preemptor or job
@@ -226,7 +231,9 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
                     behind_reservation = _behind_reservation(job, policy)
                 elif math.isfinite(deadline):  # backfill_seconds inf: never reserved
                     wake_times.append(deadline)
-            blocked_reasons[job.key] = _no_memory(job, policy, memory_free, reserved_for is job)
+            blocked_reasons[job.key] = _no_memory(
+                job, policy, memory_free, stopping_memory, reserved=reserved_for is job
+            )
         else:
             admit.append(job.key)
             slots_free -= 1
@@ -238,10 +245,14 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
         window += [now] * len(admit)
         wake_times.append(window[len(window) - policy.starts_per_minute] + 60.0)
 
-    # 6. Preemption on behalf of the first job that waits for a slot or memory.
+    # 6. Preemption on behalf of the first job that waits for a slot or memory. What stopping
+    #    pods hold is freed soon without evicting anyone (earlier victims among them): only
+    #    the rest of the need is taken from running jobs.
     victims: tuple[str, ...] = ()
     if policy.preempt_lower_priority and preemptor is not None:
-        victims = choose_victims(preemptor, active, slots_free, memory_free)
+        victims = choose_victims(
+            preemptor, active, slots_free + stopping, memory_free + stopping_memory
+        )
 
     # 7. Result.
     return AdmissionDecision(
@@ -317,17 +328,25 @@ def _needs(job: JobView) -> str:
     )
 
 
-def _no_slot(policy: QueuePolicy, slots_free: int) -> Blocked:
+def _no_slot(policy: QueuePolicy, slots_free: int, stopping: int) -> Blocked:
     in_use = policy.concurrency - slots_free
-    message = f"waiting for a free slot: {in_use} of {policy.concurrency} admitted or running"
+    message = f"waiting for a free slot: {in_use} of {policy.concurrency} "
+    if stopping:
+        message += f"in use ({in_use - stopping} admitted or running, {stopping} still stopping)"
+    else:
+        message += "admitted or running"
     return Blocked(BlockReason.WAITING_FOR_SLOT, message)
 
 
-def _no_memory(job: JobView, policy: QueuePolicy, memory_free: int, reserved: bool) -> Blocked:
+def _no_memory(
+    job: JobView, policy: QueuePolicy, memory_free: int, stopping_memory: int, *, reserved: bool
+) -> Blocked:
     message = (
         f"waiting for memory: needs {_needs(job)}, "
         f"{format_bytes(max(memory_free, 0))} free of {format_bytes(policy.memory_budget)}"
     )
+    if stopping_memory:
+        message += f" ({format_bytes(stopping_memory)} held by worker pods still stopping)"
     if reserved:
         message += "; memory is reserved for it, no job behind it starts first"
     return Blocked(BlockReason.WAITING_FOR_MEMORY, message)

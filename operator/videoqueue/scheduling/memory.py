@@ -11,7 +11,7 @@ in the pod. Kubernetes adds up a pod's memory (requests and limits alike) as
 the init containers and keep running beside the regular ones). `PodOverhead` holds the two
 parts of that sum that do not depend on the job, so that the pod of a job whose worker gets
 `w` bytes holds `max(w + sidecars, init_peak)`. Building one from a pod template (parsing
-its quantities) is `videoqueue.controller.pods.pod_memory_overhead`.
+its quantities) is `videoqueue.scheduling.worker_pod.pod_memory_overhead`.
 """
 
 from __future__ import annotations

@@ -102,6 +102,21 @@ class JobView:
 
 
 @dataclass(frozen=True, slots=True)
+class StoppingPod:
+    """A worker pod whose attempt is over (cancelled, preempted, past its deadline, stalled,
+    or replaced by a retry) but which has not terminated yet: its containers run on through
+    their grace period and preStop hooks, and the kernel still charges their memory. It holds
+    a slot and `memory` (its whole pod, in bytes) until the kubelet reports it gone."""
+
+    name: str
+    memory: int
+
+    def __post_init__(self) -> None:
+        if self.memory < 0:
+            raise ValueError(f"{self.name}: memory must be >= 0, got {self.memory}")
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """A queue's policy and all of its unfinished jobs at one instant. Keys are unique."""
 
@@ -109,6 +124,8 @@ class Snapshot:
     jobs: tuple[JobView, ...] = ()
     # Admission times within the last minute, for the start rate limit.
     recent_starts: tuple[float, ...] = ()
+    # Pods of ended attempts still terminating (any job of the queue, finished ones too).
+    stopping: tuple[StoppingPod, ...] = ()
 
     def __post_init__(self) -> None:
         keys = [job.key for job in self.jobs]

@@ -14,7 +14,7 @@ from videoqueue.api import VideoJob
 from videoqueue.api.crds import VIDEO_JOB, crd_manifest
 from videoqueue.api.job import JOB_NAME_LENGTH, MAX_URL_BYTES, PARAMS_KEYS_AND_SIZE
 from videoqueue.api.schema import Schema
-from videoqueue.controller.pods import MAX_JOB_PAYLOAD_BYTES, _job_payload
+from videoqueue.scheduling.worker_pod import MAX_JOB_PAYLOAD_BYTES, _job_payload
 
 # The widest a character gets in the payload's JSON (UTF-8, ensure_ascii=False): four bytes for
 # one outside the Basic Multilingual Plane. Control characters (six bytes as \u00XX) are refused

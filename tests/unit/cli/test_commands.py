@@ -3,24 +3,21 @@ counting and the output helpers."""
 
 from __future__ import annotations
 
+import argparse
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from videoqueue.api import VideoJob
 from videoqueue.cli.cluster import CliError
-from videoqueue.cli.main import (
-    BATCH_LABEL,
-    _batches,
-    _job_from_flags,
-    _read_manifests,
-    _validate,
-    build_parser,
-    main,
-)
+from videoqueue.cli.jobs import cmd_show
+from videoqueue.cli.main import build_parser, main
+from videoqueue.cli.objects import BATCH_LABEL
 from videoqueue.cli.render import duration, relative, table
+from videoqueue.cli.submit import job_from_flags, read_manifests, validate
+from videoqueue.cli.summary import batches
 
 
 def submit_args(*flags: str) -> Any:
@@ -40,7 +37,7 @@ def test_a_job_from_flags_has_typed_params_and_a_generated_name() -> None:
         "--memory", "2Gi", "--param", "start=5", "--param", "codec=h264", "--param",
         "hdr=true", "--depends-on", "probe-a",
     )  # fmt: skip
-    body = _job_from_flags(args)
+    body = job_from_flags(args)
     assert body["metadata"] == {"generateName": "clip-"}
     assert body["spec"] == {
         "queueName": "media",
@@ -51,7 +48,7 @@ def test_a_job_from_flags_has_typed_params_and_a_generated_name() -> None:
         "params": {"start": 5, "codec": "h264", "hdr": True},
         "dependsOn": ["probe-a"],
     }
-    assert _validate(body).spec.priority == 8
+    assert validate(body).spec.priority == 8
 
 
 @pytest.mark.parametrize(
@@ -68,7 +65,7 @@ def test_a_job_from_flags_has_typed_params_and_a_generated_name() -> None:
 )
 def test_missing_or_malformed_flags_are_usage_errors(flags: list[str], message: str) -> None:
     with pytest.raises(CliError, match=message) as caught:
-        _job_from_flags(submit_args(*flags))
+        job_from_flags(submit_args(*flags))
     assert caught.value.exit_code == 2
 
 
@@ -89,7 +86,7 @@ def test_invalid_jobs_are_refused_locally_naming_the_field(
         "spec": {"queueName": "q", "type": "probe", "input": {"url": "x"}, **spec},
     }
     with pytest.raises(CliError, match=rf"invalid job: {field}:"):
-        _validate(body)
+        validate(body)
 
 
 def test_manifests_may_hold_several_jobs_but_only_jobs(tmp_path: Path) -> None:
@@ -97,13 +94,13 @@ def test_manifests_may_hold_several_jobs_but_only_jobs(tmp_path: Path) -> None:
     good.write_text(
         "kind: VideoJob\nmetadata: {name: a}\n---\nkind: VideoJob\nmetadata: {name: b}\n"
     )
-    assert [b["metadata"]["name"] for b in _read_manifests(str(good))] == ["a", "b"]
+    assert [b["metadata"]["name"] for b in read_manifests(str(good))] == ["a", "b"]
     mixed = tmp_path / "mixed.yaml"
     mixed.write_text("kind: VideoJob\n---\nkind: VideoQueue\n")
     with pytest.raises(CliError, match="found kind 'VideoQueue'"):
-        _read_manifests(str(mixed))
+        read_manifests(str(mixed))
     with pytest.raises(CliError, match="cannot read"):
-        _read_manifests(str(tmp_path / "absent.yaml"))
+        read_manifests(str(tmp_path / "absent.yaml"))
 
 
 def test_a_missing_kubeconfig_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -136,17 +133,16 @@ def test_batches_count_jobs_by_outcome() -> None:
         job("h", "Succeeded", "b2", queue="other"),
         job("i", "Succeeded", None),
     ]
-    counted = {b["name"]: b for b in _batches(jobs, None)}
-    assert {
-        k: counted["b1"][k] for k in ("total", "pending", "running", "succeeded", "failed")
-    } == {
+    counted = {b.name: b.to_dict() for b in batches(jobs)}
+    assert counted["b1"] == {
+        "name": "b1",
         "total": 7,
         "pending": 2,
         "running": 2,
         "succeeded": 1,
         "failed": 2,
     }
-    assert [b["name"] for b in _batches(jobs, "q")] == ["b1"]
+    assert [b.name for b in batches(jobs, "q")] == ["b1"]
 
 
 @pytest.mark.parametrize(
@@ -167,4 +163,43 @@ def test_relative_times_and_tables() -> None:
         "NAME        NOTE",
         "a           <none>",
         "long-name   x",
+    ]
+
+
+class OneJob:
+    """Stands in for the cluster: `get` returns the one job."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        self.job = job
+
+    def get(self, resource: Any, name: str) -> dict[str, Any]:
+        return self.job
+
+
+def test_show_lists_each_attempts_memory_and_peak() -> None:
+    attempts = [
+        {"attempt": 1, "pod": "clip-a1", "memory": "64Mi", "peakMemory": "64Mi",
+         "reason": "OOMKilled", "exitCode": 1},
+        {"attempt": 2, "pod": "clip-a2", "memory": "256Mi", "peakMemory": "116Mi",
+         "reason": "Completed", "exitCode": 0},
+    ]  # fmt: skip
+    job = {
+        "apiVersion": "videoqueue.dev/v1alpha1",
+        "kind": "VideoJob",
+        "metadata": {"name": "clip", "namespace": "media"},
+        "spec": {"queueName": "work", "type": "probe", "input": {"url": "file:///a.mp4"}},
+        "status": {"phase": "Succeeded", "attempt": 2, "attempts": attempts},
+    }
+    out = io.StringIO()
+    args = argparse.Namespace(job="clip", output="table")
+
+    assert cmd_show(args, cast(Any, OneJob(job)), out) == 0
+
+    lines = out.getvalue().splitlines()
+    header = lines.index("Attempts:") + 1
+    rows = [line.split() for line in lines[header : header + 3]]
+    assert [row[:5] for row in rows] == [
+        ["#", "POD", "NODE", "MEMORY", "PEAK"],
+        ["1", "clip-a1", "<none>", "64Mi", "64Mi"],
+        ["2", "clip-a2", "<none>", "256Mi", "116Mi"],
     ]

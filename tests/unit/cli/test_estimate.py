@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from videoqueue.api import VideoJob, VideoQueue
+from videoqueue.api import QueueStatistics, VideoJob, VideoQueue
 from videoqueue.cli import estimate
 from videoqueue.cli.estimate import JobEstimate, RunTimes, estimate_queue, run_times_from
 
@@ -219,7 +219,13 @@ def test_finished_jobs_and_other_queues_are_left_out() -> None:
 
 
 def test_run_times_come_from_the_queue_statistics_when_written() -> None:
-    stats = {"meanRunSeconds": 30.0, "byType": [{"type": "probe", "meanRunSeconds": 2}]}
+    stats = QueueStatistics.model_validate(
+        {
+            "windowSeconds": 900,
+            "meanRunSeconds": 30.0,
+            "byType": [{"type": "probe", "finished": 1, "meanRunSeconds": 2}],
+        }
+    )
     times = run_times_from(stats, [])
     assert (times.for_type("probe"), times.for_type("clip")) == (2.0, 30.0)
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import kopf
 
+from videoqueue.controller.entries import slim
 from videoqueue.controller.handlers import NoDiffBase
-from videoqueue.controller.runtime import slim
 
 
 def job_body() -> dict[str, Any]:

@@ -21,14 +21,11 @@ from tests.unit.controller.test_runtime_cycles import (
     queue_body,
 )
 from videoqueue.api import VideoQueue
-from videoqueue.controller import runtime
+from videoqueue.controller import loop as scheduler_loop
+from videoqueue.controller.apply import POD_REFUSED_MAX_SECONDS
+from videoqueue.controller.entries import JobEntry, QueueEntry
 from videoqueue.controller.kube import KubeApiError, KubeClient, Resource
-from videoqueue.controller.runtime import (
-    POD_REFUSED_MAX_SECONDS,
-    Controller,
-    JobEntry,
-    QueueEntry,
-)
+from videoqueue.controller.loop import Controller
 
 FORBIDDEN = 'pods "a-a1" is forbidden: violates PodSecurity "restricted:latest": privileged'
 
@@ -176,7 +173,7 @@ async def test_a_refused_status_write_backs_off_and_is_reported_once() -> None:
 async def test_a_failing_cycle_backs_off_however_often_the_queue_is_woken(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(runtime, "WRITE_RETRY_SECONDS", 0.01)  # the same doubling, faster
+    monkeypatch.setattr(scheduler_loop, "WRITE_RETRY_SECONDS", 0.01)  # the same doubling, faster
     controller = Controller(cast(KubeClient, RecordingKube({})))
     entry = QueueEntry(f"{NS}/work")
     cycles = 0

@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.unit.controller.test_pods import MakeJob, MakeQueue, worker_of
+from tests.unit.scheduling.test_pods import MakeJob, MakeQueue, worker_of
 from videoqueue.api import JobPhase, VideoJob, VideoJobStatus
 from videoqueue.api.progress import ProgressEvent, ProgressKind
-from videoqueue.controller.pods import build_worker_pod
 from videoqueue.controller.progress import (
     ProgressBoard,
     ProgressReport,
@@ -22,6 +21,7 @@ from videoqueue.controller.progress import (
     apply_progress,
     settings_from_options,
 )
+from videoqueue.scheduling.worker_pod import build_worker_pod
 
 UID = "0b6a4c1e-1111-4222-8333-944455556666"
 

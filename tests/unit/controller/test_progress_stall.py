@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from videoqueue.api import AttemptReason, JobPhase, VideoJob, VideoQueue
-from videoqueue.controller.lifecycle import Assessment, assess_job
-from videoqueue.controller.pods import PodOutcome
+from videoqueue.scheduling.jobs import Assessment, assess_job
+from videoqueue.scheduling.pod_outcome import PodOutcome
 
 T0 = datetime.datetime(2026, 1, 1, 10, 0, 0, tzinfo=datetime.UTC)
 POD = "clip-a1"

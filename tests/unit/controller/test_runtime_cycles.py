@@ -15,8 +15,9 @@ from typing import Any, cast
 import pytest
 
 from videoqueue.api import VideoQueue
+from videoqueue.controller.entries import JobEntry, QueueEntry
 from videoqueue.controller.kube import KubeClient, Resource
-from videoqueue.controller.runtime import Controller, JobEntry, QueueEntry
+from videoqueue.controller.loop import Controller
 
 NS = "media"
 NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC)

@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable
 from typing import Self
 
-from videoqueue.scheduling import JobState, JobView, QueuePolicy, Snapshot
+from videoqueue.scheduling import JobState, JobView, QueuePolicy, Snapshot, StoppingPod
 from videoqueue.scheduling.units import GiB, MiB
 
 NAMESPACE = "ns"
@@ -141,7 +141,15 @@ def queue() -> QueueBuilder:
     return QueueBuilder()
 
 
-def snapshot(policy: QueueBuilder | QueuePolicy, *jobs: JobBuilder | JobView) -> Snapshot:
+def snapshot(
+    policy: QueueBuilder | QueuePolicy,
+    *jobs: JobBuilder | JobView,
+    stopping: Iterable[int | str] = (),
+) -> Snapshot:
+    """`stopping`: the memory of each worker pod still terminating after its attempt."""
     built_policy = policy.build() if isinstance(policy, QueueBuilder) else policy
     views = tuple(j.build() if isinstance(j, JobBuilder) else j for j in jobs)
-    return Snapshot(built_policy, views)
+    pods = tuple(
+        StoppingPod(f"stopping-{i}", parse_memory(memory)) for i, memory in enumerate(stopping)
+    )
+    return Snapshot(built_policy, views, stopping=pods)

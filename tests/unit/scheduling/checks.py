@@ -6,12 +6,16 @@ from videoqueue.scheduling import AdmissionDecision, JobState, JobView, Snapshot
 
 
 def usage(snapshot: Snapshot, admit: tuple[str, ...] = ()) -> tuple[int, int]:
-    """(jobs, memory) held by admitted and running jobs, plus `admit` if given; a job holds
-    its whole pod's memory (`pod_memory`)."""
+    """(slots, memory) held by admitted and running jobs and by pods still stopping, plus
+    `admit` if given; a job holds its whole pod's memory (`pod_memory`)."""
     holding = [
         job for job in snapshot.jobs if job.state is not JobState.PENDING or job.key in admit
     ]
-    return len(holding), sum(job.pod_memory for job in holding)
+    stopping = snapshot.stopping
+    return (
+        len(holding) + len(stopping),
+        sum(job.pod_memory for job in holding) + sum(pod.memory for pod in stopping),
+    )
 
 
 def assert_admissions_within_limits(snapshot: Snapshot, decision: AdmissionDecision) -> None:

@@ -13,7 +13,7 @@ import math
 from hypothesis import strategies as st
 
 from tests.unit.scheduling.simulator import Arrival
-from videoqueue.scheduling import JobState, JobView, QueuePolicy, Snapshot
+from videoqueue.scheduling import JobState, JobView, QueuePolicy, Snapshot, StoppingPod
 from videoqueue.scheduling.units import MiB
 
 STEP = 512 * MiB
@@ -51,7 +51,9 @@ _job_fields = st.tuples(
 
 
 def _snapshot(
-    policy: QueuePolicy, jobs: list[tuple[int, int, int, int, JobState, float | None, int]]
+    policy: QueuePolicy,
+    jobs: list[tuple[int, int, int, int, JobState, float | None, int]],
+    stopping: list[int],
 ) -> Snapshot:
     views = (
         JobView(
@@ -68,12 +70,17 @@ def _snapshot(
             jobs
         )
     )
-    return Snapshot(policy, tuple(views))
+    pods = tuple(StoppingPod(f"stopping-{i}", memory) for i, memory in enumerate(stopping))
+    return Snapshot(policy, tuple(views), stopping=pods)
 
 
 def snapshots(*, max_jobs: int = 12, admitting: bool | None = None) -> st.SearchStrategy[Snapshot]:
+    """Snapshots with up to `max_jobs` jobs and up to 3 worker pods still stopping."""
     return st.builds(
-        _snapshot, policies(admitting=admitting), st.lists(_job_fields, max_size=max_jobs)
+        _snapshot,
+        policies(admitting=admitting),
+        st.lists(_job_fields, max_size=max_jobs),
+        st.lists(memories, max_size=3),
     )
 
 

@@ -443,3 +443,40 @@ class TestInputValidation:
     def test_negative_memory_is_refused(self) -> None:
         with pytest.raises(ValueError, match="memory must be >= 0"):
             JobView(key="ns/a", priority=0, created_at=0, queued_at=0, memory=-1)
+
+
+# -- worker pods still stopping -------------------------------------------------------------
+
+
+def test_a_stopping_pod_holds_its_slot_and_memory_until_it_is_gone() -> None:
+    # A cancelled job's pod runs on through its grace period: its memory is still in use.
+    policy = queue().concurrency(2).budget("2Gi")
+    jobs = (job("running").memory("1Gi").running(), job("a").memory("1Gi"))
+
+    assert decide(snapshot(policy, *jobs), now=100).admit == (key("a"),)
+    decision = decide(snapshot(policy, *jobs, stopping=["512Mi"]), now=100)
+
+    assert decision.admit == ()
+    blocked = decision.blocked_reasons[key("a")]
+    assert blocked.reason is BlockReason.WAITING_FOR_SLOT
+    assert blocked.message == (
+        "waiting for a free slot: 2 of 2 in use (1 admitted or running, 1 still stopping)"
+    )
+
+
+def test_memory_held_by_stopping_pods_is_named_in_the_wait() -> None:
+    policy = queue().concurrency(5).budget("2Gi")
+    jobs = (job("running").memory("1Gi").running(), job("a").memory("1Gi"))
+
+    decision = decide(snapshot(policy, *jobs, stopping=["512Mi"]), now=100)
+
+    assert decision.admit == ()
+    blocked = decision.blocked_reasons[key("a")]
+    assert blocked.reason is BlockReason.WAITING_FOR_MEMORY
+    assert blocked.message == (
+        "waiting for memory: needs 1Gi, 512Mi free of 2Gi "
+        "(512Mi held by worker pods still stopping)"
+    )
+    # A job that fits beside them still starts (backfill).
+    small = job("b").memory("256Mi").created(1)
+    assert decide(snapshot(policy, *jobs, small, stopping=["512Mi"]), now=100).admit == (key("b"),)

@@ -65,9 +65,9 @@ def test_fifo_and_priority_order_when_memory_is_uniform(
 ) -> None:
     # With equal memory, a job that does not fit means no later one fits: no backfill can
     # happen, so the admitted jobs are exactly the first ones in the order.
-    uniform = Snapshot(
-        state.policy,
-        tuple(dataclasses.replace(job, memory=memory, overhead=0) for job in state.jobs),
+    uniform = dataclasses.replace(
+        state,
+        jobs=tuple(dataclasses.replace(job, memory=memory, overhead=0) for job in state.jobs),
     )
     order = [job.key for job in candidates(uniform, now)]
 
@@ -81,7 +81,7 @@ def test_fifo_and_priority_order_when_memory_is_uniform(
 def test_same_input_same_decision_whatever_the_job_order(
     state: Snapshot, now: float, data: st.DataObject
 ) -> None:
-    shuffled = Snapshot(state.policy, tuple(data.draw(st.permutations(state.jobs))))
+    shuffled = dataclasses.replace(state, jobs=tuple(data.draw(st.permutations(state.jobs))))
 
     assert decide(shuffled, now) == decide(state, now) == decide(state, now)
 

@@ -8,7 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.unit.scheduling.builders import GiB, job, key, names, queue
-from videoqueue.scheduling import BlockReason, JobState, JobView, QueuePolicy, Snapshot
+from videoqueue.scheduling import (
+    BlockReason,
+    JobState,
+    JobView,
+    QueuePolicy,
+    Snapshot,
+    StoppingPod,
+)
 from videoqueue.scheduling import decide_admissions as decide
 from videoqueue.scheduling.admission import effective_priority
 
@@ -191,3 +198,25 @@ def test_preemption_victims_make_room_and_are_lower_priority(
     rest = [v for v in views if v.key not in decision.preempt]
     assert len(rest) < concurrency
     assert sum(v.memory for v in rest) + pending.memory <= 8 * GiB
+
+
+def test_preemption_waits_for_its_victims_to_stop_instead_of_evicting_more() -> None:
+    # The victim of the last cycle is pending again and its pod still stops: what it frees
+    # is on its way, so the preemptor waits rather than evicting the next job too.
+    preempting = policy(concurrency=2, preempt_lower_priority=True)
+    views = (
+        running("mid", 5, GiB),
+        job("low").priority(1).build(),
+        job("high").priority(9).created(5).build(),
+    )
+    before = decide(Snapshot(preempting, views), now=10)
+    assert before.admit == (key("high"),)
+
+    while_stopping = Snapshot(preempting, views, stopping=(StoppingPod("low-a1", GiB),))
+    decision = decide(while_stopping, now=10)
+    assert decision.admit == ()
+    assert decision.preempt == ()
+    # Once more is needed than the stopping pods free, lower-priority jobs are evicted.
+    crowded = dataclasses.replace(preempting, concurrency=1)
+    decision = decide(dataclasses.replace(while_stopping, policy=crowded), now=10)
+    assert names(decision.preempt) == ["mid"]

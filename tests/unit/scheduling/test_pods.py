@@ -17,7 +17,14 @@ from videoqueue.api.worker import (
     ENV_DOWNLOAD_TIMEOUT_SECONDS,
     ENV_FILE_ROOTS,
 )
-from videoqueue.controller.pods import (
+from videoqueue.scheduling.pod_outcome import (
+    PodOutcome,
+    disruption,
+    pod_essentials,
+    pod_unschedulable,
+    read_pod_outcome,
+)
+from videoqueue.scheduling.worker_pod import (
     ANNOTATION_ADMITTED_AT,
     ANNOTATION_JOB_NAME,
     ANNOTATION_JOB_UID,
@@ -31,16 +38,11 @@ from videoqueue.controller.pods import (
     LABEL_QUEUE,
     MAX_JOB_PAYLOAD_BYTES,
     JobNotDeliverable,
-    PodOutcome,
     TemplateError,
     annotation_travels,
     build_worker_pod,
-    disruption,
     label_value,
-    pod_essentials,
     pod_memory_overhead,
-    pod_unschedulable,
-    read_pod_outcome,
     worker_pod_name,
 )
 
@@ -959,6 +961,7 @@ def pod_with(status: dict[str, Any] | None, *, deleting: bool = False) -> dict[s
 
 
 RESULT = {"output": "file:///out/clip-1.mp4", "size": 1048576, "codec": "h264"}
+PEAK = {"peakMemoryBytes": 118_100 * 1024}
 EVICTION_MESSAGE = "The node was low on resource: memory. Threshold quantity: 100Mi."
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 
@@ -1004,6 +1007,17 @@ def outcome(**fields: Any) -> PodOutcome:
             id="succeeded-with-json-result",
         ),
         pytest.param(
+            pod_with(terminated_status(0, "Completed", json.dumps(RESULT | PEAK))),
+            outcome(
+                phase="Succeeded",
+                reason="Completed",
+                exit_code=0,
+                result=RESULT | PEAK,
+                peak_memory=116 * Mi,  # 118100Ki is 115.3Mi
+            ),
+            id="succeeded-with-peak-memory",
+        ),
+        pytest.param(
             pod_with(terminated_status(0, "Completed", "done, wrote 3 files")),
             outcome(
                 phase="Succeeded", reason="Completed", exit_code=0, message="done, wrote 3 files"
@@ -1017,12 +1031,18 @@ def outcome(**fields: Any) -> PodOutcome:
         ),
         pytest.param(
             pod_with(terminated_status(137, "OOMKilled")),
-            outcome(reason="OOMKilled", exit_code=137),
+            # The cgroup reached its limit: the limit is the attempt's peak.
+            outcome(reason="OOMKilled", exit_code=137, peak_memory=2 * Gi),
             id="oom-killed",
         ),
         pytest.param(
             pod_with(terminated_status(137, "OOMKilled", "ffmpeg: frame= 120 fps=30\n")),
-            outcome(reason="OOMKilled", exit_code=137, message="ffmpeg: frame= 120 fps=30\n"),
+            outcome(
+                reason="OOMKilled",
+                exit_code=137,
+                message="ffmpeg: frame= 120 fps=30\n",
+                peak_memory=2 * Gi,
+            ),
             id="oom-killed-with-log-tail",
         ),
         pytest.param(
@@ -1112,6 +1132,43 @@ def test_read_pod_outcome(pod: dict[str, Any], expected: PodOutcome) -> None:
     assert read_pod_outcome(pod) == expected
     # The index keeps only a pod's essentials: they read the same.
     assert read_pod_outcome(pod_essentials(pod)) == expected
+
+
+@pytest.mark.parametrize(
+    ("reported", "expected"),
+    [
+        pytest.param(50 * Mi, 50 * Mi, id="whole-mebibytes"),
+        pytest.param(50 * Mi + 4096, 51 * Mi, id="rounded-up-to-a-mebibyte"),
+        pytest.param(2 * Gi - 4096, 2 * Gi, id="rounded-up-to-the-limit"),
+        pytest.param(2 * Gi + 4096, 2 * Gi, id="never-above-the-limit"),
+        pytest.param("50Mi", None, id="a-quantity-string-is-not-what-the-worker-writes"),
+        pytest.param(5.2e7, None, id="float"),
+        pytest.param(True, None, id="bool"),
+        pytest.param(0, None, id="zero"),
+        pytest.param(-1, None, id="negative"),
+        pytest.param(None, None, id="null"),
+    ],
+)
+def test_peak_memory_is_taken_only_as_a_positive_byte_count(
+    reported: object, expected: int | None
+) -> None:
+    result = RESULT | {"peakMemoryBytes": reported}
+    pod = pod_with(terminated_status(0, "Completed", json.dumps(result)))
+    assert read_pod_outcome(pod).peak_memory == expected
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        # A failing worker writes plain text; a JSON-looking message is still not a result.
+        pytest.param(terminated_status(1, "Error", json.dumps(PEAK)), id="failed"),
+        pytest.param(running_status(), id="running"),
+    ],
+)
+def test_no_peak_memory_for_attempts_that_did_not_complete_or_hit_the_limit(
+    status: dict[str, Any],
+) -> None:
+    assert read_pod_outcome(pod_with(status)).peak_memory is None
 
 
 def test_pod_essentials_keep_what_is_read_and_little_else() -> None:

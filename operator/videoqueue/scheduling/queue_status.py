@@ -69,7 +69,7 @@ from videoqueue.api import (
     parse_quantity,
     put_condition,
 )
-from videoqueue.controller.lifecycle import queue_overhead
+from videoqueue.scheduling.jobs import queue_overhead
 from videoqueue.scheduling.pressure import PressureState
 
 REASON_ACTIVE = "Active"
@@ -110,6 +110,9 @@ class QueueFacts:
     batches: tuple[tuple[str, VideoJobStatus], ...] = ()  # (label value, status)
     unschedulable: int = 0  # admitted jobs whose worker pod cannot be scheduled
     pressure: PressureState | None = None
+    # Held by worker pods still terminating although their attempt is over (admission counts
+    # it: `videoqueue.scheduling.StoppingPod`).
+    stopping_memory: int = 0
 
 
 def summarize_queue(
@@ -133,7 +136,7 @@ def summarize_queue(
 
     jobs = list(jobs)
     counts: Counter[JobPhase] = Counter(job.phase or JobPhase.PENDING for job in jobs)
-    reserved = reserved_memory(queue, jobs)
+    reserved = reserved_memory(queue, jobs) + facts.stopping_memory
 
     budget = queue.spec.memory.budget_bytes
     reserved_text, budget_text = format_bytes(reserved), format_bytes(budget)
@@ -215,7 +218,7 @@ def summarize_queue(
 def reserved_memory(queue: VideoQueue, jobs: Iterable[VideoJobStatus]) -> int:
     """The memory the queue's admitted and running jobs hold of its budget: each job's whole
     worker pod, its effectiveMemory plus what the queue's template puts beside the worker
-    (`lifecycle.queue_overhead`), as admission counts it."""
+    (`videoqueue.scheduling.jobs.queue_overhead`), as admission counts it."""
     overhead = queue_overhead(queue)
     return sum(
         overhead.pod_memory(parse_quantity(job.effective_memory))

@@ -1,7 +1,8 @@
-"""Loaded by every worker process the tests start (the harness puts this directory first on
-PYTHONPATH): with VIDEOQUEUE_TEST_NETGUARD set, the process may connect to loopback and unix
-sockets only, and resolves names from VIDEOQUEUE_TEST_DNS alone, so a worker that wrongly
-tried a link-local, private or public address, or a real DNS lookup, fails here instead of
+"""Loaded by every worker process the tests and the worker benchmark start (`worker_env` in
+videoqueue.envtest.worker puts this directory first on PYTHONPATH): with
+VIDEOQUEUE_TEST_NETGUARD set, the process may connect to loopback and unix sockets only, and
+resolves names from VIDEOQUEUE_TEST_DNS alone, so a worker that wrongly tried a link-local,
+private or public address, or a real DNS lookup, fails here instead of
 sending anything off the machine.
 
 VIDEOQUEUE_TEST_DNS: JSON {name: [answer, ...]}, each answer a list of addresses; a name's
@@ -63,8 +64,8 @@ def _install(answers: dict[str, list[list[str]]]) -> None:
                 raise ConnectionRefusedError(f"netguard: refusing to connect to {host}")
         _real_connect(self, address)
 
-    socket.getaddrinfo = getaddrinfo  # type: ignore[assignment]
-    socket.socket.connect = connect  # type: ignore[method-assign]
+    socket.getaddrinfo = getaddrinfo
+    socket.socket.connect = connect  # type: ignore[method-assign,assignment]
 
 
 if os.environ.get("VIDEOQUEUE_TEST_NETGUARD"):

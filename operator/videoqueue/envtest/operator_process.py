@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from videoqueue.envtest import poll
+from videoqueue.envtest.wait import poll
 
 # kopf's log lines start with their local time: "[2026-11-23 12:03:11,679] ...".
 _STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")

@@ -31,7 +31,7 @@ from videoqueue.api import (
 from videoqueue.api.common import ObjectMeta
 from videoqueue.api.queue import QueueMemory
 from videoqueue.controller.patching import merge_patch, status_patch
-from videoqueue.controller.queue_status import summarize_queue
+from videoqueue.scheduling.queue_status import summarize_queue
 
 T0 = datetime.datetime(2026, 1, 1, 10, 0, tzinfo=datetime.UTC)
 T1 = T0 + datetime.timedelta(minutes=5)

@@ -4,6 +4,7 @@ containers) rather than the worker alone."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from typing import Any, Self
 
@@ -18,9 +19,10 @@ from videoqueue.api import (
     format_bytes,
 )
 from videoqueue.api.worker import EXIT_INVALID_JOB
-from videoqueue.controller.lifecycle import Assessment, assess_job, queue_overhead
-from videoqueue.controller.pods import PodOutcome, build_worker_pod, read_pod_outcome
-from videoqueue.scheduling import JobState, find_cycle
+from videoqueue.scheduling import JobState, StoppingPod, find_cycle
+from videoqueue.scheduling.jobs import Assessment, assess_job, queue_overhead, stopping_pods
+from videoqueue.scheduling.pod_outcome import PodOutcome, read_pod_outcome
+from videoqueue.scheduling.worker_pod import build_worker_pod
 
 T0 = datetime.datetime(2026, 1, 1, 10, 0, 0, tzinfo=datetime.UTC)
 NOW = T0 + datetime.timedelta(minutes=5)
@@ -212,6 +214,39 @@ def test_other_failures_are_retried(exit_code: int, reason: str) -> None:
     assert [n.reason for n in assessment.notices] == ["Retrying"]
 
 
+# --- Peak memory of each attempt -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "reason", "message", "peak"),
+    [
+        pytest.param(
+            0,
+            "Completed",
+            '{"type":"probe","peakMemoryBytes":120934400}',
+            "116Mi",  # 115.3Mi, rounded up
+            id="completed-reports-its-peak",
+        ),
+        pytest.param(0, "Completed", '{"type":"probe"}', None, id="completed-without-a-peak"),
+        pytest.param(1, "OOMKilled", "ffmpeg failed", "256Mi", id="oom-killed-peaks-at-its-limit"),
+        pytest.param(1, "Error", "ffmpeg failed", None, id="failed-peak-unknown"),
+    ],
+)
+def test_attempt_records_its_peak_memory(
+    exit_code: int, reason: str, message: str, peak: str | None
+) -> None:
+    job, queue = MakeJob().admitted(memory="256Mi"), MakeQueue()
+    pod = worker_pod(
+        job, queue, memory=256 * Mi, exit_code=exit_code, reason=reason, message=message
+    )
+
+    status = assess_job(job.model(), [pod], queue.model(), NOW).status
+
+    assert [(r.attempt, r.reason, r.memory, r.peak_memory) for r in status.attempts] == [
+        (1, reason, "256Mi", peak)
+    ]
+
+
 # --- Dependency cycles ---------------------------------------------------------------------
 
 
@@ -347,3 +382,43 @@ def test_memory_after_an_oom_kill_grows_only_as_far_as_the_pod_still_fits() -> N
     assert assessment.status.phase == JobPhase.BACKOFF
     assert assessment.status.effective_memory == format_bytes(6 * Gi)  # not 8Gi: 8 + 2 > 8
     assert queue_overhead(queue.model()).pod_memory(6 * Gi) == 8 * Gi
+
+
+# --- Worker pods still stopping ------------------------------------------------------------
+
+
+def with_phase(pod: PodOutcome, phase: str, *, attempt: int | None = None) -> PodOutcome:
+    changes: dict[str, Any] = {"phase": phase}
+    if attempt is not None:
+        changes["attempt"] = attempt
+        changes["name"] = f"clip-a{attempt}"
+    return dataclasses.replace(pod, **changes)
+
+
+def test_pod_of_a_cancelled_job_counts_until_it_has_terminated() -> None:
+    queue = MakeQueue().template(WORKER, sidecar("proxy", "256Mi"))
+    job = MakeJob().status(phase="Cancelled", attempt=1, completionTime=NOW.isoformat())
+    pod = worker_pod(job, queue)  # deleted, still running through its grace period
+
+    stopping = assess_job(job.model(), [pod], queue.model(), NOW).stopping
+
+    assert stopping == (StoppingPod("clip-a1", Gi + 256 * Mi),)
+    done = with_phase(pod, "Failed")
+    assert assess_job(job.model(), [done], queue.model(), NOW).stopping == ()
+
+
+def test_running_job_counts_only_the_pods_of_earlier_attempts() -> None:
+    queue = MakeQueue()
+    job = MakeJob().admitted(attempt=2)
+    earlier = with_phase(worker_pod(job, queue), "Running", attempt=1)
+    current = with_phase(worker_pod(job, queue), "Running", attempt=2)
+
+    assessment = assess_job(job.model(), [earlier, current], queue.model(), NOW)
+
+    assert assessment.view is not None
+    assert assessment.view.state is JobState.RUNNING
+    assert assessment.stopping == (StoppingPod("clip-a1", Gi),)
+    assert (
+        stopping_pods(assessment.status, [with_phase(earlier, "Succeeded"), current], queue.model())
+        == ()
+    )

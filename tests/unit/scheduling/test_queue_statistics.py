@@ -1,19 +1,19 @@
-"""Rolling statistics, batch progress and health of a queue (controller.queue_status)."""
+"""Rolling statistics, batch progress and health of a queue (scheduling.queue_status)."""
 
 from __future__ import annotations
 
 import datetime
 
-from tests.unit.controller.test_queue_status import T0, MakeQueue, condition, job
+from tests.unit.scheduling.test_queue_status import T0, MakeQueue, condition, job
 from videoqueue.api import JobPhase, QueueHealth, VideoJobStatus
-from videoqueue.controller.queue_status import (
+from videoqueue.scheduling.pressure import PressureState
+from videoqueue.scheduling.queue_status import (
     FinishedJob,
     QueueFacts,
     batch_progress,
     rolling_statistics,
     summarize_queue,
 )
-from videoqueue.scheduling.pressure import PressureState
 
 NOW = T0.timestamp()
 

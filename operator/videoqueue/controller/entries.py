@@ -1,0 +1,262 @@
+"""What the index keeps of each watched job (`JobEntry`: compact JSON and the fields every
+cycle reads) and of each queue (`QueueEntry`: its jobs and the bookkeeping that keeps a cycle
+proportional to what changed), and small helpers on watched objects."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from videoqueue.api import (
+    GROUP,
+    VERSION,
+    JobPhase,
+    VideoJob,
+    VideoJobStatus,
+    VideoQueue,
+)
+from videoqueue.scheduling import JobView, StoppingPod
+from videoqueue.scheduling.jobs import (
+    Assessment,
+)
+from videoqueue.scheduling.pressure import (
+    PressureState,
+)
+from videoqueue.scheduling.queue_status import FinishedJob
+
+logger = logging.getLogger(__name__)
+
+# How long the status of a fresh admission stays unwritten while it only says Admitted or
+# Running, and a Running status while its worker has run less than that: the pod records
+# the admission and the start meanwhile, and a job done by then costs one status write
+# (its outcome, with admission and start from the pod), or two when its pod was slow to
+# start (Admitted, then the outcome), instead of three. Outcomes and anything else are
+# written at once.
+ADMISSION_WRITE_DELAY = 5.0
+BATCH_LABEL = "videoqueue.dev/batch"
+BUSY_PHASES = frozenset({JobPhase.ADMITTED, JobPhase.RUNNING})
+
+
+class JobEntry:
+    """A job in the index. Its object is kept as compact JSON, parsed (`body`, `job`) on
+    demand and dropped again by `compact` while the job is idle (waiting or finished): a
+    parsed VideoJob with its body is ~16 KiB, the JSON ~1 KiB, and a queue may hold tens of
+    thousands of idle jobs. What every cycle reads is kept as plain fields."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.assessment: Assessment | None = None
+        self.due_at: float | None = None  # when it is next re-assessed although nothing changed
+        self.write_after = 0.0  # no status write before this time (a failed write's retry)
+        self.write_failures = 0  # status writes failed in a row
+        # While the status is only Admitted or Running, its write waits until then
+        # (ADMISSION_WRITE_DELAY).
+        self.admitted_hold = 0.0
+        # The status decided but not yet written (a deferred admission): what the next
+        # assessment starts from, since part of it (e.g. a disrupted attempt) is nowhere else.
+        self.unwritten: VideoJobStatus | None = None
+        self.deleting = False  # its TTL ran out and the deletion was sent
+        self.refusals = 0  # worker pods refused in a row (POD_REFUSED_*)
+        self.refusal: tuple[str, str] | None = None  # the last refusal's reason and message
+        self.update(body)
+
+    def update(self, body: dict[str, Any]) -> None:
+        """Take a newer version of the object (slimmed: see `slim`)."""
+        meta = body["metadata"]
+        spec = body.get("spec") or {}
+        self.namespace: str = meta["namespace"]
+        self.name: str = meta["name"]
+        self.uid: str | None = meta.get("uid")
+        self.resource_version: str | None = meta.get("resourceVersion")
+        self.created: str = meta.get("creationTimestamp") or ""
+        self.generation: int | None = meta.get("generation")
+        self.queue_key = f"{self.namespace}/{spec.get('queueName', '')}"
+        self.type: str = spec.get("type", "")
+        self.depends_on: tuple[str, ...] = tuple(spec.get("dependsOn") or ())
+        self.batch: str | None = (meta.get("labels") or {}).get(BATCH_LABEL)
+        phase = (body.get("status") or {}).get("phase")
+        self.stored_phase = JobPhase(phase) if phase in _PHASE_VALUES else None
+        self._raw = json.dumps(body, separators=(",", ":")).encode()
+        # Not kept: a queue's jobs arrive by the thousand (a listing, a burst of status
+        # echoes) and are assessed one at a time; parsing again costs less than the peak.
+        self._body: dict[str, Any] | None = None
+        self._job: VideoJob | _Unset | None = _UNSET
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def ref(self) -> dict[str, Any]:
+        """Enough of the object to post an Event about it."""
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "VideoJob",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "uid": self.uid,
+                "resourceVersion": self.resource_version,
+            },
+        }
+
+    @property
+    def body(self) -> dict[str, Any]:
+        if self._body is None:
+            self._body = json.loads(self._raw)
+        return self._body
+
+    @property
+    def job(self) -> VideoJob | None:
+        """The parsed object; None when it does not parse (the CRD schema prevents it)."""
+        if isinstance(self._job, _Unset):
+            try:
+                self._job = VideoJob.model_validate(self.body)
+            except ValidationError:
+                logger.exception("cannot read VideoJob %s", self.key)
+                self._job = None
+        return self._job
+
+    def compact(self) -> None:
+        """Drop the parsed forms; the next use parses the JSON again."""
+        self._body = None
+        if self._job is not None:
+            self._job = _UNSET
+
+
+class _Unset:
+    pass
+
+
+_UNSET = _Unset()
+_PHASE_VALUES = frozenset(phase.value for phase in JobPhase)
+
+
+@dataclass
+class QueueEntry:
+    """A queue and the bookkeeping that keeps its cycles proportional to what changed, not
+    to the number of its jobs: a cycle touches the jobs in `changed`, `unsaved` and the
+    heaps' due entries, and reads `views` for the decision; finished jobs sit idle."""
+
+    key: str
+    body: dict[str, Any] | None = None
+    queue: VideoQueue | None = None
+    jobs: set[str] = field(default_factory=set)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    all_changed: bool = True  # re-assess every job (the queue's spec changed)
+    changed: set[str] = field(default_factory=set)  # jobs to re-assess
+    # Jobs whose assessment may differ from their stored status: written in step 4.
+    unsaved: set[str] = field(default_factory=set)
+    # The jobs that take part in the decision (waiting, admitted, running), with their view,
+    # and which of them wait: no job waiting, no decision to make.
+    views: dict[str, JobView] = field(default_factory=dict)
+    waiting: set[str] = field(default_factory=set)
+    # (time, job key) min-heaps: re-assessment moments (deadlines, backoff ends) and TTL
+    # expiries. Entries go stale rather than being removed; a stale one costs a re-check.
+    due: list[tuple[float, str]] = field(default_factory=list)
+    expiries: list[tuple[float, str]] = field(default_factory=list)
+    oom_kills: dict[str, tuple[float, ...]] = field(default_factory=dict)  # by job key
+    # Jobs whose worker pod was refused, and until when they sit out of the decision (they
+    # hold no slot and no memory meanwhile); and the queue's own pause after refusals.
+    held: dict[str, float] = field(default_factory=dict)
+    refused_until: float = 0.0
+    # Worker pods still terminating although their attempt is over, which hold a slot and
+    # their memory until they are gone: by job key, and by pod key for deleted jobs.
+    stopping: dict[str, tuple[StoppingPod, ...]] = field(default_factory=dict)
+    orphans: dict[str, StoppingPod] = field(default_factory=dict)
+    # Status writes queued or on the wire (job keys), and the tasks writing them.
+    write_queue: collections.deque[str] = field(default_factory=collections.deque)
+    writing: set[str] = field(default_factory=set)
+    writers: set[asyncio.Task[None]] = field(default_factory=set)
+    status_changed: bool = True  # the queue's status may need a write
+    status_written_at: float = 0.0
+    pressure: PressureState | None = None
+    # Jobs that finished within the statistics window, by uid (kept after TTL deletion).
+    finished: dict[str, FinishedJob] = field(default_factory=dict)
+    finished_leave_at: float | None = None  # when the oldest record leaves the window
+
+    def assess_again(self, key: str) -> None:
+        self.changed.add(key)
+        self.wake.set()
+
+    def stopping_pods(self) -> tuple[StoppingPod, ...]:
+        return (*(pod for pods in self.stopping.values() for pod in pods), *self.orphans.values())
+
+
+def slim(raw: Any) -> dict[str, Any]:
+    """The object without metadata.managedFields, which nothing here reads: the index keeps
+    every job's body (and its pods'), from watch events and write responses, and the field
+    owners are most of a small object's size (about 6 of 10 KiB for a pending VideoJob)."""
+    body: dict[str, Any] = dict(raw)
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and "managedFields" in metadata:
+        body["metadata"] = {k: v for k, v in metadata.items() if k != "managedFields"}
+    return body
+
+
+def is_newer(body: dict[str, Any], than: dict[str, Any] | None) -> bool:
+    """Whether `body` is at least as new as `than`. resourceVersions are opaque by contract
+    but etcd revisions in practice; comparing them keeps a late watch event from rolling
+    back what a write response already told us."""
+    if than is None:
+        return True
+    try:
+        return int(body["metadata"]["resourceVersion"]) >= int(than["metadata"]["resourceVersion"])
+    except (KeyError, ValueError, TypeError):
+        return True
+
+
+def advances(version: str | None, than: str | None) -> bool:
+    """Whether resourceVersion `version` is newer than `than` (see `is_newer`)."""
+    try:
+        return int(version) > int(than)  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        return True
+
+
+def generation_of(body: dict[str, Any]) -> int | None:
+    generation: int | None = body.get("metadata", {}).get("generation")
+    return generation
+
+
+def is_busy(entry: JobEntry) -> bool:
+    """Admitted or running: its pod's events re-assess it often, so its parsed form is kept."""
+    return entry.assessment is not None and entry.assessment.status.phase in BUSY_PHASES
+
+
+def due_at(assessment: Assessment) -> float | None:
+    """When to assess the job again although nothing changed: a deadline or stall check,
+    or the end of a backoff or delayed start."""
+    view = assessment.view
+    return earliest(
+        assessment.recheck_at.timestamp() if assessment.recheck_at is not None else None,
+        view.eligible_at if view is not None else None,
+    )
+
+
+def ttl_seconds(job: VideoJob, queue: VideoQueue | None, phase: JobPhase | None) -> int | None:
+    """ttlSecondsAfterFinished for the job's outcome: the job's own, else the queue's."""
+    outcome = "succeeded" if phase == JobPhase.SUCCEEDED else "failed"
+    sources = (
+        job.spec.ttl_seconds_after_finished,
+        queue.spec.ttl_seconds_after_finished if queue else None,
+    )
+    for source in sources:
+        if source is not None and (seconds := getattr(source, outcome)) is not None:
+            return int(seconds)
+    return None
+
+
+def is_deleting(body: dict[str, Any] | None) -> bool:
+    return body is not None and body.get("metadata", {}).get("deletionTimestamp") is not None
+
+
+def earliest(*times: float | None) -> float | None:
+    return min((t for t in times if t is not None), default=None)

@@ -1,0 +1,347 @@
+"""The operator's index: the queues, jobs and worker pods its watches report, kept in the
+compact form a scheduler cycle reads, and each queue's bookkeeping (which jobs changed, which
+wait, their admission views, due times, stopping pods, finished-job records).
+
+`observe_*` only update the index and wake the queue's loop (`videoqueue.controller.loop`);
+nothing here calls the API server.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from pydantic import ValidationError
+
+from videoqueue.api import (
+    AttemptReason,
+    JobPhase,
+    VideoJob,
+    VideoJobStatus,
+    VideoQueue,
+)
+from videoqueue.api.progress import ProgressEvent
+from videoqueue.controller.entries import (
+    JobEntry,
+    QueueEntry,
+    advances,
+    due_at,
+    earliest,
+    generation_of,
+    is_deleting,
+    is_newer,
+    ttl_seconds,
+)
+from videoqueue.scheduling import JobState
+from videoqueue.scheduling.dependencies import find_cycle
+from videoqueue.scheduling.jobs import (
+    Assessment,
+    stopping_pods,
+)
+from videoqueue.scheduling.pod_outcome import pod_essentials, pod_unschedulable, read_pod_outcome
+from videoqueue.scheduling.queue_status import FinishedJob, QueueFacts
+from videoqueue.scheduling.worker_pod import (
+    ANNOTATION_JOB_NAME,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class Index:
+    """Every queue and job the operator watches, by "namespace/name"."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.queues: dict[str, QueueEntry] = {}
+        self.jobs: dict[str, JobEntry] = {}
+        # Worker pods seen before their job (kopf's streams are independent), by job key:
+        # a pod may be the only record of an admission, so it waits here for its job.
+        self._early_pods: dict[str, dict[str, dict[str, Any]]] = {}
+        # Pods of deleted jobs still terminating ("namespace/pod" -> queue key): their queue
+        # counts them (QueueEntry.orphans) until they are gone.
+        self._orphans: dict[str, str] = {}
+        # Jobs waiting for others (spec.dependsOn), by the key of the job they wait for.
+        self._dependents: dict[str, set[str]] = {}
+        # Nodes that report MemoryPressure.
+        self.pressured_nodes: set[str] = set()
+
+    def _schedule(self, entry: QueueEntry) -> None:
+        """Give a queue that has just appeared its loop (`videoqueue.controller.loop`)."""
+
+    def observe_queue(self, body: dict[str, Any], *, deleted: bool) -> None:
+        meta = body["metadata"]
+        entry = self._queue(f"{meta['namespace']}/{meta['name']}")
+        if deleted:
+            entry.body, entry.queue = None, None
+        elif is_newer(body, entry.body):
+            spec_changed = (
+                entry.body is None
+                or generation_of(body) != generation_of(entry.body)
+                or is_deleting(body) != is_deleting(entry.body)
+            )
+            entry.body = body
+            try:
+                entry.queue = VideoQueue.model_validate(body)
+            except ValidationError:
+                logger.exception("cannot read VideoQueue %s", entry.key)
+                entry.queue = None
+            if not spec_changed:
+                return  # our own status write coming back: nothing to re-decide
+            # A new template may cure refused worker pods: try again now.
+            entry.held.clear()
+            entry.refused_until = 0.0
+        entry.all_changed = True
+        entry.status_changed = True
+        entry.wake.set()
+
+    def observe_job(self, body: dict[str, Any], *, deleted: bool) -> None:
+        meta = body["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        queue_key = f"{meta['namespace']}/{body.get('spec', {}).get('queueName', '')}"
+        queue = self._queue(queue_key)
+        if deleted:
+            if (gone := self.jobs.pop(key, None)) is not None:
+                self._orphan_pods(queue, gone)
+            self._early_pods.pop(key, None)
+            queue.jobs.discard(key)
+            queue.changed.discard(key)
+            queue.unsaved.discard(key)
+            queue.views.pop(key, None)
+            queue.waiting.discard(key)
+            queue.held.pop(key, None)
+            queue.oom_kills.pop(key, None)
+            queue.status_changed = True
+        else:
+            entry = self.jobs.get(key)
+            if entry is None:
+                entry = self.jobs[key] = JobEntry(body)
+                entry.pods.update(self._early_pods.pop(key, {}))
+            elif not advances(meta.get("resourceVersion"), entry.resource_version):
+                return  # nothing new (our own write's response may have brought it already)
+            else:
+                entry.update(body)
+            queue.changed.add(key)
+            queue.jobs.add(key)
+            for name in body.get("spec", {}).get("dependsOn") or ():
+                self._dependents.setdefault(f"{meta['namespace']}/{name}", set()).add(key)
+        queue.wake.set()
+        if deleted:
+            self._wake_dependents(key)
+
+    def observe_pod(self, body: dict[str, Any], *, deleted: bool) -> None:
+        body = pod_essentials(body)
+        meta = body["metadata"]
+        # The label holds a shortened name when the job's name is long; the annotation is exact.
+        job_name = (meta.get("annotations") or {}).get(ANNOTATION_JOB_NAME)
+        key = f"{meta['namespace']}/{job_name}"
+        entry = self.jobs.get(key)
+        pod_key = f"{meta['namespace']}/{meta['name']}"
+        if entry is None and pod_key in self._orphans:
+            phase = (body.get("status") or {}).get("phase")
+            if deleted or phase in ("Succeeded", "Failed"):
+                orphaned_in = self._queue(self._orphans.pop(pod_key))
+                orphaned_in.orphans.pop(pod_key, None)
+                orphaned_in.status_changed = True
+                orphaned_in.wake.set()
+            return
+        if entry is None:
+            # The job's own event will come; keep the pod for it until then.
+            early = self._early_pods.setdefault(key, {})
+            if deleted:
+                early.pop(meta["name"], None)
+            elif is_newer(body, early.get(meta["name"])):
+                early[meta["name"]] = body
+            if not early:
+                del self._early_pods[key]
+            return
+        if deleted:
+            entry.pods.pop(meta["name"], None)
+        elif is_newer(body, entry.pods.get(meta["name"])):
+            entry.pods[meta["name"]] = body
+        self._queue_of(entry).assess_again(key)
+
+    def observe_node(self, body: dict[str, Any], *, deleted: bool) -> None:
+        name = body["metadata"]["name"]
+        conditions = (body.get("status") or {}).get("conditions") or []
+        pressured = not deleted and any(
+            c.get("type") == "MemoryPressure" and c.get("status") == "True" for c in conditions
+        )
+        if pressured == (name in self.pressured_nodes):
+            return
+        if pressured:
+            self.pressured_nodes.add(name)
+        else:
+            self.pressured_nodes.discard(name)
+        for queue in self.queues.values():
+            queue.wake.set()
+
+    def _orphan_pods(self, queue: QueueEntry, job: JobEntry) -> None:
+        """The job is deleted; its pods that still run (the garbage collector deletes them)
+        keep holding their queue's slots and memory until they are gone."""
+        queue.stopping.pop(job.key, None)
+        pods = [read_pod_outcome(pod) for pod in job.pods.values()]
+        for pod in stopping_pods(VideoJobStatus(), pods, queue.queue):
+            pod_key = f"{job.namespace}/{pod.name}"
+            queue.orphans[pod_key] = pod
+            self._orphans[pod_key] = queue.key
+
+    def _wake_dependents(self, key: str) -> None:
+        """Re-assess the jobs that wait for job `key` (its phase changed or it is gone)."""
+        self.refresh_jobs(self._dependents.get(key, ()))
+
+    def wants_progress(self, event: ProgressEvent) -> bool:
+        """Whether a worker's event is about a job in the index (same uid) not yet finished."""
+        entry = self.jobs.get(f"{event.namespace}/{event.job}")
+        if entry is None or entry.uid != event.uid:
+            return False
+        return entry.assessment is None or not entry.assessment.terminal
+
+    def refresh_jobs(self, keys: Iterable[str]) -> None:
+        """Re-assess these jobs ("namespace/name") on their queues' next cycles."""
+        for key in keys:
+            entry = self.jobs.get(key)
+            if entry is not None:
+                self._queue_of(entry).assess_again(key)
+
+    def _queue_of(self, entry: JobEntry) -> QueueEntry:
+        return self._queue(entry.queue_key)
+
+    def _queue(self, key: str) -> QueueEntry:
+        entry = self.queues.get(key)
+        if entry is None:
+            entry = self.queues[key] = QueueEntry(key)
+        self._schedule(entry)
+        return entry
+
+    def _assessed_jobs(self, entry: QueueEntry) -> Iterator[tuple[JobEntry, Assessment]]:
+        """The queue's jobs that have been assessed, with their assessment."""
+        for key in entry.jobs:
+            job_entry = self.jobs.get(key)
+            if job_entry is not None and job_entry.assessment is not None:
+                yield job_entry, job_entry.assessment
+
+    def _dependency_phases(self, job: VideoJob) -> dict[str, JobPhase | None]:
+        """The phase of each job `job` depends on (None: no such job), as last assessed."""
+        phases: dict[str, JobPhase | None] = {}
+        for name in job.spec.depends_on:
+            other = self.jobs.get(f"{job.metadata.namespace}/{name}")
+            if other is None:
+                phases[name] = None
+            elif other.assessment is not None:
+                phases[name] = other.assessment.status.phase
+            else:
+                phases[name] = other.stored_phase
+        return phases
+
+    def _dependency_cycle(
+        self, entry: JobEntry, dependencies: dict[str, JobPhase | None]
+    ) -> tuple[str, ...] | None:
+        """A cycle of spec.dependsOn through the job, while it still waits for dependencies:
+        found when the job that closes the cycle arrives, and then for each job on it."""
+        if all(phase is JobPhase.SUCCEEDED for phase in dependencies.values()):
+            return None
+
+        def depends_on(name: str) -> tuple[str, ...]:
+            other = self.jobs.get(f"{entry.namespace}/{name}")
+            return other.depends_on if other is not None else ()
+
+        return find_cycle(entry.name, depends_on)
+
+    def _set_assessment(
+        self, entry: QueueEntry, key: str, job_entry: JobEntry, assessment: Assessment, now: float
+    ) -> None:
+        """Make `assessment` the job's and keep the queue's bookkeeping in step with it."""
+        job_entry.assessment = assessment
+        entry.unsaved.add(key)
+        entry.status_changed = True
+        if assessment.view is not None:
+            entry.views[key] = assessment.view
+        else:
+            entry.views.pop(key, None)
+        if assessment.stopping:
+            entry.stopping[key] = assessment.stopping
+        else:
+            entry.stopping.pop(key, None)
+        if assessment.view is not None and assessment.view.state is JobState.PENDING:
+            entry.waiting.add(key)
+        else:
+            entry.waiting.discard(key)
+        due = due_at(assessment)
+        if due is not None and due != job_entry.due_at:
+            heapq.heappush(entry.due, (due, key))
+        job_entry.due_at = due
+        kills = tuple(
+            record.finish_time.timestamp()
+            for record in assessment.status.attempts
+            if record.reason == AttemptReason.OOM_KILLED and record.finish_time is not None
+        )
+        if kills:
+            entry.oom_kills[key] = kills
+        else:
+            entry.oom_kills.pop(key, None)
+        if assessment.terminal:
+            self._record_finished(entry, key, job_entry, assessment, now)
+
+    def _record_finished(
+        self, entry: QueueEntry, key: str, job_entry: JobEntry, assessment: Assessment, now: float
+    ) -> None:
+        """Record a finished job for the statistics and schedule its deletion by TTL (once
+        its terminal status is on record)."""
+        status = assessment.status
+        if status.completion_time is None:
+            return
+        queue = entry.queue
+        done = status.completion_time.timestamp()
+        window = queue.spec.statistics.window_seconds if queue is not None else 900
+        record_key = f"{job_entry.uid}/{done}"
+        if (
+            status.phase in (JobPhase.SUCCEEDED, JobPhase.FAILED)
+            and done > now - window
+            and record_key not in entry.finished
+        ):
+            entry.finished[record_key] = FinishedJob(
+                finished_at=done,
+                type=job_entry.type,
+                succeeded=status.phase == JobPhase.SUCCEEDED,
+                wait_seconds=status.wait_seconds,
+                run_seconds=status.run_seconds,
+            )
+            entry.finished_leave_at = earliest(entry.finished_leave_at, done + window)
+        if (expires := self._expires_at(entry, job_entry)) is not None:
+            heapq.heappush(entry.expiries, (expires, key))
+
+    def _expires_at(self, entry: QueueEntry, job_entry: JobEntry) -> float | None:
+        """When a finished job's TTL runs out; None without a TTL, while its terminal status
+        is not on record yet, or once its deletion was sent."""
+        assessment, stored = job_entry.assessment, job_entry.stored_phase
+        if assessment is None or job_entry.deleting or not assessment.terminal:
+            return None
+        completion = assessment.status.completion_time
+        if completion is None or stored is None or not stored.is_terminal:
+            return None
+        if (job := job_entry.job) is None:
+            return None
+        ttl = ttl_seconds(job, entry.queue, assessment.status.phase)
+        return None if ttl is None else completion.timestamp() + ttl
+
+    def _queue_facts(self, entry: QueueEntry) -> QueueFacts:
+        batches: list[tuple[str, VideoJobStatus]] = []
+        unschedulable = 0
+        for job_entry, assessment in self._assessed_jobs(entry):
+            status = assessment.status
+            if job_entry.batch is not None:
+                batches.append((job_entry.batch, status))
+            if status.phase == JobPhase.ADMITTED and any(
+                pod_unschedulable(pod) for pod in job_entry.pods.values()
+            ):
+                unschedulable += 1
+        return QueueFacts(
+            finished=tuple(entry.finished.values()),
+            batches=tuple(batches),
+            unschedulable=unschedulable,
+            pressure=entry.pressure,
+            stopping_memory=sum(pod.memory for pod in entry.stopping_pods()),
+        )

@@ -1,0 +1,180 @@
+"""What the job state machine returns (`Assessment`) and the small rules every phase
+shares: a job's key, its memory, its queue's policy and pod overhead, its kstatus conditions."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from videoqueue.api import (
+    AttemptReason,
+    AttemptRecord,
+    JobConditionType,
+    JobPhase,
+    PreemptionPolicy,
+    QueueState,
+    VideoJob,
+    VideoJobStatus,
+    VideoQueue,
+    find_condition,
+    parse_quantity,
+    put_condition,
+)
+from videoqueue.scheduling.memory import PodOverhead
+from videoqueue.scheduling.snapshot import JobState, JobView, QueuePolicy, StoppingPod
+from videoqueue.scheduling.worker_pod import pod_memory_overhead
+
+MAX_HISTORY = 20  # attempts kept in status.attempts
+
+# `condition(type, value, reason, message="")`: put a condition on the status being assessed.
+ConditionSetter = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A Kubernetes Event to post about a transition."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Assessment:
+    status: VideoJobStatus
+    # The job's place in its queue's admission, or None when it is not competing
+    # (finished, rejected, its queue missing).
+    view: JobView | None
+    notices: tuple[Notice, ...] = ()
+    # The pod of the current attempt according to status, not in the index: the caller
+    # confirms with a GET that it is really gone before trusting `assess_job` with it.
+    unconfirmed_pod: str | None = None
+    terminal: bool = False
+    # Worker pods to delete (cancelled, suspended, preempted, past the deadline), after the
+    # status is written.
+    stop_pods: tuple[str, ...] = ()
+    # When to assess again although nothing changed (an attempt's deadline).
+    recheck_at: datetime.datetime | None = None
+    # The job's pods whose attempt is over but which still run (see `stopping_pods`).
+    stopping: tuple[StoppingPod, ...] = ()
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What the controller records when the scheduler admits a job."""
+
+    attempt: int
+    memory: int
+
+
+def condition_setter(
+    status: VideoJobStatus, now: datetime.datetime, generation: int | None
+) -> ConditionSetter:
+    """`condition(type, value, reason, message="")`: put a condition on `status` at `now`."""
+
+    def condition(type_: JobConditionType, value: bool, reason: str, message: str = "") -> None:
+        status.conditions = put_condition(
+            status.conditions, type_, value, reason, message, now=now, generation=generation
+        )
+
+    return condition
+
+
+def job_key(job: VideoJob) -> str:
+    return f"{job.metadata.namespace}/{job.metadata.name}"
+
+
+def effective_memory(job: VideoJob, status: VideoJobStatus, queue: VideoQueue) -> int:
+    """Memory of the job's next attempt: what it grew to after OOM kills (as recorded in
+    `status`, the status being assessed), else what the job asks for now (a pending job's
+    spec.resources.memory may still be edited)."""
+    grown = any(r.reason == AttemptReason.OOM_KILLED for r in status.attempts)
+    if grown and status.effective_memory is not None:
+        return parse_quantity(status.effective_memory)
+    if job.spec.resources.memory is not None:
+        return parse_quantity(job.spec.resources.memory)
+    return queue.spec.memory.default_request_bytes
+
+
+def queue_overhead(queue: VideoQueue) -> PodOverhead:
+    """What the queue's worker pods hold beside the worker (sidecars, init containers), as
+    the budget counts it. A template that `build_worker_pod` refuses (a container without a
+    memory limit) counts those containers as 0 here: its jobs are held when their pod is
+    refused, so no memory is really at stake."""
+    return pod_memory_overhead(queue.spec.template, strict=False)
+
+
+def queue_policy(queue: VideoQueue, *, concurrency: int | None = None) -> QueuePolicy:
+    """The scheduling policy of `queue`; `concurrency` overrides spec.concurrency (the
+    effective value under memory pressure). The one conversion used by the controller and
+    by the kubectl plugin's estimates."""
+    memory = queue.spec.memory
+    aging = queue.spec.aging
+    rate_limit = queue.spec.rate_limit
+    return QueuePolicy(
+        concurrency=queue.spec.concurrency if concurrency is None else concurrency,
+        memory_budget=memory.budget_bytes,
+        memory_max=memory.max_bytes,
+        backfill_seconds=float(memory.backfill_seconds),
+        admitting=queue.spec.state == QueueState.ACTIVE
+        and queue.metadata.deletion_timestamp is None,
+        aging_interval=float(aging.interval_seconds) if aging else None,
+        aging_max_boost=aging.max_boost if aging else 10,
+        starts_per_minute=rate_limit.starts_per_minute if rate_limit else None,
+        preempt_lower_priority=queue.spec.preemption == PreemptionPolicy.LOWER_PRIORITY,
+    )
+
+
+def set_kstatus_conditions(
+    status: VideoJobStatus, now: datetime.datetime, generation: int | None
+) -> None:
+    """Reconciling True until the job ends; Stalled True when it Failed or was Rejected."""
+    phase = status.phase
+    if phase is None:
+        return
+
+    condition = condition_setter(status, now, generation)
+
+    if not phase.is_terminal:
+        condition(JobConditionType.RECONCILING, True, phase.value, f"the job is {phase.value}")
+    else:
+        condition(JobConditionType.RECONCILING, False, phase.value, f"the job {phase.value}")
+    if phase in (JobPhase.FAILED, JobPhase.REJECTED):
+        failed = find_condition(status.conditions, JobConditionType.FAILED)
+        reason = failed.reason if failed is not None else phase.value
+        condition(JobConditionType.STALLED, True, reason, status.message or "")
+    elif find_condition(status.conditions, JobConditionType.STALLED) is not None:
+        condition(JobConditionType.STALLED, False, phase.value, "")
+
+
+def history(status: VideoJobStatus, attempt: int) -> AttemptRecord | None:
+    return next((r for r in reversed(status.attempts) if r.attempt == attempt), None)
+
+
+def parse_time(value: str | None) -> datetime.datetime | None:
+    if not value:
+        return None
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def pending_view(
+    job: VideoJob, status: VideoJobStatus, queue: VideoQueue | None, now: datetime.datetime
+) -> JobView | None:
+    """The job's place in the queue right after an attempt ended and it was re-queued."""
+    if queue is None:
+        return None
+    created = job.metadata.creation_timestamp or now
+    eligible = status.next_attempt_time
+    memory = effective_memory(job, status, queue)
+    return JobView(
+        key=job_key(job),
+        priority=job.spec.priority,
+        created_at=created.timestamp(),
+        queued_at=(status.queued_time or created).timestamp(),
+        memory=memory,
+        state=JobState.PENDING,
+        eligible_at=eligible.timestamp() if eligible and eligible > now else None,
+        overhead=queue_overhead(queue).beside(memory),
+    )
