@@ -4,8 +4,9 @@ with nothing but its ServiceAccount's token, takes a job from apply to a real ou
 
 Pods reach the API server and the metrics Service through their ClusterIPs, as on any
 cluster: kube-proxy runs beside the real node (envtest's `_start_service_proxy`). No operator
-on the host acts here: the session's `operator` fixture is not requested, and the test checks
-that no operator process of this cluster runs on the host.
+on the host acts here: the session's host operator (it watches every namespace) is stopped for
+the test and started again after it, and the test checks that no operator process of this
+cluster runs on the host.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from tests.integration.objects import create, wait_job
 from tests.worker.harness import ffprobe, make_media, stream
 from videoqueue.envtest import LocalCluster, poll
 from videoqueue.envtest.images import ImportedImage
+from videoqueue.envtest.operator_process import OperatorProcess
 from videoqueue.envtest.realnode import REAL_NODE_PLACEMENT
 
 pytestmark = pytest.mark.e2e
@@ -53,6 +56,18 @@ with urllib.request.urlopen("http://127.0.0.1:8080/metrics", timeout=10) as resp
 print(json.dumps({"host": host, "user": review["status"]["userInfo"]["username"],
                   "kubeconfig": "KUBECONFIG" in os.environ, "metrics": metrics}))
 """
+
+
+@pytest.fixture
+def host_operator_stopped(operator: OperatorProcess) -> Iterator[None]:
+    """The session's operator on the host, stopped while the chart's works (both would act on
+    every namespace), and started again for the tests after this one."""
+    operator.stop()
+    try:
+        yield
+    finally:
+        operator.start()
+        operator.wait_for_log("progress: reading stream", timeout=60)
 
 
 def host_operators(kubeconfig: Path) -> list[int]:
@@ -114,6 +129,7 @@ class HelmTestPodWatch:
                 self.node = pod.spec.node_name or self.node
 
 
+@pytest.mark.usefixtures("host_operator_stopped")
 def test_chart_runs_the_operator_on_the_real_node(
     cluster: LocalCluster,
     crds: None,
