@@ -23,11 +23,12 @@ import pytest
 from tests.e2e.objects import REAL_NODE, elapsed, real_queue, video_job
 from tests.integration.helm_chart import CHART, helm, values_file
 from tests.integration.objects import create, wait_job
-from tests.worker.harness import ffprobe, make_media, stream
+from tests.worker.harness import ffprobe, stream
 from videoqueue.envtest import LocalCluster, poll
 from videoqueue.envtest.images import ImportedImage
 from videoqueue.envtest.operator_process import OperatorProcess
 from videoqueue.envtest.realnode import REAL_NODE_PLACEMENT
+from videoqueue.envtest.worker import make_media
 
 pytestmark = pytest.mark.e2e
 
