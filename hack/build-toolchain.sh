@@ -6,7 +6,7 @@
 # hack/toolchain/versions.env (kwok, helm) and in the wrapper modules' go.mod files
 # (kubernetes, etcd), whose go.sum files make the download reproducible.
 #
-# The kubelet and the pause image (pause.tar) are for envtest's real nodes.
+# The kubelet, kube-proxy and the pause image (pause.tar) are for envtest's real nodes.
 #
 # Usage: hack/build-toolchain.sh            build what is missing, print the bin dir
 #        hack/build-toolchain.sh --print    only print the bin dir (fails if not built)
@@ -106,6 +106,16 @@ build_kubelet() {
     go build -ldflags "$ldflags" -o "$OUT/kubelet" k8s.io/kubernetes/cmd/kubelet
 }
 
+# kube-proxy of real nodes: pods reach ClusterIP Services (the API server through the
+# `kubernetes` Service, the chart's metrics Service) the way they do on any cluster.
+build_kube_proxy() {
+    cd "$toolchain/kubernetes"
+    local ldflags
+    ldflags=$(kubernetes_ldflags)
+    log "  go build kube-proxy"
+    go build -ldflags "$ldflags" -o "$OUT/kube-proxy" k8s.io/kubernetes/cmd/kube-proxy
+}
+
 # The pod sandbox ("pause") image of real nodes, without a registry: Kubernetes' own
 # build/pause/linux/pause.c from the pinned k8s.io/kubernetes module, linked statically, in a
 # one-layer image archive (docker-archive layout) that `ctr images import` reads. The tag
@@ -192,10 +202,11 @@ if [[ ${1:-} != --print ]]; then
     build_component "kubernetes-$KUBERNETES_VERSION" \
         kube-apiserver kube-controller-manager kube-scheduler kubectl -- build_kubernetes
     build_component "kubelet-$KUBERNETES_VERSION" kubelet -- build_kubelet
+    build_component "kube-proxy-$KUBERNETES_VERSION" kube-proxy -- build_kube_proxy
     build_component "pause-$KUBERNETES_VERSION" pause.tar -- build_pause
 fi
 
-for b in etcd kwok helm kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
+for b in etcd kwok helm kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
     [[ -x "$bin/$b" ]] || { log "missing $bin/$b: run hack/build-toolchain.sh"; exit 1; }
 done
 [[ -f "$bin/pause.tar" ]] || { log "missing $bin/pause.tar: run hack/build-toolchain.sh"; exit 1; }

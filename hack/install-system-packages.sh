@@ -15,6 +15,7 @@ packages=(
     containerd      # real nodes: each runs a containerd of its own (CRI plugin, runc)
     containernetworking-plugins  # real nodes: the pod network (bridge + host-local, /usr/lib/cni)
     iproute2        # real nodes: the pod bridge is deleted with `ip link` at stop
+    iptables        # real nodes: kube-proxy (iptables mode) and the nodes' FORWARD guard
     gcc             # real nodes: the pause image is Kubernetes' pause.c linked statically
     libc6-dev       #   (its static libc)
 )

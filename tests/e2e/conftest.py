@@ -35,9 +35,9 @@ from tests.integration.conftest import (  # noqa: F401
 )
 from tests.integration.redis_server import RedisServer
 from videoqueue.envtest import ClusterConfig, LocalCluster, default_nodes
-from videoqueue.envtest.images import ImportedImage, import_worker_image
+from videoqueue.envtest.images import ImportedImage, import_operator_image, import_worker_image
 from videoqueue.envtest.operator_process import OperatorProcess
-from videoqueue.envtest.realnode import leftovers
+from videoqueue.envtest.realnode import leftovers, service_proxy_leftovers
 
 pytestmark = pytest.mark.e2e
 
@@ -55,6 +55,7 @@ def cluster() -> Iterator[LocalCluster]:
         yield local
     # __exit__ raised if the node left anything behind; this checks again from outside.
     assert leftovers(layout) == []
+    assert service_proxy_leftovers() == []
 
 
 @pytest.fixture(scope="session")
@@ -94,6 +95,15 @@ def worker_image(cluster: LocalCluster) -> ImportedImage:
     image = import_worker_image(cluster.containerd(REAL_NODE), REPO)
     times = ", ".join(f"{k} {v:.1f}s" for k, v in image.seconds.items())
     print(f"\nworker image {image.tag} on {REAL_NODE} ({times})", file=sys.stderr)
+    return image
+
+
+@pytest.fixture(scope="session")
+def operator_image(cluster: LocalCluster) -> ImportedImage:
+    """The operator image of this checkout in the real node's containerd."""
+    image = import_operator_image(cluster.containerd(REAL_NODE), REPO)
+    times = ", ".join(f"{k} {v:.1f}s" for k, v in image.seconds.items())
+    print(f"\noperator image {image.tag} on {REAL_NODE} ({times})", file=sys.stderr)
     return image
 
 

@@ -3,27 +3,16 @@ as the chart runs it: its non-root user, read-only root filesystem, /tmp on an e
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.objects import REAL_NODE
-from videoqueue.envtest import LocalCluster, poll
-from videoqueue.envtest.images import ImportedImage, import_operator_image
+from videoqueue.envtest import poll
+from videoqueue.envtest.images import ImportedImage
 from videoqueue.envtest.realnode import REAL_NODE_PLACEMENT
 
 pytestmark = pytest.mark.e2e
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def operator_image(cluster: LocalCluster) -> ImportedImage:
-    image = import_operator_image(cluster.containerd(REAL_NODE), REPO)
-    times = ", ".join(f"{k} {v:.1f}s" for k, v in image.seconds.items())
-    print(f"\noperator image {image.tag} on {REAL_NODE} ({times})")
-    return image
 
 
 def test_operator_image_runs_on_the_real_node(

@@ -242,6 +242,43 @@ def test_packaged_chart_carries_the_crds(tmp_path: Path) -> None:
     assert len(crds) == 3
 
 
+@pytest.mark.parametrize(
+    ("release", "values", "variable"),
+    [
+        ("media", {}, "MEDIA_VIDEOQUEUE_OPERATOR_METRICS_SERVICE"),
+        ("my-videoqueue-operator", {}, "MY_VIDEOQUEUE_OPERATOR_METRICS_SERVICE"),
+        ("r", {"fullnameOverride": "vq-prod"}, "VQ_PROD_METRICS_SERVICE"),
+    ],
+    ids=["release-and-chart", "release-holds-chart-name", "fullname-override"],
+)
+def test_helm_test_pod_needs_no_cluster_dns(
+    release: str, values: dict[str, Any], variable: str, tmp_path: Path
+) -> None:
+    """The test pod finds the metrics Service by the variables the kubelet sets for each
+    Service (upper-cased name, '-' as '_'), and runs where the operator runs."""
+    placement = {
+        "nodeSelector": {"videoqueue.dev/node": "real"},
+        "tolerations": [{"key": "dedicated", "value": "media", "effect": "NoSchedule"}],
+    }
+    objects = render(tmp_path, {**values, **placement}, release=release, namespace="ns")
+    (pod,) = [o for o in objects if o["kind"] == "Pod"]
+    (service,) = [
+        o for o in objects if o["kind"] == "Service" and o["metadata"]["name"].endswith("-metrics")
+    ]
+    assert service["metadata"]["name"].upper().replace("-", "_") + "_SERVICE" == variable
+    spec = pod["spec"]
+    assert spec["enableServiceLinks"] is True
+    script = spec["containers"][0]["args"][0]
+    assert f'os.environ["{variable}_HOST"]' in script
+    assert f'os.environ["{variable}_PORT"]' in script
+    assert ".svc" not in script
+    assert spec["containers"][0]["command"][0] == "python3"  # the image has no `python`
+    assert (spec["nodeSelector"], spec["tolerations"]) == (
+        placement["nodeSelector"],
+        placement["tolerations"],
+    )
+
+
 @pytest.mark.parametrize("password", ["s3cret-Pass", None], ids=["auth", "no-auth"])
 def test_bundled_redis_command_runs_a_real_redis(password: str | None, tmp_path: Path) -> None:
     """The StatefulSet's shell command, run against the Debian redis-server: it starts with

@@ -19,6 +19,8 @@ from videoqueue.envtest.realnode import (
     RealNodeSpec,
     cni_conflist,
     containerd_config,
+    forward_guard,
+    kube_proxy_config,
     kubelet_argv,
     kubelet_config,
     real_nodes,
@@ -58,11 +60,12 @@ def test_containerd_config_has_what_this_machine_needs() -> None:
 
 
 def test_pod_network_stays_on_the_bridge() -> None:
-    (bridge,) = cni_conflist(LAYOUT, SUBNET)["plugins"]
+    (bridge,) = cni_conflist(LAYOUT, SUBNET, "10.96.0.0/16")["plugins"]
     assert (bridge["type"], bridge["bridge"]) == ("bridge", LAYOUT.bridge)
     assert bridge["ipMasq"] is False
     assert bridge["isDefaultGateway"] is False
-    assert bridge["ipam"]["routes"] == []
+    # One route beyond the subnet: ClusterIPs, through the gateway (kube-proxy's rules).
+    assert bridge["ipam"]["routes"] == [{"dst": "10.96.0.0/16"}]
     assert bridge["ipam"]["ranges"] == [[{"subnet": "10.245.7.0/24"}]]
     assert bridge["ipam"]["dataDir"].startswith(str(LAYOUT.directory))
     assert SUBNET.subnet_of(POD_SUBNETS)
@@ -101,3 +104,37 @@ def test_placement_selects_and_tolerates_the_real_node() -> None:
     assert REAL_NODE_PLACEMENT["nodeSelector"] == {REAL_NODE_LABEL: "real"}
     (toleration,) = REAL_NODE_PLACEMENT["tolerations"]
     assert (toleration["key"], toleration["effect"]) == (REAL_NODE_TAINT, "NoSchedule")
+
+
+def test_forward_guard_drops_what_would_leave_the_pod_bridges() -> None:
+    rule = forward_guard(LAYOUT)
+    assert rule[:5] == ["FORWARD", "-i", LAYOUT.bridge, "!", "-o"]
+    assert rule[5] == "vq+"  # every pod bridge, for endpoints on another real node
+    assert rule[-2:] == ["-j", "DROP"]
+    assert f"videoqueue {LAYOUT.key}:" in rule[rule.index("--comment") + 1]
+
+
+def test_kube_proxy_changes_no_host_setting_and_binds_loopback() -> None:
+    config = kube_proxy_config(
+        kubeconfig=Path("/state/kube-proxy.kubeconfig"),
+        hostname="real-node-0",
+        pod_cidr=str(POD_SUBNETS),
+        node_ips=["10.245.7.1"],
+        healthz_port=1234,
+        metrics_port=5678,
+    )
+    assert (config["mode"], config["hostnameOverride"]) == ("iptables", "real-node-0")
+    assert config["clusterCIDR"] == "10.245.0.0/16"
+    assert config["healthzBindAddress"] == "127.0.0.1:1234"
+    assert config["metricsBindAddress"] == "127.0.0.1:5678"
+    assert config["nodePortAddresses"] == ["10.245.7.1/32"]
+    # Zero: leave the conntrack sysctls alone; no route_localnet on every interface; no
+    # OOM score below 0 (root may not set one here).
+    assert config["conntrack"] == {
+        "maxPerCore": 0,
+        "min": 0,
+        "tcpEstablishedTimeout": "0s",
+        "tcpCloseWaitTimeout": "0s",
+    }
+    assert config["iptables"]["localhostNodePorts"] is False
+    assert config["oomScoreAdj"] == 0

@@ -16,7 +16,7 @@ COMPONENTS = (
     "helm",
 )
 # Only clusters with real nodes need these (same script, same cache).
-REAL_NODE_COMPONENTS = ("kubelet", "pause.tar")
+REAL_NODE_COMPONENTS = ("kubelet", "kube-proxy", "pause.tar")
 
 
 class MissingBinaryError(RuntimeError):

@@ -258,16 +258,20 @@ class LocalCluster(ClusterBase):
 
     def stop(self) -> None:
         """Stop real nodes (kubelet, their containers, containerd, mounts, bridge, cgroups),
-        terminate every other component (newest first), then remove an owned state directory.
+        terminate every other component (newest first), remove kube-proxy's rules, then
+        remove an owned state directory.
 
         Raises ClusterError, after stopping everything else, if a real node left something
         behind on the host."""
         problems: list[str] = []
+        service_proxy = self.has_service_proxy
         for name in self.real_node_names:
             problems += self._stop_real_node(name)
         for component in reversed(self.components):
             _terminate(component)
         self.components.clear()
+        if service_proxy:
+            problems += realnode.cleanup_service_proxy(self.binaries["kube-proxy"])
         state = self.state_dir / _STATE_FILE
         state.unlink(missing_ok=True)
         if self._owns_state_dir and not problems:
@@ -328,6 +332,7 @@ class LocalCluster(ClusterBase):
                     ),
                     ports=(port, healthz),
                     image_root=store.root,
+                    service_cidr=SERVICE_CIDR,
                 )
                 # containerd holds both locks for as long as it runs.
                 locks = (node_lock,) if store.lock_fd is None else (node_lock, store.lock_fd)
@@ -356,6 +361,126 @@ class LocalCluster(ClusterBase):
             self._save_state()
         for spec in self.config.real_nodes:
             self._wait_real_node_ready(spec.name)
+        self._start_service_proxy(pki)
+
+    def _start_service_proxy(self, pki: ClusterPKI) -> None:
+        """kube-proxy for the real nodes' pods, and the `kubernetes` Service's endpoint.
+
+        All real nodes share the host's network namespace, so one kube-proxy (named after the
+        first real node) serves them all, as one would per machine. The API server listens on
+        127.0.0.1 only and the API refuses a loopback endpoint: the endpoint is a relay on the
+        first real node's bridge address (envtest/forward.py). Without the machine's
+        kube-proxy lock (another cluster's kube-proxy runs) pods reach no Service."""
+        lock = realnode.claim_service_proxy()
+        if lock is None:
+            print(
+                "envtest: another cluster's kube-proxy runs on this machine: pods of this one "
+                "reach no Service",
+                file=sys.stderr,
+            )
+            return
+        try:
+            binary = self.binaries["kube-proxy"]
+            # Rules of a kube-proxy killed with its cluster: only the lock holder may remove them.
+            if left := realnode.cleanup_service_proxy(binary):
+                raise ClusterError(f"stale kube-proxy rules could not be removed: {left}")
+            first = self.config.real_nodes[0].name
+            node_ips = [self._node_ip(spec.name) for spec in self.config.real_nodes]
+            api_port = self.ports["apiserver"]
+            self._launch(
+                "apiserver-relay",
+                [
+                    sys.executable,
+                    "-m",
+                    "videoqueue.envtest.forward",
+                    f"{node_ips[0]}:{api_port}",
+                    f"127.0.0.1:{api_port}",
+                ],
+            )
+            self._save_state()
+            self._wait_listening("apiserver-relay", node_ips[0], api_port)
+            self._write_kubernetes_endpoints(node_ips[0], api_port)
+            cert = pki.client(self.state_dir / "pki", "kube-proxy", "system:kube-proxy", None)
+            kubeconfig = self.state_dir / "kube-proxy.kubeconfig"
+            kubeconfig.write_text(
+                yaml.safe_dump(
+                    kubeconfig_document(
+                        self.server, pki.ca.cert, cert.cert, cert.key, user="kube-proxy"
+                    )
+                )
+            )
+            healthz, metrics = _free_ports(2)
+            self.ports["kube-proxy"] = healthz
+            config_file = self.state_dir / "kube-proxy.yaml"
+            config_file.write_text(
+                yaml.safe_dump(
+                    realnode.kube_proxy_config(
+                        kubeconfig=kubeconfig,
+                        hostname=first,
+                        pod_cidr=str(realnode.POD_SUBNETS),
+                        node_ips=node_ips,
+                        healthz_port=healthz,
+                        metrics_port=metrics,
+                    )
+                )
+            )
+            # kube-proxy holds the lock for as long as it runs.
+            self._launch(
+                "kube-proxy", realnode.kube_proxy_argv(binary, config_file), pass_fds=(lock,)
+            )
+        finally:
+            os.close(lock)
+        self._save_state()
+        # 200 once its first sync wrote the rules.
+        self._wait_healthy("kube-proxy", f"http://127.0.0.1:{healthz}/healthz", time.monotonic())
+
+    def _node_ip(self, name: str) -> str:
+        with self.api_client() as api:
+            addresses = client.CoreV1Api(api).read_node(name).status.addresses
+        return next(str(a.address) for a in addresses if a.type == "InternalIP")
+
+    def _wait_listening(self, name: str, host: str, port: int) -> None:
+        component = next(c for c in self.components if c.name == name)
+
+        def listening() -> bool:
+            if not _alive(component):
+                raise ClusterError(f"{name} exited during startup:\n{self.log_tail(name)}")
+            with socket.socket() as s:
+                return s.connect_ex((host, port)) == 0
+
+        poll(listening, timeout=self.config.startup_timeout, what=f"{name} on {host}:{port}")
+
+    def _write_kubernetes_endpoints(self, address: str, port: int) -> None:
+        """The endpoint of the `kubernetes` Service (the API server's own reconciler is off:
+        it would write 127.0.0.1, which the API refuses)."""
+        body = {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "kubernetes",
+                "namespace": "default",
+                "labels": {
+                    "kubernetes.io/service-name": "kubernetes",
+                    "endpointslice.kubernetes.io/managed-by": "envtest.videoqueue.dev",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+        }
+        with self.api_client() as api:
+            discovery = client.DiscoveryV1Api(api)
+            try:
+                discovery.create_namespaced_endpoint_slice("default", body)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                discovery.replace_namespaced_endpoint_slice("kubernetes", "default", body)
+
+    @property
+    def has_service_proxy(self) -> bool:
+        """Whether this cluster's pods reach Services (it runs the machine's kube-proxy)."""
+        return any(c.name == "kube-proxy" for c in self.components)
 
     def _wait_real_node_ready(self, name: str) -> None:
         kubelet = next(c for c in self.components if c.name == f"kubelet-{name}")
@@ -445,6 +570,9 @@ class LocalCluster(ClusterBase):
             f"--tls-private-key-file={pki.apiserver.key}",
             f"--client-ca-file={pki.ca.cert}",
             "--authorization-mode=Node,RBAC",
+            # The `kubernetes` Service's endpoint is written by envtest (a relay on a real
+            # node's bridge): the reconciler would write 127.0.0.1, which the API refuses.
+            "--endpoint-reconciler-type=none",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki.service_account_pub}",
             f"--service-account-signing-key-file={pki.service_account_key}",
