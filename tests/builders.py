@@ -131,7 +131,7 @@ class MakeQueue(_MakeObject):
     def concurrency(self, concurrency: int) -> Self:
         return self.spec(concurrency=concurrency)
 
-    def budget(self, budget: str) -> Self:
+    def budget(self, budget: str | int) -> Self:
         return self.set("spec.memory.budget", budget)
 
     def default_request(self, memory: str) -> Self:
@@ -231,7 +231,9 @@ class MakeJob(_MakeObject):
     """A VideoJob of type transcode reading file:///media/in.mp4, with the API's default
     priority (5) and memory (the queue's defaultRequest)."""
 
-    def __init__(self, name: str = "job", namespace: str | None = None, *, queue: str = "work"):
+    def __init__(
+        self, name: str = "job", namespace: str | None = None, *, queue: str = "work"
+    ) -> None:
         super().__init__("VideoJob", name, namespace)
         self.spec(queueName=queue, type="transcode", input={"url": "file:///media/in.mp4"})
 
@@ -253,7 +255,8 @@ class MakeJob(_MakeObject):
     def params(self, **params: Any) -> Self:
         return self.spec(params=params)
 
-    def memory(self, memory: str) -> Self:
+    def memory(self, memory: str | int) -> Self:
+        """`spec.resources.memory`: a quantity, or a byte count."""
         return self.spec(resources={"memory": memory})
 
     def max_attempts(self, attempts: int) -> Self:
@@ -277,7 +280,9 @@ class MakeJob(_MakeObject):
     def cancel(self, cancel: bool = True) -> Self:
         return self.spec(cancel=cancel)
 
-    def status(self, status: VideoJobStatus | dict[str, Any] | None = None, **fields: Any) -> Self:
+    def status(
+        self, status: VideoJobStatus | dict[str, Any] | None = None, /, **fields: Any
+    ) -> Self:
         """The whole status: a model, a camelCase dict, or its fields as keywords."""
         body = status.to_dict() if isinstance(status, VideoJobStatus) else dict(status or {})
         return self.set("status", copy.deepcopy(body | fields))
