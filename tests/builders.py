@@ -9,7 +9,8 @@ in the manner of Kueue's `MakeWorkload("a", "ns").Priority(3).Obj()`:
 Defaults are the least the CRDs accept, so `obj()` can be applied to a real API server and
 the server's defaults fill in the rest. Methods take the API's units (quantity strings,
 seconds) and set one field each; `spec(...)` and `set(...)` reach any field, valid or not.
-`obj()` returns a fresh copy, so a builder can be reused and its objects changed freely.
+Methods change the builder and return it, so calls chain or stand as statements; `obj()`
+returns a fresh copy, so a builder can be reused and its objects changed freely.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from videoqueue.controller.runtime import slim
 
 def job_body() -> dict[str, Any]:
     job = MakeJob("a", "ns", queue="q").resource_version("7").status(phase="Pending")
-    # What kubectl's server-side apply leaves on every object, and slim() drops.
+    # The API server's record of field owners: large, unread, and what slim() drops.
     managed = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
     return job.set("metadata.managedFields", managed).obj()
 
