@@ -11,7 +11,7 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +85,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.path.name not in BEFORE_THE_OPERATOR)
 
 
-@pytest.fixture(scope="session")
-def crds(cluster: ClusterBase) -> None:
-    """The videoqueue CRDs, applied from crds/ as a user would, and established."""
+def apply_crds(cluster: ClusterBase) -> None:
+    """Apply the videoqueue CRDs from crds/, as a user would, and wait until established."""
     # Server-side apply: the schemas are too large for the last-applied annotation.
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
 
@@ -104,6 +103,38 @@ def crds(cluster: ClusterBase) -> None:
         return result.returncode == 0 or None
 
     poll(established, timeout=60, what="the videoqueue CRDs to be established")
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: ClusterBase) -> None:
+    """The videoqueue CRDs on the session's control plane."""
+    apply_crds(cluster)
+
+
+@pytest.fixture(scope="module")
+def own_cluster() -> Iterator[LocalCluster]:
+    """A control plane for one module alone, with the videoqueue CRDs. A module whose own
+    operators must not meet the session's `operator` (which acts on every namespace) makes
+    it its `cluster`:
+
+        @pytest.fixture(scope="module")
+        def cluster(own_cluster: LocalCluster) -> LocalCluster:
+            return own_cluster
+    """
+    with LocalCluster() as local:
+        apply_crds(local)
+        yield local
+
+
+@pytest.fixture
+def report(capsys: pytest.CaptureFixture[str]) -> Callable[[str], None]:
+    """Print figures to the terminal even when pytest captures output."""
+
+    def show(text: str) -> None:
+        with capsys.disabled():
+            print(f"\n{text}")
+
+    return show
 
 
 @pytest.fixture(scope="session")

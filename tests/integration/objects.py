@@ -13,6 +13,7 @@ from typing import Any
 from kubernetes import watch
 from urllib3.exceptions import ProtocolError
 
+from tests.builders import WORKER, MakeJob, MakeQueue
 from videoqueue.api import parse_quantity
 from videoqueue.envtest import pod_script, poll, wait_for_object
 from videoqueue.envtest.kwok import RUN_DURATION
@@ -35,27 +36,14 @@ def make_queue(
     run_for: str = "1s",
     **spec: Any,
 ) -> dict[str, Any]:
-    memory: dict[str, Any] = {"budget": budget, "defaultRequest": "1Gi"}
+    """A queue whose KWOK worker pods succeed after `run_for` with RESULT, retried quickly;
+    `spec` adds or replaces raw spec fields."""
+    queue = MakeQueue(name).concurrency(concurrency).budget(budget).default_request("1Gi")
     if max_:
-        memory["max"] = max_
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "VideoQueue",
-        "metadata": {"name": name},
-        "spec": {
-            "concurrency": concurrency,
-            "memory": memory,
-            "retry": {
-                "maxAttempts": 3,
-                "backoff": {"initialSeconds": 1, "factor": 2, "maxSeconds": 5},
-            },
-            "template": {
-                "metadata": {"annotations": pod_script(run_for, message=json.dumps(RESULT))},
-                "spec": {"containers": [{"name": "worker", "image": "videoqueue/worker:test"}]},
-            },
-            **spec,
-        },
-    }
+        queue.max(max_)
+    queue.retry(3, initial_seconds=1, factor=2, max_seconds=5)
+    queue.template(WORKER, annotations=pod_script(run_for, message=json.dumps(RESULT)))
+    return queue.spec(**spec).obj()
 
 
 def make_job(
@@ -67,20 +55,10 @@ def make_job(
     annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A VideoJob; `annotations` travel to its worker pods (e.g. KWOK scripts)."""
-    spec: dict[str, Any] = {
-        "queueName": queue,
-        "priority": priority,
-        "type": "transcode",
-        "input": {"url": "file:///media/in.mp4"},
-    }
+    job = MakeJob(name, queue=queue).priority(priority).annotations(**(annotations or {}))
     if memory:
-        spec["resources"] = {"memory": memory}
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "VideoJob",
-        "metadata": {"name": name, "annotations": annotations or {}},
-        "spec": spec,
-    }
+        job.memory(memory)
+    return job.obj()
 
 
 def create(custom: Any, namespace: str, plural: str, body: dict[str, Any]) -> None:

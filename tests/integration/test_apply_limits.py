@@ -8,13 +8,14 @@ limit, so a rule that refuses too much fails here too.
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 from typing import Any
 
 import pytest
 
-from tests.integration.test_crds import _with, make_job, make_queue
+from tests.builders import MakeJob, MakeQueue
 from videoqueue.api.job import (
     MAX_PARAM_LIST_ITEMS,
     MAX_PARAM_LIST_STRING_LENGTH,
@@ -39,13 +40,14 @@ def apply(
     cluster: ClusterBase, namespace: str, manifest: dict[str, Any], mode: tuple[str, ...]
 ) -> subprocess.CompletedProcess[str]:
     # One name per mode: both modes then start from nothing.
-    named = _with(manifest, "metadata.name", f"{manifest['metadata']['name']}-{len(mode)}")
+    named = copy.deepcopy(manifest)
+    named["metadata"]["name"] += f"-{len(mode)}"
     return cluster.kubectl(*mode, "-n", namespace, "-f", "-", input=json.dumps(named), check=False)
 
 
 def custom_job(**spec: Any) -> dict[str, Any]:
     """A job of a custom type, which any scheme and any param names may serve."""
-    return make_job(type="my-encoder", **spec)
+    return MakeJob().type("my-encoder").spec(**spec).obj()
 
 
 def largest_params() -> dict[str, Any]:
@@ -101,84 +103,84 @@ REFUSED = [
     ),
     # 2. The stock worker's schemes.
     pytest.param(
-        make_job(input={"url": "ftp://media.example/in.mp4"}),
+        MakeJob().input("ftp://media.example/in.mp4").obj(),
         "spec.input.url of a stock job type (probe, transcode, thumbnail, audio, clip) must be",
         id="ftp-input-for-transcode",
     ),
     pytest.param(
-        make_job(type="probe", input={"url": "s3://media/in.mp4"}),
+        MakeJob().type("probe").input("s3://media/in.mp4").obj(),
         "spec.input.url of a stock job type",
         id="s3-input-for-probe",
     ),
     pytest.param(
-        make_job(output={"url": "ftp://media.example/out/"}),
+        MakeJob().output("ftp://media.example/out/").obj(),
         "spec.output.url of a stock job type",
         id="ftp-output-for-transcode",
     ),
     pytest.param(
-        make_job(output={"url": "file://media-host/out/"}),
+        MakeJob().output("file://media-host/out/").obj(),
         "spec.output.url of a stock job type",
         id="file-url-with-a-host",
     ),
     # 3. Health thresholds in order.
     pytest.param(
-        make_queue(health={"backlogWarning": 20_000}),
+        MakeQueue().health(backlogWarning=20_000).obj(),
         "spec.health.backlogWarning must not exceed spec.health.backlogCritical",
         id="backlog-warning-above-default-critical",
     ),
     pytest.param(
-        make_queue(health={"failureRateWarning": 0.6, "failureRateCritical": 0.5}),
+        MakeQueue().health(failureRateWarning=0.6, failureRateCritical=0.5).obj(),
         "spec.health.failureRateWarning must not exceed spec.health.failureRateCritical",
         id="failure-rate-warning-above-critical",
     ),
     # 4. Quantities: the message shows what was sent.
     pytest.param(
-        make_job(resources={"memory": "12XB"}),
+        MakeJob().memory("12XB").obj(),
         'spec.resources.memory: Invalid value: "": must be a positive memory quantity in bytes '
         "such as 512Mi, 2Gi or 1.5G (binary Ki/Mi/Gi/Ti or decimal k/M/G/T suffixes; not m, "
         'which means thousandths), not "12XB"',
         id="memory-12XB",
     ),
     pytest.param(
-        make_queue(memory={"budget": "lots"}),
+        MakeQueue().budget("lots").obj(),
         'spec.memory.budget: Invalid value: "": must be a positive memory quantity',
         id="budget-lots-named",
     ),
     pytest.param(
-        make_queue(memory={"budget": "lots"}),
+        MakeQueue().budget("lots").obj(),
         'which means thousandths), not "lots"',
         id="budget-lots",
     ),
     pytest.param(
-        make_job(resources={"memory": "1" * 65}),
+        MakeJob().memory("1" * 65).obj(),
         "spec.resources.memory: Too long: may not be more than 64",
         id="memory-quantity-too-long",
     ),
     # 5. spec.worker.
     pytest.param(
-        make_queue(worker={"allowedHosts": ["media.internal", "*.", "10.0.0.0/33"]}),
+        MakeQueue().worker(allowedHosts=["media.internal", "*.", "10.0.0.0/33"]).obj(),
         'spec.worker.allowedHosts[1]: Invalid value: "string": spec.worker.allowedHosts '
         "entries must each be a host name (media.internal), a *.domain wildcard",
         id="allowed-host-wildcard-without-domain",
     ),
     pytest.param(
-        make_queue(worker={"allowedHosts": ["10.0.0.0/33"]}),
+        MakeQueue().worker(allowedHosts=["10.0.0.0/33"]).obj(),
         'spec.worker.allowedHosts[0]: Invalid value: "string": spec.worker.allowedHosts',
         id="allowed-host-bad-cidr",
     ),
     pytest.param(
-        make_queue(worker={"fileRoots": ["/media/../etc"]}),
+        MakeQueue().worker(fileRoots=["/media/../etc"]).obj(),
         'spec.worker.fileRoots[0]: Invalid value: "string": spec.worker.fileRoots entries must '
         "be absolute directories without '..' segments",
         id="file-root-with-dot-dot",
     ),
     pytest.param(
-        make_queue(worker={"fileRoots": ["media"]}),
+        MakeQueue().worker(fileRoots=["media"]).obj(),
         "spec.worker.fileRoots[0] in body should match '^/'",
         id="relative-file-root",
     ),
     pytest.param(
-        make_queue(worker={"copyAnnotations": ["Example.com/trace-id"]}),
+        MakeQueue().worker(copyAnnotations=["Example.com/trace-id"]).obj(),
         'spec.worker.copyAnnotations[0]: Invalid value: "string": spec.worker.copyAnnotations '
         "entries must each be an annotation key",
         id="copy-annotation-not-a-key",
@@ -199,32 +201,35 @@ ACCEPTED = [
         id="custom-type-any-scheme",
     ),
     pytest.param(
-        make_job(
-            type="clip",
-            input={"url": "HTTPS://media.example/in.mp4?sig=abc"},
-            output={"url": "file:///media/out/"},
-            params={"start": 1.5, "duration": 10, "copy": False},
-        ),
+        MakeJob()
+        .type("clip")
+        .input("HTTPS://media.example/in.mp4?sig=abc")
+        .output("file:///media/out/")
+        .params(start=1.5, duration=10, copy=False)
+        .obj(),
         id="stock-type-supported-schemes",
     ),
     pytest.param(
-        make_job(input={"url": "/media/My Movie.mov"}, output={"url": "file:/media/out/a.mp4"}),
+        MakeJob().input("/media/My Movie.mov").output("file:/media/out/a.mp4").obj(),
         id="stock-type-bare-path-and-file-colon-slash",
     ),
-    pytest.param(make_job(resources={"memory": 1_500_000_000}), id="memory-as-a-byte-count"),
+    pytest.param(MakeJob().memory(1_500_000_000).obj(), id="memory-as-a-byte-count"),
     pytest.param(
-        make_queue(
+        MakeQueue()
+        .spec(
             health={
                 "backlogWarning": 10_000,
                 "backlogCritical": 10_000,
                 "failureRateWarning": 0.5,
                 "failureRateCritical": 0.5,
             }
-        ),
+        )
+        .obj(),
         id="thresholds-equal",
     ),
     pytest.param(
-        make_queue(
+        MakeQueue()
+        .spec(
             worker={
                 "allowedHosts": [
                     "media.internal",
@@ -238,7 +243,8 @@ ACCEPTED = [
                 "fileRoots": ["/media", "/srv/in..coming"],
                 "copyAnnotations": ["example.com/trace-id", "example.com/*", "team-*", "*"],
             }
-        ),
+        )
+        .obj(),
         id="worker-settings-of-every-form",
     ),
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 from pathlib import Path
@@ -10,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from tests.builders import MakeJob, MakeQueue
 from videoqueue.api import (
-    API_VERSION,
     POSITIVE_QUANTITY_MESSAGE,
     VideoJobSpec,
     VideoJobStatus,
@@ -22,29 +21,6 @@ from videoqueue.envtest import ClusterBase
 pytestmark = pytest.mark.integration
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
-
-
-def make_queue(name: str = "work", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "VideoQueue",
-        "metadata": {"name": name},
-        "spec": {"memory": {"budget": "8Gi"}, **spec},
-    }
-
-
-def make_job(name: str = "job", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "VideoJob",
-        "metadata": {"name": name},
-        "spec": {
-            "queueName": "work",
-            "type": "transcode",
-            "input": {"url": "file:///media/in.mp4"},
-            **spec,
-        },
-    }
 
 
 def create(
@@ -80,8 +56,8 @@ def patch(
 def test_valid_queue_and_job_are_accepted_with_defaults(
     cluster: ClusterBase, namespace: str, crds: None
 ) -> None:
-    create(cluster, namespace, make_queue())
-    create(cluster, namespace, make_job())
+    create(cluster, namespace, MakeQueue().obj())
+    create(cluster, namespace, MakeJob().obj())
 
     queue = get(cluster, namespace, "vq", "work")["spec"]
     job = get(cluster, namespace, "vj", "job")["spec"]
@@ -132,9 +108,9 @@ def test_valid_queue_and_job_are_accepted_with_defaults(
     }
     # What the server filled in is exactly what the models assume when a field is absent.
     assert VideoQueueSpec.model_validate(queue) == VideoQueueSpec.model_validate(
-        make_queue()["spec"]
+        MakeQueue().obj()["spec"]
     )
-    assert VideoJobSpec.model_validate(job) == VideoJobSpec.model_validate(make_job()["spec"])
+    assert VideoJobSpec.model_validate(job) == VideoJobSpec.model_validate(MakeJob().obj()["spec"])
 
 
 FULL_QUEUE_SPEC: dict[str, Any] = {
@@ -180,8 +156,8 @@ def test_every_spec_field_survives_the_api_server(
     cluster: ClusterBase, namespace: str, crds: None
 ) -> None:
     """Nothing the models define is pruned: the schema and the models agree."""
-    create(cluster, namespace, make_queue(**FULL_QUEUE_SPEC))
-    create(cluster, namespace, make_job(**FULL_JOB_SPEC))
+    create(cluster, namespace, MakeQueue().spec(**FULL_QUEUE_SPEC).obj())
+    create(cluster, namespace, MakeJob().spec(**FULL_JOB_SPEC).obj())
 
     queue = get(cluster, namespace, "vq", "work")["spec"]
     job = get(cluster, namespace, "vj", "job")["spec"]
@@ -236,7 +212,7 @@ FULL_JOB_STATUS: dict[str, Any] = {
 def test_status_changes_only_through_the_status_subresource(
     cluster: ClusterBase, namespace: str, crds: None
 ) -> None:
-    create(cluster, namespace, make_job())
+    create(cluster, namespace, MakeJob().obj())
 
     patch(cluster, namespace, "vj", "job", {"status": {"phase": "Running"}})
     assert "status" not in get(cluster, namespace, "vj", "job")
@@ -305,7 +281,7 @@ def test_status_changes_only_through_the_status_subresource(
 def test_status_is_validated(
     cluster: ClusterBase, namespace: str, crds: None, status: dict[str, Any], expected: str
 ) -> None:
-    create(cluster, namespace, make_job())
+    create(cluster, namespace, MakeJob().obj())
 
     result = patch(cluster, namespace, "vj", "job", {"status": status}, status=True, check=False)
 
@@ -313,110 +289,99 @@ def test_status_is_validated(
     assert expected in result.stderr
 
 
-def _with(manifest: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    """A copy of `manifest` with the dotted `path` set to `value`."""
-    result = copy.deepcopy(manifest)
-    *parents, leaf = path.split(".")
-    node = result
-    for key in parents:
-        node = node.setdefault(key, {})
-    node[leaf] = value
-    return result
-
-
 REJECTED = [
     pytest.param(
-        _with(make_job(), "spec.priority", -1),
+        MakeJob().set("spec.priority", -1).obj(),
         "spec.priority in body should be greater than or equal to 0",
         id="negative-priority",
     ),
     pytest.param(
-        _with(make_job(), "spec.priority", 11),
+        MakeJob().set("spec.priority", 11).obj(),
         "spec.priority in body should be less than or equal to 10",
         id="priority-11",
     ),
     pytest.param(
-        _with(make_job(), "spec.resources.memory", "2GB"),
+        MakeJob().set("spec.resources.memory", "2GB").obj(),
         "must be a positive memory quantity",
         id="bad-memory-quantity",
     ),
     pytest.param(
-        _with(make_job(), "spec.resources.memory", "512m"),
+        MakeJob().set("spec.resources.memory", "512m").obj(),
         f'{POSITIVE_QUANTITY_MESSAGE}, not "512m"',
         id="memory-in-thousandths-of-a-byte",
     ),
     pytest.param(
-        _with(make_queue(), "spec.memory.budget", 0),
+        MakeQueue().set("spec.memory.budget", 0).obj(),
         "spec.memory.budget: Invalid value",
         id="zero-budget",
     ),
     pytest.param(
-        _with(make_queue(), "spec.memory.max", "16Gi"),
+        MakeQueue().set("spec.memory.max", "16Gi").obj(),
         "spec.memory.max must not exceed spec.memory.budget",
         id="max-over-budget",
     ),
     pytest.param(
-        _with(_with(make_queue(), "spec.memory.max", "2Gi"), "spec.memory.defaultRequest", "4Gi"),
+        MakeQueue().set("spec.memory.max", "2Gi").set("spec.memory.defaultRequest", "4Gi").obj(),
         "spec.memory.defaultRequest must not exceed spec.memory.max",
         id="default-request-over-max",
     ),
     pytest.param(
-        _with(make_queue(), "spec.memory.budget", "512Mi"),
+        MakeQueue().set("spec.memory.budget", "512Mi").obj(),
         "spec.memory.defaultRequest (1Gi unless set) must not exceed spec.memory.budget",
         id="default-request-over-budget",
     ),
     pytest.param(
-        _with(make_queue(), "spec.memory.oomRetryMultiplier", 1),
+        MakeQueue().set("spec.memory.oomRetryMultiplier", 1).obj(),
         "spec.memory.oomRetryMultiplier in body should be greater than 1",
         id="oom-multiplier-not-above-1",
     ),
     pytest.param(
-        _with(make_queue(), "spec.retry.backoff", {"initialSeconds": 900, "maxSeconds": 60}),
+        MakeQueue().set("spec.retry.backoff", {"initialSeconds": 900, "maxSeconds": 60}).obj(),
         "spec.retry.backoff.initialSeconds must not exceed spec.retry.backoff.maxSeconds",
         id="queue-backoff-initial-over-max",
     ),
     pytest.param(
-        _with(make_job(), "spec.backoff", {"initialSeconds": 900, "maxSeconds": 60}),
+        MakeJob().set("spec.backoff", {"initialSeconds": 900, "maxSeconds": 60}).obj(),
         "spec.backoff.initialSeconds must not exceed spec.backoff.maxSeconds",
         id="job-backoff-initial-over-max",
     ),
     pytest.param(
-        _with(make_job("encode"), "spec.dependsOn", ["probe", "encode"]),
+        MakeJob("encode").set("spec.dependsOn", ["probe", "encode"]).obj(),
         "spec.dependsOn must not name the job itself",
         id="depends-on-itself",
     ),
     pytest.param(
-        _with(make_job(), "spec.dependsOn", ["probe", "probe"]),
+        MakeJob().set("spec.dependsOn", ["probe", "probe"]).obj(),
         "Duplicate value",
         id="depends-on-twice",
     ),
     pytest.param(
-        _with(make_queue(), "spec.state", "Stopped"),
+        MakeQueue().set("spec.state", "Stopped").obj(),
         'spec.state: Unsupported value: "Stopped"',
         id="unknown-state",
     ),
     pytest.param(
-        _with(make_queue(), "spec.concurrency", 0),
+        MakeQueue().set("spec.concurrency", 0).obj(),
         "spec.concurrency in body should be greater than or equal to 1",
         id="zero-concurrency",
     ),
     pytest.param(
-        _with(make_job(), "spec.type", "Transcode!"),
+        MakeJob().set("spec.type", "Transcode!").obj(),
         "spec.type in body should match",
         id="bad-job-type",
     ),
     pytest.param(
-        _with(make_job(), "spec.input", {}),
+        MakeJob().set("spec.input", {}).obj(),
         "spec.input.url: Required value",
         id="missing-input-url",
     ),
     pytest.param(
-        _with(make_job(), "spec.startAfter", "tomorrow"),
+        MakeJob().set("spec.startAfter", "tomorrow").obj(),
         "spec.startAfter in body must be of type date-time",
         id="start-after-not-a-timestamp",
     ),
     pytest.param(
-        make_job("x" * 64),
+        MakeJob("x" * 64).obj(),
         "metadata.name of a VideoJob must be at most 63 characters",
         id="job-name-too-long-for-a-label",
     ),
@@ -434,7 +399,7 @@ def test_invalid_objects_are_rejected_with_a_message(
 
 
 def test_queue_name_is_immutable(cluster: ClusterBase, namespace: str, crds: None) -> None:
-    create(cluster, namespace, make_job())
+    create(cluster, namespace, MakeJob().obj())
 
     moved = patch(cluster, namespace, "vj", "job", {"spec": {"queueName": "other"}}, check=False)
     reprioritised = patch(cluster, namespace, "vj", "job", {"spec": {"priority": 8}}, check=False)
@@ -447,8 +412,8 @@ def test_queue_name_is_immutable(cluster: ClusterBase, namespace: str, crds: Non
 def test_kubectl_get_shows_the_printer_columns(
     cluster: ClusterBase, namespace: str, crds: None
 ) -> None:
-    create(cluster, namespace, make_queue())
-    create(cluster, namespace, make_job(priority=7))
+    create(cluster, namespace, MakeQueue().obj())
+    create(cluster, namespace, MakeJob().priority(7).obj())
     patch(cluster, namespace, "vj", "job", {"status": FULL_JOB_STATUS}, status=True)
     status = {"pending": 3, "running": 2, "health": "Healthy", "memory": {"summary": "3Gi/8Gi"}}
     patch(cluster, namespace, "vq", "work", {"status": status}, status=True)
@@ -474,9 +439,9 @@ def test_kubectl_get_shows_the_printer_columns(
 def test_names_category_and_field_selector(
     cluster: ClusterBase, namespace: str, crds: None
 ) -> None:
-    create(cluster, namespace, make_queue())
-    create(cluster, namespace, make_job("a"))
-    create(cluster, namespace, make_job("b", queueName="other"))
+    create(cluster, namespace, MakeQueue().obj())
+    create(cluster, namespace, MakeJob("a").obj())
+    create(cluster, namespace, MakeJob("b", queue="other").obj())
 
     everything = cluster.kubectl("get", "-n", namespace, "videoqueue", "-o", "name").stdout
     in_work = cluster.kubectl(
@@ -494,7 +459,7 @@ def test_names_category_and_field_selector(
 def test_kubectl_wait_for_complete_works_as_for_batch_jobs(
     cluster: ClusterBase, namespace: str, crds: None
 ) -> None:
-    create(cluster, namespace, make_job())
+    create(cluster, namespace, MakeJob().obj())
     complete = {
         "type": "Complete",
         "status": "True",

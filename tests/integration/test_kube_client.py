@@ -14,7 +14,7 @@ import kopf
 import pytest
 import yaml
 
-from videoqueue.api import API_VERSION
+from tests.builders import MakeJob
 from videoqueue.controller.kube import (
     EVENT_MESSAGE_LIMIT,
     PODS,
@@ -52,20 +52,6 @@ def make_pod(name: str, **labels: str) -> dict[str, Any]:
 
 def make_configmap(name: str, labels: dict[str, str] | None = None, **data: str) -> dict[str, Any]:
     return {"metadata": {"name": name, "labels": labels or {}}, "data": data}
-
-
-def make_job(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "VideoJob",
-        "metadata": {"name": name},
-        "spec": {
-            "queueName": "work",
-            "type": "transcode",
-            "input": {"url": "file:///media/in.mp4"},
-            **spec,
-        },
-    }
 
 
 def kubectl_json(cluster: ClusterBase, *args: str) -> Any:
@@ -195,7 +181,7 @@ async def test_strategic_merge_patch_on_a_pod(kube: KubeClient, namespace: str) 
 async def test_status_is_written_through_the_status_subresource(
     kube: KubeClient, cluster: ClusterBase, namespace: str
 ) -> None:
-    await kube.create(VIDEOJOBS, namespace, make_job("encode"))
+    await kube.create(VIDEOJOBS, namespace, MakeJob("encode").obj())
     status = {"status": {"phase": "Pending", "message": "waiting for the queue"}}
 
     through_main = await kube.patch(VIDEOJOBS, namespace, "encode", status)
@@ -304,7 +290,7 @@ async def test_post_event_never_raises(kube: KubeClient, caplog: pytest.LogCaptu
 @pytest.mark.usefixtures("crds")
 async def test_api_error_carries_the_servers_message(kube: KubeClient, namespace: str) -> None:
     with pytest.raises(KubeApiError) as caught:
-        await kube.create(VIDEOJOBS, namespace, make_job("too-eager", priority=11))
+        await kube.create(VIDEOJOBS, namespace, MakeJob("too-eager").priority(11).obj())
 
     error = caught.value
     assert error.status == 422

@@ -18,14 +18,13 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from benchmarks.writes_per_job import measure
-from kubernetes import client
 
 from videoqueue.api import parse_quantity
 from videoqueue.envtest import LocalCluster, pod_script, poll
@@ -43,34 +42,9 @@ MEMORY = {"512Mi": 512 * 2**20, "1Gi": 2**30, "2Gi": 2 * 2**30}
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    """A control plane for this module alone, with the videoqueue CRDs."""
-    with LocalCluster() as local:
-        local.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        local.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/videoqueues.videoqueue.dev",
-            "crd/videojobs.videoqueue.dev",
-        )
-        yield local
-
-
-@pytest.fixture
-def custom(api: Any) -> Any:
-    return client.CustomObjectsApi(api)
-
-
-@pytest.fixture
-def report(capsys: pytest.CaptureFixture[str]) -> Callable[[str], None]:
-    """Print figures to the terminal even when pytest captures output."""
-
-    def show(text: str) -> None:
-        with capsys.disabled():
-            print(f"\n{text}")
-
-    return show
+def cluster(own_cluster: LocalCluster) -> LocalCluster:
+    """This module's own control plane (see above) stands in for the session's."""
+    return own_cluster
 
 
 # -- watching pods --------------------------------------------------------------------------

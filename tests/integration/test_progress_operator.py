@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 import redis
 from benchmarks.writes_per_job import JOB_STATUS, category, scrape_write_counts
-from kubernetes import client
 
 from tests.worker.harness import run_worker
 from videoqueue.api.progress import ProgressEvent, ProgressKind
@@ -41,34 +40,9 @@ STREAM = "videoqueue:progress"
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    """A control plane for this module alone, with the videoqueue CRDs."""
-    with LocalCluster() as local:
-        local.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        local.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/videoqueues.videoqueue.dev",
-            "crd/videojobs.videoqueue.dev",
-        )
-        yield local
-
-
-@pytest.fixture
-def custom(api: Any) -> Any:
-    return client.CustomObjectsApi(api)
-
-
-@pytest.fixture
-def report(capsys: pytest.CaptureFixture[str]) -> Callable[[str], None]:
-    """Print figures to the terminal even when pytest captures output."""
-
-    def show(text: str) -> None:
-        with capsys.disabled():
-            print(f"\n{text}")
-
-    return show
+def cluster(own_cluster: LocalCluster) -> LocalCluster:
+    """This module's own control plane (see above) stands in for the session's."""
+    return own_cluster
 
 
 @contextlib.contextmanager

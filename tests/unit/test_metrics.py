@@ -11,38 +11,15 @@ from typing import Any, cast
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from videoqueue.api import JobPhase, VideoJob, VideoJobStatus, VideoQueue
+from tests.builders import MakeJob, MakeQueue, container
+from videoqueue.api import JobPhase, VideoJobStatus
 from videoqueue.controller import metrics
 from videoqueue.controller.entries import JobEntry, QueueEntry
 from videoqueue.controller.kube import KubeClient
 from videoqueue.controller.loop import Controller
 from videoqueue.controller.metrics import REGISTRY, Activity
 
-# --- builders ------------------------------------------------------------------------------
-
-
-def make_job(
-    name: str, namespace: str, *, queue: str = "work", type_: str = "transcode", **status: Any
-) -> VideoJob:
-    return VideoJob.model_validate(
-        {
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"queueName": queue, "type": type_, "input": {"url": "file:///in.mp4"}},
-            "status": status,
-        }
-    )
-
-
-def make_queue(
-    name: str, namespace: str, status: dict[str, Any] | None = None, **spec: Any
-) -> VideoQueue:
-    return VideoQueue.model_validate(
-        {
-            "metadata": {"name": name, "namespace": namespace, "generation": 1},
-            "spec": {"concurrency": 3, "memory": {"budget": "8Gi"}, **spec},
-            "status": status or {},
-        }
-    )
+# --- helpers -------------------------------------------------------------------------------
 
 
 def attempt(number: int, reason: str | None = None) -> dict[str, Any]:
@@ -170,7 +147,7 @@ def test_status_write_counts_its_transitions(
     finished: dict[str, int],
     run_seconds: float | None,
 ) -> None:
-    job = make_job("a", ns, **before)
+    job = MakeJob("a", ns).status(**before).model()
     metrics.record_status_written(job, status(**after))
 
     labels = {"namespace": ns, "queue": "work", "type": "transcode"}
@@ -198,7 +175,7 @@ def test_status_write_counts_its_transitions(
 
 
 def test_admission_counts_and_observes_the_wait(ns: str) -> None:
-    job = make_job("a", ns, type_="probe")
+    job = MakeJob("a", ns).type("probe").model()
     metrics.record_admission(job, wait_seconds=12.0)
     metrics.record_admission(job, wait_seconds=400.0)
 
@@ -211,7 +188,7 @@ def test_admission_counts_and_observes_the_wait(ns: str) -> None:
 
 
 def test_preemptions_and_cycles(ns: str) -> None:
-    metrics.record_preemption(make_job("low", ns, type_="clip"))
+    metrics.record_preemption(MakeJob("low", ns).type("clip").model())
     metrics.record_cycle(f"{ns}/work", 0.003)
 
     assert sample("videoqueue_preemptions_total", namespace=ns, queue="work", type="clip") == 1
@@ -247,8 +224,14 @@ def indexed(ns: str) -> Controller:
     """An acting controller's index: a Paused queue with jobs in several phases, and a job
     whose queue does not exist."""
     controller = Controller(cast(KubeClient, FakeKube()))
-    queue = make_queue("work", ns, {"health": "Warning"}, state="Paused")
-    entry = controller.queues[f"{ns}/work"] = QueueEntry(f"{ns}/work", body={}, queue=queue)
+    queue = (
+        MakeQueue("work", ns)
+        .generation(1)
+        .concurrency(3)
+        .state("Paused")
+        .status({"health": "Warning"})
+    )
+    entry = controller.queues[f"{ns}/work"] = QueueEntry(f"{ns}/work", body={}, queue=queue.model())
     phases = {
         "p1": {"phase": "Pending"},
         "p2": {},  # never written yet: counts as Pending
@@ -258,10 +241,10 @@ def indexed(ns: str) -> Controller:
     }
     for name, fields in phases.items():
         key = f"{ns}/{name}"
-        controller.jobs[key] = JobEntry(make_job(name, ns, **fields).to_dict())
+        controller.jobs[key] = JobEntry(MakeJob(name, ns).status(**fields).model().to_dict())
         entry.jobs.add(key)
     orphans = controller.queues[f"{ns}/gone"] = QueueEntry(f"{ns}/gone")
-    controller.jobs[f"{ns}/o1"] = JobEntry(make_job("o1", ns, queue="gone").to_dict())
+    controller.jobs[f"{ns}/o1"] = JobEntry(MakeJob("o1", ns, queue="gone").model().to_dict())
     orphans.jobs.add(f"{ns}/o1")
     return controller
 
@@ -411,14 +394,18 @@ def test_metrics_port_out_of_range_is_refused(
 def test_reserved_memory_counts_the_whole_worker_pod(ns: str) -> None:
     """A sidecar's limit is memory the pod can use: the metric counts it, as admission does."""
     controller = Controller(cast(KubeClient, FakeKube()))
-    sidecar = {"name": "log-shipper", "image": "s:1", "resources": {"limits": {"memory": "512Mi"}}}
-    template = {"spec": {"containers": [{"name": "worker", "image": "w:1"}, sidecar]}}
-    queue = make_queue("work", ns, template=template)
-    entry = controller.queues[f"{ns}/work"] = QueueEntry(f"{ns}/work", body={}, queue=queue)
+    sidecar = container("log-shipper", "512Mi", image="s:1")
+    queue = (
+        MakeQueue("work", ns)
+        .generation(1)
+        .concurrency(3)
+        .template(container("worker", image="w:1"), sidecar)
+    )
+    entry = controller.queues[f"{ns}/work"] = QueueEntry(f"{ns}/work", body={}, queue=queue.model())
     for name, phase in (("r1", "Running"), ("a1", "Admitted"), ("p1", "Pending")):
         key = f"{ns}/{name}"
         fields = {"phase": phase, "effectiveMemory": "1Gi"}
-        controller.jobs[key] = JobEntry(make_job(name, ns, **fields).to_dict())
+        controller.jobs[key] = JobEntry(MakeJob(name, ns).status(**fields).model().to_dict())
         entry.jobs.add(key)
     previous = metrics.STATE.source
     metrics.STATE.source = lambda: Activity("acting", controller, controller.kube)

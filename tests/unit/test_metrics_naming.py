@@ -11,11 +11,12 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.core import Metric
 
+from tests.builders import MakeJob
 from videoqueue.api import VideoJobStatus
 from videoqueue.controller import metrics
 from videoqueue.controller.metrics import REGISTRY, Activity
 
-from .test_metrics import indexed, make_job
+from .test_metrics import indexed
 
 # Runtime metrics from prometheus_client's standard collectors keep their own names.
 STANDARD_PREFIXES = ("process_", "python_")
@@ -36,7 +37,7 @@ def families() -> Iterator[list[Metric]]:
     has counted something, so that every family has samples."""
     ns = f"naming-{uuid.uuid4().hex[:6]}"
     controller = indexed(ns)
-    job = make_job("secret-job-name", ns)
+    job = MakeJob("secret-job-name", ns).model()
     metrics.record_admission(job, wait_seconds=3.0)
     metrics.record_status_written(
         job,

@@ -6,23 +6,16 @@ from typing import Any
 
 import kopf
 
+from tests.builders import MakeJob
 from videoqueue.controller.entries import slim
 from videoqueue.controller.handlers import NoDiffBase
 
 
 def job_body() -> dict[str, Any]:
-    return {
-        "apiVersion": "videoqueue.dev/v1alpha1",
-        "kind": "VideoJob",
-        "metadata": {
-            "name": "a",
-            "namespace": "ns",
-            "resourceVersion": "7",
-            "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
-        },
-        "spec": {"queueName": "q"},
-        "status": {"phase": "Pending"},
-    }
+    job = MakeJob("a", "ns", queue="q").resource_version("7").status(phase="Pending")
+    # The API server's record of field owners: large, unread, and what slim() drops.
+    managed = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
+    return job.set("metadata.managedFields", managed).obj()
 
 
 def test_slim_drops_managed_fields_and_keeps_everything_else() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.scheduling.test_pods import MakeJob, MakeQueue, worker_of
+from tests.unit.scheduling.test_pods import clip, work_queue, worker_of
 from videoqueue.api import JobPhase, VideoJob, VideoJobStatus
 from videoqueue.api.progress import ProgressEvent, ProgressKind
 from videoqueue.controller.progress import (
@@ -311,8 +311,8 @@ def test_worker_pods_get_the_channel_env_over_the_templates() -> None:
         url="redis://redis.media.svc:6379/0", password_secret=SecretKeyRef("redis", "pw")
     )
     pod = build_worker_pod(
-        MakeJob().obj(),
-        MakeQueue().template(template).obj(),
+        clip().obj(),
+        work_queue().template_body(template).obj(),
         attempt=1,
         memory_bytes=2**30,
         env=settings.worker_env(),

@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import pytest
 
+from tests.builders import MakeJob, MakeQueue, container
 from videoqueue.api import VideoQueue
 from videoqueue.controller.entries import JobEntry, QueueEntry
 from videoqueue.controller.kube import KubeClient, Resource
@@ -62,40 +63,16 @@ class RecordingKube:
 
 
 def queue_body(state: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "videoqueue.dev/v1alpha1",
-        "kind": "VideoQueue",
-        "metadata": {
-            "name": "work",
-            "namespace": NS,
-            "uid": "queue-uid",
-            "generation": 1,
-            "resourceVersion": "1",
-            "finalizers": ["videoqueue.dev/running-jobs"],
-        },
-        "spec": {
-            "state": state,
-            "concurrency": 2,
-            "memory": {"budget": "100Gi", "defaultRequest": "1Gi"},
-            "template": {"spec": {"containers": [{"name": "worker", "image": "w:1"}]}},
-        },
-    }
+    """A queue as the index holds it: read from the API server, with its finalizer."""
+    queue = MakeQueue("work", NS).uid("queue-uid").generation(1).resource_version("1")
+    queue.finalizers("videoqueue.dev/running-jobs").state(state).concurrency(2)
+    queue.budget("100Gi").default_request("1Gi").template(container("worker", image="w:1"))
+    return queue.obj()
 
 
 def job_body(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "videoqueue.dev/v1alpha1",
-        "kind": "VideoJob",
-        "metadata": {
-            "name": name,
-            "namespace": NS,
-            "uid": f"uid-{name}",
-            "generation": 1,
-            "resourceVersion": "10",
-            "creationTimestamp": "2026-11-23T11:00:00Z",
-        },
-        "spec": {"queueName": "work", "type": "transcode", "input": {"url": "file:///a.mp4"}},
-    }
+    job = MakeJob(name, NS).uid(f"uid-{name}").generation(1).resource_version("10")
+    return job.created("2026-11-23T11:00:00Z").input("file:///a.mp4").obj()
 
 
 @pytest.fixture

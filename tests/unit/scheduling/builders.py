@@ -1,7 +1,8 @@
-"""Fluent builders for scheduling inputs, in the manner of Kueue's `MakeWorkload("a").Obj()`.
+"""Fluent builders for the pure admission core's inputs (JobView, QueuePolicy, Snapshot), in
+the manner of Kueue's `MakeWorkload("a").Obj()`; tests/builders.py builds the API objects.
 
-    job("a").priority(3).memory("2Gi").created(10).build()
-    queue().concurrency(2).budget("8Gi").backfill(60).build()
+    job("a").priority(3).memory("2Gi").created(10).obj()
+    queue().concurrency(2).budget("8Gi").backfill(60).obj()
 
 Memory may be given as bytes or as a "Mi"/"Gi" string; only the builders parse strings.
 """
@@ -36,7 +37,7 @@ def names(keys: Iterable[str]) -> list[str]:
     return [k.removeprefix(f"{NAMESPACE}/") for k in keys]
 
 
-class JobBuilder:
+class MakeJobView:
     def __init__(self, name: str) -> None:
         self._key = key(name)
         self._priority = 0
@@ -81,7 +82,7 @@ class JobBuilder:
         self._eligible_at = at
         return self
 
-    def build(self) -> JobView:
+    def obj(self) -> JobView:
         return JobView(
             key=self._key,
             priority=self._priority,
@@ -94,7 +95,7 @@ class JobBuilder:
         )
 
 
-class QueueBuilder:
+class MakeQueuePolicy:
     def __init__(self) -> None:
         self._concurrency = 10
         self._budget = 8 * GiB
@@ -122,7 +123,7 @@ class QueueBuilder:
         self._admitting = False
         return self
 
-    def build(self) -> QueuePolicy:
+    def obj(self) -> QueuePolicy:
         return QueuePolicy(
             concurrency=self._concurrency,
             memory_budget=self._budget,
@@ -132,23 +133,24 @@ class QueueBuilder:
         )
 
 
-def job(name: str) -> JobBuilder:
-    return JobBuilder(name)
+def job(name: str) -> MakeJobView:
+    """A pending 1Gi job of priority 0 created at 0 (a shorthand, as `queue()` is)."""
+    return MakeJobView(name)
 
 
-def queue() -> QueueBuilder:
+def queue() -> MakeQueuePolicy:
     """A queue with 10 slots, 8Gi budget and max, and no starvation guard unless asked."""
-    return QueueBuilder()
+    return MakeQueuePolicy()
 
 
 def snapshot(
-    policy: QueueBuilder | QueuePolicy,
-    *jobs: JobBuilder | JobView,
+    policy: MakeQueuePolicy | QueuePolicy,
+    *jobs: MakeJobView | JobView,
     stopping: Iterable[int | str] = (),
 ) -> Snapshot:
     """`stopping`: the memory of each worker pod still terminating after its attempt."""
-    built_policy = policy.build() if isinstance(policy, QueueBuilder) else policy
-    views = tuple(j.build() if isinstance(j, JobBuilder) else j for j in jobs)
+    built_policy = policy.obj() if isinstance(policy, MakeQueuePolicy) else policy
+    views = tuple(j.obj() if isinstance(j, MakeJobView) else j for j in jobs)
     pods = tuple(
         StoppingPod(f"stopping-{i}", parse_memory(memory)) for i, memory in enumerate(stopping)
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.scheduling.builders import (
-    JobBuilder,
-    QueueBuilder,
+    MakeJobView,
+    MakeQueuePolicy,
     job,
     key,
     names,
@@ -147,7 +147,7 @@ from videoqueue.scheduling import decide_admissions as decide
     ],
 )
 def test_admits_in_order_within_limits(
-    policy: QueueBuilder, jobs: list[JobBuilder], expected: list[str]
+    policy: MakeQueuePolicy, jobs: list[MakeJobView], expected: list[str]
 ) -> None:
     decision = decide(snapshot(policy, *jobs), now=100)
 
@@ -158,7 +158,7 @@ class TestStarvationGuard:
     """The first job that does not fit may be overtaken only within its backfill window."""
 
     @staticmethod
-    def _queue(*jobs: JobBuilder) -> Snapshot:
+    def _queue(*jobs: MakeJobView) -> Snapshot:
         # 8Gi budget, 6Gi of it in use: the 4Gi job does not fit, 1Gi jobs do.
         return snapshot(
             queue().budget("8Gi").backfill(60),
@@ -262,7 +262,7 @@ class TestRejection:
             pytest.param(queue().max("1Gi").paused(), id="paused"),
         ],
     )
-    def test_rejection_does_not_wait_for_eligibility(self, policy: QueueBuilder) -> None:
+    def test_rejection_does_not_wait_for_eligibility(self, policy: MakeQueuePolicy) -> None:
         state = snapshot(policy, job("later").memory("2Gi").eligible_at(500))
 
         assert names(r.key for r in decide(state, now=0).reject) == ["later"]
@@ -342,7 +342,7 @@ class TestRejection:
     ],
 )
 def test_blocked_reason_says_what_the_job_waits_for(
-    policy: QueueBuilder, jobs: list[JobBuilder], reason: BlockReason, message: str
+    policy: MakeQueuePolicy, jobs: list[MakeJobView], reason: BlockReason, message: str
 ) -> None:
     decision = decide(snapshot(policy, *jobs), now=100)
 
@@ -415,7 +415,7 @@ def test_blocked_reasons_cover_every_eligible_job_left_waiting() -> None:
     ],
 )
 def test_wake_at_is_the_next_time_the_decision_can_change(
-    policy: QueueBuilder, jobs: list[JobBuilder], wake_at: float | None
+    policy: MakeQueuePolicy, jobs: list[MakeJobView], wake_at: float | None
 ) -> None:
     assert decide(snapshot(policy, *jobs), now=100).wake_at == wake_at
 

@@ -1,7 +1,7 @@
 """Properties of the job state machine over random sequences of events.
 
 `JobWorld` holds one job, its worker pods and its queue, and plays the controller's part the
-way `controller/runtime.py` does: after every event it assesses the job (`assess_job`),
+way the controller (`controller/loop.py`) does: after every event it assesses the job (`assess_job`),
 stores the status, deletes the pods in `stop_pods`, and on an admission builds the worker
 pod `<job>-a<n>` (`build_worker_pod`) and records it (`admit`). Events are what the world
 does to a job: its pod starts, ends in one of many ways or vanishes, time passes, the user

@@ -6,147 +6,37 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import Any, Self
+from typing import Any
 
 import pytest
 
+from tests.builders import WORKER, MakeJob, MakePod, MakeQueue, container
 from videoqueue.api import (
     JobConditionType,
     JobPhase,
-    VideoJob,
-    VideoQueue,
     find_condition,
     format_bytes,
 )
 from videoqueue.api.worker import EXIT_INVALID_JOB
 from videoqueue.scheduling import JobState, StoppingPod, find_cycle
 from videoqueue.scheduling.jobs import Assessment, assess_job, queue_overhead, stopping_pods
-from videoqueue.scheduling.pod_outcome import PodOutcome, read_pod_outcome
-from videoqueue.scheduling.worker_pod import build_worker_pod
+from videoqueue.scheduling.pod_outcome import PodOutcome
 
 T0 = datetime.datetime(2026, 1, 1, 10, 0, 0, tzinfo=datetime.UTC)
 NOW = T0 + datetime.timedelta(minutes=5)
 Gi = 1024**3
 Mi = 1024**2
-WORKER = {"name": "worker", "image": "videoqueue/worker:1"}
 
 
-def sidecar(name: str, memory: str, **fields: Any) -> dict[str, Any]:
-    return {"name": name, "image": name, "resources": {"limits": {"memory": memory}}, **fields}
+def work_queue() -> MakeQueue:
+    """Three attempts, the first retry 10 s after a failure; the worker alone in its pod."""
+    return MakeQueue("work", "media").uid("q").retry(3, initial_seconds=10).template(WORKER)
 
 
-# --- Builders, in the manner of Kueue's MakeWorkload("a", "ns").Priority(3).Obj() ---------
-
-
-class MakeQueue:
-    def __init__(self) -> None:
-        self._obj: dict[str, Any] = {
-            "apiVersion": "videoqueue.dev/v1alpha1",
-            "kind": "VideoQueue",
-            "metadata": {"name": "work", "namespace": "media", "uid": "q"},
-            "spec": {
-                "memory": {"budget": "8Gi"},
-                "retry": {"maxAttempts": 3, "backoff": {"initialSeconds": 10}},
-                "template": {"spec": {"containers": [WORKER]}},
-            },
-        }
-
-    def budget(self, budget: str, *, oom_multiplier: float | None = None) -> Self:
-        self._obj["spec"]["memory"]["budget"] = budget
-        if oom_multiplier is not None:
-            self._obj["spec"]["memory"]["oomRetryMultiplier"] = oom_multiplier
-        return self
-
-    def template(self, *containers: dict[str, Any], **spec: Any) -> Self:
-        self._obj["spec"]["template"] = {"spec": {"containers": list(containers), **spec}}
-        return self
-
-    def obj(self) -> dict[str, Any]:
-        return self._obj
-
-    def model(self) -> VideoQueue:
-        return VideoQueue.model_validate(self._obj)
-
-
-class MakeJob:
-    def __init__(self, name: str = "clip") -> None:
-        self._obj: dict[str, Any] = {
-            "apiVersion": "videoqueue.dev/v1alpha1",
-            "kind": "VideoJob",
-            "metadata": {
-                "name": name,
-                "namespace": "media",
-                "uid": f"uid-{name}",
-                "generation": 1,
-                "creationTimestamp": T0.isoformat(),
-            },
-            "spec": {"queueName": "work", "type": "probe", "input": {"url": "https://a/b.mp4"}},
-        }
-
-    def memory(self, memory: str) -> Self:
-        self._obj["spec"]["resources"] = {"memory": memory}
-        return self
-
-    def depends_on(self, *names: str) -> Self:
-        self._obj["spec"]["dependsOn"] = list(names)
-        return self
-
-    def status(self, **status: Any) -> Self:
-        self._obj["status"] = status
-        return self
-
-    def admitted(self, attempt: int = 1, memory: str = "1Gi") -> Self:
-        """Its worker pod for `attempt` was created (as recorded in status)."""
-        return self.status(
-            phase="Admitted",
-            attempt=attempt,
-            attempts=[{"attempt": attempt, "pod": f"{self.name}-a{attempt}", "memory": memory}],
-            effectiveMemory=memory,
-            admittedTime=T0.isoformat(),
-            queuedTime=T0.isoformat(),
-        )
-
-    @property
-    def name(self) -> str:
-        name: str = self._obj["metadata"]["name"]
-        return name
-
-    def obj(self) -> dict[str, Any]:
-        return self._obj
-
-    def model(self) -> VideoJob:
-        return VideoJob.model_validate(self._obj)
-
-
-def worker_pod(
-    job: MakeJob,
-    queue: MakeQueue,
-    *,
-    memory: int = Gi,
-    exit_code: int | None = None,
-    reason: str = "Error",
-    message: str | None = None,
-) -> PodOutcome:
-    """The outcome of the job's pod for attempt 1, built as the operator builds it: running,
-    or terminated with `exit_code` and the termination `message`."""
-    pod = build_worker_pod(job.obj(), queue.obj(), attempt=1, memory_bytes=memory)
-    state: dict[str, Any] = {"running": {"startedAt": T0.isoformat()}}
-    if exit_code is not None:
-        terminated = {
-            "exitCode": exit_code,
-            "reason": reason,
-            "startedAt": T0.isoformat(),
-            "finishedAt": NOW.isoformat(),
-        }
-        if message is not None:
-            terminated["message"] = message
-        state = {"terminated": terminated}
-    pod["status"] = {
-        "phase": "Running" if exit_code is None else "Failed",
-        "startTime": T0.isoformat(),
-        "containerStatuses": [{"name": "worker", "state": state}],
-    }
-    return read_pod_outcome(pod)
+def clip(name: str = "clip") -> MakeJob:
+    """A job as read from the API server (uid, generation, creation time)."""
+    job = MakeJob(name, "media").uid(f"uid-{name}").generation(1).created(T0)
+    return job.type("probe").input("https://a/b.mp4")
 
 
 def failed_condition(assessment: Assessment) -> tuple[str, str]:
@@ -162,8 +52,8 @@ INVALID = "spec.params.crf: must be an integer from 0 to 51, got 'best'"
 
 
 def test_invalid_job_fails_at_once_with_the_workers_message() -> None:
-    job, queue = MakeJob().admitted(), MakeQueue()
-    pod = worker_pod(job, queue, exit_code=EXIT_INVALID_JOB, message=INVALID)
+    job, queue = clip().admitted(), work_queue()
+    pod = MakePod(job, queue).terminated(EXIT_INVALID_JOB, message=INVALID, finished=NOW).outcome()
 
     assessment = assess_job(job.model(), [pod], queue.model(), NOW)
 
@@ -186,8 +76,8 @@ def test_invalid_job_fails_at_once_with_the_workers_message() -> None:
 
 
 def test_invalid_job_without_a_message_names_the_exit_code() -> None:
-    job, queue = MakeJob().admitted(), MakeQueue()
-    pod = worker_pod(job, queue, exit_code=EXIT_INVALID_JOB)
+    job, queue = clip().admitted(), work_queue()
+    pod = MakePod(job, queue).terminated(EXIT_INVALID_JOB, finished=NOW).outcome()
 
     assessment = assess_job(job.model(), [pod], queue.model(), NOW)
 
@@ -204,8 +94,8 @@ def test_invalid_job_without_a_message_names_the_exit_code() -> None:
     ],
 )
 def test_other_failures_are_retried(exit_code: int, reason: str) -> None:
-    job, queue = MakeJob().admitted(), MakeQueue()
-    pod = worker_pod(job, queue, exit_code=exit_code, reason=reason, message="ffmpeg failed")
+    job, queue = clip().admitted(), work_queue()
+    pod = MakePod(job, queue).terminated(exit_code, reason, "ffmpeg failed", finished=NOW).outcome()
 
     assessment = assess_job(job.model(), [pod], queue.model(), NOW)
 
@@ -235,12 +125,10 @@ def test_other_failures_are_retried(exit_code: int, reason: str) -> None:
 def test_attempt_records_its_peak_memory(
     exit_code: int, reason: str, message: str, peak: str | None
 ) -> None:
-    job, queue = MakeJob().admitted(memory="256Mi"), MakeQueue()
-    pod = worker_pod(
-        job, queue, memory=256 * Mi, exit_code=exit_code, reason=reason, message=message
-    )
+    job, queue = clip().admitted(memory="256Mi"), work_queue()
+    pod = MakePod(job, queue, memory=256 * Mi).terminated(exit_code, reason, message, finished=NOW)
 
-    status = assess_job(job.model(), [pod], queue.model(), NOW).status
+    status = assess_job(job.model(), [pod.outcome()], queue.model(), NOW).status
 
     assert [(r.attempt, r.reason, r.memory, r.peak_memory) for r in status.attempts] == [
         (1, reason, "256Mi", peak)
@@ -252,10 +140,10 @@ def test_attempt_records_its_peak_memory(
 
 def test_jobs_depending_on_each_other_both_fail_naming_the_cycle() -> None:
     specs = {"a": ["b"], "b": ["a"]}
-    queue = MakeQueue().model()
+    queue = work_queue().model()
 
     for name, other in (("a", "b"), ("b", "a")):
-        job = MakeJob(name).depends_on(other).model()
+        job = clip(name).depends_on(other).model()
         cycle = find_cycle(name, lambda n: specs.get(n, ()))
 
         assessment = assess_job(
@@ -273,10 +161,10 @@ def test_jobs_depending_on_each_other_both_fail_naming_the_cycle() -> None:
 
 
 def test_without_a_cycle_the_job_waits_for_its_dependency() -> None:
-    job = MakeJob("a").depends_on("b").model()
+    job = clip("a").depends_on("b").model()
 
     assessment = assess_job(
-        job, [], MakeQueue().model(), NOW, dependencies={"b": JobPhase.RUNNING}, cycle=None
+        job, [], work_queue().model(), NOW, dependencies={"b": JobPhase.RUNNING}, cycle=None
     )
 
     assert assessment.status.phase == JobPhase.WAITING
@@ -285,10 +173,10 @@ def test_without_a_cycle_the_job_waits_for_its_dependency() -> None:
 
 def test_long_cycle_is_named_in_full_up_to_a_point() -> None:
     cycle = tuple(f"j{i}" for i in range(20))
-    job = MakeJob("j0").depends_on("j1").model()
+    job = clip("j0").depends_on("j1").model()
 
     assessment = assess_job(
-        job, [], MakeQueue().model(), NOW, dependencies={"j1": None}, cycle=cycle
+        job, [], work_queue().model(), NOW, dependencies={"j1": None}, cycle=cycle
     )
 
     message = failed_condition(assessment)[1]
@@ -301,8 +189,8 @@ def test_long_cycle_is_named_in_full_up_to_a_point() -> None:
 
 
 def test_pending_job_counts_its_pods_sidecars() -> None:
-    queue = MakeQueue().budget("40Gi").template(WORKER, sidecar("proxy", "30Gi"))
-    job = MakeJob().memory("1Gi")
+    queue = work_queue().budget("40Gi").template(WORKER, container("proxy", "30Gi"))
+    job = clip().memory("1Gi")
 
     assessment = assess_job(job.model(), [], queue.model(), NOW)
 
@@ -314,8 +202,8 @@ def test_pending_job_counts_its_pods_sidecars() -> None:
 
 def test_job_whose_pod_can_never_fit_the_budget_is_rejected() -> None:
     # The report: a 30Gi sidecar in a 4Gi queue, each 1Gi job's pod holding 31Gi.
-    queue = MakeQueue().budget("4Gi").template(WORKER, sidecar("proxy", "30Gi"))
-    job = MakeJob().memory("1Gi")
+    queue = work_queue().budget("4Gi").template(WORKER, container("proxy", "30Gi"))
+    job = clip().memory("1Gi")
 
     assessment = assess_job(job.model(), [], queue.model(), NOW)
 
@@ -330,9 +218,9 @@ def test_job_whose_pod_can_never_fit_the_budget_is_rejected() -> None:
 
 
 def test_job_whose_pod_fits_the_budget_exactly_is_not_rejected() -> None:
-    queue = MakeQueue().budget("4Gi").template(WORKER, sidecar("proxy", "3Gi"))
+    queue = work_queue().budget("4Gi").template(WORKER, container("proxy", "3Gi"))
 
-    assessment = assess_job(MakeJob().memory("1Gi").model(), [], queue.model(), NOW)
+    assessment = assess_job(clip().memory("1Gi").model(), [], queue.model(), NOW)
 
     assert assessment.status.phase == JobPhase.PENDING
     assert assessment.view is not None
@@ -340,19 +228,19 @@ def test_job_whose_pod_fits_the_budget_exactly_is_not_rejected() -> None:
 
 
 def test_init_container_bigger_than_the_budget_rejects_the_job() -> None:
-    queue = MakeQueue().budget("4Gi").template(WORKER, initContainers=[sidecar("fetch", "5Gi")])
+    queue = work_queue().budget("4Gi").template(WORKER, initContainers=[container("fetch", "5Gi")])
 
-    assessment = assess_job(MakeJob().memory("1Gi").model(), [], queue.model(), NOW)
+    assessment = assess_job(clip().memory("1Gi").model(), [], queue.model(), NOW)
 
     assert assessment.status.phase == JobPhase.REJECTED
     assert "5Gi" in failed_condition(assessment)[1]
 
 
 def test_running_job_counts_the_pod_it_has_not_the_template_now() -> None:
-    old = MakeQueue().template(WORKER, sidecar("proxy", "2Gi"))
-    job = MakeJob().admitted()
-    pod = worker_pod(job, old)
-    new = MakeQueue()  # the sidecar was removed from the template meanwhile
+    old = work_queue().template(WORKER, container("proxy", "2Gi"))
+    job = clip().admitted()
+    pod = MakePod(job, old).running().outcome()
+    new = work_queue()  # the sidecar was removed from the template meanwhile
 
     assessment = assess_job(job.model(), [pod], new.model(), NOW)
 
@@ -363,9 +251,9 @@ def test_running_job_counts_the_pod_it_has_not_the_template_now() -> None:
 
 
 def test_broken_template_counts_what_it_can_and_leaves_refusing_to_the_pod_builder() -> None:
-    queue = MakeQueue().template(WORKER, {"name": "unlimited", "image": "u"})
+    queue = work_queue().template(WORKER, {"name": "unlimited", "image": "u"})
 
-    assessment = assess_job(MakeJob().memory("1Gi").model(), [], queue.model(), NOW)
+    assessment = assess_job(clip().memory("1Gi").model(), [], queue.model(), NOW)
 
     assert assessment.status.phase == JobPhase.PENDING
     assert assessment.view is not None
@@ -373,9 +261,9 @@ def test_broken_template_counts_what_it_can_and_leaves_refusing_to_the_pod_build
 
 
 def test_memory_after_an_oom_kill_grows_only_as_far_as_the_pod_still_fits() -> None:
-    queue = MakeQueue().budget("8Gi", oom_multiplier=2.0).template(WORKER, sidecar("p", "2Gi"))
-    job = MakeJob().memory("5Gi").admitted(memory="5Gi")
-    pod = worker_pod(job, queue, memory=5 * Gi, exit_code=137, reason="OOMKilled")
+    queue = work_queue().budget("8Gi").oom_multiplier(2.0).template(WORKER, container("p", "2Gi"))
+    job = clip().memory("5Gi").admitted(memory="5Gi")
+    pod = MakePod(job, queue, memory=5 * Gi).terminated(137, "OOMKilled", finished=NOW).outcome()
 
     assessment = assess_job(job.model(), [pod], queue.model(), NOW)
 
@@ -396,9 +284,10 @@ def with_phase(pod: PodOutcome, phase: str, *, attempt: int | None = None) -> Po
 
 
 def test_pod_of_a_cancelled_job_counts_until_it_has_terminated() -> None:
-    queue = MakeQueue().template(WORKER, sidecar("proxy", "256Mi"))
-    job = MakeJob().status(phase="Cancelled", attempt=1, completionTime=NOW.isoformat())
-    pod = worker_pod(job, queue)  # deleted, still running through its grace period
+    queue = work_queue().template(WORKER, container("proxy", "256Mi"))
+    job = clip().status(phase="Cancelled", attempt=1, completionTime=NOW.isoformat())
+    # Deleted, still running through its grace period.
+    pod = MakePod(job, queue).running().outcome()
 
     stopping = assess_job(job.model(), [pod], queue.model(), NOW).stopping
 
@@ -408,10 +297,10 @@ def test_pod_of_a_cancelled_job_counts_until_it_has_terminated() -> None:
 
 
 def test_running_job_counts_only_the_pods_of_earlier_attempts() -> None:
-    queue = MakeQueue()
-    job = MakeJob().admitted(attempt=2)
-    earlier = with_phase(worker_pod(job, queue), "Running", attempt=1)
-    current = with_phase(worker_pod(job, queue), "Running", attempt=2)
+    queue = work_queue()
+    job = clip().admitted(attempt=2)
+    earlier = with_phase(MakePod(job, queue).running().outcome(), "Running", attempt=1)
+    current = with_phase(MakePod(job, queue).running().outcome(), "Running", attempt=2)
 
     assessment = assess_job(job.model(), [earlier, current], queue.model(), NOW)
 

@@ -5,12 +5,22 @@ from __future__ import annotations
 import copy
 import json
 import re
-from typing import Any, Self
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.builders import (
+    EVICTION_MESSAGE,
+    POD_FINISHED,
+    POD_STARTED,
+    WORKER,
+    MakeJob,
+    MakePod,
+    MakeQueue,
+    container,
+)
 from videoqueue.api import AttemptReason, VideoJob, VideoJobSpec, parse_quantity
 from videoqueue.api.worker import (
     ENV_ALLOWED_HOSTS,
@@ -50,83 +60,23 @@ NAMESPACE = "media"
 UID = "6f1c2a4e-93b1-4c57-9d0e-0a7b1f2c3d4e"
 Mi = 1024**2
 Gi = 1024**3
-T_START = "2026-01-01T10:00:00Z"
-T_END = "2026-01-01T10:02:30Z"
+T_START, T_END = POD_STARTED, POD_FINISHED  # when worker_pod() ran
 
 DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
 
 
-# --- Builders, in the manner of Kueue's MakeWorkload("a", "ns").Priority(3).Obj() ---------
+# --- Objects ---------------------------------------------------------------------------------
 
 
-class MakeQueue:
-    def __init__(self, name: str = "work", namespace: str = NAMESPACE) -> None:
-        self._obj: dict[str, Any] = {
-            "apiVersion": "videoqueue.dev/v1alpha1",
-            "kind": "VideoQueue",
-            "metadata": {"name": name, "namespace": namespace, "uid": "queue-uid"},
-            "spec": {
-                "memory": {"budget": "8Gi"},
-                "template": {
-                    "spec": {"containers": [{"name": "worker", "image": "videoqueue/worker:1"}]}
-                },
-            },
-        }
-
-    def deadline(self, seconds: int) -> Self:
-        self._obj["spec"]["activeDeadlineSeconds"] = seconds
-        return self
-
-    def template(self, template: dict[str, Any]) -> Self:
-        self._obj["spec"]["template"] = template
-        return self
-
-    def worker(self, **settings: Any) -> Self:
-        self._obj["spec"]["worker"] = settings
-        return self
-
-    def obj(self) -> dict[str, Any]:
-        return copy.deepcopy(self._obj)
+def work_queue(name: str = "work") -> MakeQueue:
+    return MakeQueue(name, NAMESPACE).uid("queue-uid").template(WORKER)
 
 
-class MakeJob:
-    def __init__(self, name: str = "clip-1", namespace: str = NAMESPACE) -> None:
-        self._obj: dict[str, Any] = {
-            "apiVersion": "videoqueue.dev/v1alpha1",
-            "kind": "VideoJob",
-            "metadata": {"name": name, "namespace": namespace, "uid": UID, "generation": 1},
-            "spec": {
-                "queueName": "work",
-                "type": "transcode",
-                "input": {"url": "https://media.example/in.mp4"},
-                "output": {"url": "file:///out/"},
-                "params": {"codec": "h264", "crf": 23},
-            },
-        }
-
-    def queue(self, name: str) -> Self:
-        self._obj["spec"]["queueName"] = name
-        return self
-
-    def priority(self, priority: int) -> Self:
-        self._obj["spec"]["priority"] = priority
-        return self
-
-    def deadline(self, seconds: int) -> Self:
-        self._obj["spec"]["activeDeadlineSeconds"] = seconds
-        return self
-
-    def params(self, **params: Any) -> Self:
-        self._obj["spec"]["params"] = params
-        return self
-
-    def annotations(self, **annotations: str) -> Self:
-        self._obj["metadata"]["annotations"] = annotations
-        return self
-
-    def obj(self) -> dict[str, Any]:
-        return copy.deepcopy(self._obj)
+def clip(name: str = "clip-1") -> MakeJob:
+    """A transcode job as read from the API server."""
+    job = MakeJob(name, NAMESPACE).uid(UID).generation(1).input("https://media.example/in.mp4")
+    return job.output("file:///out/").params(codec="h264", crf=23)
 
 
 def build(
@@ -136,9 +86,7 @@ def build(
     attempt: int = 1,
     memory: int = 2 * Gi,
 ) -> dict[str, Any]:
-    return build_worker_pod(
-        (job or MakeJob()).obj(), (queue or MakeQueue()).obj(), attempt=attempt, memory_bytes=memory
-    )
+    return MakePod(job or clip(), queue or work_queue(), attempt=attempt, memory=memory).obj()
 
 
 def worker_of(pod: dict[str, Any]) -> dict[str, Any]:
@@ -257,7 +205,7 @@ def test_label_value_is_always_valid(value: str) -> None:
 
 def test_long_job_name_is_hashed_in_labels_and_exact_in_annotations() -> None:
     long_name = "y" * 40 + "." + "z" * 40
-    pod = build(MakeJob(long_name))
+    pod = build(clip(long_name))
 
     meta = pod["metadata"]
     assert meta["labels"][LABEL_JOB] == label_value(long_name)
@@ -269,7 +217,7 @@ def test_long_job_name_is_hashed_in_labels_and_exact_in_annotations() -> None:
 
 
 def test_pod_identity_labels_and_owner() -> None:
-    pod = build(MakeJob("clip-1").queue("work"), attempt=2)
+    pod = build(clip("clip-1").queue("work"), attempt=2)
 
     assert pod["apiVersion"] == "v1"
     assert pod["kind"] == "Pod"
@@ -318,7 +266,7 @@ def test_memory_request_equals_limit(memory: int, quantity: str) -> None:
 
 
 def test_template_cpu_kept_and_its_memory_replaced() -> None:
-    queue = MakeQueue().template(
+    queue = work_queue().template_body(
         {
             "spec": {
                 "containers": [
@@ -384,8 +332,8 @@ RICH_TEMPLATE: dict[str, Any] = {
 
 def test_template_is_kept_and_not_mutated() -> None:
     template = copy.deepcopy(RICH_TEMPLATE)
-    queue = MakeQueue().template(template)
-    queue_obj, job_obj = queue.obj(), MakeJob().obj()
+    queue = work_queue().template_body(template)
+    queue_obj, job_obj = queue.obj(), clip().obj()
     before = (copy.deepcopy(queue_obj), copy.deepcopy(job_obj))
 
     pod = build_worker_pod(job_obj, queue_obj, attempt=1, memory_bytes=Gi)
@@ -430,7 +378,7 @@ def test_worker_container_settings() -> None:
 
 
 def test_first_container_is_the_worker_when_none_is_named_so() -> None:
-    queue = MakeQueue().template(
+    queue = work_queue().template_body(
         {
             "spec": {
                 "containers": [
@@ -451,11 +399,11 @@ def test_first_container_is_the_worker_when_none_is_named_so() -> None:
 @pytest.mark.parametrize(
     ("job", "queue", "template_deadline", "expected"),
     [
-        pytest.param(MakeJob().deadline(30), MakeQueue().deadline(600), None, 30, id="job-wins"),
-        pytest.param(MakeJob(), MakeQueue().deadline(600), None, 600, id="queue-default"),
-        pytest.param(MakeJob(), MakeQueue(), None, None, id="none"),
-        pytest.param(MakeJob(), MakeQueue().deadline(600), 90, 600, id="queue-over-template"),
-        pytest.param(MakeJob(), MakeQueue(), 90, 90, id="template-kept-when-nothing-else"),
+        pytest.param(clip().deadline(30), work_queue().deadline(600), None, 30, id="job-wins"),
+        pytest.param(clip(), work_queue().deadline(600), None, 600, id="queue-default"),
+        pytest.param(clip(), work_queue(), None, None, id="none"),
+        pytest.param(clip(), work_queue().deadline(600), 90, 600, id="queue-over-template"),
+        pytest.param(clip(), work_queue(), 90, 90, id="template-kept-when-nothing-else"),
     ],
 )
 def test_active_deadline_precedence(
@@ -471,7 +419,7 @@ def test_active_deadline_precedence(
 
 
 def test_job_handed_to_the_worker_round_trips() -> None:
-    job = MakeJob("clip-7").priority(9).params(codec="av1", crf=30, preset={"speed": 6})
+    job = clip("clip-7").priority(9).params(codec="av1", crf=30, preset={"speed": 6})
 
     worker = worker_of(build(job, attempt=2))
 
@@ -492,7 +440,7 @@ def test_job_handed_to_the_worker_round_trips() -> None:
 
 def test_admission_time_is_recorded_when_given() -> None:
     pod = build_worker_pod(
-        MakeJob().obj(), MakeQueue().obj(), attempt=1, memory_bytes=Gi, now_iso=T_START
+        clip().obj(), work_queue().obj(), attempt=1, memory_bytes=Gi, now_iso=T_START
     )
 
     assert pod["metadata"]["annotations"][ANNOTATION_ADMITTED_AT] == T_START
@@ -509,13 +457,13 @@ def test_admission_time_is_recorded_when_given() -> None:
 )
 def test_template_without_containers_is_refused(template: dict[str, Any]) -> None:
     with pytest.raises(TemplateError, match=r"spec\.template\.spec\.containers") as raised:
-        build(queue=MakeQueue("work").template(template))
+        build(queue=work_queue("work").template_body(template))
 
     assert f"VideoQueue {NAMESPACE}/work" in str(raised.value)
 
 
 def test_oversized_job_is_refused() -> None:
-    job = MakeJob().params(blob="x" * MAX_JOB_PAYLOAD_BYTES)
+    job = clip().params(blob="x" * MAX_JOB_PAYLOAD_BYTES)
 
     with pytest.raises(JobNotDeliverable, match=r"spec\.params") as raised:
         build(job)
@@ -536,11 +484,11 @@ def test_bad_attempt_or_memory_is_refused(attempt: int, memory: int, match: str)
 
 
 def test_job_without_uid_is_refused() -> None:
-    job_obj = MakeJob().obj()
+    job_obj = clip().obj()
     del job_obj["metadata"]["uid"]
 
     with pytest.raises(ValueError, match=r"metadata\.uid"):
-        build_worker_pod(job_obj, MakeQueue().obj(), attempt=1, memory_bytes=Gi)
+        build_worker_pod(job_obj, work_queue().obj(), attempt=1, memory_bytes=Gi)
 
 
 # --- The sandbox: the queue's spec.worker handed to the worker -------------------------------
@@ -556,13 +504,13 @@ def test_sandbox_defaults_reach_the_worker() -> None:
 
 def test_queue_sandbox_settings_reach_the_worker_and_win_over_the_template() -> None:
     queue = (
-        MakeQueue()
+        work_queue()
         .worker(
             fileRoots=["/data", "/scratch"],
             allowedHosts=["media.internal", "*.svc.cluster.local", "10.20.0.0/16"],
             downloadTimeoutSeconds=120,
         )
-        .template(
+        .template_body(
             {
                 "spec": {
                     "containers": [
@@ -634,7 +582,7 @@ def test_annotation_travels(key: str, patterns: list[str], travels: bool) -> Non
 
 
 def test_job_annotations_reach_the_pod_only_through_the_allow_list() -> None:
-    job = MakeJob().annotations(
+    job = clip().annotations(
         **{
             "sidecar.istio.io/inject": "true",
             "vault.hashicorp.com/agent-inject": "true",
@@ -648,9 +596,9 @@ def test_job_annotations_reach_the_pod_only_through_the_allow_list() -> None:
         }
     )
     queue = (
-        MakeQueue()
+        work_queue()
         .worker(copyAnnotations=["example.com/*"])
-        .template(
+        .template_body(
             {
                 "metadata": {
                     "annotations": {"example.com/owner": "media", "vault.hashicorp.com/role": "ro"}
@@ -676,7 +624,7 @@ def test_job_annotations_reach_the_pod_only_through_the_allow_list() -> None:
 
 
 def test_without_copy_annotations_only_own_domain_annotations_travel() -> None:
-    job = MakeJob().annotations(
+    job = clip().annotations(
         **{"example.com/team": "video", "sidecar.istio.io/inject": "true", "videoqueue.dev/x": "1"}
     )
 
@@ -690,15 +638,6 @@ def test_without_copy_annotations_only_own_domain_annotations_travel() -> None:
 # --- Memory: the whole pod counts, so every other container needs a limit --------------------
 
 
-def limited(name: str, memory: str, **fields: Any) -> dict[str, Any]:
-    return {"name": name, "image": name, "resources": {"limits": {"memory": memory}}, **fields}
-
-
-def unlimited(name: str, **fields: Any) -> dict[str, Any]:
-    return {"name": name, "image": name, **fields}
-
-
-WORKER = {"name": "worker", "image": "videoqueue/worker:1"}
 ALWAYS = {"restartPolicy": "Always"}
 
 
@@ -707,23 +646,25 @@ ALWAYS = {"restartPolicy": "Always"}
     [
         pytest.param({"containers": [WORKER]}, 0, 0, id="worker-alone"),
         pytest.param(
-            {"containers": [limited("worker", "64Mi")]}, 0, 0, id="worker-limit-is-replaced"
+            {"containers": [container("worker", "64Mi")]}, 0, 0, id="worker-limit-is-replaced"
         ),
-        pytest.param({"containers": [WORKER, limited("proxy", "30Gi")]}, 30 * Gi, 0, id="sidecar"),
         pytest.param(
-            {"containers": [limited("a", "256Mi"), WORKER, limited("b", "512Mi")]},
+            {"containers": [WORKER, container("proxy", "30Gi")]}, 30 * Gi, 0, id="sidecar"
+        ),
+        pytest.param(
+            {"containers": [container("a", "256Mi"), WORKER, container("b", "512Mi")]},
             768 * Mi,
             0,
             id="two-sidecars",
         ),
         pytest.param(
-            {"containers": [limited("main", "1Gi"), limited("side", "100Mi")]},
+            {"containers": [container("main", "1Gi"), container("side", "100Mi")]},
             100 * Mi,
             0,
             id="first-container-is-the-worker",
         ),
         pytest.param(
-            {"containers": [WORKER], "initContainers": [limited("fetch", "2Gi")]},
+            {"containers": [WORKER], "initContainers": [container("fetch", "2Gi")]},
             0,
             2 * Gi,
             id="init-container",
@@ -731,22 +672,26 @@ ALWAYS = {"restartPolicy": "Always"}
         pytest.param(
             {
                 "containers": [WORKER],
-                "initContainers": [limited("a", "1Gi"), limited("b", "3Gi"), limited("c", "2Gi")],
+                "initContainers": [
+                    container("a", "1Gi"),
+                    container("b", "3Gi"),
+                    container("c", "2Gi"),
+                ],
             },
             0,
             3 * Gi,
             id="init-containers-run-one-at-a-time",
         ),
         pytest.param(
-            {"containers": [WORKER], "initContainers": [limited("log", "100Mi", **ALWAYS)]},
+            {"containers": [WORKER], "initContainers": [container("log", "100Mi", **ALWAYS)]},
             100 * Mi,
             0,
             id="sidecar-init-container-counts-as-regular",
         ),
         pytest.param(
             {
-                "containers": [WORKER, limited("proxy", "50Mi")],
-                "initContainers": [limited("log", "100Mi", **ALWAYS), limited("fetch", "1Gi")],
+                "containers": [WORKER, container("proxy", "50Mi")],
+                "initContainers": [container("log", "100Mi", **ALWAYS), container("fetch", "1Gi")],
             },
             150 * Mi,
             1024 * Mi + 100 * Mi,
@@ -755,7 +700,7 @@ ALWAYS = {"restartPolicy": "Always"}
         pytest.param(
             {
                 "containers": [WORKER],
-                "initContainers": [limited("fetch", "1Gi"), limited("log", "100Mi", **ALWAYS)],
+                "initContainers": [container("fetch", "1Gi"), container("log", "100Mi", **ALWAYS)],
             },
             100 * Mi,
             Gi,
@@ -780,7 +725,7 @@ def test_pod_memory_is_what_kubernetes_counts(worker: int, pod: int) -> None:
     template = {
         "spec": {
             "containers": [WORKER],
-            "initContainers": [limited("log", "100Mi", **ALWAYS), limited("fetch", "2972Mi")],
+            "initContainers": [container("log", "100Mi", **ALWAYS), container("fetch", "2972Mi")],
         }
     }
 
@@ -791,7 +736,7 @@ def test_pod_memory_is_what_kubernetes_counts(worker: int, pod: int) -> None:
     ("spec", "field", "container"),
     [
         pytest.param(
-            {"containers": [WORKER, unlimited("proxy")]},
+            {"containers": [WORKER, container("proxy")]},
             "spec.template.spec.containers[1].resources.limits.memory",
             "proxy",
             id="sidecar-without-limit",
@@ -800,7 +745,7 @@ def test_pod_memory_is_what_kubernetes_counts(worker: int, pod: int) -> None:
             {
                 "containers": [
                     WORKER,
-                    {**unlimited("proxy"), "resources": {"requests": {"memory": "1Gi"}}},
+                    {**container("proxy"), "resources": {"requests": {"memory": "1Gi"}}},
                 ]
             },
             "spec.template.spec.containers[1].resources.limits.memory",
@@ -808,19 +753,19 @@ def test_pod_memory_is_what_kubernetes_counts(worker: int, pod: int) -> None:
             id="sidecar-with-only-a-request",
         ),
         pytest.param(
-            {"containers": [WORKER], "initContainers": [limited("a", "1Gi"), unlimited("b")]},
+            {"containers": [WORKER], "initContainers": [container("a", "1Gi"), container("b")]},
             "spec.template.spec.initContainers[1].resources.limits.memory",
             "b",
             id="init-container-without-limit",
         ),
         pytest.param(
-            {"containers": [WORKER], "initContainers": [unlimited("log", **ALWAYS)]},
+            {"containers": [WORKER], "initContainers": [container("log", **ALWAYS)]},
             "spec.template.spec.initContainers[0].resources.limits.memory",
             "log",
             id="sidecar-init-container-without-limit",
         ),
         pytest.param(
-            {"containers": [WORKER, limited("proxy", "lots")]},
+            {"containers": [WORKER, container("proxy", "lots")]},
             "spec.template.spec.containers[1].resources.limits.memory",
             "proxy",
             id="limit-not-a-quantity",
@@ -830,7 +775,7 @@ def test_pod_memory_is_what_kubernetes_counts(worker: int, pod: int) -> None:
 def test_template_with_unlimited_container_is_refused(
     spec: dict[str, Any], field: str, container: str
 ) -> None:
-    queue = MakeQueue("work").template({"spec": spec})
+    queue = work_queue("work").template_body({"spec": spec})
 
     with pytest.raises(TemplateError) as raised:
         build(queue=queue)
@@ -848,12 +793,12 @@ def test_template_with_unlimited_container_is_refused(
 def test_worker_pod_reports_its_whole_memory() -> None:
     template = {
         "spec": {
-            "containers": [limited("proxy", "30Gi"), WORKER],
-            "initContainers": [limited("fetch", "40Gi")],
+            "containers": [container("proxy", "30Gi"), WORKER],
+            "initContainers": [container("fetch", "40Gi")],
         }
     }
     pod = build_worker_pod(
-        MakeJob().obj(), MakeQueue().template(template).obj(), attempt=1, memory_bytes=Gi
+        clip().obj(), work_queue().template_body(template).obj(), attempt=1, memory_bytes=Gi
     )
 
     outcome = read_pod_outcome(pod)
@@ -867,109 +812,23 @@ def test_worker_pod_reports_its_whole_memory() -> None:
 # --- Reading the outcome ---------------------------------------------------------------------
 # Status shapes as KWOK's stages (envtest/kwok-stages.yaml) and a real kubelet write them.
 
-SCHEDULED = [
-    {"type": "PodScheduled", "status": "True", "lastTransitionTime": T_START},
-    {"type": "Initialized", "status": "True", "lastTransitionTime": T_START},
-]
 
-
-def running_status() -> dict[str, Any]:
-    return {
-        "phase": "Running",
-        "startTime": T_START,
-        "conditions": [
-            *SCHEDULED,
-            {"type": "ContainersReady", "status": "True", "lastTransitionTime": T_START},
-            {"type": "Ready", "status": "True", "lastTransitionTime": T_START},
-        ],
-        "containerStatuses": [
-            {
-                "name": "worker",
-                "image": "videoqueue/worker:1",
-                "ready": True,
-                "started": True,
-                "restartCount": 0,
-                "state": {"running": {"startedAt": T_START}},
-            }
-        ],
-        "podIP": "10.0.0.7",
-    }
-
-
-def terminated_status(
-    exit_code: int,
-    reason: str,
-    message: str | None = None,
-    *,
-    pod_reason: str | None = None,
-    pod_message: str | None = None,
-    disruption: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    terminated: dict[str, Any] = {
-        "exitCode": exit_code,
-        "reason": reason,
-        "startedAt": T_START,
-        "finishedAt": T_END,
-    }
-    if message is not None:
-        terminated["message"] = message
-    status: dict[str, Any] = {
-        "phase": "Succeeded" if exit_code == 0 else "Failed",
-        "startTime": T_START,
-        "conditions": [
-            *SCHEDULED,
-            {"type": "ContainersReady", "status": "False", "reason": "PodCompleted"},
-            {"type": "Ready", "status": "False", "reason": "PodCompleted"},
-        ],
-        "containerStatuses": [
-            {
-                "name": "worker",
-                "image": "videoqueue/worker:1",
-                "ready": False,
-                "started": False,
-                "restartCount": 0,
-                "state": {"terminated": terminated},
-            }
-        ],
-    }
-    if pod_reason is not None:
-        status["reason"] = pod_reason
-    if pod_message is not None:
-        status["message"] = pod_message
-    if disruption is not None:
-        status["conditions"].append(
-            {
-                "type": "DisruptionTarget",
-                "status": "True",
-                "lastTransitionTime": T_END,
-                **disruption,
-            }
-        )
-    return status
-
-
-def pod_with(status: dict[str, Any] | None, *, deleting: bool = False) -> dict[str, Any]:
-    pod = build(attempt=2)
-    pod["spec"]["nodeName"] = "kwok-node-1"
-    pod["metadata"]["uid"] = "pod-uid"
-    if status is not None:
-        pod["status"] = status
-    if deleting:
-        pod["metadata"]["deletionTimestamp"] = T_END
-        pod["metadata"]["deletionGracePeriodSeconds"] = 30
-    return pod
+def worker_pod() -> MakePod:
+    """Attempt 2 of clip-1, 2Gi, on kwok-node-1."""
+    return (
+        MakePod(clip(), work_queue(), attempt=2, memory=2 * Gi).node("kwok-node-1").uid("pod-uid")
+    )
 
 
 RESULT = {"output": "file:///out/clip-1.mp4", "size": 1048576, "codec": "h264"}
 PEAK = {"peakMemoryBytes": 118_100 * 1024}
-EVICTION_MESSAGE = "The node was low on resource: memory. Threshold quantity: 100Mi."
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 
 
 def outcome(**fields: Any) -> PodOutcome:
     """The outcome of a pod on kwok-node-1 at attempt 2, with `fields` changed."""
     defaults: dict[str, Any] = {
-        "name": worker_pod_name(MakeJob().obj()["metadata"]["name"], 2),
+        "name": worker_pod_name(clip().name, 2),
         "attempt": 2,
         "memory": 2 * Gi,
         "phase": "Failed",
@@ -992,22 +851,22 @@ def outcome(**fields: Any) -> PodOutcome:
     ("pod", "expected"),
     [
         pytest.param(
-            pod_with(None),
+            worker_pod().obj(),
             outcome(phase="Pending", finished=False, start_time=None, finish_time=None),
             id="just-created",
         ),
         pytest.param(
-            pod_with(running_status()),
+            worker_pod().running().obj(),
             outcome(phase="Running", running=True, finished=False, finish_time=None),
             id="running",
         ),
         pytest.param(
-            pod_with(terminated_status(0, "Completed", json.dumps(RESULT))),
+            worker_pod().terminated(0, "Completed", json.dumps(RESULT)).obj(),
             outcome(phase="Succeeded", reason="Completed", exit_code=0, result=RESULT),
             id="succeeded-with-json-result",
         ),
         pytest.param(
-            pod_with(terminated_status(0, "Completed", json.dumps(RESULT | PEAK))),
+            worker_pod().terminated(0, "Completed", json.dumps(RESULT | PEAK)).obj(),
             outcome(
                 phase="Succeeded",
                 reason="Completed",
@@ -1018,25 +877,25 @@ def outcome(**fields: Any) -> PodOutcome:
             id="succeeded-with-peak-memory",
         ),
         pytest.param(
-            pod_with(terminated_status(0, "Completed", "done, wrote 3 files")),
+            worker_pod().terminated(0, "Completed", "done, wrote 3 files").obj(),
             outcome(
                 phase="Succeeded", reason="Completed", exit_code=0, message="done, wrote 3 files"
             ),
             id="succeeded-with-plain-message",
         ),
         pytest.param(
-            pod_with(terminated_status(0, "Completed", "[1, 2]")),
+            worker_pod().terminated(0, "Completed", "[1, 2]").obj(),
             outcome(phase="Succeeded", reason="Completed", exit_code=0, message="[1, 2]"),
             id="succeeded-with-json-that-is-not-an-object",
         ),
         pytest.param(
-            pod_with(terminated_status(137, "OOMKilled")),
+            worker_pod().terminated(137, "OOMKilled").obj(),
             # The cgroup reached its limit: the limit is the attempt's peak.
             outcome(reason="OOMKilled", exit_code=137, peak_memory=2 * Gi),
             id="oom-killed",
         ),
         pytest.param(
-            pod_with(terminated_status(137, "OOMKilled", "ffmpeg: frame= 120 fps=30\n")),
+            worker_pod().terminated(137, "OOMKilled", "ffmpeg: frame= 120 fps=30\n").obj(),
             outcome(
                 reason="OOMKilled",
                 exit_code=137,
@@ -1046,60 +905,51 @@ def outcome(**fields: Any) -> PodOutcome:
             id="oom-killed-with-log-tail",
         ),
         pytest.param(
-            pod_with(terminated_status(137, "Error", "Killed")),
+            worker_pod().terminated(137, "Error", "Killed").obj(),
             outcome(reason="Error", exit_code=137, message="Killed"),
             id="exit-137-without-oom-is-an-error",
         ),
         pytest.param(
-            pod_with(terminated_status(1, "Error", "unsupported codec 'h999'")),
+            worker_pod().terminated(1, "Error", "unsupported codec 'h999'").obj(),
             outcome(reason="Error", exit_code=1, message="unsupported codec 'h999'"),
             id="error-exit-1",
         ),
         pytest.param(
-            pod_with(
-                terminated_status(
-                    137, "Error", pod_reason="DeadlineExceeded", pod_message=DEADLINE_MESSAGE
-                )
-            ),
+            worker_pod()
+            .terminated(137, "Error")
+            .pod_reason("DeadlineExceeded", DEADLINE_MESSAGE)
+            .obj(),
             outcome(reason="DeadlineExceeded", exit_code=137, message=DEADLINE_MESSAGE),
             id="deadline-exceeded",
         ),
         pytest.param(
-            pod_with(
-                terminated_status(
-                    137,
-                    "ContainerStatusUnknown",
-                    pod_reason="Evicted",
-                    pod_message=EVICTION_MESSAGE,
-                    disruption={"reason": "TerminationByKubelet", "message": EVICTION_MESSAGE},
-                )
-            ),
+            worker_pod()
+            .terminated(137, "ContainerStatusUnknown")
+            .pod_reason("Evicted", EVICTION_MESSAGE)
+            .disruption("TerminationByKubelet", EVICTION_MESSAGE)
+            .obj(),
             outcome(reason="Evicted", exit_code=137, message=EVICTION_MESSAGE),
             id="evicted-by-kubelet",
         ),
         pytest.param(
-            pod_with(
-                terminated_status(
-                    143,
-                    "Error",
-                    disruption={
-                        "reason": "EvictionByEvictionAPI",
-                        "message": "Eviction API: evicting",
-                    },
-                )
-            ),
+            worker_pod()
+            .terminated(143, "Error")
+            .disruption("EvictionByEvictionAPI", "Eviction API: evicting")
+            .obj(),
             outcome(reason="Evicted", exit_code=143, message="Eviction API: evicting"),
             id="drained-through-the-eviction-api",
         ),
         pytest.param(
-            pod_with(
+            worker_pod()
+            .status(
                 {
                     "phase": "Failed",
                     "reason": "OutOfmemory",
                     "message": "Pod was rejected: Node didn't have enough resource: memory",
                     "startTime": T_START,
                 }
-            ),
+            )
+            .obj(),
             outcome(
                 reason="Disrupted",
                 message="Pod was rejected: Node didn't have enough resource: memory",
@@ -1108,7 +958,7 @@ def outcome(**fields: Any) -> PodOutcome:
             id="rejected-by-its-node-before-running",
         ),
         pytest.param(
-            pod_with(running_status(), deleting=True),
+            worker_pod().running().deleted().obj(),
             outcome(
                 phase="Running",
                 running=True,
@@ -1120,7 +970,7 @@ def outcome(**fields: Any) -> PodOutcome:
             id="deleting-while-running",
         ),
         pytest.param(
-            pod_with(terminated_status(0, "Completed", json.dumps(RESULT)), deleting=True),
+            worker_pod().terminated(0, "Completed", json.dumps(RESULT)).deleted().obj(),
             outcome(
                 phase="Succeeded", reason="Completed", exit_code=0, result=RESULT, deleted=True
             ),
@@ -1153,26 +1003,26 @@ def test_peak_memory_is_taken_only_as_a_positive_byte_count(
     reported: object, expected: int | None
 ) -> None:
     result = RESULT | {"peakMemoryBytes": reported}
-    pod = pod_with(terminated_status(0, "Completed", json.dumps(result)))
+    pod = worker_pod().terminated(0, "Completed", json.dumps(result)).obj()
     assert read_pod_outcome(pod).peak_memory == expected
 
 
 @pytest.mark.parametrize(
-    "status",
+    "pod",
     [
         # A failing worker writes plain text; a JSON-looking message is still not a result.
-        pytest.param(terminated_status(1, "Error", json.dumps(PEAK)), id="failed"),
-        pytest.param(running_status(), id="running"),
+        pytest.param(worker_pod().terminated(1, "Error", json.dumps(PEAK)), id="failed"),
+        pytest.param(worker_pod().running(), id="running"),
     ],
 )
 def test_no_peak_memory_for_attempts_that_did_not_complete_or_hit_the_limit(
-    status: dict[str, Any],
+    pod: MakePod,
 ) -> None:
-    assert read_pod_outcome(pod_with(status)).peak_memory is None
+    assert read_pod_outcome(pod.obj()).peak_memory is None
 
 
 def test_pod_essentials_keep_what_is_read_and_little_else() -> None:
-    pod = pod_with(terminated_status(0, "Completed", json.dumps(RESULT)))
+    pod = worker_pod().terminated(0, "Completed", json.dumps(RESULT)).obj()
     pod["status"]["conditions"].append(
         {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}
     )
@@ -1189,13 +1039,13 @@ def test_pod_essentials_keep_what_is_read_and_little_else() -> None:
 
 def test_outcome_reasons_are_attempt_reasons() -> None:
     reasons = {
-        read_pod_outcome(pod_with(s)).reason
-        for s in (
-            terminated_status(0, "Completed"),
-            terminated_status(1, "Error"),
-            terminated_status(137, "OOMKilled"),
-            terminated_status(137, "Error", pod_reason="DeadlineExceeded"),
-            terminated_status(137, "Error", pod_reason="Evicted"),
+        read_pod_outcome(pod.obj()).reason
+        for pod in (
+            worker_pod().terminated(0, "Completed"),
+            worker_pod().terminated(1, "Error"),
+            worker_pod().terminated(137, "OOMKilled"),
+            worker_pod().terminated(137, "Error").pod_reason("DeadlineExceeded"),
+            worker_pod().terminated(137, "Error").pod_reason("Evicted"),
         )
     }
 
@@ -1203,7 +1053,7 @@ def test_outcome_reasons_are_attempt_reasons() -> None:
 
 
 def test_long_termination_message_is_cut() -> None:
-    pod = pod_with(terminated_status(1, "Error", "e" * 5000))
+    pod = worker_pod().terminated(1, "Error", "e" * 5000).obj()
 
     message = read_pod_outcome(pod).message
 
@@ -1213,24 +1063,23 @@ def test_long_termination_message_is_cut() -> None:
 
 
 def test_worker_found_by_name_among_sidecars() -> None:
-    status = terminated_status(3, "Error", "bad input")
-    status["containerStatuses"].insert(
+    pod = worker_pod().terminated(3, "Error", "bad input").obj()
+    pod["status"]["containerStatuses"].insert(
         0, {"name": "log-shipper", "state": {"running": {"startedAt": T_START}}}
     )
-    pod = pod_with(status)
     pod["spec"]["containers"].insert(0, {"name": "log-shipper", "image": "shipper"})
 
     assert read_pod_outcome(pod).exit_code == 3
 
 
 def test_worker_done_while_a_sidecar_runs_is_finished() -> None:
-    status = terminated_status(0, "Completed", json.dumps(RESULT))
-    status["phase"] = "Running"
-    status["containerStatuses"].append(
+    pod = worker_pod().terminated(0, "Completed", json.dumps(RESULT)).obj()
+    pod["status"]["phase"] = "Running"
+    pod["status"]["containerStatuses"].append(
         {"name": "log-shipper", "state": {"running": {"startedAt": T_START}}}
     )
 
-    result = read_pod_outcome(pod_with(status))
+    result = read_pod_outcome(pod)
 
     assert (result.finished, result.reason, result.result) == (True, "Completed", RESULT)
 
@@ -1238,37 +1087,33 @@ def test_worker_done_while_a_sidecar_runs_is_finished() -> None:
 @pytest.mark.parametrize(
     ("pod", "expected"),
     [
-        pytest.param(pod_with(None), False, id="pending"),
-        pytest.param(pod_with(running_status()), False, id="running"),
-        pytest.param(pod_with(running_status(), deleting=True), True, id="deleted-while-running"),
-        pytest.param(pod_with(None, deleting=True), True, id="deleted-before-starting"),
+        pytest.param(worker_pod().obj(), False, id="pending"),
+        pytest.param(worker_pod().running().obj(), False, id="running"),
+        pytest.param(worker_pod().running().deleted().obj(), True, id="deleted-while-running"),
+        pytest.param(worker_pod().deleted().obj(), True, id="deleted-before-starting"),
         pytest.param(
-            pod_with(terminated_status(137, "Error", pod_reason="Evicted")), True, id="evicted"
+            worker_pod().terminated(137, "Error").pod_reason("Evicted").obj(), True, id="evicted"
         ),
         pytest.param(
-            pod_with(
-                terminated_status(
-                    137, "Error", disruption={"reason": "PreemptionByScheduler", "message": "p"}
-                )
-            ),
+            worker_pod().terminated(137, "Error").disruption("PreemptionByScheduler", "p").obj(),
             True,
             id="preempted-by-the-scheduler",
         ),
-        pytest.param(pod_with(terminated_status(0, "Completed")), False, id="succeeded"),
+        pytest.param(worker_pod().terminated(0, "Completed").obj(), False, id="succeeded"),
         pytest.param(
-            pod_with(terminated_status(0, "Completed"), deleting=True),
+            worker_pod().terminated(0, "Completed").deleted().obj(),
             False,
             id="deleted-after-success",
         ),
-        pytest.param(pod_with(terminated_status(137, "OOMKilled")), False, id="oom-killed"),
+        pytest.param(worker_pod().terminated(137, "OOMKilled").obj(), False, id="oom-killed"),
         pytest.param(
-            pod_with(terminated_status(137, "Error", pod_reason="DeadlineExceeded")),
+            worker_pod().terminated(137, "Error").pod_reason("DeadlineExceeded").obj(),
             False,
             id="deadline-exceeded",
         ),
-        pytest.param(pod_with(terminated_status(1, "Error")), False, id="error"),
+        pytest.param(worker_pod().terminated(1, "Error").obj(), False, id="error"),
         pytest.param(
-            pod_with(terminated_status(1, "Error"), deleting=True),
+            worker_pod().terminated(1, "Error").deleted().obj(),
             False,
             id="deleted-after-failing",
         ),

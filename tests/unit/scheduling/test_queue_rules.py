@@ -21,7 +21,7 @@ from videoqueue.scheduling.admission import effective_priority
 
 
 def policy(**changes: object) -> QueuePolicy:
-    return dataclasses.replace(queue().concurrency(1).build(), **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(queue().concurrency(1).obj(), **changes)  # type: ignore[arg-type]
 
 
 # -- aging --------------------------------------------------------------------------------
@@ -29,8 +29,8 @@ def policy(**changes: object) -> QueuePolicy:
 
 def test_without_aging_high_priority_stream_always_wins() -> None:
     views = (
-        job("old-low").priority(0).created(0).build(),
-        job("new-high").priority(9).created(999).build(),
+        job("old-low").priority(0).created(0).obj(),
+        job("new-high").priority(9).created(999).obj(),
     )
     assert names(decide(Snapshot(policy(), views), now=10_000).admit) == ["new-high"]
 
@@ -38,8 +38,8 @@ def test_without_aging_high_priority_stream_always_wins() -> None:
 def test_aging_lets_a_long_waiting_low_priority_job_overtake() -> None:
     aged = policy(aging_interval=60.0)
     views = (
-        job("old-low").priority(0).created(0).build(),
-        job("new-high").priority(9).created(999).build(),
+        job("old-low").priority(0).created(0).obj(),
+        job("new-high").priority(9).created(999).obj(),
     )
     # After 9 intervals the old job competes as priority 9 and is older: it goes first.
     assert names(decide(Snapshot(aged, views), now=9 * 60).admit) == ["old-low"]
@@ -48,7 +48,7 @@ def test_aging_lets_a_long_waiting_low_priority_job_overtake() -> None:
 
 
 def test_aging_boost_is_capped_by_max_boost_and_top_priority() -> None:
-    view = job("a").priority(3).created(0).build()
+    view = job("a").priority(3).created(0).obj()
     assert effective_priority(view, policy(aging_interval=10.0, aging_max_boost=2), 1000) == 5
     assert effective_priority(view, policy(aging_interval=10.0), 1000) == 10
     assert effective_priority(view, policy(), 1000) == 3
@@ -57,7 +57,7 @@ def test_aging_boost_is_capped_by_max_boost_and_top_priority() -> None:
 def test_aging_boosts_do_not_schedule_wake_ups() -> None:
     # Thousands of waiting jobs would each add a wake-up; a finishing job wakes anyway.
     aged = policy(aging_interval=60.0, concurrency=0)
-    views = tuple(job(f"j{i}").priority(0).created(i).build() for i in range(100))
+    views = tuple(job(f"j{i}").priority(0).created(i).obj() for i in range(100))
     assert decide(Snapshot(aged, views), now=30).wake_at is None
 
 
@@ -66,7 +66,7 @@ def test_aging_boosts_do_not_schedule_wake_ups() -> None:
 
 def test_rate_limit_caps_starts_in_a_minute() -> None:
     limited = policy(concurrency=10, starts_per_minute=3)
-    views = tuple(job(f"j{i}").created(i).build() for i in range(5))
+    views = tuple(job(f"j{i}").created(i).obj() for i in range(5))
     decision = decide(Snapshot(limited, views, recent_starts=(100.0,)), now=110)
     assert names(decision.admit) == ["j0", "j1"]
     assert decision.blocked_reasons[key("j2")].reason is BlockReason.RATE_LIMITED
@@ -76,7 +76,7 @@ def test_rate_limit_caps_starts_in_a_minute() -> None:
 
 def test_rate_limit_ignores_starts_older_than_a_minute() -> None:
     limited = policy(concurrency=10, starts_per_minute=2)
-    views = tuple(job(f"j{i}").created(i).build() for i in range(3))
+    views = tuple(job(f"j{i}").created(i).obj() for i in range(3))
     decision = decide(Snapshot(limited, views, recent_starts=(0.0, 1.0)), now=61.5)
     assert names(decision.admit) == ["j0", "j1"]
 
@@ -100,7 +100,7 @@ def running(
 
 
 def test_no_preemption_unless_asked() -> None:
-    views = (running("low", 1, GiB), job("high").priority(9).build())
+    views = (running("low", 1, GiB), job("high").priority(9).obj())
     decision = decide(Snapshot(policy(), views), now=0)
     assert decision.preempt == ()
 
@@ -110,7 +110,7 @@ def test_preemption_evicts_the_lowest_priority_job_for_a_slot() -> None:
     views = (
         running("mid", 5, GiB),
         running("low", 1, GiB),
-        job("high").priority(9).created(5).build(),
+        job("high").priority(9).created(5).obj(),
     )
     decision = decide(Snapshot(preempting, views), now=10)
     assert names(decision.preempt) == ["low"]
@@ -119,7 +119,7 @@ def test_preemption_evicts_the_lowest_priority_job_for_a_slot() -> None:
 
 def test_preemption_never_evicts_equal_or_higher_priority() -> None:
     preempting = policy(concurrency=1, preempt_lower_priority=True)
-    views = (running("same", 5, GiB), job("new").priority(5).build())
+    views = (running("same", 5, GiB), job("new").priority(5).obj())
     assert decide(Snapshot(preempting, views), now=0).preempt == ()
 
 
@@ -132,7 +132,7 @@ def test_preemption_takes_the_fewest_jobs_that_free_enough_memory() -> None:
         running("small-b", 1, GiB),
         running("big", 2, 4 * GiB),
         running("other", 2, 2 * GiB),
-        job("high").priority(9).memory("4Gi").build(),
+        job("high").priority(9).memory("4Gi").obj(),
     )
     # 0 free; 4Gi needed. Tier 1 (2Gi) is not enough; tier 2 allows one job: big.
     assert names(decide(Snapshot(preempting, views), now=0).preempt) == ["big"]
@@ -146,7 +146,7 @@ def test_preemption_counts_whole_pods() -> None:
         running("small-worker-big-pod", 1, GiB, overhead=3 * GiB),
         running("other", 2, 2 * GiB),
         running("more", 2, 2 * GiB),
-        job("high").priority(9).memory("1Gi").overhead("3Gi").build(),
+        job("high").priority(9).memory("1Gi").overhead("3Gi").obj(),
     )
     # 0 free; the preemptor's pod needs 4Gi: evicting the 1Gi worker frees its whole 4Gi pod.
     assert names(decide(Snapshot(preempting, views), now=0).preempt) == ["small-worker-big-pod"]
@@ -159,7 +159,7 @@ def test_preemption_prefers_lower_priority_among_equally_few() -> None:
     views = (
         running("p1", 1, 2 * GiB),
         running("p2", 2, 2 * GiB),
-        job("high").priority(9).memory("2Gi").build(),
+        job("high").priority(9).memory("2Gi").obj(),
     )
     assert names(decide(Snapshot(preempting, views), now=0).preempt) == ["p1"]
 
@@ -171,7 +171,7 @@ def test_preemption_gives_up_when_even_all_lower_jobs_are_not_enough() -> None:
     views = (
         running("low", 1, GiB),
         running("high-running", 9, 3 * GiB),
-        job("high").priority(8).memory("3Gi").build(),
+        job("high").priority(8).memory("3Gi").obj(),
     )
     assert decide(Snapshot(preempting, views), now=0).preempt == ()
 
@@ -206,8 +206,8 @@ def test_preemption_waits_for_its_victims_to_stop_instead_of_evicting_more() -> 
     preempting = policy(concurrency=2, preempt_lower_priority=True)
     views = (
         running("mid", 5, GiB),
-        job("low").priority(1).build(),
-        job("high").priority(9).created(5).build(),
+        job("low").priority(1).obj(),
+        job("high").priority(9).created(5).obj(),
     )
     before = decide(Snapshot(preempting, views), now=10)
     assert before.admit == (key("high"),)

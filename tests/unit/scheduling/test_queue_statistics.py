@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 
-from tests.unit.scheduling.test_queue_status import T0, MakeQueue, condition, job
+from tests.unit.scheduling.test_queue_status import T0, condition, job, work_queue
 from videoqueue.api import JobPhase, QueueHealth, VideoJobStatus
 from videoqueue.scheduling.pressure import PressureState
 from videoqueue.scheduling.queue_status import (
@@ -82,12 +82,12 @@ def statuses(**phases: int) -> list[VideoJobStatus]:
 
 
 def test_healthy_by_default() -> None:
-    status = summarize_queue(MakeQueue().obj(), statuses(running=2, pending=3), T0)
+    status = summarize_queue(work_queue().model(), statuses(running=2, pending=3), T0)
     assert (status.health, status.health_reasons) == (QueueHealth.HEALTHY, [])
 
 
 def test_backlog_thresholds() -> None:
-    queue = MakeQueue().obj()
+    queue = work_queue().model()
     queue.spec.health.backlog_warning = 3
     queue.spec.health.backlog_critical = 5
     assert summarize_queue(queue, statuses(pending=3), T0).health == QueueHealth.WARNING
@@ -95,7 +95,7 @@ def test_backlog_thresholds() -> None:
 
 
 def test_failure_rate_needs_enough_finished_jobs() -> None:
-    queue = MakeQueue().obj()
+    queue = work_queue().model()
     few = QueueFacts(finished=tuple(finished(i, ok=False) for i in range(1, 4)))
     many = QueueFacts(finished=tuple(finished(i, ok=i > 3) for i in range(1, 11)))
     assert summarize_queue(queue, [], T0, facts=few).health == QueueHealth.HEALTHY
@@ -106,24 +106,24 @@ def test_failure_rate_needs_enough_finished_jobs() -> None:
 
 def test_unschedulable_workers_with_nothing_running_is_offline_and_stalled() -> None:
     status = summarize_queue(
-        MakeQueue().obj(), statuses(admitted=2), T0, facts=QueueFacts(unschedulable=2)
+        work_queue().model(), statuses(admitted=2), T0, facts=QueueFacts(unschedulable=2)
     )
     assert status.health == QueueHealth.OFFLINE
     assert condition(status, "Stalled").status == "True"
     assert condition(status, "Ready").reason == "WorkersCannotStart"
     running = summarize_queue(
-        MakeQueue().obj(), statuses(admitted=1, running=1), T0, facts=QueueFacts(unschedulable=1)
+        work_queue().model(), statuses(admitted=1, running=1), T0, facts=QueueFacts(unschedulable=1)
     )
     assert running.health == QueueHealth.WARNING
 
 
 def test_memory_pressure_is_a_condition_and_a_warning() -> None:
     pressure = PressureState(2, NOW, "OOMKills", "3 attempts ended OOMKilled within 600s")
-    status = summarize_queue(MakeQueue().obj(), [], T0, facts=QueueFacts(pressure=pressure))
+    status = summarize_queue(work_queue().model(), [], T0, facts=QueueFacts(pressure=pressure))
     assert status.effective_concurrency == 2
     assert condition(status, "MemoryPressure").reason == "OOMKills"
     assert status.health == QueueHealth.WARNING
     calm = summarize_queue(
-        MakeQueue().obj(), [], T0 + datetime.timedelta(minutes=5), previous=status
+        work_queue().model(), [], T0 + datetime.timedelta(minutes=5), previous=status
     )
     assert condition(calm, "MemoryPressure").status == "False"

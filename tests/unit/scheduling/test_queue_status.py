@@ -7,12 +7,13 @@ import datetime
 import json
 import re
 import shlex
-from typing import Any, Self
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.builders import WORKER, MakeQueue, container
 from videoqueue.api import (
     Condition,
     ConditionStatus,
@@ -21,15 +22,11 @@ from videoqueue.api import (
     QueueHealth,
     QueueState,
     VideoJobStatus,
-    VideoQueue,
-    VideoQueueSpec,
     VideoQueueStatus,
     find_condition,
     format_bytes,
     parse_quantity,
 )
-from videoqueue.api.common import ObjectMeta
-from videoqueue.api.queue import QueueMemory
 from videoqueue.controller.patching import merge_patch, status_patch
 from videoqueue.scheduling.queue_status import summarize_queue
 
@@ -50,50 +47,8 @@ PHASE_FIELDS = (
 )
 
 
-# --- Builders, in the manner of Kueue's MakeWorkload("a", "ns").Priority(3).Obj() ---------
-
-
-class MakeQueue:
-    def __init__(self, name: str = "work", namespace: str | None = "media") -> None:
-        self._name, self._namespace = name, namespace
-        self._generation = 1
-        self._state = QueueState.ACTIVE
-        self._budget = "8Gi"
-        self._status = VideoQueueStatus()
-        self._template: dict[str, Any] = {}
-
-    def template(self, *containers: dict[str, Any], **spec: Any) -> Self:
-        self._template = {"spec": {"containers": list(containers), **spec}}
-        return self
-
-    def state(self, state: QueueState) -> Self:
-        self._state = state
-        return self
-
-    def budget(self, budget: str) -> Self:
-        self._budget = budget
-        return self
-
-    def generation(self, generation: int) -> Self:
-        self._generation = generation
-        return self
-
-    def status(self, status: VideoQueueStatus) -> Self:
-        self._status = status
-        return self
-
-    def obj(self) -> VideoQueue:
-        return VideoQueue(
-            metadata=ObjectMeta(
-                name=self._name, namespace=self._namespace, generation=self._generation
-            ),
-            spec=VideoQueueSpec(
-                state=self._state,
-                memory=QueueMemory(budget=self._budget),
-                template=self._template,
-            ),
-            status=self._status,
-        )
+def work_queue(namespace: str | None = "media") -> MakeQueue:
+    return MakeQueue("work", namespace).generation(1)
 
 
 def job(phase: JobPhase | None, memory: str | None = "1Gi") -> VideoJobStatus:
@@ -137,20 +92,20 @@ def condition(status: VideoQueueStatus, type_: str) -> Condition:
     ],
 )
 def test_counts_jobs_by_phase(jobs: list[VideoJobStatus], expected: dict[str, int]) -> None:
-    status = summarize_queue(MakeQueue().obj(), jobs, T0)
+    status = summarize_queue(work_queue().model(), jobs, T0)
 
     assert counts(status) == expected
 
 
 def test_counts_are_written_even_when_zero() -> None:
     # The printer columns read .status.pending and .status.running; 0 must show as 0.
-    written = summarize_queue(MakeQueue().obj(), [], T0).to_dict()
+    written = summarize_queue(work_queue().model(), [], T0).to_dict()
 
     assert {f: written[f] for f in PHASE_FIELDS} == dict.fromkeys(PHASE_FIELDS, 0)
 
 
 def test_accepts_any_iterable_of_jobs() -> None:
-    status = summarize_queue(MakeQueue().obj(), (job(JobPhase.RUNNING) for _ in range(3)), T0)
+    status = summarize_queue(work_queue().model(), (job(JobPhase.RUNNING) for _ in range(3)), T0)
 
     assert status.running == 3
     assert status.memory is not None
@@ -232,45 +187,38 @@ def test_accepts_any_iterable_of_jobs() -> None:
 def test_memory_reserved_against_budget(
     budget: str, jobs: list[VideoJobStatus], reserved: str, summary: str
 ) -> None:
-    status = summarize_queue(MakeQueue().budget(budget).obj(), jobs, T0)
+    status = summarize_queue(work_queue().budget(budget).model(), jobs, T0)
 
     assert status.memory is not None
     assert (status.memory.reserved, status.memory.summary) == (reserved, summary)
     assert status.memory.budget == summary.split("/")[1]
 
 
-WORKER = {"name": "worker", "image": "w"}
-
-
-def sidecar(name: str, memory: str, **fields: Any) -> dict[str, Any]:
-    return {"name": name, "image": name, "resources": {"limits": {"memory": memory}}, **fields}
-
-
 @pytest.mark.parametrize(
     ("queue", "jobs", "reserved"),
     [
         pytest.param(
-            MakeQueue().budget("4Gi").template(WORKER, sidecar("proxy", "30Gi")),
+            work_queue().budget("4Gi").template(WORKER, container("proxy", "30Gi")),
             [job(JobPhase.RUNNING, "1Gi"), job(JobPhase.ADMITTED, "1Gi")],
             "62Gi",
             id="sidecar-counts-per-pod",
         ),
         pytest.param(
-            MakeQueue().template(WORKER, initContainers=[sidecar("fetch", "3Gi")]),
+            work_queue().template(WORKER, initContainers=[container("fetch", "3Gi")]),
             [job(JobPhase.RUNNING, "1Gi"), job(JobPhase.RUNNING, "4Gi")],
             "7Gi",
             id="init-container-counts-while-bigger-than-the-pod",
         ),
         pytest.param(
-            MakeQueue().template(
-                WORKER, initContainers=[sidecar("log", "512Mi", restartPolicy="Always")]
+            work_queue().template(
+                WORKER, initContainers=[container("log", "512Mi", restartPolicy="Always")]
             ),
             [job(JobPhase.RUNNING, "1Gi")],
             "1536Mi",
             id="sidecar-init-container-counts-as-regular",
         ),
         pytest.param(
-            MakeQueue().template(WORKER, sidecar("proxy", "1Gi")),
+            work_queue().template(WORKER, container("proxy", "1Gi")),
             [job(JobPhase.PENDING, "1Gi"), job(JobPhase.SUCCEEDED, "1Gi")],
             "0",
             id="waiting-and-finished-jobs-still-reserve-nothing",
@@ -280,16 +228,16 @@ def sidecar(name: str, memory: str, **fields: Any) -> dict[str, Any]:
 def test_reserved_memory_counts_whole_worker_pods(
     queue: MakeQueue, jobs: list[VideoJobStatus], reserved: str
 ) -> None:
-    status = summarize_queue(queue.obj(), jobs, T0)
+    status = summarize_queue(queue.model(), jobs, T0)
 
     assert status.memory is not None
     assert status.memory.reserved == reserved
 
 
 def test_reserved_memory_of_a_template_the_operator_refuses_counts_what_it_can() -> None:
-    queue = MakeQueue().template(WORKER, {"name": "unlimited", "image": "u"})
+    queue = work_queue().template(WORKER, {"name": "unlimited", "image": "u"})
 
-    status = summarize_queue(queue.obj(), [job(JobPhase.RUNNING, "1Gi")], T0)
+    status = summarize_queue(queue.model(), [job(JobPhase.RUNNING, "1Gi")], T0)
 
     assert status.memory is not None
     assert status.memory.reserved == "1Gi"
@@ -323,7 +271,7 @@ def test_format_bytes_round_trips(value: int) -> None:
 
 
 def test_observed_generation_is_the_queues_generation() -> None:
-    status = summarize_queue(MakeQueue().generation(7).obj(), [], T0)
+    status = summarize_queue(work_queue().generation(7).model(), [], T0)
 
     assert status.observed_generation == 7
     assert {c.observed_generation for c in status.conditions} == {7}
@@ -333,7 +281,7 @@ def test_observed_generation_is_the_queues_generation() -> None:
 def test_health_is_healthy_by_default(state: QueueState) -> None:
     jobs = [job(JobPhase.FAILED)] * 10 + [job(JobPhase.PENDING)] * 100
 
-    status = summarize_queue(MakeQueue().state(state).obj(), jobs, T0)
+    status = summarize_queue(work_queue().state(state).model(), jobs, T0)
 
     assert status.health == QueueHealth.HEALTHY
 
@@ -364,7 +312,7 @@ def test_health_is_healthy_by_default(state: QueueState) -> None:
 def test_ready_follows_state(
     state: QueueState, ready: ConditionStatus, reason: str, says: str
 ) -> None:
-    status = summarize_queue(MakeQueue().state(state).obj(), [], T0)
+    status = summarize_queue(work_queue().state(state).model(), [], T0)
 
     found = condition(status, QueueConditionType.READY)
     assert (found.status, found.reason, found.last_transition_time) == (ready, reason, T0)
@@ -383,7 +331,7 @@ def test_ready_follows_state(
 def test_not_ready_message_gives_a_resume_command_that_works(
     state: QueueState, namespace: str | None, prefix: str
 ) -> None:
-    status = summarize_queue(MakeQueue(namespace=namespace).state(state).obj(), [], T0)
+    status = summarize_queue(work_queue(namespace).state(state).model(), [], T0)
 
     message = condition(status, QueueConditionType.READY).message
     command = message[message.index("kubectl") :]
@@ -395,7 +343,7 @@ def test_not_ready_message_gives_a_resume_command_that_works(
 
 @pytest.mark.parametrize("state", list(QueueState), ids=str)
 def test_reconciling_is_false_for_the_observed_generation(state: QueueState) -> None:
-    status = summarize_queue(MakeQueue().state(state).generation(3).obj(), [], T0)
+    status = summarize_queue(work_queue().state(state).generation(3).model(), [], T0)
 
     found = condition(status, QueueConditionType.RECONCILING)
     assert (found.status, found.reason, found.observed_generation) == (
@@ -407,7 +355,7 @@ def test_reconciling_is_false_for_the_observed_generation(state: QueueState) -> 
 
 
 def test_conditions_are_valid_kubernetes_conditions() -> None:
-    status = summarize_queue(MakeQueue().state(QueueState.DRAINING).obj(), [], T0)
+    status = summarize_queue(work_queue().state(QueueState.DRAINING).model(), [], T0)
 
     for found in status.to_dict()["conditions"]:
         assert re.fullmatch(r"[A-Z][A-Za-z]*", found["reason"])
@@ -420,10 +368,10 @@ def test_conditions_are_valid_kubernetes_conditions() -> None:
 
 @pytest.mark.parametrize("state", list(QueueState), ids=str)
 def test_last_transition_time_kept_while_nothing_transitions(state: QueueState) -> None:
-    first = summarize_queue(MakeQueue().state(state).obj(), [], T0)
+    first = summarize_queue(work_queue().state(state).model(), [], T0)
 
     later = summarize_queue(
-        MakeQueue().state(state).obj(), [job(JobPhase.RUNNING)], T1, previous=first
+        work_queue().state(state).model(), [job(JobPhase.RUNNING)], T1, previous=first
     )
 
     kept = [(c.type, c.last_transition_time) for c in later.conditions if c.type != "Drained"]
@@ -441,7 +389,7 @@ def test_last_transition_time_kept_while_nothing_transitions(state: QueueState) 
 )
 def test_draining_queue_is_drained_once_nothing_runs(phases: list[JobPhase], drained: str) -> None:
     status = summarize_queue(
-        MakeQueue().state(QueueState.DRAINING).obj(), [job(p) for p in phases], T0
+        work_queue().state(QueueState.DRAINING).model(), [job(p) for p in phases], T0
     )
 
     found = find_condition(status.conditions, "Drained")
@@ -450,9 +398,9 @@ def test_draining_queue_is_drained_once_nothing_runs(phases: list[JobPhase], dra
 
 
 def test_drained_condition_goes_when_the_queue_is_active_again() -> None:
-    draining = summarize_queue(MakeQueue().state(QueueState.DRAINING).obj(), [], T0)
+    draining = summarize_queue(work_queue().state(QueueState.DRAINING).model(), [], T0)
 
-    active = summarize_queue(MakeQueue().obj(), [], T1, previous=draining)
+    active = summarize_queue(work_queue().model(), [], T1, previous=draining)
 
     assert find_condition(active.conditions, "Drained") is None
 
@@ -469,9 +417,9 @@ def test_drained_condition_goes_when_the_queue_is_active_again() -> None:
 def test_last_transition_time_moves_only_when_ready_changes_status(
     before: QueueState, after: QueueState, ready_since: datetime.datetime
 ) -> None:
-    first = summarize_queue(MakeQueue().state(before).generation(1).obj(), [], T0)
+    first = summarize_queue(work_queue().state(before).generation(1).model(), [], T0)
 
-    later = summarize_queue(MakeQueue().state(after).generation(2).obj(), [], T1, previous=first)
+    later = summarize_queue(work_queue().state(after).generation(2).model(), [], T1, previous=first)
 
     ready = condition(later, QueueConditionType.READY)
     assert ready.last_transition_time == ready_since
@@ -481,9 +429,9 @@ def test_last_transition_time_moves_only_when_ready_changes_status(
 
 
 def test_previous_defaults_to_the_status_the_queue_was_read_with() -> None:
-    stored = summarize_queue(MakeQueue().obj(), [], T0)
+    stored = summarize_queue(work_queue().model(), [], T0)
 
-    later = summarize_queue(MakeQueue().status(stored).obj(), [], T1)
+    later = summarize_queue(work_queue().status(stored).model(), [], T1)
 
     assert condition(later, QueueConditionType.READY).last_transition_time == T0
 
@@ -494,7 +442,7 @@ def test_conditions_of_other_types_are_kept() -> None:
     )
 
     status = summarize_queue(
-        MakeQueue().obj(), [], T1, previous=VideoQueueStatus(conditions=[custom])
+        work_queue().model(), [], T1, previous=VideoQueueStatus(conditions=[custom])
     )
 
     assert [c.type for c in status.conditions] == ["BackupDone", "Ready", "Reconciling"]
@@ -502,10 +450,10 @@ def test_conditions_of_other_types_are_kept() -> None:
 
 
 def test_previous_is_not_modified() -> None:
-    previous = summarize_queue(MakeQueue().obj(), [], T0)
+    previous = summarize_queue(work_queue().model(), [], T0)
     before = previous.model_copy(deep=True)
 
-    summarize_queue(MakeQueue().state(QueueState.PAUSED).obj(), [], T1, previous=previous)
+    summarize_queue(work_queue().state(QueueState.PAUSED).model(), [], T1, previous=previous)
 
     assert previous == before
 
@@ -516,7 +464,7 @@ def test_previous_is_not_modified() -> None:
 def test_status_size_does_not_grow_with_the_number_of_jobs() -> None:
     def size(n: int) -> int:
         jobs = [job(phase, "1Mi") for phase in JobPhase for _ in range(n)]
-        return len(json.dumps(summarize_queue(MakeQueue().obj(), jobs, T0).to_dict()))
+        return len(json.dumps(summarize_queue(work_queue().model(), jobs, T0).to_dict()))
 
     # Only the digits of the counts, the memory total and the backlog finding grow.
     assert size(10_000) - size(1_000) < 64
@@ -526,16 +474,16 @@ def test_status_size_does_not_grow_with_the_number_of_jobs() -> None:
 
 
 def test_patch_is_none_when_the_stored_status_is_the_desired_one() -> None:
-    desired = summarize_queue(MakeQueue().obj(), [job(JobPhase.RUNNING)], T0)
+    desired = summarize_queue(work_queue().model(), [job(JobPhase.RUNNING)], T0)
 
     assert status_patch(desired.to_dict(), desired) is None
 
 
 def test_unchanged_queue_costs_no_write_at_a_later_time() -> None:
     jobs = [job(JobPhase.RUNNING), job(JobPhase.PENDING)]
-    stored = summarize_queue(MakeQueue().obj(), jobs, T0).to_dict()
+    stored = summarize_queue(work_queue().model(), jobs, T0).to_dict()
 
-    queue = MakeQueue().status(VideoQueueStatus.model_validate(stored)).obj()
+    queue = work_queue().status(VideoQueueStatus.model_validate(stored)).model()
     again = summarize_queue(queue, jobs, T2)
 
     assert status_patch(stored, again) is None
@@ -559,17 +507,17 @@ def test_unchanged_queue_costs_no_write_at_a_later_time() -> None:
 def test_patch_holds_only_what_changed(
     jobs: list[VideoJobStatus], expected: dict[str, Any]
 ) -> None:
-    stored = summarize_queue(MakeQueue().obj(), [job(JobPhase.PENDING)], T0).to_dict()
-    queue = MakeQueue().status(VideoQueueStatus.model_validate(stored)).obj()
+    stored = summarize_queue(work_queue().model(), [job(JobPhase.PENDING)], T0).to_dict()
+    queue = work_queue().status(VideoQueueStatus.model_validate(stored)).model()
 
     assert status_patch(stored, summarize_queue(queue, jobs, T1)) == expected
 
 
 def test_patch_replaces_conditions_whole_when_one_changes() -> None:
-    stored = summarize_queue(MakeQueue().obj(), [], T0).to_dict()
-    queue = MakeQueue().state(QueueState.PAUSED).status(VideoQueueStatus.model_validate(stored))
+    stored = summarize_queue(work_queue().model(), [], T0).to_dict()
+    queue = work_queue().state(QueueState.PAUSED).status(VideoQueueStatus.model_validate(stored))
 
-    patch = status_patch(stored, summarize_queue(queue.obj(), [], T1))
+    patch = status_patch(stored, summarize_queue(queue.model(), [], T1))
 
     assert patch is not None
     assert set(patch) == {"conditions"}
@@ -577,14 +525,14 @@ def test_patch_replaces_conditions_whole_when_one_changes() -> None:
 
 
 def test_patch_starts_an_empty_status_in_full() -> None:
-    desired = summarize_queue(MakeQueue().obj(), [], T0)
+    desired = summarize_queue(work_queue().model(), [], T0)
 
     assert status_patch({}, desired) == desired.to_dict()
 
 
 def test_patch_removes_declared_fields_that_became_unset_and_leaves_foreign_ones() -> None:
     stored = {
-        **summarize_queue(MakeQueue().obj(), [], T0).to_dict(),
+        **summarize_queue(work_queue().model(), [], T0).to_dict(),
         "kopf": {"progress": {}},
     }
     desired = VideoQueueStatus.model_validate(stored)

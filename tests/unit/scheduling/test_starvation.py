@@ -41,7 +41,7 @@ def run(policy: QueuePolicy, *, big_priority: int = 0, start_latency: float = 0.
 
 
 def guarded(window: float = WINDOW) -> QueuePolicy:
-    return queue().concurrency(8).budget("8Gi").backfill(window).build()
+    return queue().concurrency(8).budget("8Gi").backfill(window).obj()
 
 
 @pytest.mark.parametrize(
