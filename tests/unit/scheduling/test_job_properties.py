@@ -1,8 +1,8 @@
 """Properties of the job state machine over random sequences of events.
 
-`JobWorld` holds one job, its worker pods and its queue, and plays the controller's part the
-way the controller (`controller/loop.py`) does: after every event it assesses the job (`assess_job`),
-stores the status, deletes the pods in `stop_pods`, and on an admission builds the worker
+`JobWorld` holds one job, its worker pods and its queue, and plays the controller's part
+(`controller/loop.py`): after every event it assesses the job (`assess_job`), stores the
+status, deletes the pods in `stop_pods`, and on an admission builds the worker
 pod `<job>-a<n>` (`build_worker_pod`) and records it (`admit`). Events are what the world
 does to a job: its pod starts, ends in one of many ways or vanishes, time passes, the user
 cancels, suspends, resumes or asks for a retry, the queue's memory.max changes, a more
