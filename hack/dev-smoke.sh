@@ -19,7 +19,7 @@ stop() {
 trap stop EXIT
 
 first=""
-deadline=$((SECONDS + 600))
+deadline=$((SECONDS + ${DEV_SMOKE_SECONDS:-600}))  # a cold cache builds the toolchain first: raise it
 while true; do
     present=0
     for name in "${outputs[@]}"; do [[ -s .dev/media/out/$name ]] && present=$((present + 1)); done
