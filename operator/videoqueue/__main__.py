@@ -61,7 +61,7 @@ import kopf
 
 from videoqueue.controller import handlers, metrics  # importing handlers registers them
 from videoqueue.controller.kube import KubeApiError, KubeClient, Resource
-from videoqueue.controller.progress import (
+from videoqueue.controller.progress_settings import (
     DEFAULT_JOB_INTERVAL,
     DEFAULT_WRITES_PER_SECOND,
     ProgressSettings,

@@ -45,7 +45,7 @@ from videoqueue.controller.kube import (
 )
 from videoqueue.controller.loop import Controller
 from videoqueue.controller.metrics import Activity
-from videoqueue.controller.progress import ProgressSettings
+from videoqueue.controller.progress_settings import ProgressSettings
 from videoqueue.scheduling.worker_pod import LABEL_JOB
 
 logger = logging.getLogger(__name__)

@@ -48,7 +48,8 @@ from videoqueue.controller.kube import (
     KubeClient,
 )
 from videoqueue.controller.notifications import Notifier
-from videoqueue.controller.progress import ProgressChannel, ProgressSettings
+from videoqueue.controller.progress import ProgressChannel
+from videoqueue.controller.progress_settings import ProgressSettings
 from videoqueue.scheduling import Snapshot, decide_admissions
 from videoqueue.scheduling.jobs import (
     Assessment,
