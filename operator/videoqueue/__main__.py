@@ -60,7 +60,8 @@ from typing import Any
 import kopf
 
 from videoqueue.controller import handlers, metrics  # importing handlers registers them
-from videoqueue.controller.kube import KubeApiError, KubeClient, Resource
+from videoqueue.controller.kube import KubeApiError, KubeClient
+from videoqueue.controller.kube_helpers import Resource
 from videoqueue.controller.progress_settings import (
     DEFAULT_JOB_INTERVAL,
     DEFAULT_WRITES_PER_SECOND,

@@ -44,9 +44,7 @@ from videoqueue.controller.entries import (
     earliest,
     is_busy,
 )
-from videoqueue.controller.kube import (
-    KubeClient,
-)
+from videoqueue.controller.kube import KubeClient
 from videoqueue.controller.notifications import Notifier
 from videoqueue.controller.progress import ProgressChannel
 from videoqueue.controller.progress_settings import ProgressSettings
