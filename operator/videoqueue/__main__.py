@@ -59,7 +59,7 @@ from typing import Any
 
 import kopf
 
-from videoqueue.controller import handlers, metrics  # importing handlers registers them
+from videoqueue.controller import handlers, metrics_server  # importing handlers registers them
 from videoqueue.controller.kube import KubeApiError, KubeClient
 from videoqueue.controller.kube_helpers import Resource
 from videoqueue.controller.progress_settings import (
@@ -131,7 +131,7 @@ def run_operator(args: argparse.Namespace, **operator: Any) -> None:
 
     async def run() -> None:
         try:
-            server = await metrics.start_server(
+            server = await metrics_server.start_server(
                 args.metrics_bind, args.metrics_port, handlers.activity
             )
         except OSError as e:
