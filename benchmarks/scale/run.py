@@ -56,12 +56,12 @@ from benchmarks.writes_per_job import (
     scrape_write_counts,
     subtract,
 )
-from videoqueue.controller.kube import (
+from videoqueue.controller.kube import KubeClient
+from videoqueue.controller.kube_helpers import (
     PODS,
     VIDEOJOBS,
     VIDEOQUEUES,
     ClientSettings,
-    KubeClient,
     Resource,
 )
 from videoqueue.envtest import ClusterConfig, LocalCluster, NodeSpec, pod_script, poll

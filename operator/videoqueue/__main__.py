@@ -59,9 +59,10 @@ from typing import Any
 
 import kopf
 
-from videoqueue.controller import handlers, metrics  # importing handlers registers them
-from videoqueue.controller.kube import KubeApiError, KubeClient, Resource
-from videoqueue.controller.progress import (
+from videoqueue.controller import handlers, metrics_server  # importing handlers registers them
+from videoqueue.controller.kube import KubeApiError, KubeClient
+from videoqueue.controller.kube_helpers import Resource
+from videoqueue.controller.progress_settings import (
     DEFAULT_JOB_INTERVAL,
     DEFAULT_WRITES_PER_SECOND,
     ProgressSettings,
@@ -130,7 +131,7 @@ def run_operator(args: argparse.Namespace, **operator: Any) -> None:
 
     async def run() -> None:
         try:
-            server = await metrics.start_server(
+            server = await metrics_server.start_server(
                 args.metrics_bind, args.metrics_port, handlers.activity
             )
         except OSError as e:

@@ -15,13 +15,12 @@ import pytest
 import yaml
 
 from tests.builders import MakeJob
-from videoqueue.controller.kube import (
+from videoqueue.controller.kube import KubeApiError, KubeClient
+from videoqueue.controller.kube_helpers import (
     EVENT_MESSAGE_LIMIT,
     PODS,
     VIDEOJOBS,
     CreateResult,
-    KubeApiError,
-    KubeClient,
     Resource,
 )
 from videoqueue.envtest import ClusterBase

@@ -16,7 +16,8 @@ import pytest
 import redis
 
 from videoqueue.api.progress import PROGRESS_STREAM_MAXLEN, ProgressEvent, ProgressKind
-from videoqueue.controller.progress import ProgressChannel, ProgressSettings
+from videoqueue.controller.progress import ProgressChannel
+from videoqueue.controller.progress_settings import ProgressSettings
 from videoqueue.envtest.pki import create_pki
 
 from .redis_server import RedisServer, TlsFiles

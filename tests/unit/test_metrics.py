@@ -18,6 +18,7 @@ from videoqueue.controller.entries import JobEntry, QueueEntry
 from videoqueue.controller.kube import KubeClient
 from videoqueue.controller.loop import Controller
 from videoqueue.controller.metrics import REGISTRY, Activity
+from videoqueue.controller.metrics_server import make_app, start_server
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -337,7 +338,7 @@ def test_standing_by_exports_no_queue_state(ns: str) -> None:
 async def test_probes(state: metrics.ActivityState, ready: bool) -> None:
     previous = metrics.STATE.source
     try:
-        async with TestClient(TestServer(metrics.make_app(lambda: Activity(state)))) as client:
+        async with TestClient(TestServer(make_app(lambda: Activity(state)))) as client:
             health = await client.get("/healthz")
             assert health.status == 200
             readiness = await client.get("/readyz")
@@ -350,7 +351,7 @@ async def test_probes(state: metrics.ActivityState, ready: bool) -> None:
 async def test_metrics_endpoint_serves_the_text_format() -> None:
     previous = metrics.STATE.source
     try:
-        async with TestClient(TestServer(metrics.make_app(lambda: Activity("starting")))) as client:
+        async with TestClient(TestServer(make_app(lambda: Activity("starting")))) as client:
             response = await client.get("/metrics")
             assert response.status == 200
             assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
@@ -363,11 +364,11 @@ async def test_metrics_endpoint_serves_the_text_format() -> None:
 
 
 async def test_server_refuses_a_port_in_use() -> None:
-    runner = await metrics.start_server("127.0.0.1", 0, lambda: Activity("starting"))
+    runner = await start_server("127.0.0.1", 0, lambda: Activity("starting"))
     try:
         port = runner.addresses[0][1]
         with pytest.raises(OSError, match="address already in use"):
-            await metrics.start_server("127.0.0.1", port, lambda: Activity("starting"))
+            await start_server("127.0.0.1", port, lambda: Activity("starting"))
     finally:
         await runner.cleanup()
         metrics.STATE.source = lambda: Activity("starting")

@@ -14,7 +14,7 @@ import redis
 from tests.worker.harness import ffprobe, run_worker, stream
 from videoqueue.api.progress import ProgressEvent, ProgressKind
 from videoqueue.api.worker import ENV_ALLOWED_HOSTS, ENV_DOWNLOAD_TIMEOUT_SECONDS, ENV_FILE_ROOTS
-from videoqueue.controller.progress import ProgressSettings, SecretKeyRef
+from videoqueue.controller.progress_settings import ProgressSettings, SecretKeyRef
 from videoqueue.envtest.worker import TEST_FILE_ROOT, redis_server
 from videoqueue.scheduling.worker_pod import ENV_JOB, build_worker_pod
 from videoqueue_worker.cgroup import peak_memory_bytes

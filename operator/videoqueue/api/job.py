@@ -29,7 +29,7 @@ from videoqueue.api.common import (
     cel_string_list,
 )
 from videoqueue.api.quantity import PositiveQuantity, Quantity
-from videoqueue.api.queue import Backoff, FinishedTTL
+from videoqueue.api.queue_policies import Backoff, FinishedTTL
 
 JOB_KIND = "VideoJob"
 

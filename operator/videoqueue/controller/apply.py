@@ -35,15 +35,8 @@ from videoqueue.controller.entries import (
     slim,
 )
 from videoqueue.controller.index import Index
-from videoqueue.controller.kube import (
-    PODS,
-    VIDEOJOBS,
-    VIDEOQUEUES,
-    EventType,
-    KubeApiError,
-    KubeClient,
-    KubeError,
-)
+from videoqueue.controller.kube import KubeApiError, KubeClient, KubeError
+from videoqueue.controller.kube_helpers import PODS, VIDEOJOBS, VIDEOQUEUES, EventType
 from videoqueue.controller.notifications import Notification, Notifier, notification_for
 from videoqueue.controller.patching import status_patch
 from videoqueue.controller.progress import ProgressChannel

@@ -35,17 +35,11 @@ import kopf
 
 from videoqueue.api import GROUP, VERSION
 from videoqueue.controller.entries import slim
-from videoqueue.controller.kube import (
-    PODS,
-    VIDEOJOBS,
-    VIDEOQUEUES,
-    KubeClient,
-    KubeError,
-    Resource,
-)
+from videoqueue.controller.kube import KubeClient, KubeError
+from videoqueue.controller.kube_helpers import PODS, VIDEOJOBS, VIDEOQUEUES, Resource
 from videoqueue.controller.loop import Controller
 from videoqueue.controller.metrics import Activity
-from videoqueue.controller.progress import ProgressSettings
+from videoqueue.controller.progress_settings import ProgressSettings
 from videoqueue.scheduling.worker_pod import LABEL_JOB
 
 logger = logging.getLogger(__name__)

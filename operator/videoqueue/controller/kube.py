@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import json
 import logging
 import os
@@ -28,30 +27,47 @@ import random
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, NamedTuple, Self
-from urllib.parse import quote
+from typing import Any, Self
 
 import aiohttp
 import kopf
 
 from videoqueue import __version__
-from videoqueue.api.common import GROUP, VERSION
 
 # The errors are part of the client's interface: importable from here.
 from videoqueue.controller.kube_errors import KubeApiError as KubeApiError
 from videoqueue.controller.kube_errors import KubeConfigError as KubeConfigError
 from videoqueue.controller.kube_errors import KubeConnectionError as KubeConnectionError
 from videoqueue.controller.kube_errors import KubeError as KubeError
+from videoqueue.controller.kube_helpers import (
+    EVENTS,
+    PATCH_CONTENT_TYPES,
+    RETRYABLE_STATUSES,
+    ClientSettings,
+    CreateResult,
+    EventType,
+    Obj,
+    ObjList,
+    PatchBody,
+    PatchType,
+    PropagationPolicy,
+    Resource,
+    backoff_delay,
+    build_event,
+    resource_label,
+    retry_after_seconds,
+    status_class,
+)
 from videoqueue.controller.kubeconfig import (
     SERVICE_ACCOUNT_DIR,
     authorization_header,
     connection_info_from_kubeconfig,
     in_cluster_connection_info,
+    is_service_account_token,
     kubeconfig_paths,
     load_kubeconfig,
     ssl_context,
@@ -59,185 +75,14 @@ from videoqueue.controller.kubeconfig import (
 
 logger = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
-ObjList = list[Obj]
-PatchBody = Mapping[str, Any] | Sequence[Mapping[str, Any]]
-PatchType = Literal["merge", "json", "strategic"]
-EventType = Literal["Normal", "Warning"]
-PropagationPolicy = Literal["Background", "Foreground", "Orphan"]
-
 DEFAULT_COMPONENT = "videoqueue-operator"
-EVENT_MESSAGE_LIMIT = 1024
 # Projected service-account tokens rotate (hourly by default); the kubelet rewrites the
 # file well before expiry, so re-reading it this often never sends a stale token.
 TOKEN_REFRESH_SECONDS = 60.0
 
-_PATCH_CONTENT_TYPES: dict[str, str] = {
-    "merge": "application/merge-patch+json",
-    "json": "application/json-patch+json",
-    "strategic": "application/strategic-merge-patch+json",
-}
-# Overload and transient failures of the API server or a proxy in front of it.
-_RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
 # Failures before the request left this process: always safe to repeat, whatever the verb.
 _NOT_SENT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 _TRANSPORT_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
-
-
-@dataclass(frozen=True, slots=True)
-class Resource:
-    """An API resource: where its objects live on the API server."""
-
-    group: str  # "" for the core group
-    version: str
-    plural: str
-    namespaced: bool = True
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    def path(
-        self, namespace: str | None, name: str | None = None, subresource: str | None = None
-    ) -> str:
-        """The URL path of the collection (no name) or of one object or its subresource.
-
-        A namespaced resource without a namespace is the all-namespaces collection.
-        """
-        root = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if namespace is not None:
-            if not self.namespaced:
-                raise ValueError(f"{self.plural} are cluster-scoped; got namespace {namespace!r}")
-            root += f"/namespaces/{quote(namespace, safe='')}"
-        elif self.namespaced and name is not None:
-            raise ValueError(f"{self.plural} are namespaced; a name needs a namespace")
-        path = f"{root}/{self.plural}"
-        if name is not None:
-            path += f"/{quote(name, safe='')}"
-        if subresource is not None:
-            if name is None:
-                raise ValueError("a subresource needs an object name")
-            path += f"/{subresource}"
-        return path
-
-
-PODS = Resource("", "v1", "pods")
-EVENTS = Resource("", "v1", "events")
-VIDEOJOBS = Resource(GROUP, VERSION, "videojobs")
-VIDEOQUEUES = Resource(GROUP, VERSION, "videoqueues")
-LEASES = Resource("coordination.k8s.io", "v1", "leases")
-
-
-class CreateResult(NamedTuple):
-    """What `KubeClient.create` returns; unpacks as `obj, created = await kube.create(...)`."""
-
-    obj: Obj
-    created: bool  # False: the object already existed (409 AlreadyExists) and was read back
-
-
-@dataclass(frozen=True, slots=True)
-class ClientSettings:
-    # Sized for parallel pod creates and status patches; HTTP/1.1 needs one connection per
-    # request in flight.
-    connection_limit: int = 64
-    # Writes get most of the pool but never all of it, so reads (GETs after a 409, LISTs)
-    # are not starved by a burst of writes.
-    write_concurrency: int = 48
-    request_timeout: float = 30.0
-    connect_timeout: float = 5.0
-    max_attempts: int = 6
-    backoff_base: float = 0.2
-    backoff_cap: float = 5.0
-    retry_after_cap: float = 30.0
-
-
-# -- pure helpers ---------------------------------------------------------------------------
-
-
-def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
-    """Capped exponential backoff with "equal jitter": half fixed so a retry never comes back
-    at once, half random so clients that failed together do not retry together."""
-    ceiling = min(cap, base * 2.0**attempt)
-    return ceiling / 2 + rng.uniform(0, ceiling / 2)
-
-
-def retry_after_seconds(value: str | None, *, now: datetime) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    with contextlib.suppress(ValueError):
-        return max(0.0, float(value))
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
-def status_class(status: int | None) -> str:
-    """The counter label of a response: "2xx".."5xx", or "error" when none arrived."""
-    return "error" if status is None else f"{status // 100}xx"
-
-
-def truncate_utf8(text: str, limit: int) -> str:
-    """Cut `text` to at most `limit` bytes of UTF-8 (so also `limit` characters) without
-    splitting a character; the API server measures Event messages in bytes."""
-    encoded = text.encode("utf-8")
-    if len(encoded) <= limit:
-        return text
-    return encoded[: limit - 3].decode("utf-8", errors="ignore") + "..."
-
-
-def build_event(
-    involved: Mapping[str, Any],
-    *,
-    type_: EventType,
-    reason: str,
-    message: str,
-    component: str,
-    instance: str,
-    now: datetime,
-    suffix: str,
-) -> Obj:
-    """A core/v1 Event about `involved`, in its namespace ("default" for cluster objects).
-
-    The name is fixed here (object name + `suffix`) rather than left to generateName, so a
-    retried POST cannot record the same Event twice.
-    """
-    meta = involved.get("metadata") or {}
-    name = str(meta.get("name", ""))
-    namespace = meta.get("namespace") or "default"
-    suffix = f".{suffix}"
-    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    reference = {
-        "apiVersion": involved.get("apiVersion"),
-        "kind": involved.get("kind"),
-        "name": name,
-        "namespace": meta.get("namespace"),
-        "uid": meta.get("uid"),
-        "resourceVersion": meta.get("resourceVersion"),
-    }
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": name[: 253 - len(suffix)] + suffix, "namespace": namespace},
-        "involvedObject": {k: v for k, v in reference.items() if v is not None},
-        "type": type_,
-        "reason": reason,
-        "message": truncate_utf8(message, EVENT_MESSAGE_LIMIT),
-        "source": {"component": component},
-        "reportingComponent": component,
-        "reportingInstance": instance,
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "count": 1,
-    }
-
-
-# -- the client -----------------------------------------------------------------------------
 
 
 class KubeClient:
@@ -282,7 +127,7 @@ class KubeClient:
     ) -> Self:
         """A client with the credentials kopf logged in with (e.g. from an `on.login`
         handler). A token read from the pod's service account is re-read as it rotates."""
-        if token_file is None and info.token and _is_service_account_token(info.token):
+        if token_file is None and info.token and is_service_account_token(info.token):
             token_file = SERVICE_ACCOUNT_DIR / "token"
         settings = settings or ClientSettings()
         connector = aiohttp.TCPConnector(
@@ -471,10 +316,10 @@ class KubeClient:
         status, raw = await self._request(
             "PATCH",
             "patch",
-            _label(resource, subresource),
+            resource_label(resource, subresource),
             resource.path(namespace, name, subresource),
             body=patch,
-            content_type=_PATCH_CONTENT_TYPES[patch_type],
+            content_type=PATCH_CONTENT_TYPES[patch_type],
             write=True,
         )
         return None if status == 404 else _ok(status, raw)
@@ -603,7 +448,7 @@ class KubeClient:
                     self._reload_token()
                     continue
                 # 429 means the request was not processed: repeatable for any verb.
-                retryable = status == 429 or (idempotent and status in _RETRYABLE_STATUSES)
+                retryable = status == 429 or (idempotent and status in RETRYABLE_STATUSES)
                 if not retryable or attempt >= settings.max_attempts:
                     return status, raw
                 waited = retry_after_seconds(retry_after, now=datetime.now(UTC))
@@ -649,14 +494,3 @@ def _ok(status: int, raw: bytes) -> Obj:
         result: Obj = json.loads(raw) if raw else {}
         return result
     raise KubeApiError.from_response(status, raw)
-
-
-def _label(resource: Resource, subresource: str | None) -> str:
-    return f"{resource.plural}/{subresource}" if subresource else resource.plural
-
-
-def _is_service_account_token(token: str) -> bool:
-    try:
-        return (SERVICE_ACCOUNT_DIR / "token").read_text().strip() == token
-    except OSError:
-        return False

@@ -23,6 +23,14 @@ Obj = dict[str, Any]
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
+def is_service_account_token(token: str) -> bool:
+    """Whether `token` is this pod's service-account token (so it rotates in its file)."""
+    try:
+        return (SERVICE_ACCOUNT_DIR / "token").read_text().strip() == token
+    except OSError:
+        return False
+
+
 def load_kubeconfig(paths: Sequence[Path]) -> Obj:
     """Merge kubeconfig files the way kubectl does: the first definition of a name wins and
     the first current-context wins. File paths inside are made absolute relative to the file

@@ -44,11 +44,10 @@ from videoqueue.controller.entries import (
     earliest,
     is_busy,
 )
-from videoqueue.controller.kube import (
-    KubeClient,
-)
+from videoqueue.controller.kube import KubeClient
 from videoqueue.controller.notifications import Notifier
-from videoqueue.controller.progress import ProgressChannel, ProgressSettings
+from videoqueue.controller.progress import ProgressChannel
+from videoqueue.controller.progress_settings import ProgressSettings
 from videoqueue.scheduling import Snapshot, decide_admissions
 from videoqueue.scheduling.jobs import (
     Assessment,

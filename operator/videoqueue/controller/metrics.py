@@ -1,4 +1,4 @@
-"""Every Prometheus metric of the operator, and the HTTP server for /metrics, /healthz, /readyz.
+"""Every Prometheus metric of the operator; `metrics_server` serves them on /metrics.
 
 Two kinds of metrics:
 - State (jobs by phase, queue state and health, memory, API requests) is read at scrape time
@@ -15,10 +15,6 @@ Per-job series are created at zero as soon as a job of a (namespace, queue, type
 Naming follows Prometheus' rules: prefix `videoqueue_`, base units (seconds, bytes), `_total`
 on counters, never a job name as a label; help texts name the values a label can take.
 tests/unit/test_metrics_naming.py checks all of it.
-
-The server runs in the operator's event loop, so a scrape reads the index between two steps
-of the scheduler loops (never half-way through one), and /healthz answering proves the loop
-is not stuck.
 """
 
 from __future__ import annotations
@@ -29,9 +25,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from aiohttp import web
 from prometheus_client import (
-    CONTENT_TYPE_PLAIN_0_0_4,
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
     PROCESS_COLLECTOR,
@@ -40,7 +34,6 @@ from prometheus_client import (
     Histogram,
     Info,
     disable_created_metrics,
-    generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -459,45 +452,3 @@ def _api_metrics(kube: KubeClient) -> Iterator[Metric]:
 
 STATE = StateCollector()
 REGISTRY.register(STATE)
-
-# -- the HTTP server ------------------------------------------------------------------------
-
-
-def make_app(activity: Callable[[], Activity]) -> web.Application:
-    """/metrics (Prometheus text format), /healthz (liveness: the event loop answers) and
-    /readyz (200 once the replica acts on a primed index or stands by; 503 while starting or
-    priming)."""
-    STATE.source = activity
-
-    async def metrics(_: web.Request) -> web.Response:
-        # The 0.0.4 text format: what every Prometheus reads (Debian's 2.42 included); the
-        # names here are all plain, so the body is the same as the newer format's.
-        return web.Response(
-            body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4}
-        )
-
-    async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
-
-    async def readyz(_: web.Request) -> web.Response:
-        current = activity()
-        return web.Response(text=f"{current.state}\n", status=200 if current.ready else 503)
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    return app
-
-
-async def start_server(host: str, port: int, activity: Callable[[], Activity]) -> web.AppRunner:
-    """Serve `make_app` on host:port in the running loop; `await runner.cleanup()` stops it.
-    Raises OSError when the address cannot be bound."""
-    runner = web.AppRunner(make_app(activity), access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except OSError:
-        await runner.cleanup()
-        raise
-    return runner

@@ -337,7 +337,7 @@ def build_worker_pod(
       these and the two above replace same-named env entries of the template;
     - `env`, whole env entries (`value` or `valueFrom`) the operator adds to every worker:
       the progress channel's `VIDEOQUEUE_REDIS_URL`, `VIDEOQUEUE_PROGRESS_STREAM` and
-      `VIDEOQUEUE_REDIS_PASSWORD` (from a Secret), see `videoqueue.controller.progress`;
+      `VIDEOQUEUE_REDIS_PASSWORD` (from a Secret), see `videoqueue.controller.progress_settings`;
     - `terminationMessagePath: /dev/termination-log` (the worker writes its JSON result
       there) and `terminationMessagePolicy: FallbackToLogsOnError` (a crash without a message
       still leaves the last log lines to explain it);

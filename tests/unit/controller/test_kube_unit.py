@@ -1,4 +1,4 @@
-"""The pure parts of videoqueue.controller.kube, and its retry policy.
+"""The pure parts of videoqueue.controller.kube (kube_helpers), and its retry policy.
 
 The retry tests talk to a tiny loopback HTTP server that answers with scripted statuses:
 the real API server cannot be made to answer 429 or 503 on demand, and what is checked is
@@ -24,16 +24,18 @@ import yaml
 from aiohttp import web
 
 from videoqueue.controller.kube import (
+    KubeApiError,
+    KubeClient,
+    KubeConfigError,
+    KubeConnectionError,
+)
+from videoqueue.controller.kube_helpers import (
     EVENT_MESSAGE_LIMIT,
     LEASES,
     PODS,
     VIDEOJOBS,
     VIDEOQUEUES,
     ClientSettings,
-    KubeApiError,
-    KubeClient,
-    KubeConfigError,
-    KubeConnectionError,
     Resource,
     backoff_delay,
     build_event,

@@ -24,7 +24,8 @@ from videoqueue.api import VideoQueue
 from videoqueue.controller import loop as scheduler_loop
 from videoqueue.controller.apply import POD_REFUSED_MAX_SECONDS
 from videoqueue.controller.entries import JobEntry, QueueEntry
-from videoqueue.controller.kube import KubeApiError, KubeClient, Resource
+from videoqueue.controller.kube import KubeApiError, KubeClient
+from videoqueue.controller.kube_helpers import Resource
 from videoqueue.controller.loop import Controller
 
 FORBIDDEN = 'pods "a-a1" is forbidden: violates PodSecurity "restricted:latest": privileged'

@@ -17,7 +17,8 @@ import pytest
 from tests.builders import MakeJob, MakeQueue, container
 from videoqueue.api import VideoQueue
 from videoqueue.controller.entries import JobEntry, QueueEntry
-from videoqueue.controller.kube import KubeClient, Resource
+from videoqueue.controller.kube import KubeClient
+from videoqueue.controller.kube_helpers import Resource
 from videoqueue.controller.loop import Controller
 
 NS = "media"

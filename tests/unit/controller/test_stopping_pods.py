@@ -19,7 +19,8 @@ from tests.unit.controller.test_runtime_cycles import (
 )
 from videoqueue.api import VideoQueue
 from videoqueue.controller.entries import JobEntry, QueueEntry
-from videoqueue.controller.kube import KubeClient, Resource
+from videoqueue.controller.kube import KubeClient
+from videoqueue.controller.kube_helpers import Resource
 from videoqueue.controller.loop import Controller
 
 
