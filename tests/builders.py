@@ -3,7 +3,7 @@ in the manner of Kueue's `MakeWorkload("a", "ns").Priority(3).Obj()`:
 
     queue = MakeQueue("work", "media").concurrency(2).budget("4Gi").template(WORKER)
     job = MakeJob("clip", queue="work").priority(7).memory("2Gi").admitted()
-    pod = MakePod(job, queue).terminated(137, "OOMKilled")
+    pod = MakePod(job, queue).running().oom_killed()
     assess_job(job.model(), [pod.outcome()], queue.model(), now)
 
 Defaults are the least the CRDs accept, so `obj()` can be applied to a real API server and
@@ -19,7 +19,15 @@ import copy
 import datetime
 from typing import Any, Self
 
-from videoqueue.api import API_VERSION, VideoJob, VideoJobStatus, VideoQueue, VideoQueueStatus
+from videoqueue.api import (
+    API_VERSION,
+    RETRY_ANNOTATION,
+    VideoJob,
+    VideoJobStatus,
+    VideoQueue,
+    VideoQueueStatus,
+    parse_quantity,
+)
 from videoqueue.scheduling.pod_outcome import PodOutcome, read_pod_outcome
 from videoqueue.scheduling.worker_pod import (
     ANNOTATION_WORKER_CONTAINER,
@@ -40,8 +48,18 @@ EVICTION_MESSAGE = "The node was low on resource: memory. Threshold quantity: 10
 Time = datetime.datetime | str
 
 
-def _iso(at: Time) -> str:
+def iso(at: Time) -> str:
     return at if isinstance(at, str) else at.isoformat()
+
+
+def at(seconds: float) -> datetime.datetime:
+    """`seconds` after T0."""
+    return T0 + datetime.timedelta(seconds=seconds)
+
+
+def condition(type_: str, status: str, reason: str, at: Time = T0) -> dict[str, Any]:
+    """A condition as stored in a status."""
+    return {"type": type_, "status": status, "reason": reason, "lastTransitionTime": iso(at)}
 
 
 def container(name: str, memory: str | None = None, **fields: Any) -> dict[str, Any]:
@@ -103,7 +121,7 @@ class _MakeObject:
         return self.set("metadata.resourceVersion", version)
 
     def created(self, at: Time) -> Self:
-        return self.set("metadata.creationTimestamp", _iso(at))
+        return self.set("metadata.creationTimestamp", iso(at))
 
     def labels(self, **labels: str) -> Self:
         return self.set("metadata.labels", labels)
@@ -113,6 +131,10 @@ class _MakeObject:
 
     def finalizers(self, *names: str) -> Self:
         return self.set("metadata.finalizers", list(names))
+
+    def deleted(self, at: Time = T0) -> Self:
+        """Being deleted (a deletionTimestamp), held back by its finalizers."""
+        return self.set("metadata.deletionTimestamp", iso(at))
 
     def obj(self) -> dict[str, Any]:
         return copy.deepcopy(self._obj)
@@ -161,6 +183,10 @@ class MakeQueue(_MakeObject):
         if any(v is not None for v in backoff.values()):
             retry["backoff"] = {k: v for k, v in backoff.items() if v is not None}
         return self.spec(retry=retry)
+
+    def max_attempts(self, attempts: int) -> Self:
+        """`spec.retry.maxAttempts` alone, keeping the backoff."""
+        return self.set("spec.retry.maxAttempts", attempts)
 
     def deadline(self, seconds: int) -> Self:
         """The default `activeDeadlineSeconds` of the queue's jobs."""
@@ -216,6 +242,12 @@ class MakeQueue(_MakeObject):
             template["metadata"] = {k: v for k, v in metadata.items() if v}
         return self.template_body(template)
 
+    def sidecar(self, memory: str, name: str = "proxy") -> Self:
+        """Adds a container with a `memory` limit to the template, after the worker."""
+        containers: list[dict[str, Any]] = self._spec["template"]["spec"]["containers"]
+        containers.append(container(name, memory))
+        return self
+
     def template_body(self, template: dict[str, Any]) -> Self:
         """The whole `spec.template` as given, well-formed or not."""
         return self.spec(template=template)
@@ -263,6 +295,17 @@ class MakeJob(_MakeObject):
     def max_attempts(self, attempts: int) -> Self:
         return self.spec(maxAttempts=attempts)
 
+    def backoff(
+        self,
+        *,
+        initial_seconds: int | None = None,
+        factor: float | None = None,
+        max_seconds: int | None = None,
+    ) -> Self:
+        """`spec.backoff`, overriding the queue's; fields left out take the queue's."""
+        backoff = {"initialSeconds": initial_seconds, "factor": factor, "maxSeconds": max_seconds}
+        return self.spec(backoff={k: v for k, v in backoff.items() if v is not None})
+
     def deadline(self, seconds: int) -> Self:
         return self.spec(activeDeadlineSeconds=seconds)
 
@@ -270,7 +313,7 @@ class MakeJob(_MakeObject):
         return self.spec(progressDeadlineSeconds=seconds)
 
     def start_after(self, at: Time) -> Self:
-        return self.spec(startAfter=_iso(at))
+        return self.spec(startAfter=iso(at))
 
     def depends_on(self, *names: str) -> Self:
         return self.spec(dependsOn=list(names))
@@ -281,6 +324,12 @@ class MakeJob(_MakeObject):
     def cancel(self, cancel: bool = True) -> Self:
         return self.spec(cancel=cancel)
 
+    def retry_requested(self, request: str = "1") -> Self:
+        """The user asked for a retry: the videoqueue.dev/retry annotation set to `request`."""
+        annotations = self._obj["metadata"].setdefault("annotations", {})
+        annotations[RETRY_ANNOTATION] = request
+        return self
+
     def status(
         self, status: VideoJobStatus | dict[str, Any] | None = None, /, **fields: Any
     ) -> Self:
@@ -288,16 +337,81 @@ class MakeJob(_MakeObject):
         body = status.to_dict() if isinstance(status, VideoJobStatus) else dict(status or {})
         return self.set("status", copy.deepcopy(body | fields))
 
-    def admitted(self, attempt: int = 1, memory: str = "1Gi", at: Time = T0) -> Self:
-        """Its worker pod for `attempt` was created at `at`, as recorded in status."""
+    def _ended(self, attempts: range, reason: str, at: Time) -> list[dict[str, Any]]:
+        """Records of `attempts` that ended with `reason` at `at`."""
+        return [
+            {
+                "attempt": n,
+                "pod": worker_pod_name(self.name, n),
+                "reason": reason,
+                "finishTime": iso(at),
+            }
+            for n in attempts
+        ]
+
+    def pending(self, *, attempts: list[dict[str, Any]] | None = None, **fields: Any) -> Self:
+        """Assessed, queued at T0 and waiting; `attempts`: the records of its earlier attempts.
+        `fields` (camelCase) add to the status or replace its fields."""
+        history = attempts or []
+        return self.status(
+            {
+                "phase": "Pending",
+                "attempt": max((a["attempt"] for a in history), default=0),
+                "attempts": history,
+                "queuedTime": iso(T0),
+            },
+            **fields,
+        )
+
+    def admitted(
+        self,
+        attempt: int = 1,
+        memory: str = "1Gi",
+        at: Time = T0,
+        *,
+        earlier: str | None = None,
+        **fields: Any,
+    ) -> Self:
+        """Its worker pod for `attempt` was created at `at`, as recorded in status. `earlier`:
+        the reason each earlier attempt ended with (at `at`), or no records of them."""
+        history = [] if earlier is None else self._ended(range(1, attempt), earlier, at)
         pod = worker_pod_name(self.name, attempt)
         return self.status(
-            phase="Admitted",
+            {
+                "phase": "Admitted",
+                "attempt": attempt,
+                "attempts": [*history, {"attempt": attempt, "pod": pod, "memory": memory}],
+                "effectiveMemory": memory,
+                "admittedTime": iso(at),
+                "queuedTime": iso(at),
+            },
+            **fields,
+        )
+
+    def running(
+        self,
+        attempt: int = 1,
+        memory: str = "1Gi",
+        at: Time = T0,
+        *,
+        earlier: str | None = None,
+        **fields: Any,
+    ) -> Self:
+        """Admitted (as `admitted`), and its worker seen running since `at`."""
+        self.admitted(attempt, memory, at, earlier=earlier, phase="Running", startTime=iso(at))
+        self._obj["status"].update(copy.deepcopy(fields))
+        self._obj["status"]["attempts"][-1]["startTime"] = iso(at)
+        return self
+
+    def finished(self, phase: str, attempt: int = 1, reason: str = "Error", at: Time = T0) -> Self:
+        """Ended in `phase` (terminal) at `at`, after `attempt` attempts that each ended with
+        `reason`."""
+        return self.status(
+            phase=phase,
             attempt=attempt,
-            attempts=[{"attempt": attempt, "pod": pod, "memory": memory}],
-            effectiveMemory=memory,
-            admittedTime=_iso(at),
-            queuedTime=_iso(at),
+            attempts=self._ended(range(1, attempt + 1), reason, at),
+            completionTime=iso(at),
+            queuedTime=iso(at),
         )
 
     def model(self) -> VideoJob:
@@ -316,14 +430,31 @@ class MakePod:
         queue: MakeQueue,
         *,
         attempt: int = 1,
-        memory: int = GiB,
-        admitted_at: str | None = None,
+        memory: int | str = GiB,
+        admitted_at: Time | None = None,
     ) -> None:
+        """`memory`: the worker's, in bytes or a quantity."""
         job_obj = job.obj()
         job_obj["metadata"].setdefault("uid", f"uid-{job.name}")
         self._obj = build_worker_pod(
-            job_obj, queue.obj(), attempt=attempt, memory_bytes=memory, now_iso=admitted_at
+            job_obj,
+            queue.obj(),
+            attempt=attempt,
+            memory_bytes=parse_quantity(memory) if isinstance(memory, str) else memory,
+            now_iso=None if admitted_at is None else iso(admitted_at),
         )
+
+    @classmethod
+    def of(cls, pod: dict[str, Any]) -> MakePod:
+        """Wraps a pod built elsewhere (by `build_worker_pod`), to give it a status."""
+        made = cls.__new__(cls)
+        made._obj = pod
+        return made
+
+    @property
+    def name(self) -> str:
+        name: str = self._obj["metadata"]["name"]
+        return name
 
     @property
     def _worker(self) -> dict[str, Any]:
@@ -355,7 +486,7 @@ class MakePod:
         }
 
     def running(self, started: Time = POD_STARTED) -> Self:
-        at = _iso(started)
+        at = iso(started)
         return self.status(
             {
                 "phase": "Running",
@@ -386,17 +517,17 @@ class MakePod:
         terminated: dict[str, Any] = {
             "exitCode": exit_code,
             "reason": reason or ("Completed" if exit_code == 0 else "Error"),
-            "startedAt": _iso(started),
-            "finishedAt": _iso(finished),
+            "startedAt": iso(started),
+            "finishedAt": iso(finished),
         }
         if message is not None:
             terminated["message"] = message
         return self.status(
             {
                 "phase": "Succeeded" if exit_code == 0 else "Failed",
-                "startTime": _iso(started),
+                "startTime": iso(started),
                 "conditions": [
-                    *_scheduled(_iso(started)),
+                    *_scheduled(iso(started)),
                     {"type": "ContainersReady", "status": "False", "reason": "PodCompleted"},
                     {"type": "Ready", "status": "False", "reason": "PodCompleted"},
                 ],
@@ -405,6 +536,28 @@ class MakePod:
                 ],
             }
         )
+
+    def succeeded(self, result: str | None = None) -> Self:
+        """The worker exited 0; `result` is its termination message."""
+        return self.terminated(0, "Completed", result)
+
+    def failed(self, exit_code: int = 1, message: str = "ffmpeg failed") -> Self:
+        return self.terminated(exit_code, "Error", message)
+
+    def oom_killed(self) -> Self:
+        return self.terminated(137, "OOMKilled")
+
+    def past_its_deadline(self, finished: Time = POD_FINISHED) -> Self:
+        """Killed by its kubelet at the pod's own activeDeadlineSeconds."""
+        self.terminated(137, finished=finished)
+        return self.pod_reason("DeadlineExceeded", "Pod was active too long")
+
+    def refused_by_node(
+        self, reason: str = "OutOfmemory", message: str = "node out of memory"
+    ) -> Self:
+        """Turned away by its node's kubelet before the worker ran (admission: OutOfmemory)."""
+        self._obj.setdefault("status", {})["phase"] = "Failed"
+        return self.pod_reason(reason, message)
 
     def pod_reason(self, reason: str, message: str | None = None) -> Self:
         """The pod's own reason and message (DeadlineExceeded, Evicted), beside the status."""
@@ -416,22 +569,22 @@ class MakePod:
 
     def disruption(self, reason: str, message: str, at: Time = POD_FINISHED) -> Self:
         """The DisruptionTarget condition (eviction, preemption) the pod was given."""
-        condition = {"type": "DisruptionTarget", "status": "True", "lastTransitionTime": _iso(at)}
+        condition = {"type": "DisruptionTarget", "status": "True", "lastTransitionTime": iso(at)}
         conditions = self._obj.setdefault("status", {}).setdefault("conditions", [])
         conditions.append(condition | {"reason": reason, "message": message})
         return self
 
-    def evicted(self, message: str = EVICTION_MESSAGE) -> Self:
+    def evicted(self, message: str = EVICTION_MESSAGE, *, finished: Time = POD_FINISHED) -> Self:
         """Evicted by its kubelet under node memory pressure, as a kubelet reports it."""
         return (
-            self.terminated(137, "ContainerStatusUnknown")
+            self.terminated(137, "ContainerStatusUnknown", finished=finished)
             .pod_reason("Evicted", message)
-            .disruption("TerminationByKubelet", message)
+            .disruption("TerminationByKubelet", message, finished)
         )
 
     def deleted(self, at: Time = POD_FINISHED, grace_seconds: int = 30) -> Self:
         """Deleted, and still there through its grace period."""
-        self._obj["metadata"]["deletionTimestamp"] = _iso(at)
+        self._obj["metadata"]["deletionTimestamp"] = iso(at)
         self._obj["metadata"]["deletionGracePeriodSeconds"] = grace_seconds
         return self
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.scheduling.job_builders import MakeJob, MakePod, MakeQueue, at
+from tests.builders import T0, WORKER, MakeJob, MakePod, MakeQueue, at
 from videoqueue.api import JobPhase, VideoJobStatus, find_condition, parse_quantity
 from videoqueue.scheduling import JobState, Snapshot, consumes_attempt, decide_admissions
 from videoqueue.scheduling.jobs import (
@@ -38,6 +38,38 @@ PROPERTIES = settings(max_examples=200, deadline=None)
 # of `test_a_failing_job_gets_exactly_max_attempts_whatever_the_disruptions`.
 MAX_EVENTS = 40
 KEY = "media/clip"
+
+
+def work_queue() -> MakeQueue:
+    """Queue `work`: 8Gi budget (and max), 1Gi default request, 3 attempts, 10s x2 backoff."""
+    queue = MakeQueue("work", "media").uid("queue-uid").default_request("1Gi")
+    return queue.retry(3, initial_seconds=10, factor=2, max_seconds=600).template(WORKER)
+
+
+def clip() -> MakeJob:
+    """Job `clip` of queue `work`, created at T0, never assessed (no status)."""
+    job = MakeJob("clip", "media", queue="work").uid("uid-clip").generation(1).created(T0)
+    return job.type("probe")
+
+
+def _pod_status(pod: MakePod) -> dict[str, Any]:
+    status: dict[str, Any] = pod.obj().get("status") or {}
+    return status
+
+
+def pod_started(pod: MakePod) -> bool:
+    """The worker container has run (it runs, or it ran and terminated)."""
+    statuses: list[dict[str, Any]] = _pod_status(pod).get("containerStatuses") or []
+    return any(s["state"].get("running") or s["state"].get("terminated") for s in statuses)
+
+
+def pod_finished(pod: MakePod) -> bool:
+    return _pod_status(pod).get("phase") in ("Succeeded", "Failed")
+
+
+def pod_deleted(pod: MakePod) -> bool:
+    return "deletionTimestamp" in pod.obj()["metadata"]
+
 
 PodEnd = Literal["succeed", "fail", "invalid", "oom", "evicted", "refused", "pod-deadline"]
 
@@ -139,10 +171,10 @@ class JobWorld:
         return assessment
 
     def apply(self, assessment: Assessment) -> None:
-        self.job.with_status(assessment.status.to_dict())
+        self.job.status(assessment.status.to_dict())
         for name in assessment.stop_pods:
             if name in self.pods:
-                self.pods[name].deleting()
+                self.pods[name].deleted(self.now)
         self.assessment = assessment
         for record in assessment.status.attempts:
             if record.finish_time is not None and record.reason is not None:
@@ -190,11 +222,11 @@ class JobWorld:
                 return
             case Start(which):
                 pod = self.pod(which)
-                if pod is not None and not pod.finished and not pod.started:
-                    pod.running(since=self.now)
+                if pod is not None and not pod_finished(pod) and not pod_started(pod):
+                    pod.running(self.now)
             case End(which, how):
                 pod = self.pod(which)
-                if pod is not None and not pod.finished:
+                if pod is not None and not pod_finished(pod):
                     self.end(pod, how)
             case Vanish(which):
                 pod = self.pod(which)
@@ -210,7 +242,7 @@ class JobWorld:
                 self.retry_requests += 1
                 self.job.retry_requested(str(self.retry_requests))
             case SetMax(memory):
-                self.queue.max_memory(memory)
+                self.queue.max(memory)
             case Preempt():
                 self.preempt()
                 return
@@ -228,9 +260,9 @@ class JobWorld:
             case "oom":
                 pod.terminated(137, "OOMKilled", finished=finished)
             case "evicted":
-                pod.evicted(finished)
+                pod.evicted(finished=finished)
             case "refused":
-                if not pod.started:
+                if not pod_started(pod):
                     pod.refused_by_node()
             case "pod-deadline":
                 pod.past_its_deadline(finished)
@@ -288,7 +320,9 @@ def check_step(world: JobWorld, event: Event, before: VideoJobStatus) -> None:
         assert failed.reason == "InvalidJob" or used == world.max_attempts, (failed, world.ended)
 
     # One worker at a time: a job admitted or running has its pod; no other pod still works.
-    working = [name for name, pod in world.pods.items() if not pod.finished and not pod.deleted]
+    working = [
+        name for name, pod in world.pods.items() if not pod_finished(pod) and not pod_deleted(pod)
+    ]
     assert len(working) <= 1, working
     if status.phase in (JobPhase.ADMITTED, JobPhase.RUNNING):
         assert working == [f"clip-a{status.attempt}"], (status.phase, working)
@@ -336,7 +370,7 @@ events = st.integers(0, 11).flatmap(lambda n: rare if n == 0 else common)
 def worlds(draw: st.DrawFn) -> JobWorld:
     max_attempts = draw(st.sampled_from([1, 2, 3, 5]))
     queue = (
-        MakeQueue()
+        work_queue()
         .default_request("512Mi")
         .max_attempts(max_attempts)
         .oom_multiplier(draw(st.sampled_from([1.5, 2.0, 4.0])))
@@ -344,10 +378,10 @@ def worlds(draw: st.DrawFn) -> JobWorld:
     if draw(st.booleans()):
         queue.deadline(300)
     if draw(st.booleans()):
-        queue.max_memory(draw(st.sampled_from(["1Gi", "4Gi"])))
+        queue.max(draw(st.sampled_from(["1Gi", "4Gi"])))
     if draw(st.booleans()):
         queue.sidecar("1Gi")
-    job = MakeJob().memory(draw(st.sampled_from(["512Mi", "1Gi", "1Gi", "3Gi"])))
+    job = clip().memory(draw(st.sampled_from(["512Mi", "1Gi", "1Gi", "3Gi"])))
     return JobWorld(job, queue, max_attempts)
 
 
@@ -383,7 +417,7 @@ def run_attempts(world: JobWorld, ends: list[PodEnd]) -> None:
 def test_a_failing_job_gets_exactly_max_attempts_whatever_the_disruptions(
     max_attempts: int, ends: list[PodEnd]
 ) -> None:
-    world = JobWorld(MakeJob(), MakeQueue().max_attempts(max_attempts), max_attempts)
+    world = JobWorld(clip(), work_queue().max_attempts(max_attempts), max_attempts)
 
     run_attempts(world, ends)
 

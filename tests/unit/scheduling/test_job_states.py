@@ -2,7 +2,7 @@
 kubelet reports them, its queue and the time in; its phase, attempts, memory, the pods to
 stop, the Events and its place in the queue out.
 
-Every row starts from what the API server would hold (builders in `job_builders`) and calls
+Every row starts from what the API server would hold (builders in `tests.builders`) and calls
 `assess_job` as the controller does; `now` is 2 minutes after the job was created and its
 worker started, unless the row says otherwise.
 """
@@ -14,15 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.unit.scheduling.job_builders import (
-    T0,
-    MakeJob,
-    MakePod,
-    MakeQueue,
-    at,
-    condition,
-    iso,
-)
+from tests.builders import T0, WORKER, MakeJob, MakePod, MakeQueue, at, condition, iso
 from videoqueue.api import JobPhase, find_condition, parse_quantity
 from videoqueue.scheduling import JobState
 from videoqueue.scheduling.jobs import Admission, admit, assess_job, preempt, reject
@@ -31,10 +23,22 @@ NOW = at(120)
 RUNNING, FAILED, SUCCEEDED = JobPhase.RUNNING, JobPhase.FAILED, JobPhase.SUCCEEDED
 
 
+def work_queue() -> MakeQueue:
+    """Queue `work`: 8Gi budget (and max), 1Gi default request, 3 attempts, 10s x2 backoff."""
+    queue = MakeQueue("work", "media").uid("queue-uid").default_request("1Gi")
+    return queue.retry(3, initial_seconds=10, factor=2, max_seconds=600).template(WORKER)
+
+
+def clip() -> MakeJob:
+    """Job `clip` of queue `work`, created at T0, never assessed (no status)."""
+    job = MakeJob("clip", "media", queue="work").uid("uid-clip").generation(1).created(T0)
+    return job.type("probe")
+
+
 @dataclass(frozen=True)
 class Given:
     job: MakeJob
-    queue: MakeQueue | None = field(default_factory=MakeQueue)
+    queue: MakeQueue | None = field(default_factory=work_queue)
     pods: tuple[MakePod, ...] = ()
     now: datetime.datetime = NOW
     confirmed_missing: frozenset[str] = frozenset()
@@ -62,7 +66,7 @@ class Expect:
 
 def pod(attempt: int = 1, memory: str = "1Gi", queue: MakeQueue | None = None) -> MakePod:
     """Worker pod of job `clip` for `attempt`, as the operator built it; Pending."""
-    return MakePod(MakeJob(), queue or MakeQueue(), attempt=attempt, memory=memory)
+    return MakePod(clip(), queue or work_queue(), attempt=attempt, memory=memory, admitted_at=T0)
 
 
 def row(id_: str, given: Given, expect: Expect) -> object:
@@ -76,7 +80,7 @@ SUSPENDED = condition("Suspended", "True", "Suspended")
 WAITING_FOR_ADMISSION = [
     row(
         "new job -> Pending with the queue's default memory",
-        Given(MakeJob()),
+        Given(clip()),
         Expect(
             JobPhase.PENDING,
             memory="1Gi",
@@ -86,17 +90,17 @@ WAITING_FOR_ADMISSION = [
     ),
     row(
         "new job asking 2Gi -> Pending with 2Gi",
-        Given(MakeJob().memory("2Gi")),
+        Given(clip().memory("2Gi")),
         Expect(JobPhase.PENDING, memory="2Gi", view=JobState.PENDING),
     ),
     row(
         "no such queue -> Pending, QueueMissing, out of the competition",
-        Given(MakeJob(), queue=None),
+        Given(clip(), queue=None),
         Expect(JobPhase.PENDING, condition=("QueueMissing", "True", "QueueNotFound")),
     ),
     row(
         "queue created after all -> QueueMissing cleared, Pending",
-        Given(MakeJob().pending(conditions=[QUEUE_MISSING])),
+        Given(clip().pending(conditions=[QUEUE_MISSING])),
         Expect(
             JobPhase.PENDING,
             memory="1Gi",
@@ -106,7 +110,7 @@ WAITING_FOR_ADMISSION = [
     ),
     row(
         "asks more than memory.max -> Rejected MemoryExceedsMax",
-        Given(MakeJob().memory("6Gi"), queue=MakeQueue().max_memory("4Gi")),
+        Given(clip().memory("6Gi"), queue=work_queue().max("4Gi")),
         Expect(
             JobPhase.REJECTED,
             memory="6Gi",
@@ -116,7 +120,7 @@ WAITING_FOR_ADMISSION = [
     ),
     row(
         "pod with its sidecar over the whole budget -> Rejected PodExceedsBudget",
-        Given(MakeJob(), queue=MakeQueue().budget("4Gi").sidecar("4Gi")),
+        Given(clip(), queue=work_queue().budget("4Gi").sidecar("4Gi")),
         Expect(
             JobPhase.REJECTED,
             memory="1Gi",
@@ -126,7 +130,7 @@ WAITING_FOR_ADMISSION = [
     ),
     row(
         "new job in a Draining queue -> Rejected QueueDraining",
-        Given(MakeJob(), queue=MakeQueue().draining()),
+        Given(clip(), queue=work_queue().state("Draining")),
         Expect(
             JobPhase.REJECTED,
             notices=("Rejected",),
@@ -135,12 +139,12 @@ WAITING_FOR_ADMISSION = [
     ),
     row(
         "job already waiting in a Draining queue -> still Pending",
-        Given(MakeJob().pending(), queue=MakeQueue().draining()),
+        Given(clip().pending(), queue=work_queue().state("Draining")),
         Expect(JobPhase.PENDING, memory="1Gi", view=JobState.PENDING),
     ),
     row(
         "queue being deleted -> pending job Cancelled (QueueDeleted)",
-        Given(MakeJob().pending(), queue=MakeQueue().deleting()),
+        Given(clip().pending(), queue=work_queue().deleted()),
         Expect(
             JobPhase.CANCELLED,
             notices=("Cancelled",),
@@ -149,17 +153,17 @@ WAITING_FOR_ADMISSION = [
     ),
     row(
         "startAfter still ahead -> Waiting, eligible then",
-        Given(MakeJob().start_after(at(600))),
+        Given(clip().start_after(at(600))),
         Expect(JobPhase.WAITING, memory="1Gi", view=JobState.PENDING, eligible_in=480),
     ),
     row(
         "startAfter passed -> Pending",
-        Given(MakeJob().start_after(at(60))),
+        Given(clip().start_after(at(60))),
         Expect(JobPhase.PENDING, memory="1Gi", view=JobState.PENDING),
     ),
     row(
         "backoff not over -> Backoff, eligible when it is",
-        Given(MakeJob().pending(attempts=ONE_ERROR, phase="Backoff", nextAttemptTime=iso(at(130)))),
+        Given(clip().pending(attempts=ONE_ERROR, phase="Backoff", nextAttemptTime=iso(at(130)))),
         Expect(
             JobPhase.BACKOFF,
             attempt=1,
@@ -171,7 +175,7 @@ WAITING_FOR_ADMISSION = [
     ),
     row(
         "backoff over -> Pending",
-        Given(MakeJob().pending(attempts=ONE_ERROR, phase="Backoff", nextAttemptTime=iso(at(100)))),
+        Given(clip().pending(attempts=ONE_ERROR, phase="Backoff", nextAttemptTime=iso(at(100)))),
         Expect(
             JobPhase.PENDING,
             attempt=1,
@@ -185,7 +189,7 @@ WAITING_FOR_ADMISSION = [
 DEPENDENCIES = [
     row(
         "dependency still running -> Waiting for it, out of the competition",
-        Given(MakeJob().depends_on("encode"), dependencies={"encode": RUNNING}),
+        Given(clip().depends_on("encode"), dependencies={"encode": RUNNING}),
         Expect(
             JobPhase.WAITING,
             memory="1Gi",
@@ -194,12 +198,12 @@ DEPENDENCIES = [
     ),
     row(
         "dependency not created yet -> Waiting for it",
-        Given(MakeJob().depends_on("encode"), dependencies={"encode": None}),
+        Given(clip().depends_on("encode"), dependencies={"encode": None}),
         Expect(JobPhase.WAITING, memory="1Gi"),
     ),
     row(
         "dependency failed -> Failed DependencyFailed",
-        Given(MakeJob().depends_on("encode"), dependencies={"encode": FAILED}),
+        Given(clip().depends_on("encode"), dependencies={"encode": FAILED}),
         Expect(
             JobPhase.FAILED,
             memory="1Gi",
@@ -209,13 +213,13 @@ DEPENDENCIES = [
     ),
     row(
         "dependency cancelled -> Failed DependencyFailed",
-        Given(MakeJob().depends_on("encode"), dependencies={"encode": JobPhase.CANCELLED}),
+        Given(clip().depends_on("encode"), dependencies={"encode": JobPhase.CANCELLED}),
         Expect(JobPhase.FAILED, memory="1Gi", notices=("DependencyFailed",)),
     ),
     row(
         "dependencies succeeded -> Pending, DependenciesMet",
         Given(
-            MakeJob().depends_on("encode", "probe"),
+            clip().depends_on("encode", "probe"),
             dependencies={"encode": SUCCEEDED, "probe": SUCCEEDED},
         ),
         Expect(
@@ -228,7 +232,7 @@ DEPENDENCIES = [
     row(
         "dependency met once, then deleted -> still Pending (DependenciesMet sticks)",
         Given(
-            MakeJob()
+            clip()
             .depends_on("encode")
             .pending(conditions=[condition("DependenciesMet", "True", "DependenciesSucceeded")]),
             dependencies={"encode": None},
@@ -238,7 +242,7 @@ DEPENDENCIES = [
     row(
         "dependency cycle -> Failed DependencyCycle",
         Given(
-            MakeJob().depends_on("encode"),
+            clip().depends_on("encode"),
             dependencies={"encode": JobPhase.WAITING},
             cycle=("clip", "encode", "clip"),
         ),
@@ -254,7 +258,7 @@ DEPENDENCIES = [
 RUNNING_ROWS = [
     row(
         "admitted, pod not started yet -> Admitted",
-        Given(MakeJob().admitted(), pods=(pod(),)),
+        Given(clip().admitted(), pods=(pod(),)),
         Expect(
             JobPhase.ADMITTED,
             attempt=1,
@@ -266,7 +270,7 @@ RUNNING_ROWS = [
     ),
     row(
         "pod running -> Running",
-        Given(MakeJob().admitted(), pods=(pod().running(),)),
+        Given(clip().admitted(), pods=(pod().running(),)),
         Expect(
             RUNNING,
             attempt=1,
@@ -279,7 +283,7 @@ RUNNING_ROWS = [
     row(
         "pod of attempt 2 not on record (operator restarted) -> attempt 2 adopted, Running",
         Given(
-            MakeJob().pending(attempts=ONE_ERROR),
+            clip().pending(attempts=ONE_ERROR),
             pods=(pod(1).running().failed(), pod(2, "2Gi").running()),
         ),
         Expect(
@@ -292,12 +296,12 @@ RUNNING_ROWS = [
     ),
     row(
         "pod being deleted but still running -> Running until it ends",
-        Given(MakeJob().running(), pods=(pod().running().deleting(),)),
+        Given(clip().running(), pods=(pod().running().deleted(),)),
         Expect(RUNNING, attempt=1, attempts=((1, None),), memory="1Gi", view=JobState.RUNNING),
     ),
     row(
         "worker succeeded -> Succeeded",
-        Given(MakeJob().running(), pods=(pod().running().succeeded(),)),
+        Given(clip().running(), pods=(pod().running().succeeded(),)),
         Expect(
             SUCCEEDED,
             attempt=1,
@@ -309,7 +313,7 @@ RUNNING_ROWS = [
     ),
     row(
         "worker succeeded before it was seen running -> Succeeded",
-        Given(MakeJob().admitted(), pods=(pod().succeeded(),)),
+        Given(clip().admitted(), pods=(pod().succeeded(),)),
         Expect(
             SUCCEEDED,
             attempt=1,
@@ -323,7 +327,7 @@ RUNNING_ROWS = [
 FAILURES = [
     row(
         "worker failed (exit 1) -> Backoff 10s, attempt used",
-        Given(MakeJob().running(), pods=(pod().running().failed(),)),
+        Given(clip().running(), pods=(pod().running().failed(),)),
         Expect(
             JobPhase.BACKOFF,
             attempt=1,
@@ -337,7 +341,7 @@ FAILURES = [
     ),
     row(
         "second failure -> Backoff 20s (the delay doubles)",
-        Given(MakeJob().running(2), pods=(pod(2).running().failed(),)),
+        Given(clip().running(2, earlier="Error"), pods=(pod(2).running().failed(),)),
         Expect(
             JobPhase.BACKOFF,
             attempt=2,
@@ -350,7 +354,7 @@ FAILURES = [
     ),
     row(
         "job's own backoff overrides the queue's -> Backoff 60s",
-        Given(MakeJob().backoff(initialSeconds=60).running(), pods=(pod().running().failed(),)),
+        Given(clip().backoff(initial_seconds=60).running(), pods=(pod().running().failed(),)),
         Expect(
             JobPhase.BACKOFF,
             attempt=1,
@@ -363,7 +367,7 @@ FAILURES = [
     ),
     row(
         "last attempt fails -> Failed",
-        Given(MakeJob().running(3), pods=(pod(3).running().failed(),)),
+        Given(clip().running(3, earlier="Error"), pods=(pod(3).running().failed(),)),
         Expect(
             FAILED,
             attempt=3,
@@ -375,12 +379,12 @@ FAILURES = [
     ),
     row(
         "job's maxAttempts 1 overrides the queue's 3 -> Failed after one failure",
-        Given(MakeJob().max_attempts(1).running(), pods=(pod().running().failed(),)),
+        Given(clip().max_attempts(1).running(), pods=(pod().running().failed(),)),
         Expect(FAILED, attempt=1, attempts=((1, "Error"),), memory="1Gi", notices=("Failed",)),
     ),
     row(
         "worker found the job invalid (exit 2) -> Failed at once, InvalidJob",
-        Given(MakeJob().running(), pods=(pod().running().failed(2, "crf: not a number"),)),
+        Given(clip().running(), pods=(pod().running().failed(2, "crf: not a number"),)),
         Expect(
             FAILED,
             attempt=1,
@@ -392,7 +396,7 @@ FAILURES = [
     ),
     row(
         "pod past its own activeDeadlineSeconds (kubelet) -> Backoff, attempt DeadlineExceeded",
-        Given(MakeJob().running(), pods=(pod().running().past_its_deadline(),)),
+        Given(clip().running(), pods=(pod().running().past_its_deadline(),)),
         Expect(
             JobPhase.BACKOFF,
             attempt=1,
@@ -408,7 +412,7 @@ FAILURES = [
 MEMORY = [
     row(
         "running pod OOMKilled -> Backoff with 2x memory",
-        Given(MakeJob().running(), pods=(pod().running().oom_killed(),)),
+        Given(clip().running(), pods=(pod().running().oom_killed(),)),
         Expect(
             JobPhase.BACKOFF,
             attempt=1,
@@ -422,7 +426,7 @@ MEMORY = [
     row(
         "OOMKilled again -> grows from the grown memory (4Gi)",
         Given(
-            MakeJob().running(2, "2Gi", earlier="OOMKilled"),
+            clip().running(2, "2Gi", earlier="OOMKilled"),
             pods=(pod(2, "2Gi").running().oom_killed(),),
         ),
         Expect(
@@ -438,8 +442,8 @@ MEMORY = [
     row(
         "OOMKilled with a 3x multiplier -> 3x memory",
         Given(
-            MakeJob().running(),
-            queue=MakeQueue().oom_multiplier(3),
+            clip().running(),
+            queue=work_queue().oom_multiplier(3),
             pods=(pod().running().oom_killed(),),
         ),
         Expect(
@@ -455,8 +459,8 @@ MEMORY = [
     row(
         "OOMKilled at 3Gi under memory.max 4Gi -> Backoff with 4Gi, not 6Gi",
         Given(
-            MakeJob().running(memory="3Gi"),
-            queue=MakeQueue().max_memory("4Gi"),
+            clip().running(memory="3Gi"),
+            queue=work_queue().max("4Gi"),
             pods=(pod(memory="3Gi").running().oom_killed(),),
         ),
         Expect(
@@ -472,9 +476,9 @@ MEMORY = [
     row(
         "OOMKilled at 3Gi beside a 4Gi sidecar in 8Gi -> 4Gi, as much as the pod still fits",
         Given(
-            MakeJob().running(memory="3Gi"),
-            queue=MakeQueue().sidecar("4Gi"),
-            pods=(pod(memory="3Gi", queue=MakeQueue().sidecar("4Gi")).running().oom_killed(),),
+            clip().running(memory="3Gi"),
+            queue=work_queue().sidecar("4Gi"),
+            pods=(pod(memory="3Gi", queue=work_queue().sidecar("4Gi")).running().oom_killed(),),
         ),
         Expect(
             JobPhase.BACKOFF,
@@ -488,7 +492,7 @@ MEMORY = [
     ),
     row(
         "OOMKilled on the last attempt -> Failed, memory not grown",
-        Given(MakeJob().running(3), pods=(pod(3).running().oom_killed(),)),
+        Given(clip().running(3, earlier="Error"), pods=(pod(3).running().oom_killed(),)),
         Expect(
             FAILED,
             attempt=3,
@@ -501,13 +505,13 @@ MEMORY = [
     row(
         "memory over memory.max after OOM growth (max lowered since) -> Rejected",
         Given(
-            MakeJob().pending(
+            clip().pending(
                 attempts=[
                     {"attempt": 1, "reason": "OOMKilled", "memory": "1Gi", "finishTime": iso(T0)}
                 ],
                 effectiveMemory="2Gi",
             ),
-            queue=MakeQueue().max_memory("1Gi"),
+            queue=work_queue().max("1Gi"),
         ),
         Expect(
             JobPhase.REJECTED,
@@ -520,7 +524,7 @@ MEMORY = [
     ),
     row(
         "grown memory on record but no OOM kill -> the job's own memory",
-        Given(MakeJob().memory("512Mi").pending(effectiveMemory="2Gi")),
+        Given(clip().memory("512Mi").pending(effectiveMemory="2Gi")),
         Expect(JobPhase.PENDING, memory="512Mi", view=JobState.PENDING),
     ),
 ]
@@ -528,7 +532,7 @@ MEMORY = [
 DEADLINES = [
     row(
         "deadline passed -> pod stopped, attempt DeadlineExceeded",
-        Given(MakeJob().running(), queue=MakeQueue().deadline(100), pods=(pod().running(),)),
+        Given(clip().running(), queue=work_queue().deadline(100), pods=(pod().running(),)),
         Expect(
             JobPhase.BACKOFF,
             attempt=1,
@@ -542,7 +546,7 @@ DEADLINES = [
     ),
     row(
         "deadline ahead -> Running, assessed again at the deadline",
-        Given(MakeJob().running(), queue=MakeQueue().deadline(300), pods=(pod().running(),)),
+        Given(clip().running(), queue=work_queue().deadline(300), pods=(pod().running(),)),
         Expect(
             RUNNING,
             attempt=1,
@@ -555,8 +559,8 @@ DEADLINES = [
     row(
         "job's own deadline overrides the queue's -> pod stopped",
         Given(
-            MakeJob().deadline(60).running(),
-            queue=MakeQueue().deadline(1000),
+            clip().deadline(60).running(),
+            queue=work_queue().deadline(1000),
             pods=(pod().running(),),
         ),
         Expect(
@@ -572,7 +576,11 @@ DEADLINES = [
     ),
     row(
         "deadline passed on the last attempt -> Failed, pod stopped",
-        Given(MakeJob().running(3), queue=MakeQueue().deadline(100), pods=(pod(3).running(),)),
+        Given(
+            clip().running(3, earlier="Error"),
+            queue=work_queue().deadline(100),
+            pods=(pod(3).running(),),
+        ),
         Expect(
             FAILED,
             attempt=3,
@@ -584,7 +592,7 @@ DEADLINES = [
     ),
     row(
         "deadline does not run while the pod waits for a node -> Admitted",
-        Given(MakeJob().admitted(), queue=MakeQueue().deadline(100), pods=(pod(),)),
+        Given(clip().admitted(), queue=work_queue().deadline(100), pods=(pod(),)),
         Expect(
             JobPhase.ADMITTED,
             attempt=1,
@@ -596,8 +604,8 @@ DEADLINES = [
     row(
         "no heartbeat for progressDeadlineSeconds -> pod stopped, attempt Stalled",
         Given(
-            MakeJob().running(),
-            queue=MakeQueue().progress_deadline(60),
+            clip().running(),
+            queue=work_queue().progress_deadline(60),
             pods=(pod().running(),),
             heard_at=at(30),
         ),
@@ -615,8 +623,8 @@ DEADLINES = [
     row(
         "recent heartbeat -> Running, assessed again when it would stall",
         Given(
-            MakeJob().running(),
-            queue=MakeQueue().progress_deadline(60),
+            clip().running(),
+            queue=work_queue().progress_deadline(60),
             pods=(pod().running(),),
             heard_at=at(100),
         ),
@@ -632,8 +640,8 @@ DEADLINES = [
     row(
         "progress channel down -> stall detection off, Running",
         Given(
-            MakeJob().running(),
-            queue=MakeQueue().progress_deadline(60),
+            clip().running(),
+            queue=work_queue().progress_deadline(60),
             pods=(pod().running(),),
             heard_at=None,
         ),
@@ -644,7 +652,7 @@ DEADLINES = [
 DISRUPTIONS = [
     row(
         "pod gone, not yet confirmed -> status untouched, the caller looks again",
-        Given(MakeJob().running()),
+        Given(clip().running()),
         Expect(
             RUNNING,
             attempt=1,
@@ -655,7 +663,7 @@ DISRUPTIONS = [
     ),
     row(
         "disrupted pod (node gone) -> requeued without using an attempt",
-        Given(MakeJob().running(), confirmed_missing=frozenset({"clip-a1"})),
+        Given(clip().running(), confirmed_missing=frozenset({"clip-a1"})),
         Expect(
             JobPhase.PENDING,
             attempt=1,
@@ -667,7 +675,7 @@ DISRUPTIONS = [
     ),
     row(
         "pod evicted (DisruptionTarget) -> requeued at once, no attempt used",
-        Given(MakeJob().running(), pods=(pod().running().evicted(),)),
+        Given(clip().running(), pods=(pod().running().evicted(),)),
         Expect(
             JobPhase.PENDING,
             attempt=1,
@@ -679,7 +687,7 @@ DISRUPTIONS = [
     ),
     row(
         "evicted on the last attempt -> requeued all the same",
-        Given(MakeJob().running(3), pods=(pod(3).running().evicted(),)),
+        Given(clip().running(3, earlier="Error"), pods=(pod(3).running().evicted(),)),
         Expect(
             JobPhase.PENDING,
             attempt=3,
@@ -692,7 +700,7 @@ DISRUPTIONS = [
     row(
         "evicted twice, then its one attempt fails -> Failed on attempt 3",
         Given(
-            MakeJob().max_attempts(1).running(3, earlier="Evicted"),
+            clip().max_attempts(1).running(3, earlier="Evicted"),
             pods=(pod(3).running().failed(),),
         ),
         Expect(
@@ -705,7 +713,7 @@ DISRUPTIONS = [
     ),
     row(
         "node turned the pod away before the worker ran -> requeued, no attempt used",
-        Given(MakeJob().admitted(), pods=(pod().refused_by_node(),)),
+        Given(clip().admitted(), pods=(pod().refused_by_node(),)),
         Expect(
             JobPhase.PENDING,
             attempt=1,
@@ -720,7 +728,7 @@ DISRUPTIONS = [
 CANCEL_AND_SUSPEND = [
     row(
         "cancel while pending -> Cancelled, no pod",
-        Given(MakeJob().cancel().pending()),
+        Given(clip().cancel().pending()),
         Expect(
             JobPhase.CANCELLED,
             notices=("Cancelled",),
@@ -729,7 +737,7 @@ CANCEL_AND_SUSPEND = [
     ),
     row(
         "cancel while running -> Cancelled, pod stopped, attempt Cancelled",
-        Given(MakeJob().cancel().running(), pods=(pod().running(),)),
+        Given(clip().cancel().running(), pods=(pod().running(),)),
         Expect(
             JobPhase.CANCELLED,
             attempt=1,
@@ -741,7 +749,7 @@ CANCEL_AND_SUSPEND = [
     ),
     row(
         "cancel while the pod waits for a node -> Cancelled, pod stopped",
-        Given(MakeJob().cancel().admitted(), pods=(pod(),)),
+        Given(clip().cancel().admitted(), pods=(pod(),)),
         Expect(
             JobPhase.CANCELLED,
             attempt=1,
@@ -753,7 +761,7 @@ CANCEL_AND_SUSPEND = [
     ),
     row(
         "cancel after the worker succeeded -> Succeeded (the outcome stands)",
-        Given(MakeJob().cancel().running(), pods=(pod().running().succeeded(),)),
+        Given(clip().cancel().running(), pods=(pod().running().succeeded(),)),
         Expect(
             SUCCEEDED,
             attempt=1,
@@ -764,7 +772,7 @@ CANCEL_AND_SUSPEND = [
     ),
     row(
         "suspended while pending -> Waiting, out of the competition",
-        Given(MakeJob().suspend().pending()),
+        Given(clip().suspend().pending()),
         Expect(
             JobPhase.WAITING,
             notices=("Suspended",),
@@ -773,7 +781,7 @@ CANCEL_AND_SUSPEND = [
     ),
     row(
         "suspended while running -> pod stopped, attempt Suspended, Waiting",
-        Given(MakeJob().suspend().running(), pods=(pod().running(),)),
+        Given(clip().suspend().running(), pods=(pod().running(),)),
         Expect(
             JobPhase.WAITING,
             attempt=1,
@@ -785,7 +793,7 @@ CANCEL_AND_SUSPEND = [
     ),
     row(
         "suspended on the last attempt -> stopped without using it up",
-        Given(MakeJob().suspend().running(3), pods=(pod(3).running(),)),
+        Given(clip().suspend().running(3, earlier="Error"), pods=(pod(3).running(),)),
         Expect(
             JobPhase.WAITING,
             attempt=3,
@@ -797,12 +805,12 @@ CANCEL_AND_SUSPEND = [
     ),
     row(
         "still suspended -> Waiting, no second Suspended event",
-        Given(MakeJob().suspend().pending(phase="Waiting", conditions=[SUSPENDED])),
+        Given(clip().suspend().pending(phase="Waiting", conditions=[SUSPENDED])),
         Expect(JobPhase.WAITING),
     ),
     row(
         "resumed -> Pending, Resumed event",
-        Given(MakeJob().pending(phase="Waiting", conditions=[SUSPENDED])),
+        Given(clip().pending(phase="Waiting", conditions=[SUSPENDED])),
         Expect(
             JobPhase.PENDING,
             memory="1Gi",
@@ -816,7 +824,7 @@ CANCEL_AND_SUSPEND = [
 RETRY_AND_TERMINAL = [
     row(
         "retry annotation on Failed -> Pending with a fresh budget",
-        Given(MakeJob().retry_requested().finished("Failed", 3)),
+        Given(clip().retry_requested().finished("Failed", 3)),
         Expect(
             JobPhase.PENDING,
             attempt=3,
@@ -830,7 +838,9 @@ RETRY_AND_TERMINAL = [
     row(
         "retried job fails once more -> Backoff 10s, not Failed (the fresh budget)",
         Given(
-            MakeJob().retry_requested().running(4, manualRetry={"request": "1", "afterAttempt": 3}),
+            clip()
+            .retry_requested()
+            .running(4, earlier="Error", manualRetry={"request": "1", "afterAttempt": 3}),
             pods=(pod(4).running().failed(),),
         ),
         Expect(
@@ -846,7 +856,7 @@ RETRY_AND_TERMINAL = [
     row(
         "retry annotation already acted on -> stays Failed",
         Given(
-            MakeJob()
+            clip()
             .retry_requested()
             .finished("Failed", 3)
             .status(
@@ -859,34 +869,34 @@ RETRY_AND_TERMINAL = [
     ),
     row(
         "retry annotation on Succeeded -> stays Succeeded",
-        Given(MakeJob().retry_requested().finished("Succeeded", 1, "Completed")),
+        Given(clip().retry_requested().finished("Succeeded", 1, "Completed")),
         Expect(SUCCEEDED, attempt=1, attempts=((1, "Completed"),)),
     ),
     row(
         "retry annotation on Cancelled -> stays Cancelled",
-        Given(MakeJob().retry_requested().finished("Cancelled", 1, "Cancelled")),
+        Given(clip().retry_requested().finished("Cancelled", 1, "Cancelled")),
         Expect(JobPhase.CANCELLED, attempt=1, attempts=((1, "Cancelled"),)),
     ),
     row(
         "retry annotation on a running job -> ignored, Running",
-        Given(MakeJob().retry_requested().running(), pods=(pod().running(),)),
+        Given(clip().retry_requested().running(), pods=(pod().running(),)),
         Expect(RUNNING, attempt=1, attempts=((1, None),), memory="1Gi", view=JobState.RUNNING),
     ),
     row(
         "Succeeded job with a pod still running -> unchanged",
-        Given(MakeJob().finished("Succeeded", 1, "Completed"), pods=(pod().running(),)),
+        Given(clip().finished("Succeeded", 1, "Completed"), pods=(pod().running(),)),
         Expect(SUCCEEDED, attempt=1, attempts=((1, "Completed"),)),
     ),
     row(
         "Failed job cancelled afterwards -> stays Failed",
-        Given(MakeJob().cancel().finished("Failed", 3)),
+        Given(clip().cancel().finished("Failed", 3)),
         Expect(FAILED, attempt=3, attempts=((1, "Error"), (2, "Error"), (3, "Error"))),
     ),
     row(
         "Rejected job whose memory.max was raised -> stays Rejected",
         Given(
-            MakeJob().memory("6Gi").finished("Rejected", 0),
-            queue=MakeQueue().max_memory("8Gi"),
+            clip().memory("6Gi").finished("Rejected", 0),
+            queue=work_queue().max("8Gi"),
         ),
         Expect(JobPhase.REJECTED),
     ),
@@ -954,7 +964,7 @@ def test_job_state(given: Given, expect: Expect) -> None:
 
 
 def test_admission_records_the_attempt_its_pod_and_memory() -> None:
-    waiting = assess_job(MakeJob().memory("2Gi").model(), [], MakeQueue().model(), NOW)
+    waiting = assess_job(clip().memory("2Gi").model(), [], work_queue().model(), NOW)
     assert waiting.view is not None
 
     status = admit(
@@ -981,8 +991,8 @@ def test_admission_records_the_attempt_its_pod_and_memory() -> None:
 
 
 def test_preempted_job_is_requeued_at_its_place_without_using_an_attempt() -> None:
-    job = MakeJob().running().model()
-    running = assess_job(job, [pod().running().outcome()], MakeQueue().model(), NOW)
+    job = clip().running().model()
+    running = assess_job(job, [pod().running().outcome()], work_queue().model(), NOW)
 
     preempted = preempt(job, running, "clip-a1", "media/urgent", NOW)
 
@@ -999,8 +1009,8 @@ def test_preempted_job_is_requeued_at_its_place_without_using_an_attempt() -> No
 
 
 def test_job_turned_away_by_its_queue_is_rejected_for_good() -> None:
-    job = MakeJob().model()
-    waiting = assess_job(job, [], MakeQueue().model(), NOW)
+    job = clip().model()
+    waiting = assess_job(job, [], work_queue().model(), NOW)
 
     rejected = reject(job, waiting.status, "QueueFull", "the queue holds 100 pending jobs", NOW)
 
