@@ -14,14 +14,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from videoqueue.api import (
-    JobConditionType,
     JobPhase,
     VideoJob,
     VideoJobStatus,
     VideoQueue,
-    format_bytes,
-    put_condition,
 )
+from videoqueue.api.patching import status_patch
 from videoqueue.controller import metrics
 from videoqueue.controller.entries import (
     ADMISSION_WRITE_DELAY,
@@ -38,21 +36,11 @@ from videoqueue.controller.index import Index
 from videoqueue.controller.kube import KubeApiError, KubeClient, KubeError
 from videoqueue.controller.kube_helpers import PODS, VIDEOJOBS, VIDEOQUEUES, EventType
 from videoqueue.controller.notifications import Notification, Notifier, notification_for
-from videoqueue.controller.patching import status_patch
 from videoqueue.controller.progress import ProgressChannel
-from videoqueue.scheduling import JobState
-from videoqueue.scheduling.jobs import (
-    Admission,
-    Assessment,
-    admit,
-    reject,
-)
+from videoqueue.scheduling.cycle import CyclePlan, PodToCreate
+from videoqueue.scheduling.cycle_rules import earliest
+from videoqueue.scheduling.jobs import Assessment, explain_refusal
 from videoqueue.scheduling.pod_outcome import pod_essentials
-from videoqueue.scheduling.queue_status import summarize_queue
-from videoqueue.scheduling.worker_pod import (
-    JobNotDeliverable,
-    build_worker_pod,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +57,6 @@ WRITE_RETRY_MAX_SECONDS = 300.0
 # refused the same way). A change of the queue's spec tries again at once.
 POD_REFUSED_INITIAL_SECONDS = 10.0
 POD_REFUSED_MAX_SECONDS = 300.0
-# A queue's status is rewritten at most this often, however busy the queue.
-QUEUE_STATUS_INTERVAL = 2.0
-# Set on every queue the operator manages: its deletion waits until running jobs finished.
-QUEUE_FINALIZER = "videoqueue.dev/running-jobs"
 # Fire-and-forget writes (Events, TTL deletions) in flight: kept referenced until done.
 _background: set[asyncio.Task[Any]] = set()
 
@@ -99,7 +83,9 @@ class Writes(Index):
     def _start_writers(self, entry: QueueEntry) -> None:
         """Enough writer tasks for the queued status writes, at most WRITE_PARALLELISM."""
         wanted = min(WRITE_PARALLELISM, len(entry.write_queue))
-        while len(entry.writers) < wanted:
+        # A writer that has just finished stays in the set until its done-callback runs.
+        running = sum(1 for writer in entry.writers if not writer.done())
+        for _ in range(wanted - running):
             task = asyncio.create_task(self._write_queued(entry))
             entry.writers.add(task)
             task.add_done_callback(entry.writers.discard)
@@ -230,28 +216,98 @@ class Writes(Index):
             )
         )
 
+    async def apply_plan(self, entry: QueueEntry, plan: CyclePlan, now: float) -> float | None:
+        """Carry out a cycle's plan: record its decisions in the index, create the worker
+        pods, queue the status writes, post Events, delete expired jobs, ask about pods the
+        index has not seen, write the queue's status and finalizer. Returns when the queue's
+        loop should look again."""
+        at = datetime.datetime.fromtimestamp(now, datetime.UTC)
+        # Recorded in the index first (no I/O): what the writes below and the next cycle read.
+        for key, assessment in plan.assessments:
+            if (job_entry := self.jobs.get(key)) is not None and key in entry.jobs:
+                self._set_assessment(entry, key, job_entry, assessment, now)
+        for key in plan.preempted:
+            self._preempted(key)
+        for key in plan.phase_changed:
+            self._wake_dependents(key)
+        for key in plan.released:
+            entry.held.pop(key, None)
+        if plan.pressure != entry.pressure:
+            self._pressure_moved(entry, plan)
+        for record_key, record in plan.statistics:
+            entry.finished.setdefault(record_key, record)
+        if plan.statistics:
+            window = entry.queue.spec.statistics.window_seconds if entry.queue else 900
+            leaves = min(record.finished_at for _, record in plan.statistics) + window
+            entry.finished_leave_at = earliest(entry.finished_leave_at, leaves)
+        entry.stall_warned = plan.stall_warned
+        if plan.pending_checked:
+            entry.new_jobs = False
+        if plan.status_checked:
+            entry.status_changed = False
+        for key, reason, message in plan.refused:
+            if (job_entry := self.jobs.get(key)) is not None:
+                self._pod_refused(entry, job_entry, reason, message, at)
+
+        # 1. worker pods: created before their admission is recorded (the pod is the record)
+        await gather_bounded(self._create_pod(entry, pod, at) for pod in plan.create)
+        # 2. the statuses that may differ from what is stored: written in the background, so
+        #    that the next cycle (new jobs) need not wait for them; one write per job at a time
+        for key in list(entry.unsaved) if not plan.partial else ():
+            job_entry = self.jobs.get(key)
+            if job_entry is None or job_entry.assessment is None:
+                entry.unsaved.discard(key)
+            elif key not in entry.writing and write_hold(job_entry) <= now:
+                entry.writing.add(key)
+                entry.write_queue.append(key)
+        self._start_writers(entry)
+        # 3. Events, expired jobs, pods to confirm
+        for notice in plan.queue_events:
+            logger.info("queue %s: %s", entry.key, notice.message)
+            self._post_queue_event(entry, notice.type, notice.reason, notice.message)
+        for key in plan.delete_jobs:
+            if (job_entry := self.jobs.get(key)) is not None:
+                self._delete_job(job_entry)
+        await gather_bounded(self._confirm_pod(entry, key, pod) for key, pod in plan.confirm_pods)
+
+        wake_at = plan.wake_at
+        touched = {key for key, _ in plan.assessments} | {pod.key for pod in plan.create}
+        for key in touched:  # idle again: keep only the compact form
+            job_entry = self.jobs.get(key)
+            if job_entry is not None and key not in entry.writing and not is_busy(job_entry):
+                job_entry.compact()
+        for key in entry.unsaved:  # held admissions and writes to retry
+            if key not in entry.writing and (job_entry := self.jobs.get(key)) is not None:
+                wake_at = earliest(wake_at, write_hold(job_entry))
+        wake_at = earliest(wake_at, entry.due[0][0] if entry.due else None)
+        # 4. the queue's own status and its finalizer
+        if plan.queue_status is not None:
+            await self._write_queue_status(entry, plan.queue_status, now)
+        if plan.finalizers is not None:
+            await self._write_finalizers(entry, plan.finalizers)
+        return wake_at
+
+    def _preempted(self, key: str) -> None:
+        job_entry = self.jobs.get(key)
+        if job_entry is None or job_entry.assessment is None or job_entry.job is None:
+            return
+        # The next assessment starts from this (the pod may linger while it stops).
+        job_entry.unwritten = job_entry.assessment.status
+        job_entry.admitted_hold = 0.0
+        metrics.record_preemption(job_entry.job)
+        logger.info("preempted %s (%s)", key, job_entry.assessment.status.message)
+
+    def _pressure_moved(self, entry: QueueEntry, plan: CyclePlan) -> None:
+        entry.pressure = plan.pressure
+        entry.status_changed = entry.status_changed or not plan.status_checked
+
     async def _write_queue_status(
-        self, entry: QueueEntry, now_ts: float, now: datetime.datetime
-    ) -> float | None:
-        """Write the queue's status if it changed and the last write is old enough; else
-        return when to try again."""
-        if entry.queue is None or entry.body is None or not entry.status_changed:
-            return None
-        due = entry.status_written_at + QUEUE_STATUS_INTERVAL
-        if now_ts < due:
-            return due
-        entry.status_changed = False
-        statuses = [
-            e.assessment.status
-            for key in entry.jobs
-            if (e := self.jobs.get(key)) is not None and e.assessment is not None
-        ]
-        desired = summarize_queue(entry.queue, statuses, now, facts=self._queue_facts(entry))
-        patch = status_patch(entry.body.get("status") or {}, desired)
-        if patch is None:
-            return None
-        entry.status_written_at = now_ts
-        meta = entry.body["metadata"]
+        self, entry: QueueEntry, patch: dict[str, Any], now: float
+    ) -> None:
+        entry.status_written_at = now
+        meta = entry.body["metadata"] if entry.body is not None else None
+        if meta is None:
+            return
         try:
             updated = await self.kube.patch(
                 VIDEOQUEUES,
@@ -266,31 +322,14 @@ class Writes(Index):
         if updated is not None and is_newer(updated, entry.body):
             entry.body = updated
             entry.queue = VideoQueue.model_validate(updated)
-        return None
 
-    async def _manage_finalizer(self, entry: QueueEntry) -> None:
-        """Keep QUEUE_FINALIZER on the queue; on deletion remove it once no job of the queue
-        is admitted or running and every pending one is recorded as cancelled."""
-        body = entry.body
-        if body is None:
+    async def _write_finalizers(self, entry: QueueEntry, finalizers: list[str]) -> None:
+        """Keep QUEUE_FINALIZER on the queue, or remove it from a deleted queue whose jobs
+        are all finished (`videoqueue.scheduling.cycle_rules.finalizers_after`)."""
+        if entry.body is None:
             return
-        meta = body["metadata"]
-        finalizers: list[str] = list(meta.get("finalizers") or [])
-        if not is_deleting(body):
-            if QUEUE_FINALIZER in finalizers:
-                return
-            finalizers.append(QUEUE_FINALIZER)
-        else:
-            if QUEUE_FINALIZER not in finalizers:
-                return
-            for key in entry.jobs:
-                job_entry = self.jobs.get(key)
-                if job_entry is None:
-                    continue
-                stored = job_entry.stored_phase
-                if stored is None or not stored.is_terminal:
-                    return  # still running, or its cancellation is not on record yet
-            finalizers.remove(QUEUE_FINALIZER)
+        meta = entry.body["metadata"]
+        if is_deleting(entry.body):
             logger.info("queue %s: no job left running; letting the deletion proceed", entry.key)
         patch = {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}}
         try:
@@ -302,36 +341,17 @@ class Writes(Index):
         if updated is not None and is_newer(updated, entry.body):
             entry.body = updated
 
-    async def _admit(self, entry: JobEntry, queue: QueueEntry, now: datetime.datetime) -> None:
-        job, assessment = entry.job, entry.assessment
-        assert job is not None
-        assert assessment is not None
-        assert assessment.view is not None
-        assert queue.body is not None
-        attempt = assessment.status.attempt + 1
-        memory = assessment.view.memory
-        key = entry.key
-        try:
-            pod = build_worker_pod(
-                entry.body,
-                queue.body,
-                attempt=attempt,
-                memory_bytes=memory,
-                now_iso=now.isoformat().replace("+00:00", "Z"),
-                env=self.progress.worker_env if self.progress is not None else (),
-            )
-        except JobNotDeliverable as e:
-            # The job itself can never be handed to a worker: turn it away for good.
-            rejected = reject(job, assessment.status, "NotDeliverable", str(e), now)
-            self._set_assessment(queue, key, entry, rejected, now.timestamp())
+    async def _create_pod(
+        self, queue: QueueEntry, planned: PodToCreate, now: datetime.datetime
+    ) -> None:
+        """Create an admitted job's worker pod; once it exists, record the admission."""
+        entry = self.jobs.get(planned.key)
+        if entry is None or entry.job is None:
             return
-        except ValueError as e:
-            self._pod_refused(queue, entry, "WorkerPodInvalid", str(e), now)
-            return
-        namespace = job.metadata.namespace or ""
-        pod_name = pod["metadata"]["name"]
+        job = entry.job
+        pod_name = planned.pod["metadata"]["name"]
         try:
-            created, _ = await self.kube.create(PODS, namespace, pod)
+            created, _ = await self.kube.create(PODS, entry.namespace, planned.pod)
         except KubeApiError as e:
             self._pod_refused(
                 queue,
@@ -349,34 +369,31 @@ class Writes(Index):
             return
         entry.refusals, entry.refusal = 0, None
         entry.pods[created["metadata"]["name"]] = pod_essentials(created)
-        status = admit(
-            assessment.status,
-            pod_name=pod["metadata"]["name"],
-            admission=Admission(attempt=attempt, memory=memory),
-            now=now,
-            generation=job.metadata.generation,
-        )
-        waited = (status.wait_seconds or 0.0) - (assessment.status.wait_seconds or 0.0)
-        metrics.record_admission(job, wait_seconds=waited)
-        self._set_assessment(
-            queue, key, entry, Assessment(status=status, view=None), now.timestamp()
-        )
-        queue.changed.add(key)  # re-assess from the pod before the next decision
+        metrics.record_admission(job, wait_seconds=planned.waited_seconds)
+        admitted = planned.admitted
+        self._set_assessment(queue, entry.key, entry, admitted, now.timestamp(), counted=True)
+        queue.changed.add(entry.key)  # re-assess from the pod before the next decision
         # Most workers start within a moment: wait that long, and write Running (which
         # records the admission too, from the pod) instead of Admitted and then Running.
         entry.admitted_hold = self.clock() + ADMISSION_WRITE_DELAY
-        entry.unwritten = status
-        if attempt > 1:
-            # A first admission is in the job's status (attempts) and its pod's events; one
-            # Event per job, its outcome, is a tenth of the API server's writes at scale. A
-            # retry's says what changed (memory after an OOM kill).
-            self._notify(
-                entry,
-                "Normal",
-                "Admitted",
-                f"admitted as attempt {attempt} with {format_bytes(memory)} of memory; "
-                f"worker pod {pod['metadata']['name']}",
-            )
+        entry.unwritten = admitted.status
+        if planned.notice is not None:
+            notice = planned.notice
+            self._notify(entry, notice.type, notice.reason, notice.message)
+
+    async def _confirm_pod(self, queue: QueueEntry, key: str, name: str) -> None:
+        """Ask the API server about a pod of the job's current attempt the index has not
+        seen (it may lag behind, e.g. right after a restart); the next cycle assesses the
+        job with the answer."""
+        entry = self.jobs.get(key)
+        if entry is None:
+            return
+        pod = await self._read_pod(entry.namespace, name)
+        if pod is not None:
+            entry.pods[pod["metadata"]["name"]] = pod_essentials(pod)
+        else:
+            entry.confirmed_missing = entry.confirmed_missing | {name}
+        queue.assess_again(key)
 
     def _pod_refused(
         self,
@@ -401,7 +418,7 @@ class Writes(Index):
         text = f"{message}; trying again in {delay:.0f}s, or at once when the queue's spec changes"
         logger.warning("queue %s: job %s: %s", queue.key, entry.name, text)
         entry.refusal = (reason, text)
-        explained = explain_refusal(assessment, entry, entry.refusal, now)
+        explained = explain_refusal(assessment, entry.refusal, now, entry.generation)
         self._set_assessment(queue, entry.key, entry, explained, clock)
         self._notify(entry, "Warning", reason, text)
 
@@ -425,38 +442,6 @@ class Writes(Index):
         """The pod as the API server has it now (the index may lag behind), or None."""
         pod: dict[str, Any] | None = await self.kube.get(PODS, namespace, name)
         return pod
-
-
-def explain_refusal(
-    assessment: Assessment,
-    entry: JobEntry,
-    refusal: tuple[str, str],
-    now: datetime.datetime,
-) -> Assessment:
-    """A waiting job's assessment with its worker pod's refusal as the Admitted condition."""
-    if assessment.view is None or assessment.view.state is not JobState.PENDING:
-        return assessment
-    reason, message = refusal
-    return waiting_because(assessment, entry, reason, message, now)
-
-
-def waiting_because(
-    assessment: Assessment, entry: JobEntry, reason: str, message: str, now: datetime.datetime
-) -> Assessment:
-    """The assessment with why the job waits: its message (cut to what status.message holds)
-    and the Admitted=False condition."""
-    status = assessment.status.model_copy(deep=True)
-    status.message = message[:1024]
-    status.conditions = put_condition(
-        status.conditions,
-        JobConditionType.ADMITTED,
-        False,
-        reason,
-        message,
-        now=now,
-        generation=entry.generation,
-    )
-    return dataclasses.replace(assessment, status=status)
 
 
 def doubling(failures: int, initial: float, cap: float) -> float:

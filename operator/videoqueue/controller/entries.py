@@ -64,6 +64,9 @@ class JobEntry:
         self.deleting = False  # its TTL ran out and the deletion was sent
         self.refusals = 0  # worker pods refused in a row (POD_REFUSED_*)
         self.refusal: tuple[str, str] | None = None  # the last refusal's reason and message
+        # Pods of its current attempt the API server said are gone (the index had not seen
+        # them go): told to its next assessment.
+        self.confirmed_missing: frozenset[str] = frozenset()
         self.update(body)
 
     def update(self, body: dict[str, Any]) -> None:
@@ -150,7 +153,9 @@ class QueueEntry:
     jobs: set[str] = field(default_factory=set)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    cycle_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     all_changed: bool = True  # re-assess every job (the queue's spec changed)
+    new_jobs: bool = False  # new jobs arrived since spec.maxPending was last checked
     changed: set[str] = field(default_factory=set)  # jobs to re-assess
     # Jobs whose assessment may differ from their stored status: written in step 4.
     unsaved: set[str] = field(default_factory=set)
@@ -181,6 +186,7 @@ class QueueEntry:
     # Jobs that finished within the statistics window, by uid (kept after TTL deletion).
     finished: dict[str, FinishedJob] = field(default_factory=dict)
     finished_leave_at: float | None = None  # when the oldest record leaves the window
+    stall_warned: bool = False  # told that its stall detection is off
 
     def assess_again(self, key: str) -> None:
         self.changed.add(key)
@@ -231,32 +237,5 @@ def is_busy(entry: JobEntry) -> bool:
     return entry.assessment is not None and entry.assessment.status.phase in BUSY_PHASES
 
 
-def due_at(assessment: Assessment) -> float | None:
-    """When to assess the job again although nothing changed: a deadline or stall check,
-    or the end of a backoff or delayed start."""
-    view = assessment.view
-    return earliest(
-        assessment.recheck_at.timestamp() if assessment.recheck_at is not None else None,
-        view.eligible_at if view is not None else None,
-    )
-
-
-def ttl_seconds(job: VideoJob, queue: VideoQueue | None, phase: JobPhase | None) -> int | None:
-    """ttlSecondsAfterFinished for the job's outcome: the job's own, else the queue's."""
-    outcome = "succeeded" if phase == JobPhase.SUCCEEDED else "failed"
-    sources = (
-        job.spec.ttl_seconds_after_finished,
-        queue.spec.ttl_seconds_after_finished if queue else None,
-    )
-    for source in sources:
-        if source is not None and (seconds := getattr(source, outcome)) is not None:
-            return int(seconds)
-    return None
-
-
 def is_deleting(body: dict[str, Any] | None) -> bool:
     return body is not None and body.get("metadata", {}).get("deletionTimestamp") is not None
-
-
-def earliest(*times: float | None) -> float | None:
-    return min((t for t in times if t is not None), default=None)

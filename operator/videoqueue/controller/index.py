@@ -8,16 +8,16 @@ nothing here calls the API server.
 
 from __future__ import annotations
 
+import datetime
 import heapq
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 from videoqueue.api import (
-    AttemptReason,
     JobPhase,
     VideoJob,
     VideoJobStatus,
@@ -28,21 +28,27 @@ from videoqueue.controller.entries import (
     JobEntry,
     QueueEntry,
     advances,
-    due_at,
-    earliest,
     generation_of,
     is_deleting,
     is_newer,
-    ttl_seconds,
 )
 from videoqueue.scheduling import JobState
+from videoqueue.scheduling.cycle import IndexedJob, JobFacts, QueueView
+from videoqueue.scheduling.cycle_rules import (
+    STATISTICS_REFRESH,
+    due_at,
+    earliest,
+    expires_at,
+    finished_record,
+    oom_kill_times,
+)
 from videoqueue.scheduling.dependencies import find_cycle
 from videoqueue.scheduling.jobs import (
     Assessment,
     stopping_pods,
 )
-from videoqueue.scheduling.pod_outcome import pod_essentials, pod_unschedulable, read_pod_outcome
-from videoqueue.scheduling.queue_status import FinishedJob, QueueFacts
+from videoqueue.scheduling.pod_outcome import pod_essentials, read_pod_outcome
+from videoqueue.scheduling.progress_board import ProgressReport
 from videoqueue.scheduling.worker_pod import (
     ANNOTATION_JOB_NAME,
 )
@@ -251,12 +257,20 @@ class Index:
         return find_cycle(entry.name, depends_on)
 
     def _set_assessment(
-        self, entry: QueueEntry, key: str, job_entry: JobEntry, assessment: Assessment, now: float
+        self,
+        entry: QueueEntry,
+        key: str,
+        job_entry: JobEntry,
+        assessment: Assessment,
+        now: float,
+        *,
+        counted: bool = False,
     ) -> None:
-        """Make `assessment` the job's and keep the queue's bookkeeping in step with it."""
+        """Make `assessment` the job's and keep the queue's bookkeeping in step with it.
+        `counted`: the queue's status already counts it (an admission its plan foresaw)."""
         job_entry.assessment = assessment
         entry.unsaved.add(key)
-        entry.status_changed = True
+        entry.status_changed = entry.status_changed or not counted
         if assessment.view is not None:
             entry.views[key] = assessment.view
         else:
@@ -273,12 +287,7 @@ class Index:
         if due is not None and due != job_entry.due_at:
             heapq.heappush(entry.due, (due, key))
         job_entry.due_at = due
-        kills = tuple(
-            record.finish_time.timestamp()
-            for record in assessment.status.attempts
-            if record.reason == AttemptReason.OOM_KILLED and record.finish_time is not None
-        )
-        if kills:
+        if kills := oom_kill_times(assessment.status):
             entry.oom_kills[key] = kills
         else:
             entry.oom_kills.pop(key, None)
@@ -290,58 +299,156 @@ class Index:
     ) -> None:
         """Record a finished job for the statistics and schedule its deletion by TTL (once
         its terminal status is on record)."""
-        status = assessment.status
-        if status.completion_time is None:
-            return
-        queue = entry.queue
-        done = status.completion_time.timestamp()
-        window = queue.spec.statistics.window_seconds if queue is not None else 900
-        record_key = f"{job_entry.uid}/{done}"
-        if (
-            status.phase in (JobPhase.SUCCEEDED, JobPhase.FAILED)
-            and done > now - window
-            and record_key not in entry.finished
-        ):
-            entry.finished[record_key] = FinishedJob(
-                finished_at=done,
-                type=job_entry.type,
-                succeeded=status.phase == JobPhase.SUCCEEDED,
-                wait_seconds=status.wait_seconds,
-                run_seconds=status.run_seconds,
-            )
-            entry.finished_leave_at = earliest(entry.finished_leave_at, done + window)
+        window = entry.queue.spec.statistics.window_seconds if entry.queue is not None else 900
+        found = finished_record(job_entry.uid, job_entry.type, assessment.status, window, now)
+        if found is not None and found[0] not in entry.finished:
+            record_key, record = found
+            entry.finished[record_key] = record
+            entry.finished_leave_at = earliest(entry.finished_leave_at, record.finished_at + window)
         if (expires := self._expires_at(entry, job_entry)) is not None:
             heapq.heappush(entry.expiries, (expires, key))
 
     def _expires_at(self, entry: QueueEntry, job_entry: JobEntry) -> float | None:
-        """When a finished job's TTL runs out; None without a TTL, while its terminal status
-        is not on record yet, or once its deletion was sent."""
-        assessment, stored = job_entry.assessment, job_entry.stored_phase
+        """When a finished job's TTL runs out (`videoqueue.scheduling.cycle_rules.expires_at`)."""
+        assessment = job_entry.assessment
         if assessment is None or job_entry.deleting or not assessment.terminal:
-            return None
-        completion = assessment.status.completion_time
-        if completion is None or stored is None or not stored.is_terminal:
-            return None
-        if (job := job_entry.job) is None:
-            return None
-        ttl = ttl_seconds(job, entry.queue, assessment.status.phase)
-        return None if ttl is None else completion.timestamp() + ttl
-
-    def _queue_facts(self, entry: QueueEntry) -> QueueFacts:
-        batches: list[tuple[str, VideoJobStatus]] = []
-        unschedulable = 0
-        for job_entry, assessment in self._assessed_jobs(entry):
-            status = assessment.status
-            if job_entry.batch is not None:
-                batches.append((job_entry.batch, status))
-            if status.phase == JobPhase.ADMITTED and any(
-                pod_unschedulable(pod) for pod in job_entry.pods.values()
-            ):
-                unschedulable += 1
-        return QueueFacts(
-            finished=tuple(entry.finished.values()),
-            batches=tuple(batches),
-            unschedulable=unschedulable,
-            pressure=entry.pressure,
-            stopping_memory=sum(pod.memory for pod in entry.stopping_pods()),
+            return None  # (without parsing the job)
+        return expires_at(
+            job_entry.job,
+            assessment,
+            job_entry.stored_phase,
+            entry.queue,
+            deleting=job_entry.deleting,
         )
+
+    # -- observing a queue for its cycle -------------------------------------------------
+
+    def view_of(self, entry: QueueEntry, now: float, *, limit: int) -> QueueView:
+        """The queue as its cycle at `now` decides on it, with at most `limit` of its changed
+        jobs (the others wait for the next cycles: `QueueView.backlog`)."""
+        if entry.all_changed:
+            entry.all_changed = False
+            entry.changed |= entry.jobs
+        while entry.due and entry.due[0][0] <= now:
+            entry.changed.add(heapq.heappop(entry.due)[1])
+        facts: list[JobFacts] = []
+        at = datetime.datetime.fromtimestamp(now, datetime.UTC)
+        while entry.changed and len(facts) < limit:
+            key = entry.changed.pop()
+            job_entry = self.jobs.get(key)
+            if job_entry is None or key not in entry.jobs:
+                continue
+            if (found := self._facts(entry, job_entry, at)) is not None:
+                facts.append(found)
+        entry.new_jobs = entry.new_jobs or any(f.new for f in facts)
+        expired: list[str] = []
+        while entry.expiries and entry.expiries[0][0] <= now:
+            expired.append(heapq.heappop(entry.expiries)[1])
+        return QueueView(
+            key=entry.key,
+            queue=entry.queue,
+            body=entry.body,
+            jobs=_QueueJobs(entry.jobs, self.jobs),
+            changed=tuple(facts),
+            backlog=bool(entry.changed),
+            new_jobs=entry.new_jobs,
+            competing=entry.views,
+            waiting=entry.waiting,
+            stopping=entry.stopping,
+            orphans=tuple(entry.orphans.values()),
+            held=dict(entry.held),
+            refused_until=entry.refused_until,
+            oom_kills=entry.oom_kills,
+            pressure=entry.pressure,
+            pressured_nodes=frozenset(self.pressured_nodes),
+            expired=tuple(expired),
+            finished=entry.finished,
+            next_timer=self._next_timer(entry, now),
+            status_changed=entry.status_changed,
+            status_written_at=entry.status_written_at,
+            stall_detection=self._hears_workers(),
+            stall_warned=entry.stall_warned,
+            worker_env=self._worker_env(),
+        )
+
+    def _facts(
+        self, entry: QueueEntry, job_entry: JobEntry, now: datetime.datetime
+    ) -> JobFacts | None:
+        """What is known about a job to assess, from the index (and the workers' news)."""
+        parsed = job_entry.job
+        if parsed is None:
+            return None
+        job = parsed
+        if job_entry.unwritten is not None:
+            job = parsed.model_copy(update={"status": job_entry.unwritten})
+        pods = tuple(read_pod_outcome(pod) for pod in job_entry.pods.values())
+        dependencies = self._dependency_phases(parsed)
+        # For stalled-worker detection: the worker of the newest attempt, which may be newer
+        # than status says (a pod created just before a restart).
+        attempt = max([job.status.attempt, *(pod.attempt or 0 for pod in pods)])
+        heard_at, progress = self._worker_news(job, attempt)
+        missing, job_entry.confirmed_missing = job_entry.confirmed_missing, frozenset()
+        return JobFacts(
+            key=job_entry.key,
+            job=job,
+            pods=pods,
+            dependencies=dependencies,
+            cycle=self._dependency_cycle(job_entry, dependencies),
+            heard_at=heard_at,
+            progress=progress,
+            confirmed_missing=missing,
+            refusal=job_entry.refusal if job_entry.key in entry.held else None,
+            new=job_entry.unwritten is None and job_entry.stored_phase is None,
+            phase_before=job_entry.assessment.status.phase if job_entry.assessment else None,
+        )
+
+    def _next_timer(self, entry: QueueEntry, now: float) -> float | None:
+        """The index's next due time for the queue: a re-check, a TTL, or finished jobs
+        leaving the statistics window (whose records are dropped here when they have)."""
+        if entry.finished_leave_at is not None and entry.finished_leave_at <= now:
+            window = entry.queue.spec.statistics.window_seconds if entry.queue else 900
+            entry.finished = {
+                k: r for k, r in entry.finished.items() if r.finished_at > now - window
+            }
+            entry.finished_leave_at = min(
+                (r.finished_at + window for r in entry.finished.values()), default=None
+            )
+            entry.status_changed = True
+        leaves = entry.finished_leave_at
+        return earliest(
+            entry.due[0][0] if entry.due else None,
+            entry.expiries[0][0] if entry.expiries else None,
+            # Refresh the statistics as records leave the window, but not for every one.
+            max(leaves, now + STATISTICS_REFRESH) if leaves is not None else None,
+        )
+
+    def _worker_news(
+        self, job: VideoJob, attempt: int
+    ) -> tuple[datetime.datetime | None, ProgressReport | None]:
+        """When the job's worker was last heard from, and its progress to write (the
+        controller's progress channel; none here)."""
+        return None, None
+
+    def _hears_workers(self) -> bool:
+        return False
+
+    def _worker_env(self) -> tuple[Mapping[str, Any], ...]:
+        return ()
+
+
+class _QueueJobs(Mapping[str, IndexedJob]):
+    """A queue's jobs in the index, read-only, without copying them."""
+
+    def __init__(self, keys: set[str], jobs: dict[str, JobEntry]) -> None:
+        self._keys, self._jobs = keys, jobs
+
+    def __getitem__(self, key: str) -> JobEntry:
+        if key not in self._keys:
+            raise KeyError(key)
+        return self._jobs[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return (key for key in self._keys if key in self._jobs)
+
+    def __len__(self) -> int:
+        return len(self._keys)

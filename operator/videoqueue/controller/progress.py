@@ -36,10 +36,10 @@ from typing import Any, Final, cast
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from videoqueue.api import VideoJob, VideoJobStatus
+from videoqueue.api import VideoJob
 from videoqueue.api.progress import PROGRESS_STREAM_MAXLEN, ProgressEvent, parse_event
-from videoqueue.controller.progress_board import ProgressBoard, apply_progress
 from videoqueue.controller.progress_settings import ProgressSettings
+from videoqueue.scheduling.progress_board import ProgressBoard, ProgressReport
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +100,9 @@ class ProgressChannel:
     def worker_env(self) -> list[dict[str, Any]]:
         return self.settings.worker_env()
 
-    def apply(self, job: VideoJob, status: VideoJobStatus) -> VideoJobStatus:
-        key = f"{job.metadata.namespace}/{job.metadata.name}"
-        return apply_progress(job, status, self.board.released(key))
+    def released(self, job: VideoJob) -> ProgressReport | None:
+        """The job's latest values released for writing (`scheduling.progress_board`)."""
+        return self.board.released(f"{job.metadata.namespace}/{job.metadata.name}")
 
     def heard_at(self, job: VideoJob, attempt: int) -> datetime.datetime | None:
         """When the worker of `attempt` was last known alive: its last event, or the channel's

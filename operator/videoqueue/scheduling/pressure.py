@@ -20,6 +20,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from videoqueue.api import VideoQueue
+from videoqueue.scheduling.jobs import Notice
+
 
 @dataclass(frozen=True, slots=True)
 class PressurePolicy:
@@ -93,3 +96,31 @@ def next_pressure_state(
         PressureState(effective, state.changed_at, state.reason or "Recovering", state.message),
         calm_since + policy.recovery_seconds,
     )
+
+
+def queue_pressure(
+    queue: VideoQueue, before: PressureState | None, signals: PressureSignals, now: float
+) -> tuple[PressureState, float | None, Notice | None]:
+    """`next_pressure_state` with the queue's spec.memoryPressure settings, and the Event to
+    post when the effective concurrency moved."""
+    settings = queue.spec.memory_pressure
+    state, due = next_pressure_state(
+        before,
+        concurrency=queue.spec.concurrency,
+        signals=signals,
+        policy=PressurePolicy(
+            oom_kills=settings.oom_kills,
+            window_seconds=float(settings.window_seconds),
+            recovery_seconds=float(settings.recovery_seconds),
+        ),
+        now=now,
+    )
+    if before is None or state.effective == before.effective:
+        return state, due, None
+    lowered = state.effective < before.effective
+    message = (
+        f"effective concurrency {before.effective} -> {state.effective} of "
+        f"{queue.spec.concurrency}: {state.message or 'calm again'}"
+    )
+    reason = "MemoryPressure" if lowered else "PressureEased"
+    return state, due, Notice("Warning" if lowered else "Normal", reason, message)

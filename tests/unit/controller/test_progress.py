@@ -13,12 +13,12 @@ import pytest
 from tests.unit.scheduling.test_pods import clip, work_queue, worker_of
 from videoqueue.api import JobPhase, VideoJob, VideoJobStatus
 from videoqueue.api.progress import ProgressEvent, ProgressKind
-from videoqueue.controller.progress_board import ProgressBoard, ProgressReport, apply_progress
 from videoqueue.controller.progress_settings import (
     ProgressSettings,
     SecretKeyRef,
     settings_from_options,
 )
+from videoqueue.scheduling.progress_board import ProgressBoard, ProgressReport, apply_progress
 from videoqueue.scheduling.worker_pod import build_worker_pod
 
 UID = "0b6a4c1e-1111-4222-8333-944455556666"

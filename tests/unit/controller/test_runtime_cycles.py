@@ -20,6 +20,7 @@ from videoqueue.controller.entries import JobEntry, QueueEntry
 from videoqueue.controller.kube import KubeClient
 from videoqueue.controller.kube_helpers import Resource
 from videoqueue.controller.loop import Controller
+from videoqueue.scheduling.cycle import QueueView
 
 NS = "media"
 NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC)
@@ -100,13 +101,14 @@ async def test_an_unchanged_queue_costs_no_assessment_and_no_write(
 ) -> None:
     controller, entry, kube = setup
     assessed: Counter[str] = Counter()
-    assess = controller._assess
+    view_of = controller.view_of
 
-    async def counting(job_entry: JobEntry, *args: Any) -> Any:
-        assessed[job_entry.key] += 1
-        return await assess(job_entry, *args)
+    def counting(entry: QueueEntry, now: float, *, limit: int) -> QueueView:
+        view = view_of(entry, now, limit=limit)
+        assessed.update(facts.key for facts in view.changed)
+        return view
 
-    controller._assess = counting  # type: ignore[method-assign,assignment]
+    controller.view_of = counting  # type: ignore[method-assign]
 
     # First cycle: every job is new, so each is assessed once and its Pending status written.
     await controller.reconcile_queue(entry)

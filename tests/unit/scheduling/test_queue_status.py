@@ -27,7 +27,7 @@ from videoqueue.api import (
     format_bytes,
     parse_quantity,
 )
-from videoqueue.controller.patching import merge_patch, status_patch
+from videoqueue.api.patching import merge_patch, status_patch
 from videoqueue.scheduling.queue_status import summarize_queue
 
 T0 = datetime.datetime(2026, 1, 1, 10, 0, tzinfo=datetime.UTC)

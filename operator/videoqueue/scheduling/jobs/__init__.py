@@ -29,7 +29,7 @@ from videoqueue.scheduling.jobs.model import (
     queue_overhead,
     queue_policy,
 )
-from videoqueue.scheduling.jobs.waiting import reject
+from videoqueue.scheduling.jobs.waiting import explain_refusal, reject, waiting_because
 
 __all__ = [
     "MAX_HISTORY",
@@ -39,10 +39,12 @@ __all__ = [
     "admit",
     "assess_job",
     "effective_memory",
+    "explain_refusal",
     "job_key",
     "preempt",
     "queue_overhead",
     "queue_policy",
     "reject",
     "stopping_pods",
+    "waiting_because",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from videoqueue.api import (
@@ -29,6 +30,7 @@ from videoqueue.scheduling.jobs.model import (
     set_kstatus_conditions,
 )
 from videoqueue.scheduling.memory import PodOverhead
+from videoqueue.scheduling.snapshot import JobState
 
 
 def reject_with(
@@ -238,3 +240,31 @@ def assess_waiting(
     beside = overhead.beside(memory)
     view = job_view(job, status, now, memory=memory, overhead=beside, eligible_at=eligible_at)
     return Assessment(status=status, view=view, notices=tuple(notices))
+
+
+def waiting_because(
+    assessment: Assessment,
+    reason: str,
+    message: str,
+    now: datetime.datetime,
+    generation: int | None,
+) -> Assessment:
+    """The assessment with why the job waits: its message (cut to what status.message holds)
+    and the Admitted=False condition."""
+    status = assessment.status.model_copy(deep=True)
+    status.message = message[:1024]
+    condition_setter(status, now, generation)(JobConditionType.ADMITTED, False, reason, message)
+    return replace(assessment, status=status)
+
+
+def explain_refusal(
+    assessment: Assessment,
+    refusal: tuple[str, str],
+    now: datetime.datetime,
+    generation: int | None,
+) -> Assessment:
+    """A waiting job's assessment with its worker pod's refusal as the Admitted condition."""
+    if assessment.view is None or assessment.view.state is not JobState.PENDING:
+        return assessment
+    reason, message = refusal
+    return waiting_because(assessment, reason, message, now, generation)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from videoqueue.api import ApiModel
+from videoqueue.api.common import ApiModel
 
 
 def status_patch(current: Mapping[str, Any], desired: ApiModel) -> dict[str, Any] | None:
