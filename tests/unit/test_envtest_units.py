@@ -8,7 +8,8 @@ import pytest
 import yaml
 from cryptography import x509
 
-from videoqueue.envtest.cluster import _free_ports, kubeconfig_document
+from videoqueue.envtest.cluster import kubeconfig_document
+from videoqueue.envtest.cluster.processes import _free_ports
 from videoqueue.envtest.kwok import (
     EXIT_CODE,
     MESSAGE,

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from videoqueue.envtest.binaries import Binaries, find_binaries
-from videoqueue.envtest.cluster import ClusterBase, ClusterConfig, _free_ports, kwok_argv
+from videoqueue.envtest.cluster import ClusterBase, ClusterConfig, kwok_argv
+from videoqueue.envtest.cluster.processes import _free_ports
 
 
 class KindBackedCluster(ClusterBase):

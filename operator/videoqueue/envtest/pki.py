@@ -1,8 +1,9 @@
-"""Certificates and keys for the local control plane.
+"""Certificates and keys for the local control plane, and the kubeconfigs that carry them.
 
 One self-signed CA signs the API server's serving certificate and a client certificate per
 component; a separate RSA key pair signs service-account tokens. Everything is written into
-the cluster's state directory and disappears with it.
+the cluster's state directory and disappears with it. `kubeconfig_document` is the kubeconfig
+a component (or the admin) gets for its client certificate.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import datetime
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -154,3 +156,20 @@ def _write(
     )
     pair.key.chmod(0o600)
     return pair
+
+
+def kubeconfig_document(
+    server: str, ca: Path, cert: Path, key: Path, *, user: str, context: str = "videoqueue-envtest"
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": context, "cluster": {"server": server, "certificate-authority": str(ca)}}
+        ],
+        "users": [
+            {"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}
+        ],
+        "contexts": [{"name": context, "context": {"cluster": context, "user": user}}],
+        "current-context": context,
+    }
