@@ -105,7 +105,7 @@ class BlockReason(enum.StrEnum):
 class RejectReason(enum.StrEnum):
     """Why a job can never run in this queue; values are condition reasons."""
 
-    EXCEEDS_MEMORY_MAX = "ExceedsMemoryMax"
+    EXCEEDS_MEMORY_MAX = "MemoryExceedsMax"
 
 
 @dataclass(frozen=True, slots=True)

@@ -281,6 +281,13 @@ class _Cycle:
         snapshot = Snapshot(policy, views, self._recent_starts(queue), self._stopping_pods())
         decision = decide_admissions(snapshot, self.now)
         self.wake_at = earliest(self.wake_at, decision.wake_at)
+        for rejection in decision.reject:  # (assess_job rejects them first, as a rule)
+            assessment, indexed = self.current(rejection.key), self.view.jobs.get(rejection.key)
+            if assessment is not None and indexed is not None and (parsed := indexed.job):
+                status, reason = assessment.status, rejection.reason.value
+                self.record(
+                    rejection.key, reject(parsed, status, reason, rejection.message, self.at)
+                )
         for key, blocked in decision.blocked_reasons.items():
             self._explain_wait(key, blocked.reason.value, blocked.message)
         preempted: tuple[str, ...] = ()

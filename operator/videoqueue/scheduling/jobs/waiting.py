@@ -18,6 +18,7 @@ from videoqueue.api import (
     format_bytes,
     is_condition_true,
 )
+from videoqueue.scheduling.admission import RejectReason
 from videoqueue.scheduling.dependencies import describe_cycle
 from videoqueue.scheduling.jobs.model import (
     Assessment,
@@ -203,7 +204,8 @@ def assess_waiting(
             f"most {format_bytes(limit)} per job (spec.memory.max); lower "
             "spec.resources.memory or raise the queue's memory.max"
         )
-        return reject_with(status, "MemoryExceedsMax", message, now, condition, notices)
+        reason = RejectReason.EXCEEDS_MEMORY_MAX.value
+        return reject_with(status, reason, message, now, condition, notices)
     overhead = queue_overhead(queue)
     budget = queue.spec.memory.budget_bytes
     if overhead.pod_memory(memory) > budget:
