@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -36,7 +36,7 @@ def test_slim_of_an_object_without_managed_fields_is_equal() -> None:
 
 def test_no_diff_base_builds_and_stores_nothing() -> None:
     storage = NoDiffBase()
-    body = kopf.Body(job_body())
+    body = kopf.Body(cast(kopf.RawBody, job_body()))
     assert storage.build(body=body) == {}
     assert storage.fetch(body=body) is None
     patch = kopf.Patch()
