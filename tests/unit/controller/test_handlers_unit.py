@@ -6,9 +6,9 @@ from typing import Any, cast
 
 import kopf
 
-from tests.builders import MakeJob
 from videoqueue.controller.entries import slim
 from videoqueue.controller.handlers import NoDiffBase
+from videoqueue.envtest.builders import MakeJob
 
 
 def job_body() -> dict[str, Any]:
