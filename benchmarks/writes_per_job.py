@@ -37,6 +37,7 @@ from typing import Any
 from kubernetes import client
 
 from videoqueue.envtest import ClusterBase, LocalCluster, pod_script, poll
+from videoqueue.envtest.builders import WORKER, MakeJob, MakeQueue
 from videoqueue.envtest.operator_process import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -184,33 +185,20 @@ def subtract(after: Mapping[WriteKey, int], *before: Mapping[WriteKey, int]) -> 
 
 
 def queue_manifest(name: str, *, concurrency: int, run_for: str) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "VideoQueue",
-        "metadata": {"name": name},
-        "spec": {
-            "concurrency": concurrency,
-            "memory": {"budget": f"{concurrency}Gi", "defaultRequest": "1Gi", "max": "1Gi"},
-            "template": {
-                "metadata": {"annotations": pod_script(run_for, message='{"ok": true}')},
-                "spec": {"containers": [{"name": "worker", "image": "videoqueue/worker:test"}]},
-            },
-        },
-    }
+    """`concurrency` slots of 1Gi each; its KWOK pods run for `run_for` and succeed."""
+    return (
+        MakeQueue(name)
+        .concurrency(concurrency)
+        .budget(f"{concurrency}Gi")
+        .default_request("1Gi")
+        .max("1Gi")
+        .template(WORKER, annotations=pod_script(run_for, message='{"ok": true}'))
+        .obj()
+    )
 
 
 def job_manifest(name: str, queue: str) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "VideoJob",
-        "metadata": {"name": name},
-        "spec": {
-            "queueName": queue,
-            "priority": 5,
-            "type": "transcode",
-            "input": {"url": "file:///media/in.mp4"},
-        },
-    }
+    return MakeJob(name, queue=queue).priority(5).obj()
 
 
 def _succeeded(job: dict[str, Any]) -> bool:

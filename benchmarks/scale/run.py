@@ -65,6 +65,7 @@ from videoqueue.controller.kube_helpers import (
     Resource,
 )
 from videoqueue.envtest import ClusterConfig, LocalCluster, NodeSpec, pod_script, poll
+from videoqueue.envtest.builders import MakeJob, MakeQueue
 from videoqueue.envtest.operator_process import OperatorProcess
 from videoqueue.scheduling.worker_pod import ANNOTATION_ADMITTED_AT, ANNOTATION_JOB_NAME
 
@@ -558,35 +559,21 @@ class Bench:
     # -- 3. videoqueue --------------------------------------------------------------------
 
     def queue(self, name: str, *, concurrency: int, state: str = "Active") -> dict[str, Any]:
-        template = worker_pod_template(self.args.run_for)
-        return {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "VideoQueue",
-            "metadata": {"name": name},
-            "spec": {
-                "state": state,
-                "concurrency": concurrency,
-                "memory": {"budget": f"{concurrency}Gi", "defaultRequest": "1Gi", "max": "1Gi"},
-                "template": {
-                    "metadata": template["metadata"],
-                    "spec": {"containers": [{"name": "worker", "image": IMAGE}]},
-                },
-            },
-        }
+        annotations = worker_pod_template(self.args.run_for)["metadata"]["annotations"]
+        return (
+            MakeQueue(name)
+            .state(state)
+            .concurrency(concurrency)
+            .budget(f"{concurrency}Gi")
+            .default_request("1Gi")
+            .max("1Gi")
+            .template({"name": "worker", "image": IMAGE}, annotations=annotations)
+            .obj()
+        )
 
     @staticmethod
     def video_job(name: str, queue: str, priority: int) -> dict[str, Any]:
-        return {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "VideoJob",
-            "metadata": {"name": name},
-            "spec": {
-                "queueName": queue,
-                "priority": priority,
-                "type": "transcode",
-                "input": {"url": "file:///media/in.mp4"},
-            },
-        }
+        return MakeJob(name, queue=queue).priority(priority).obj()
 
     async def create_video_jobs(
         self, ns: str, queue: str, names: list[str], created: dict[str, float]

@@ -13,9 +13,9 @@ from typing import Any
 from kubernetes import watch
 from urllib3.exceptions import ProtocolError
 
-from tests.builders import WORKER, MakeJob, MakeQueue
 from videoqueue.api import parse_quantity
 from videoqueue.envtest import pod_script, poll, wait_for_object
+from videoqueue.envtest.builders import WORKER, MakeJob, MakeQueue
 from videoqueue.envtest.kwok import RUN_DURATION
 from videoqueue.scheduling.worker_pod import (
     ANNOTATION_ADMITTED_AT,

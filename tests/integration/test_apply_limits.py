@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from tests.builders import MakeJob, MakeQueue
 from videoqueue.api.job import (
     MAX_PARAM_LIST_ITEMS,
     MAX_PARAM_LIST_STRING_LENGTH,
@@ -24,6 +23,7 @@ from videoqueue.api.job import (
     MAX_URL_BYTES,
 )
 from videoqueue.envtest import ClusterBase
+from videoqueue.envtest.builders import MakeJob, MakeQueue
 
 pytestmark = pytest.mark.integration
 

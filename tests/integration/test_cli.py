@@ -27,7 +27,8 @@ from tests.integration.objects import (
     wait_queue,
 )
 from videoqueue.api import RETRY_ANNOTATION
-from videoqueue.cli.main import BATCH_LABEL, CI_RUN_ANNOTATION, main
+from videoqueue.cli.main import main
+from videoqueue.cli.objects import BATCH_LABEL, CI_RUN_ANNOTATION
 from videoqueue.envtest import ClusterBase, pod_script, poll, wait_for_object
 
 pytestmark = pytest.mark.integration

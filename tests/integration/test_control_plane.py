@@ -200,7 +200,7 @@ def test_garbage_collector_deletes_pods_of_a_deleted_owner(core: Any, namespace:
     poll(gone, timeout=60, what="the garbage collector to delete the owned pods")
 
 
-WIDGET_CRD = {
+WIDGET_CRD: dict[str, Any] = {
     "apiVersion": "apiextensions.k8s.io/v1",
     "kind": "CustomResourceDefinition",
     "metadata": {"name": "widgets.envtest.videoqueue.dev"},

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from tests.builders import MakeJob, MakeQueue
 from videoqueue.api import (
     POSITIVE_QUANTITY_MESSAGE,
     VideoJobSpec,
@@ -17,6 +16,7 @@ from videoqueue.api import (
     VideoQueueSpec,
 )
 from videoqueue.envtest import ClusterBase
+from videoqueue.envtest.builders import MakeJob, MakeQueue
 
 pytestmark = pytest.mark.integration
 

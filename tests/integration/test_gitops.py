@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +116,7 @@ def run_workflow(
 
 
 @pytest.fixture
-def media_queue(operator: subprocess.Popen[bytes], custom: Any, namespace: str) -> Iterator[str]:
+def media_queue(operator: subprocess.Popen[bytes], custom: Any, namespace: str) -> str:
     create(custom, namespace, "videoqueues", make_queue("media", budget="8Gi"))
     return "media"
 

@@ -14,7 +14,6 @@ import kopf
 import pytest
 import yaml
 
-from tests.builders import MakeJob
 from videoqueue.controller.kube import KubeApiError, KubeClient
 from videoqueue.controller.kube_helpers import (
     EVENT_MESSAGE_LIMIT,
@@ -24,6 +23,7 @@ from videoqueue.controller.kube_helpers import (
     Resource,
 )
 from videoqueue.envtest import ClusterBase
+from videoqueue.envtest.builders import MakeJob
 
 pytestmark = pytest.mark.integration
 

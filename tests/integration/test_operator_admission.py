@@ -66,13 +66,16 @@ def test_jobs_run_in_priority_order_within_concurrency_and_memory(
     # exist, but from then on admission follows priority.
     # Admission times from the pods' admitted-at annotations (status times have whole
     # seconds); jobs admitted in the same cycle share a time and go in priority order.
-    priority = dict(jobs)
+    priority_of = dict(jobs)
     admitted = sorted(
         done,
-        key=lambda n: (sampler.admitted_at[done[n]["status"]["attempts"][0]["pod"]], -priority[n]),
+        key=lambda n: (
+            sampler.admitted_at[done[n]["status"]["attempts"][0]["pod"]],
+            -priority_of[n],
+        ),
     )
     later = [n for n in admitted[2:]]
-    priorities = [priority[n] for n in later]
+    priorities = [priority_of[n] for n in later]
     assert priorities == sorted(priorities, reverse=True), admitted
 
 

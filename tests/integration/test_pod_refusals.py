@@ -68,9 +68,11 @@ def test_invalid_pod_is_shown_on_the_job_and_retried_with_backoff(
     create(custom, namespace, "videojobs", make_job("no-image"))
 
     job = wait_admitted_reason(custom, namespace, "no-image", "WorkerPodRefused")
-    assert condition(job, "Admitted")["status"] == "False"
+    admitted = condition(job, "Admitted")
+    assert admitted is not None
+    assert admitted["status"] == "False"
 
-    message = condition(job, "Admitted")["message"]
+    message = admitted["message"]
     assert "spec.containers[0].image: Required value" in message  # the API server's words
     assert job["status"]["phase"] == "Pending"
     poll(
@@ -122,9 +124,11 @@ def test_pod_security_refusal_is_shown_on_the_job(
     create(custom, namespace, "videojobs", make_job("privileged"))
 
     job = wait_admitted_reason(custom, namespace, "privileged", "WorkerPodRefused")
-    assert condition(job, "Admitted")["status"] == "False"
+    admitted = condition(job, "Admitted")
+    assert admitted is not None
+    assert admitted["status"] == "False"
 
-    message = condition(job, "Admitted")["message"]
+    message = admitted["message"]
     assert "403" in message
     assert 'violates PodSecurity "restricted' in message
     assert core.list_namespaced_pod(namespace).items == []

@@ -211,7 +211,7 @@ def test_a_thousand_publishers_cost_a_bounded_write_rate(
                             stage="processing",
                             ts=time.time(),
                         )
-                        pipe.xadd(STREAM, event.to_fields(), maxlen=100_000, approximate=True)  # type: ignore[arg-type]
+                        pipe.xadd(STREAM, event.to_fields(), maxlen=100_000, approximate=True)
                     pipe.execute()
                     published[0] += len(publishers)
                     tick += 1

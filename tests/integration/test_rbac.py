@@ -322,7 +322,9 @@ def _bind(cluster: LocalCluster, namespace: str, user: str, role: str) -> None:
     )  # fmt: skip
 
 
-def _as(cluster: LocalCluster, user: str, *args: str, input: str | None = None) -> Any:
+def _as(
+    cluster: LocalCluster, user: str, *args: str, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return cluster.kubectl(f"--as={user}", *args, input=input, check=False)
 
 
@@ -337,10 +339,12 @@ def test_view_edit_admin_cover_jobs_and_queues(
         ("ed", "create", "videojobs"),
         ("ada", "patch", "videoqueues"),
     ):
+
+        def allowed(u: str = user, v: str = verb, r: str = resource) -> bool:
+            return _as(cluster, u, "auth", "can-i", v, r, "-n", namespace).stdout.strip() == "yes"
+
         poll(
-            lambda u=user, v=verb, r=resource: (
-                _as(cluster, u, "auth", "can-i", v, r, "-n", namespace).stdout.strip() == "yes"
-            ),
+            allowed,
             timeout=30,
             what=f"{user} to be allowed to {verb} {resource} through the built-in roles",
         )

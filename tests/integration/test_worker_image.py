@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.worker.harness import ffprobe, stream
+from tests.worker.harness import ffprobe, read_events, stream
 from videoqueue.api.progress import ProgressEvent, ProgressKind
 from videoqueue.envtest.docker import DockerError, docker_engine
 from videoqueue.envtest.wait import poll
@@ -73,7 +73,7 @@ def _events(url: str) -> list[ProgressEvent]:
 
     client = redis.Redis.from_url(url)
     try:
-        return [ProgressEvent.from_fields(f) for _, f in client.xrange("videoqueue:progress")]
+        return read_events(client, "videoqueue:progress")
     finally:
         client.close()
 

@@ -11,7 +11,6 @@ from typing import Any, cast
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.builders import MakeJob, MakeQueue, container
 from videoqueue.api import JobPhase, VideoJobStatus
 from videoqueue.controller import metrics
 from videoqueue.controller.entries import JobEntry, QueueEntry
@@ -19,6 +18,7 @@ from videoqueue.controller.kube import KubeClient
 from videoqueue.controller.loop import Controller
 from videoqueue.controller.metrics import REGISTRY, Activity
 from videoqueue.controller.metrics_server import make_app, start_server
+from videoqueue.envtest.builders import MakeJob, MakeQueue, container
 
 # --- helpers -------------------------------------------------------------------------------
 

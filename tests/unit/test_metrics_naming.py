@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.core import Metric
 
-from tests.builders import MakeJob
 from videoqueue.api import VideoJobStatus
 from videoqueue.controller import metrics
 from videoqueue.controller.metrics import REGISTRY, Activity
+from videoqueue.envtest.builders import MakeJob
 
 from .test_metrics import indexed
 

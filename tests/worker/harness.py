@@ -12,9 +12,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from videoqueue.api.progress import ProgressEvent
 from videoqueue.envtest.worker import WORKER_PATH, worker_env
+
+if TYPE_CHECKING:
+    import redis
 
 # The worker tests import videoqueue_worker, which is not installed: take it from the checkout.
 if str(WORKER_PATH) not in sys.path:
@@ -33,9 +37,15 @@ def ffprobe(path: Path) -> dict[str, Any]:
 
 
 def stream(info: dict[str, Any], codec_type: str) -> dict[str, Any]:
-    found = [s for s in info["streams"] if s["codec_type"] == codec_type]
+    found: list[dict[str, Any]] = [s for s in info["streams"] if s["codec_type"] == codec_type]
     assert found, f"no {codec_type} stream in {info['streams']}"
     return found[0]
+
+
+def read_events(client: redis.Redis, stream: str) -> list[ProgressEvent]:
+    """The progress events in Redis `stream`, oldest first, read as the operator reads them."""
+    # An entry trimmed away while pending has no fields: from_fields({}) refuses it loudly.
+    return [ProgressEvent.from_fields(fields or {}) for _, fields in client.xrange(stream) or []]
 
 
 @dataclass

@@ -11,8 +11,8 @@ from typing import Any
 
 import redis
 
-from tests.worker.harness import ffprobe, run_worker, stream
-from videoqueue.api.progress import ProgressEvent, ProgressKind
+from tests.worker.harness import ffprobe, read_events, run_worker, stream
+from videoqueue.api.progress import ProgressKind
 from videoqueue.api.worker import ENV_ALLOWED_HOSTS, ENV_DOWNLOAD_TIMEOUT_SECONDS, ENV_FILE_ROOTS
 from videoqueue.controller.progress_settings import ProgressSettings, SecretKeyRef
 from videoqueue.envtest.worker import TEST_FILE_ROOT, redis_server
@@ -82,7 +82,7 @@ def test_worker_runs_the_payload_the_operator_puts_into_the_pod(
         run = run_worker(payload, tmp_path, env)
         client = redis.Redis.from_url(url, password=PASSWORD)
         try:
-            events = [ProgressEvent.from_fields(f) for _, f in client.xrange(settings.stream)]
+            events = read_events(client, settings.stream)
         finally:
             client.close()
 

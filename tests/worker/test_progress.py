@@ -10,16 +10,17 @@ import pytest
 import redis
 
 from tests.integration.redis_server import RedisServer, TlsFiles
-from tests.worker.harness import run_worker, start_worker
+from tests.worker.harness import read_events, run_worker, start_worker
 from videoqueue.api.progress import (
     DEFAULT_PROGRESS_STREAM,
     ProgressEvent,
     ProgressKind,
     parse_event,
 )
+from videoqueue.envtest.operator_process import free_port
 from videoqueue.envtest.pki import create_pki
 from videoqueue.envtest.wait import poll
-from videoqueue.envtest.worker import free_port, job_payload, make_media, redis_server
+from videoqueue.envtest.worker import job_payload, make_media, redis_server
 
 
 def _events(
@@ -27,7 +28,7 @@ def _events(
 ) -> list[ProgressEvent]:
     client = redis.Redis.from_url(url, password=password)
     try:
-        return [ProgressEvent.from_fields(fields) for _, fields in client.xrange(stream)]
+        return read_events(client, stream)
     finally:
         client.close()
 
@@ -52,7 +53,9 @@ def test_event_round_trip_through_stream_fields() -> None:
     fields = event.to_fields()
     assert fields["kind"] == "progress"
     assert "message" not in fields  # unset fields are left out, not written empty
-    as_redis_returns = {k.encode(): v.encode() for k, v in fields.items()}
+    as_redis_returns: dict[bytes | str, bytes | str] = {
+        k.encode(): v.encode() for k, v in fields.items()
+    }
     assert ProgressEvent.from_fields(as_redis_returns) == event
     assert parse_event({b"kind": b"progress"}) is None  # not an event: skipped, not raised
 
@@ -79,10 +82,12 @@ def test_progress_is_published_monotonic_and_ends_at_100(
     }
     stages = [e.stage for e in events if e.kind == ProgressKind.STAGE]
     assert stages == ["processing", "uploading"]
-    values = [e.progress for e in events if e.kind == ProgressKind.PROGRESS]
+    progress_events = [e for e in events if e.kind == ProgressKind.PROGRESS]
+    values = [e.progress for e in progress_events if e.progress is not None]
+    assert len(values) == len(progress_events), f"progress events without a value: {events}"
     assert len(values) >= 3, f"too few progress events to show progress: {values}"
     assert values == sorted(values), f"progress went backwards: {values}"
-    assert all(v is not None and 0 <= v <= 100 for v in values)
+    assert all(0 <= v <= 100 for v in values)
     assert events[-1].kind == ProgressKind.DONE
     assert events[-1].progress == 100
     timestamps = [e.ts for e in events]
@@ -199,9 +204,7 @@ def test_tls_with_a_private_ca(media: Path, tmp_path: Path) -> None:
         # Without the CA the certificate cannot be verified: no events, but the job runs.
         untrusting = run_worker(payload, tmp_path / "b", {"VIDEOQUEUE_REDIS_URL": server.url})
         with server.client() as client:
-            events = [
-                ProgressEvent.from_fields(f) for _, f in client.xrange(DEFAULT_PROGRESS_STREAM)
-            ]
+            events = read_events(client, DEFAULT_PROGRESS_STREAM)
     assert trusting.code == 0, trusting.log
     assert [e.kind for e in events][-1] == ProgressKind.DONE
     assert len(events) == 3  # stage, progress and done of the trusting run only

@@ -29,7 +29,7 @@ class FlakySink(Sink):
         if self.down.is_set():
             self.refused += 1
             raise ConnectionError("Redis is down")
-        self.accepted.append(ProgressEvent.from_fields(fields))
+        self.accepted.append(ProgressEvent.model_validate(fields))
 
 
 @pytest.fixture(autouse=True)

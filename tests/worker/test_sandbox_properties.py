@@ -99,6 +99,7 @@ def test_a_file_url_never_reaches_outside_the_roots(
     sandbox = Sandbox(file_roots=(files.root.resolve(),))
     url = form.format(str(files.root) + "/" + "/".join(parts))
     for field, schemes in (("spec.input.url", ("file",)), ("spec.output.url", ("file",))):
+        refused: WorkerError | None
         try:
             location = transfer.parse_location(url, field=field, allowed=schemes, sandbox=sandbox)
         except WorkerError as error:

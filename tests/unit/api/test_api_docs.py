@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from videoqueue.api import VideoJobSpec, VideoQueueSpec
 from videoqueue.api.docs import main, render
@@ -37,7 +38,9 @@ def test_check_fails_with_a_diff_when_the_file_is_stale(
 @pytest.mark.parametrize(
     ("model", "kind"), [(VideoQueueSpec, "VideoQueue"), (VideoJobSpec, "VideoJob")], ids=str
 )
-def test_every_spec_field_is_documented_with_its_description(model: type, kind: str) -> None:
+def test_every_spec_field_is_documented_with_its_description(
+    model: type[BaseModel], kind: str
+) -> None:
     text = render()
     section = text.split(f"### {kind}.spec\n", 1)[1].split("\n### ", 1)[0]
     for name, field in model.model_fields.items():

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
-from tests.builders import MakeJob
 from videoqueue.controller.entries import slim
 from videoqueue.controller.handlers import NoDiffBase
+from videoqueue.envtest.builders import MakeJob
 
 
 def job_body() -> dict[str, Any]:
@@ -36,7 +36,7 @@ def test_slim_of_an_object_without_managed_fields_is_equal() -> None:
 
 def test_no_diff_base_builds_and_stores_nothing() -> None:
     storage = NoDiffBase()
-    body = kopf.Body(job_body())
+    body = kopf.Body(cast(kopf.RawBody, job_body()))
     assert storage.build(body=body) == {}
     assert storage.fetch(body=body) is None
     patch = kopf.Patch()

@@ -8,6 +8,7 @@ from videoqueue.api import (
     Condition,
     ConditionStatus,
     JobPhase,
+    NotificationEvent,
     Notifications,
     VideoJob,
     VideoJobStatus,
@@ -64,7 +65,7 @@ def test_success_sends_the_job_outcome_durations_and_result() -> None:
 
 
 def test_failed_covers_rejected_and_names_the_reason() -> None:
-    settings = Notifications(url="http://127.0.0.1:1/hook", on=["Failed"])
+    settings = Notifications(url="http://127.0.0.1:1/hook", on=[NotificationEvent.FAILED])
     sent = notification_for(settings, JOB, status(JobPhase.REJECTED, "QueueFull"))
     assert sent is not None
     assert (sent.body["outcome"], sent.body["reason"]) == ("Rejected", "QueueFull")

@@ -179,7 +179,7 @@ async def test_a_failing_cycle_backs_off_however_often_the_queue_is_woken(
     entry = QueueEntry(f"{NS}/work")
     cycles = 0
 
-    async def failing(_: QueueEntry) -> float | None:
+    async def failing(entry: QueueEntry) -> float | None:
         nonlocal cycles
         cycles += 1
         raise KubeApiError(422, "Invalid", "status.health: Unsupported value", {})

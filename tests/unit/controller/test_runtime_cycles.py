@@ -14,12 +14,12 @@ from typing import Any, cast
 
 import pytest
 
-from tests.builders import MakeJob, MakeQueue, container
 from videoqueue.api import VideoQueue
 from videoqueue.controller.entries import JobEntry, QueueEntry
 from videoqueue.controller.kube import KubeClient
 from videoqueue.controller.kube_helpers import Resource
 from videoqueue.controller.loop import Controller
+from videoqueue.envtest.builders import MakeJob, MakeQueue, container
 from videoqueue.scheduling.cycle import QueueView
 
 NS = "media"

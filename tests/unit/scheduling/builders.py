@@ -1,5 +1,5 @@
 """Fluent builders for the pure admission core's inputs (JobView, QueuePolicy, Snapshot), in
-the manner of Kueue's `MakeWorkload("a").Obj()`; tests/builders.py builds the API objects.
+the manner of Kueue's `MakeWorkload("a").Obj()`; videoqueue.envtest.builders builds the API objects.
 
     job("a").priority(3).memory("2Gi").created(10).obj()
     queue().concurrency(2).budget("8Gi").backfill(60).obj()

@@ -8,8 +8,8 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.builders import WORKER, MakeJob, MakePod, MakeQueue
 from videoqueue.api import JobConditionType, JobPhase, VideoJob, VideoJobStatus, find_condition
+from videoqueue.envtest.builders import WORKER, MakeJob, MakePod, MakeQueue
 from videoqueue.scheduling.cycle import CyclePlan, JobFacts, QueueView, plan_cycle
 from videoqueue.scheduling.cycle_rules import QUEUE_FINALIZER
 from videoqueue.scheduling.jobs import Assessment, assess_job

@@ -18,8 +18,8 @@ from typing import Any, Literal
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tests.builders import T0, WORKER, MakeJob, MakePod, MakeQueue, at
 from videoqueue.api import JobPhase, VideoJobStatus, find_condition, parse_quantity
+from videoqueue.envtest.builders import T0, WORKER, MakeJob, MakePod, MakeQueue, at
 from videoqueue.scheduling import JobState, Snapshot, consumes_attempt, decide_admissions
 from videoqueue.scheduling.jobs import (
     MAX_HISTORY,

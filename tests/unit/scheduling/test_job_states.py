@@ -2,9 +2,9 @@
 kubelet reports them, its queue and the time in; its phase, attempts, memory, the pods to
 stop, the Events and its place in the queue out.
 
-Every row starts from what the API server would hold (builders in `tests.builders`) and calls
-`assess_job` as the controller does; `now` is 2 minutes after the job was created and its
-worker started, unless the row says otherwise.
+Every row starts from what the API server would hold (builders in
+`videoqueue.envtest.builders`) and calls `assess_job` as the controller does; `now` is 2
+minutes after the job was created and its worker started, unless the row says otherwise.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.builders import T0, WORKER, MakeJob, MakePod, MakeQueue, at, condition, iso
 from videoqueue.api import JobPhase, find_condition, parse_quantity
+from videoqueue.envtest.builders import T0, WORKER, MakeJob, MakePod, MakeQueue, at, condition, iso
 from videoqueue.scheduling import JobState
 from videoqueue.scheduling.jobs import Admission, admit, assess_job, preempt, reject
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from tests.builders import WORKER, MakeJob, MakePod, MakeQueue, container
 from videoqueue.api import (
     JobConditionType,
     JobPhase,
@@ -18,6 +17,7 @@ from videoqueue.api import (
     format_bytes,
 )
 from videoqueue.api.worker import EXIT_INVALID_JOB
+from videoqueue.envtest.builders import WORKER, MakeJob, MakePod, MakeQueue, container
 from videoqueue.scheduling import JobState, StoppingPod, find_cycle
 from videoqueue.scheduling.jobs import Assessment, assess_job, queue_overhead, stopping_pods
 from videoqueue.scheduling.pod_outcome import PodOutcome

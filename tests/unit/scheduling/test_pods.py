@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.builders import (
+from videoqueue.api import AttemptReason, VideoJob, VideoJobSpec, parse_quantity
+from videoqueue.api.worker import (
+    ENV_ALLOWED_HOSTS,
+    ENV_DOWNLOAD_TIMEOUT_SECONDS,
+    ENV_FILE_ROOTS,
+)
+from videoqueue.envtest.builders import (
     EVICTION_MESSAGE,
     POD_FINISHED,
     POD_STARTED,
@@ -20,12 +26,6 @@ from tests.builders import (
     MakePod,
     MakeQueue,
     container,
-)
-from videoqueue.api import AttemptReason, VideoJob, VideoJobSpec, parse_quantity
-from videoqueue.api.worker import (
-    ENV_ALLOWED_HOSTS,
-    ENV_DOWNLOAD_TIMEOUT_SECONDS,
-    ENV_FILE_ROOTS,
 )
 from videoqueue.scheduling.pod_outcome import (
     PodOutcome,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from videoqueue.scheduling.pressure import (
     PressurePolicy,
     PressureSignals,
@@ -12,13 +14,19 @@ from videoqueue.scheduling.pressure import (
 POLICY = PressurePolicy(oom_kills=2, window_seconds=100, recovery_seconds=10)
 
 
-def step(state: PressureState | None, now: float, **signals: object) -> PressureState:
+def step(
+    state: PressureState | None,
+    now: float,
+    *,
+    oom_kill_times: Sequence[float] = (),
+    pressured_nodes: Sequence[str] = (),
+) -> PressureState:
     new, _ = next_pressure_state(
         state,
         concurrency=8,
-        signals=PressureSignals(**signals),
+        signals=PressureSignals(oom_kill_times, pressured_nodes),
         policy=POLICY,
-        now=now,  # type: ignore[arg-type]
+        now=now,
     )
     return new
 

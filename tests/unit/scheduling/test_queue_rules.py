@@ -7,7 +7,7 @@ import dataclasses
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.unit.scheduling.builders import GiB, job, key, names, queue
+from tests.unit.scheduling.builders import job, key, names, queue
 from videoqueue.scheduling import (
     BlockReason,
     JobState,
@@ -18,6 +18,7 @@ from videoqueue.scheduling import (
 )
 from videoqueue.scheduling import decide_admissions as decide
 from videoqueue.scheduling.admission import effective_priority
+from videoqueue.scheduling.units import GiB
 
 
 def policy(**changes: object) -> QueuePolicy:

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.builders import WORKER, MakeQueue, container
 from videoqueue.api import (
     Condition,
     ConditionStatus,
@@ -28,6 +27,7 @@ from videoqueue.api import (
     parse_quantity,
 )
 from videoqueue.api.patching import merge_patch, status_patch
+from videoqueue.envtest.builders import WORKER, MakeQueue, container
 from videoqueue.scheduling.queue_status import summarize_queue
 
 T0 = datetime.datetime(2026, 1, 1, 10, 0, tzinfo=datetime.UTC)

@@ -1,5 +1,5 @@
-"""Fluent builders for VideoQueues, VideoJobs and worker pods, for unit and integration tests,
-in the manner of Kueue's `MakeWorkload("a", "ns").Priority(3).Obj()`:
+"""Fluent builders for VideoQueues, VideoJobs and worker pods, for the unit and integration
+tests and the benchmarks, in the manner of Kueue's `MakeWorkload("a", "ns").Priority(3).Obj()`:
 
     queue = MakeQueue("work", "media").concurrency(2).budget("4Gi").template(WORKER)
     job = MakeJob("clip", queue="work").priority(7).memory("2Gi").admitted()
@@ -11,6 +11,10 @@ the server's defaults fill in the rest. Methods take the API's units (quantity s
 seconds) and set one field each; `spec(...)` and `set(...)` reach any field, valid or not.
 Methods change the builder and return it, so calls chain or stand as statements; `obj()`
 returns a fresh copy, so a builder can be reused and its objects changed freely.
+
+It imports only the API models and the pure scheduling core (whose `build_worker_pod` makes
+MakePod's pods), never the tests, the controller or a client: an import-linter contract in
+pyproject.toml keeps it so, and the benchmarks, which may not import the tests, use it too.
 """
 
 from __future__ import annotations
