@@ -26,8 +26,8 @@ from tests.integration.objects import (
     wait_job,
     wait_queue,
 )
-from videoqueue.api import RETRY_ANNOTATION
-from videoqueue.cli.main import BATCH_LABEL, CI_RUN_ANNOTATION, main
+from videoqueue.api import BATCH_LABEL, RETRY_ANNOTATION
+from videoqueue.cli.main import CI_RUN_ANNOTATION, main
 from videoqueue.envtest import ClusterBase, pod_script, poll, wait_for_object
 
 pytestmark = pytest.mark.integration

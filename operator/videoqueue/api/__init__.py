@@ -20,6 +20,7 @@ from videoqueue.api.common import (
     set_condition,
 )
 from videoqueue.api.job import (
+    BATCH_LABEL,
     KNOWN_JOB_TYPES,
     MAX_ATTEMPT_HISTORY,
     RETRY_ANNOTATION,
@@ -75,6 +76,7 @@ from videoqueue.api.queue_policies import (
 
 __all__ = [
     "API_VERSION",
+    "BATCH_LABEL",
     "GROUP",
     "KNOWN_JOB_TYPES",
     "MAX_ATTEMPT_HISTORY",

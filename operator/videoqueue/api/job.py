@@ -389,6 +389,10 @@ class AttemptRecord(ApiModel):
     """When the attempt ended."""
 
 
+BATCH_LABEL = "videoqueue.dev/batch"
+"""Jobs sharing this label's value form a batch: the queue's status.batches reports its
+progress, `kubectl videoqueue batch NAME` shows it, `kubectl videoqueue submit --batch` sets it."""
+
 RETRY_ANNOTATION = "videoqueue.dev/retry"
 """Set (or change) this annotation on a Failed job to run it again with a fresh budget of
 attempts: `kubectl annotate vj NAME videoqueue.dev/retry="$(date +%s)" --overwrite`."""
