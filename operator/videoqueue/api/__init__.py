@@ -42,7 +42,9 @@ from videoqueue.api.quantity import (
     QUANTITY_PATTERN,
     PositiveQuantity,
     Quantity,
+    container_memory_limit,
     format_bytes,
+    memory_quantity,
     parse_quantity,
 )
 from videoqueue.api.queue import (
@@ -127,9 +129,11 @@ __all__ = [
     "VideoQueue",
     "VideoQueueSpec",
     "VideoQueueStatus",
+    "container_memory_limit",
     "find_condition",
     "format_bytes",
     "is_condition_true",
+    "memory_quantity",
     "parse_quantity",
     "put_condition",
     "set_condition",
