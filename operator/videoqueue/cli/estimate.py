@@ -27,7 +27,6 @@ from videoqueue.api import (
     VideoJob,
     VideoQueue,
     format_bytes,
-    parse_quantity,
 )
 from videoqueue.scheduling import (
     AdmissionDecision,
@@ -367,10 +366,8 @@ def _view(job: VideoJob, queue: VideoQueue, overhead: PodOverhead, now: float) -
     job holds what its attempt got, a waiting one counts what its next attempt gets."""
     status = job.status
     created = _ts(job.metadata.creation_timestamp) or now
-    if status.phase in RESERVING_PHASES and status.effective_memory is not None:
-        memory = parse_quantity(status.effective_memory)
-    else:
-        memory = effective_memory(job, status, queue)
+    held = status.effective_memory_bytes if status.phase in RESERVING_PHASES else None
+    memory = held if held is not None else effective_memory(job, status, queue)
     eligible = max(
         [t for t in (_ts(status.next_attempt_time), _ts(job.spec.start_after)) if t and t > now],
         default=None,
