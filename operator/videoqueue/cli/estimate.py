@@ -348,9 +348,10 @@ def _admissible(view: JobView, policy: QueuePolicy, notes: dict[str, str]) -> bo
             f"memory.max of {format_bytes(policy.memory_max)}"
         )
     else:
+        # Admission never starts it, and the operator rejects it (PodExceedsBudget).
         notes[view.key] = (
-            f"needs {format_bytes(view.pod_memory)} for its whole pod, more than the queue's "
-            "whole memory.budget"
+            f"will be rejected: needs {format_bytes(view.pod_memory)} for its whole pod, more "
+            "than the queue's whole memory.budget"
         )
     return False
 
