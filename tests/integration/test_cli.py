@@ -26,9 +26,9 @@ from tests.integration.objects import (
     wait_job,
     wait_queue,
 )
-from videoqueue.api import RETRY_ANNOTATION
+from videoqueue.api import BATCH_LABEL, RETRY_ANNOTATION
 from videoqueue.cli.main import main
-from videoqueue.cli.objects import BATCH_LABEL, CI_RUN_ANNOTATION
+from videoqueue.cli.objects import CI_RUN_ANNOTATION
 from videoqueue.envtest import ClusterBase, pod_script, poll, wait_for_object
 
 pytestmark = pytest.mark.integration

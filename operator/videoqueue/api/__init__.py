@@ -20,6 +20,7 @@ from videoqueue.api.common import (
     set_condition,
 )
 from videoqueue.api.job import (
+    BATCH_LABEL,
     KNOWN_JOB_TYPES,
     MAX_ATTEMPT_HISTORY,
     RETRY_ANNOTATION,
@@ -41,7 +42,9 @@ from videoqueue.api.quantity import (
     QUANTITY_PATTERN,
     PositiveQuantity,
     Quantity,
+    container_memory_limit,
     format_bytes,
+    memory_quantity,
     parse_quantity,
 )
 from videoqueue.api.queue import (
@@ -75,6 +78,7 @@ from videoqueue.api.queue_policies import (
 
 __all__ = [
     "API_VERSION",
+    "BATCH_LABEL",
     "GROUP",
     "KNOWN_JOB_TYPES",
     "MAX_ATTEMPT_HISTORY",
@@ -125,9 +129,11 @@ __all__ = [
     "VideoQueue",
     "VideoQueueSpec",
     "VideoQueueStatus",
+    "container_memory_limit",
     "find_condition",
     "format_bytes",
     "is_condition_true",
+    "memory_quantity",
     "parse_quantity",
     "put_condition",
     "set_condition",

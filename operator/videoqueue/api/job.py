@@ -28,7 +28,7 @@ from videoqueue.api.common import (
     cel_rules,
     cel_string_list,
 )
-from videoqueue.api.quantity import PositiveQuantity, Quantity
+from videoqueue.api.quantity import PositiveQuantity, Quantity, memory_quantity, stored_bytes
 from videoqueue.api.queue_policies import Backoff, FinishedTTL
 
 JOB_KIND = "VideoJob"
@@ -284,6 +284,11 @@ class JobResources(ApiModel):
     memory: PositiveQuantity | None = None
     """Memory request and limit of the worker; the queue's memory.defaultRequest if unset."""
 
+    @property
+    def memory_bytes(self) -> int | None:
+        """`memory` in bytes; None when unset (the queue's default applies)."""
+        return stored_bytes(self.memory, "spec.resources.memory")
+
 
 class BackoffOverride(ApiModel):
     """Per-job retry delay settings; each one unset falls back to the queue's."""
@@ -388,6 +393,29 @@ class AttemptRecord(ApiModel):
     finish_time: AwareDatetime | None = None
     """When the attempt ended."""
 
+    @property
+    def memory_bytes(self) -> int | None:
+        """`memory` in bytes; None when unset. Setting it stores the quantity (None unsets)."""
+        return stored_bytes(self.memory, "status.attempts[].memory")
+
+    @memory_bytes.setter
+    def memory_bytes(self, value: int | None) -> None:
+        self.memory = None if value is None else memory_quantity(value)
+
+    @property
+    def peak_memory_bytes(self) -> int | None:
+        """`peak_memory` in bytes; None when unset. Setting it stores the quantity (None
+        unsets)."""
+        return stored_bytes(self.peak_memory, "status.attempts[].peakMemory")
+
+    @peak_memory_bytes.setter
+    def peak_memory_bytes(self, value: int | None) -> None:
+        self.peak_memory = None if value is None else memory_quantity(value)
+
+
+BATCH_LABEL = "videoqueue.dev/batch"
+"""Jobs sharing this label's value form a batch: the queue's status.batches reports its
+progress, `kubectl videoqueue batch NAME` shows it, `kubectl videoqueue submit --batch` sets it."""
 
 RETRY_ANNOTATION = "videoqueue.dev/retry"
 """Set (or change) this annotation on a Failed job to run it again with a fresh budget of
@@ -447,6 +475,16 @@ class VideoJobStatus(ApiModel):
     """What the worker returned (from its termination message)."""
     manual_retry: ManualRetry | None = None
     """The last retry a user asked for with the videoqueue.dev/retry annotation."""
+
+    @property
+    def effective_memory_bytes(self) -> int | None:
+        """`effective_memory` in bytes; None when unset. Setting it stores the quantity (None
+        unsets)."""
+        return stored_bytes(self.effective_memory, "status.effectiveMemory")
+
+    @effective_memory_bytes.setter
+    def effective_memory_bytes(self, value: int | None) -> None:
+        self.effective_memory = None if value is None else memory_quantity(value)
 
 
 class VideoJob(ApiModel):

@@ -1,12 +1,18 @@
 """Kubernetes memory quantities: parsing to bytes, formatting back, and the pydantic types.
 
-The API keeps quantities as the strings users wrote (so `2Gi` stays `2Gi` on a round trip);
-code that does arithmetic converts with `parse_quantity` and writes back with `format_bytes`.
+The API keeps quantities as the strings users wrote (so `2Gi` stays `2Gi` on a round trip).
+Inside the operator memory is bytes (int), and the conversion happens here, at the API edge:
+the models have byte accessors (`VideoJobStatus.effective_memory_bytes`,
+`AttemptRecord.memory_bytes`, `QueueMemory.budget_bytes`, ...) that read with
+`parse_quantity` and write with `memory_quantity`, and `container_memory_limit` reads a
+pod container's limit. The scheduling core and the controller call none of the parsers;
+`format_bytes` is theirs for messages a person reads.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from decimal import ROUND_UP, Context, Decimal, InvalidOperation
 from typing import Annotated, Any
 
@@ -80,6 +86,37 @@ def format_bytes(value: int) -> str:
         f"{value // unit}{suffix}" for suffix, unit in binary + decimal if value % unit == 0
     ]
     return min([*candidates, str(value)], key=len)
+
+
+def memory_quantity(value: int) -> str:
+    """`value` bytes as the quantity the API stores (in status fields) and Kubernetes reads
+    (in a pod's resources): the shortest exact form, `format_bytes`. A negative size, which
+    no memory field can hold, raises ValueError."""
+    if value < 0:
+        raise ValueError(f"a memory size cannot be negative: {value} bytes")
+    return format_bytes(value)
+
+
+def stored_bytes(value: str | int | None, field: str) -> int | None:
+    """A quantity field of a model in bytes, None when unset: the byte accessors' reader.
+
+    A value that is not a quantity raises what `parse_quantity` raises, with `field` (the wire
+    name) in front of its message. The models and the CRD schema refuse such a value on the
+    way in, so only one assigned in Python without validation gets here."""
+    if value is None:
+        return None
+    try:
+        return parse_quantity(value)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{field}: {e}") from None
+
+
+def container_memory_limit(container: Mapping[str, Any]) -> int | None:
+    """A core/v1 container's resources.limits.memory in bytes, None when it has none. A limit
+    that is not a quantity raises ValueError (TypeError for one that is neither a string nor
+    an integer)."""
+    limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+    return None if limit is None else parse_quantity(limit)
 
 
 def _int_to_string(value: Any) -> Any:

@@ -18,7 +18,7 @@ from videoqueue.api.common import (
     Condition,
     ObjectMeta,
 )
-from videoqueue.api.quantity import Quantity
+from videoqueue.api.quantity import Quantity, memory_quantity, stored_bytes
 from videoqueue.api.queue_policies import (
     Aging,
     FinishedTTL,
@@ -145,6 +145,24 @@ class QueueMemoryStatus(ApiModel):
     """spec.memory.budget as last applied."""
     summary: str | None = Field(default=None, max_length=64)
     """reserved/budget for the printer column, e.g. 3Gi/8Gi."""
+
+    @classmethod
+    def of(cls, *, reserved: int, budget: int) -> QueueMemoryStatus:
+        """The status for `reserved` of `budget` bytes, summary included."""
+        reserved_text, budget_text = memory_quantity(reserved), memory_quantity(budget)
+        return cls(
+            reserved=reserved_text, budget=budget_text, summary=f"{reserved_text}/{budget_text}"
+        )
+
+    @property
+    def reserved_bytes(self) -> int | None:
+        """`reserved` in bytes; None when unset."""
+        return stored_bytes(self.reserved, "status.memory.reserved")
+
+    @property
+    def budget_bytes(self) -> int | None:
+        """`budget` in bytes; None when unset."""
+        return stored_bytes(self.budget, "status.memory.budget")
 
 
 class TypeStatistics(ApiModel):

@@ -18,7 +18,7 @@ import bisect
 import dataclasses
 import datetime
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from videoqueue.api import (
@@ -27,7 +27,6 @@ from videoqueue.api import (
     VideoJob,
     VideoQueue,
     format_bytes,
-    parse_quantity,
 )
 from videoqueue.scheduling import (
     AdmissionDecision,
@@ -36,11 +35,12 @@ from videoqueue.scheduling import (
     JobView,
     PodOverhead,
     QueuePolicy,
+    Rejection,
     Snapshot,
+    admission_order,
     decide_admissions,
-    order_key,
+    never_admitted,
 )
-from videoqueue.scheduling.admission import effective_priority
 from videoqueue.scheduling.jobs import effective_memory, queue_overhead, queue_policy
 from videoqueue.scheduling.queue_status import RESERVING_PHASES
 
@@ -242,14 +242,15 @@ def _replay(
             for key, view in list(future.items())
             if view.eligible_at is None or view.eligible_at <= t
         ]
+        order = admission_order(policy, t)
         if policy.aging_interval is not None or not sorted_once:
             # Aging reorders jobs as time passes; without it the order never changes.
             ready += arrived
-            ready.sort(key=admission_order(policy, t))
+            ready.sort(key=order)
             sorted_once = True
         else:
             for view in arrived:
-                bisect.insort(ready, view, key=order_key)
+                bisect.insort(ready, view, key=order)
         decision = _decide(policy, running, ready, future, recent, t)
         admitted = set(decision.admit)
         for key in decision.admit:
@@ -289,16 +290,6 @@ def _replay(
 
 
 _WINDOW = 64
-
-
-def admission_order(policy: QueuePolicy, now: float) -> Callable[[JobView], tuple[int, float, str]]:
-    """The sort key of `decide_admissions`' order at `now`: `order_key`, with the priority
-    aged when the queue ages jobs."""
-    # `videoqueue.scheduling.admission` sorts this way inline (step 3); until it exports the
-    # key, this is its one copy outside.
-    if policy.aging_interval is None:
-        return order_key
-    return lambda v: (-effective_priority(v, policy, now), v.created_at, v.key)
 
 
 def _decide(
@@ -346,20 +337,23 @@ def _behind_may_start(
 
 
 def _admissible(view: JobView, policy: QueuePolicy, notes: dict[str, str]) -> bool:
-    """Jobs the queue can never start are noted and left out of the replay."""
-    if view.memory > policy.memory_max:
+    """Jobs the queue can never start (`never_admitted`, admission's own rule) are noted and
+    left out of the replay."""
+    never = never_admitted(view, policy)
+    if never is None:
+        return True
+    if isinstance(never, Rejection):
         notes[view.key] = (
             f"will be rejected: needs {format_bytes(view.memory)}, more than the queue's "
             f"memory.max of {format_bytes(policy.memory_max)}"
         )
-        return False
-    if view.pod_memory > policy.memory_budget:
+    else:
+        # Admission never starts it, and the operator rejects it (PodExceedsBudget).
         notes[view.key] = (
-            f"needs {format_bytes(view.pod_memory)} for its whole pod, more than the queue's "
-            "whole memory.budget"
+            f"will be rejected: needs {format_bytes(view.pod_memory)} for its whole pod, more "
+            "than the queue's whole memory.budget"
         )
-        return False
-    return True
+    return False
 
 
 def _view(job: VideoJob, queue: VideoQueue, overhead: PodOverhead, now: float) -> JobView:
@@ -367,10 +361,8 @@ def _view(job: VideoJob, queue: VideoQueue, overhead: PodOverhead, now: float) -
     job holds what its attempt got, a waiting one counts what its next attempt gets."""
     status = job.status
     created = _ts(job.metadata.creation_timestamp) or now
-    if status.phase in RESERVING_PHASES and status.effective_memory is not None:
-        memory = parse_quantity(status.effective_memory)
-    else:
-        memory = effective_memory(job, status, queue)
+    held = status.effective_memory_bytes if status.phase in RESERVING_PHASES else None
+    memory = held if held is not None else effective_memory(job, status, queue)
     eligible = max(
         [t for t in (_ts(status.next_attempt_time), _ts(job.spec.start_after)) if t and t > now],
         default=None,

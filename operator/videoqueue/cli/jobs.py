@@ -10,11 +10,10 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from videoqueue.api import RETRY_ANNOTATION, JobPhase, VideoJob, VideoQueue
+from videoqueue.api import BATCH_LABEL, RETRY_ANNOTATION, JobPhase, VideoJob, VideoQueue
 from videoqueue.cli.cluster import JOBS, QUEUES, CliError, Cluster
 from videoqueue.cli.estimate import JobEstimate, estimate_queue, run_times_from
 from videoqueue.cli.objects import (
-    BATCH_LABEL,
     CI_RUN_ANNOTATION,
     EPOCH,
     created,

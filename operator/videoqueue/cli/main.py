@@ -9,10 +9,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from videoqueue.api import RETRY_ANNOTATION, QueueState
+from videoqueue.api import BATCH_LABEL, RETRY_ANNOTATION, QueueState
 from videoqueue.cli.cluster import CliError, Cluster
 from videoqueue.cli.jobs import cmd_cancel, cmd_list, cmd_retry, cmd_show
-from videoqueue.cli.objects import BATCH_LABEL, CI_RUN_ANNOTATION
+from videoqueue.cli.objects import CI_RUN_ANNOTATION
 from videoqueue.cli.queues import cmd_batch, cmd_set_state, cmd_stats
 from videoqueue.cli.render import OUTPUT_FORMATS
 from videoqueue.cli.submit import cmd_submit

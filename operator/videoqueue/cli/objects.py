@@ -1,6 +1,6 @@
 """VideoJobs and VideoQueues as the plugin reads them: API dicts parsed into the operator's
-models (a body that does not parse is a `CliError` naming the object), and the label and
-annotation the plugin sets on jobs."""
+models (a body that does not parse is a `CliError` naming the object), and the annotation
+the plugin sets on jobs (the batch label is the API's, `videoqueue.api.BATCH_LABEL`)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from pydantic import ValidationError
 from videoqueue.api import VideoJob, VideoQueue
 from videoqueue.cli.cluster import CliError
 
-BATCH_LABEL = "videoqueue.dev/batch"
-"""Jobs sharing this label's value form a batch (`kubectl videoqueue batch NAME`)."""
 CI_RUN_ANNOTATION = "videoqueue.dev/ci-run-url"
 """The URL of the CI run that created the job; `show` prints it."""
 

@@ -7,9 +7,9 @@ import argparse
 import time
 from typing import TextIO
 
-from videoqueue.api import BatchProgress, QueueState
+from videoqueue.api import BATCH_LABEL, BatchProgress, QueueState
 from videoqueue.cli.cluster import JOBS, QUEUES, CliError, Cluster
-from videoqueue.cli.objects import BATCH_LABEL, read_jobs, read_queue, read_queues
+from videoqueue.cli.objects import read_jobs, read_queue, read_queues
 from videoqueue.cli.render import conditions_table, dump, duration, table
 from videoqueue.cli.summary import batches, queue_summary
 

@@ -12,9 +12,9 @@ from typing import Any, TextIO
 import yaml
 from pydantic import ValidationError
 
-from videoqueue.api import API_VERSION, VideoJob, VideoJobSpec
+from videoqueue.api import API_VERSION, BATCH_LABEL, VideoJob, VideoJobSpec
 from videoqueue.cli.cluster import JOBS, QUEUES, CliError, Cluster
-from videoqueue.cli.objects import BATCH_LABEL, CI_RUN_ANNOTATION
+from videoqueue.cli.objects import CI_RUN_ANNOTATION
 from videoqueue.cli.render import dump
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from videoqueue.api import (
+    BATCH_LABEL,
     BatchProgress,
     JobPhase,
     QueueStatistics,
@@ -22,7 +23,7 @@ from videoqueue.api import (
     VideoQueue,
     VideoQueueStatus,
 )
-from videoqueue.cli.objects import BATCH_LABEL, created
+from videoqueue.cli.objects import created
 from videoqueue.cli.render import duration
 from videoqueue.scheduling.queue_status import (
     FinishedJob,

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from videoqueue.api import (
+    BATCH_LABEL,
     GROUP,
     VERSION,
     JobPhase,
@@ -39,7 +40,6 @@ logger = logging.getLogger(__name__)
 # start (Admitted, then the outcome), instead of three. Outcomes and anything else are
 # written at once.
 ADMISSION_WRITE_DELAY = 5.0
-BATCH_LABEL = "videoqueue.dev/batch"
 BUSY_PHASES = frozenset({JobPhase.ADMITTED, JobPhase.RUNNING})
 
 

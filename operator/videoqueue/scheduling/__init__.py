@@ -4,7 +4,8 @@ No I/O, no clock reads, no kopf, no Kubernetes client: the controller builds a `
 passes the current time, and applies the returned decision. Everything here is deterministic.
 
 - `snapshot`: the input types (`QueuePolicy`, `JobView`, `Snapshot`).
-- `admission`: `decide_admissions`, the admission order, backfill and the starvation guard.
+- `admission`: `decide_admissions`, the admission order (`admission_order`), which jobs can
+  never be admitted (`never_admitted`), backfill and the starvation guard.
 - `retry`: retry, backoff and OOM memory growth rules.
 - `memory`: what a worker pod's memory adds up to (`PodOverhead`).
 - `dependencies`: dependency cycles between jobs (`find_cycle`).
@@ -16,7 +17,9 @@ from videoqueue.scheduling.admission import (
     BlockReason,
     Rejection,
     RejectReason,
+    admission_order,
     decide_admissions,
+    never_admitted,
     order_key,
 )
 from videoqueue.scheduling.dependencies import describe_cycle, find_cycle
@@ -45,11 +48,13 @@ __all__ = [
     "Rejection",
     "Snapshot",
     "StoppingPod",
+    "admission_order",
     "backoff_delay",
     "consumes_attempt",
     "decide_admissions",
     "describe_cycle",
     "find_cycle",
+    "never_admitted",
     "next_memory_after_oom",
     "order_key",
     "should_retry",

@@ -83,7 +83,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from videoqueue.api import format_bytes
@@ -152,6 +152,26 @@ def effective_priority(job: JobView, policy: QueuePolicy, now: float) -> int:
     return min(job.priority + min(steps, policy.aging_max_boost), policy.max_priority)
 
 
+def admission_order(policy: QueuePolicy, now: float) -> Callable[[JobView], tuple[int, float, str]]:
+    """The sort key of the admission order at `now` (see "Order" and "Aging"): `order_key`,
+    with each job's priority aged when the queue ages jobs."""
+    if policy.aging_interval is None:
+        return order_key
+    return lambda job: (-effective_priority(job, policy, now), job.created_at, job.key)
+
+
+def never_admitted(job: JobView, policy: QueuePolicy) -> Rejection | Blocked | None:
+    """Why `job` can never be admitted under `policy`, whatever runs or finishes (see
+    "Rejection"): a Rejection when its worker asks for more than `memory_max`; Blocked
+    (`EXCEEDS_BUDGET`) when its whole pod is bigger than the whole `memory_budget`, which is
+    not rejected here; None when it can start once there is room."""
+    if job.memory > policy.memory_max:
+        return _rejection(job, policy)
+    if job.pod_memory > policy.memory_budget:
+        return _exceeds_budget(job, policy)
+    return None
+
+
 def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
     """Decide which pending jobs to admit at `now`; see the module docstring for the rules."""
     policy = snapshot.policy
@@ -165,13 +185,24 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
     memory_free = policy.memory_budget - sum(job.pod_memory for job in active) - stopping_memory
 
     # 2. Candidates: pending jobs that can run at all and are eligible now. The others either
-    #    are rejected for good or set a time to look again.
-    pending = [job for job in snapshot.jobs if job.state is JobState.PENDING]
-    rejected = sorted((job for job in pending if job.memory > policy.memory_max), key=order_key)
-    runnable = [job for job in pending if job.memory <= policy.memory_max]
+    #    are rejected for good or set a time to look again. A job bigger than the budget stays
+    #    a candidate that is never admitted (step 4).
+    rejected: list[tuple[JobView, Rejection]] = []
+    too_big: dict[str, Blocked] = {}
+    runnable: list[JobView] = []
+    for job in snapshot.jobs:
+        if job.state is not JobState.PENDING:
+            continue
+        never = never_admitted(job, policy)
+        if isinstance(never, Rejection):
+            rejected.append((job, never))
+            continue
+        if never is not None:
+            too_big[job.key] = never
+        runnable.append(job)
     candidates = [job for job in runnable if job.eligible_at is None or job.eligible_at <= now]
     wake_times = [t for job in runnable if (t := job.eligible_at) is not None and t > now]
-    reject = tuple(_rejection(job, policy) for job in rejected)
+    reject = tuple(never for _, never in sorted(rejected, key=lambda pair: order_key(pair[0])))
 
     if not policy.admitting:
         # Paused or draining: nothing starts, but jobs still become eligible and wait visibly.
@@ -183,10 +214,7 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
         )
 
     # 3. Order: (aged) priority, then FIFO, then key.
-    if policy.aging_interval is None:
-        candidates.sort(key=order_key)
-    else:
-        candidates.sort(key=lambda j: (-effective_priority(j, policy, now), j.created_at, j.key))
+    candidates.sort(key=admission_order(policy, now))
 
     # Starts left under the rate limit.
     starts_left = len(candidates)
@@ -210,8 +238,8 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
     for job in candidates:
         if behind_reservation is not None:
             blocked_reasons[job.key] = behind_reservation
-        elif job.pod_memory > policy.memory_budget:
-            blocked_reasons[job.key] = _exceeds_budget(job, policy)
+        elif (too_big_for_budget := too_big.get(job.key)) is not None:
+            blocked_reasons[job.key] = too_big_for_budget
         elif starts_left <= 0:
             rate_limited = rate_limited or _rate_limited(policy)
             blocked_reasons[job.key] = rate_limited

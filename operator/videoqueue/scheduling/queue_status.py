@@ -65,8 +65,6 @@ from videoqueue.api import (
     VideoQueue,
     VideoQueueStatus,
     find_condition,
-    format_bytes,
-    parse_quantity,
     put_condition,
 )
 from videoqueue.scheduling.jobs import queue_overhead
@@ -138,8 +136,6 @@ def summarize_queue(
     counts: Counter[JobPhase] = Counter(job.phase or JobPhase.PENDING for job in jobs)
     reserved = reserved_memory(queue, jobs) + facts.stopping_memory
 
-    budget = queue.spec.memory.budget_bytes
-    reserved_text, budget_text = format_bytes(reserved), format_bytes(budget)
     status = VideoQueueStatus(
         observed_generation=generation,
         conditions=[c.model_copy() for c in base.conditions],
@@ -152,11 +148,7 @@ def summarize_queue(
         failed=counts[JobPhase.FAILED],
         cancelled=counts[JobPhase.CANCELLED],
         rejected=counts[JobPhase.REJECTED],
-        memory=QueueMemoryStatus(
-            reserved=reserved_text,
-            budget=budget_text,
-            summary=f"{reserved_text}/{budget_text}",
-        ),
+        memory=QueueMemoryStatus.of(reserved=reserved, budget=queue.spec.memory.budget_bytes),
         effective_concurrency=(
             facts.pressure.effective if facts.pressure is not None else queue.spec.concurrency
         ),
@@ -220,11 +212,12 @@ def reserved_memory(queue: VideoQueue, jobs: Iterable[VideoJobStatus]) -> int:
     worker pod, its effectiveMemory plus what the queue's template puts beside the worker
     (`videoqueue.scheduling.jobs.queue_overhead`), as admission counts it."""
     overhead = queue_overhead(queue)
-    return sum(
-        overhead.pod_memory(parse_quantity(job.effective_memory))
+    held = (
+        job.effective_memory_bytes
         for job in jobs
-        if (job.phase or JobPhase.PENDING) in RESERVING_PHASES and job.effective_memory is not None
+        if (job.phase or JobPhase.PENDING) in RESERVING_PHASES
     )
+    return sum(overhead.pod_memory(memory) for memory in held if memory is not None)
 
 
 def assess_health(
@@ -253,9 +246,7 @@ def assess_health(
         elif failed_share >= limits.failure_rate_warning:
             findings.append((QueueHealth.WARNING, text))
     budget = queue.spec.memory.budget_bytes
-    reserved = (
-        parse_quantity(status.memory.reserved) if status.memory and status.memory.reserved else 0
-    )
+    reserved = (status.memory.reserved_bytes if status.memory else None) or 0
     if budget and reserved / budget > limits.memory_utilization_warning:
         findings.append(
             (QueueHealth.WARNING, f"memory {reserved / budget:.0%} reserved of the budget")

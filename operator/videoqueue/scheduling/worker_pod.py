@@ -23,8 +23,8 @@ from videoqueue.api import (
     API_VERSION,
     VideoJob,
     VideoQueue,
-    format_bytes,
-    parse_quantity,
+    container_memory_limit,
+    memory_quantity,
 )
 from videoqueue.api.job import JOB_KIND
 from videoqueue.api.worker import (
@@ -238,7 +238,14 @@ def annotation_travels(key: str, copy_annotations: Sequence[str]) -> bool:
 
 def limit_of(container: Mapping[str, Any], field: str, *, strict: bool) -> int:
     name = container.get("name", "")
-    limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+    try:
+        limit = container_memory_limit(container)
+    except (TypeError, ValueError) as e:
+        if not strict:
+            return 0
+        raise TemplateError(
+            f"container {name!r}: {field}.resources.limits.memory is not a quantity ({e})"
+        ) from None
     if limit is None:
         if not strict:
             return 0
@@ -248,14 +255,7 @@ def limit_of(container: Mapping[str, Any], field: str, *, strict: bool) -> int:
             "queue counts what its worker pods can use against spec.memory.budget; set "
             f"{field}.resources.limits.memory to the most that container may use"
         )
-    try:
-        return parse_quantity(limit)
-    except (TypeError, ValueError) as e:
-        if not strict:
-            return 0
-        raise TemplateError(
-            f"container {name!r}: {field}.resources.limits.memory is not a quantity ({e})"
-        ) from None
+    return limit
 
 
 def overhead_of(
@@ -379,7 +379,7 @@ def build_worker_pod(
         raise TemplateError(f"{queue_ref}: {e}") from None
     worker = worker_container(containers)
 
-    memory = format_bytes(memory_bytes)
+    memory = memory_quantity(memory_bytes)
     resources = dict(worker.get("resources") or {})
     resources["requests"] = {**(resources.get("requests") or {}), "memory": memory}
     resources["limits"] = {**(resources.get("limits") or {}), "memory": memory}

@@ -10,11 +10,10 @@ from typing import Any, cast
 
 import pytest
 
-from videoqueue.api import VideoJob
+from videoqueue.api import BATCH_LABEL, VideoJob
 from videoqueue.cli.cluster import CliError
 from videoqueue.cli.jobs import cmd_show
 from videoqueue.cli.main import build_parser, main
-from videoqueue.cli.objects import BATCH_LABEL
 from videoqueue.cli.render import duration, relative, table
 from videoqueue.cli.submit import job_from_flags, read_manifests, validate
 from videoqueue.cli.summary import batches

@@ -213,6 +213,20 @@ def test_too_big_jobs_are_noted_and_suspended_ones_come_last() -> None:
     assert "suspend" in rows[-1].note
 
 
+def test_a_job_whose_pod_outgrows_the_budget_is_noted_as_rejected() -> None:
+    # 3Gi is within memory.max (the 4Gi budget), but with the 2Gi sidecar its pod is 5Gi: the
+    # operator rejects it (PodExceedsBudget), and the jobs behind it are not held up.
+    sidecar = {"name": "shipper", "image": "s:1", "resources": {"limits": {"memory": "2Gi"}}}
+    template = {"spec": {"containers": [{"name": "worker", "image": "w:1"}, sidecar]}}
+    jobs = [job("wide", memory="3Gi", created=-100), job("fine", created=-50)]
+    rows = by_name(estimate_queue(queue(spec={"template": template}), jobs, NOW, MINUTE))
+    assert rows["wide"].start is None
+    assert rows["wide"].note == (
+        "will be rejected: needs 5Gi for its whole pod, more than the queue's whole memory.budget"
+    )
+    assert rows["fine"].start == NOW
+
+
 def test_finished_jobs_and_other_queues_are_left_out() -> None:
     jobs = [job("done", phase="Succeeded"), job("theirs", queue_name="other"), job("mine")]
     assert [r.name for r in estimate_queue(queue(), jobs, NOW, MINUTE)] == ["mine"]

@@ -6,8 +6,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from videoqueue.api import VideoJob, VideoQueue
-from videoqueue.cli.objects import BATCH_LABEL
+from videoqueue.api import BATCH_LABEL, VideoJob, VideoQueue
 from videoqueue.cli.summary import batches, finished_jobs, queue_summary
 from videoqueue.scheduling.queue_status import QueueFacts, summarize_queue
 

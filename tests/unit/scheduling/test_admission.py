@@ -13,7 +13,16 @@ from tests.unit.scheduling.builders import (
     queue,
     snapshot,
 )
-from videoqueue.scheduling import BlockReason, JobView, QueuePolicy, RejectReason, Snapshot
+from videoqueue.scheduling import (
+    Blocked,
+    BlockReason,
+    JobView,
+    QueuePolicy,
+    Rejection,
+    RejectReason,
+    Snapshot,
+    never_admitted,
+)
 from videoqueue.scheduling import decide_admissions as decide
 
 
@@ -271,6 +280,58 @@ class TestRejection:
         state = snapshot(queue().max("1Gi").budget("8Gi"), job("r").running().memory("4Gi"))
 
         assert decide(state, now=0).reject == ()
+
+
+@pytest.mark.parametrize(
+    ("policy", "view", "expected"),
+    [
+        pytest.param(queue().budget("8Gi").max("4Gi"), job("a").memory("4Gi"), None, id="at-max"),
+        pytest.param(
+            queue().budget("8Gi").max("4Gi"),
+            job("a").memory("4Gi").overhead("4Gi"),
+            None,
+            id="pod-exactly-the-budget",
+        ),
+        pytest.param(
+            queue().budget("8Gi").max("4Gi"),
+            job("a").memory("5Gi"),
+            RejectReason.EXCEEDS_MEMORY_MAX,
+            id="worker-over-max",
+        ),
+        pytest.param(
+            queue().budget("8Gi").max("4Gi"),
+            job("a").memory("5Gi").overhead("4Gi"),
+            RejectReason.EXCEEDS_MEMORY_MAX,
+            id="over-max-wins-over-over-budget",
+        ),
+        pytest.param(
+            queue().budget("8Gi").max("4Gi"),
+            job("a").memory("4Gi").overhead("5Gi"),
+            BlockReason.EXCEEDS_BUDGET,
+            id="pod-over-the-whole-budget",
+        ),
+    ],
+)
+def test_never_admitted_is_the_decision_on_a_job_alone(
+    policy: MakeQueuePolicy, view: MakeJobView, expected: RejectReason | BlockReason | None
+) -> None:
+    # The rule the plugin's estimate asks about ("can this job ever run in this queue?"):
+    # what `decide_admissions` does with the job in an empty queue.
+    never = never_admitted(view.obj(), policy.obj())
+    decision = decide(snapshot(policy, view), now=0)
+    if expected is None:
+        assert never is None
+        assert names(decision.admit) == ["a"]
+    elif isinstance(expected, RejectReason):
+        assert isinstance(never, Rejection)
+        assert never.reason is expected
+        assert decision.reject == (never,)
+        assert decision.admit == ()
+    else:
+        assert isinstance(never, Blocked)
+        assert never.reason is expected
+        assert decision.blocked_reasons == {key("a"): never}
+        assert decision.reject == ()
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,16 @@ from tests.unit.scheduling.checks import (
 )
 from tests.unit.scheduling.simulator import Arrival, Step, simulate
 from tests.unit.scheduling.strategies import arrivals, memories, policies, snapshots, times
-from videoqueue.scheduling import JobState, QueuePolicy, Snapshot
+from videoqueue.scheduling import (
+    Blocked,
+    BlockReason,
+    JobState,
+    QueuePolicy,
+    Rejection,
+    Snapshot,
+    admission_order,
+    never_admitted,
+)
 from videoqueue.scheduling import decide_admissions as decide
 
 SNAPSHOTS = settings(max_examples=100, deadline=None)
@@ -99,6 +108,44 @@ def test_every_pending_job_is_admitted_blocked_rejected_or_not_yet_eligible(
     assert sorted(r.key for r in decision.reject) == sorted(rejected), "exactly those over max"
     assert set(decision.admit) | set(decision.blocked_reasons) == eligible
     assert not set(decision.admit) & set(decision.blocked_reasons)
+
+
+@SNAPSHOTS
+@given(snapshots(), times)
+def test_never_admitted_agrees_with_the_decision(state: Snapshot, now: float) -> None:
+    # The exported rule (the plugin's estimate uses it) says what decide_admissions does.
+    decision = decide(state, now)
+    rejections = {r.key: r for r in decision.reject}
+    admitted = set(decision.admit)
+    for job in state.jobs:
+        if job.state is not JobState.PENDING:
+            continue
+        never = never_admitted(job, state.policy)
+        assert (job.key in rejections) == isinstance(never, Rejection), job
+        if isinstance(never, Rejection):
+            assert rejections[job.key] == never
+        if never is not None:
+            assert job.key not in admitted, job
+        if isinstance(never, Blocked) and job.key in decision.blocked_reasons:
+            # Unless it waits behind a reservation or the queue is not admitting.
+            blocked = decision.blocked_reasons[job.key]
+            assert blocked == never or blocked.reason in (
+                BlockReason.MEMORY_RESERVED,
+                BlockReason.QUEUE_NOT_ADMITTING,
+            ), (job, blocked)
+
+
+@SNAPSHOTS
+@given(snapshots(), times, st.none() | st.sampled_from([1.0, 30.0, 600.0]))
+def test_admissions_follow_admission_order(
+    state: Snapshot, now: float, aging_interval: float | None
+) -> None:
+    policy = dataclasses.replace(state.policy, aging_interval=aging_interval)
+    state = dataclasses.replace(state, policy=policy)
+    decision = decide(state, now)
+    by_key = {job.key: job for job in state.jobs}
+    admitted = [by_key[k] for k in decision.admit]
+    assert admitted == sorted(admitted, key=admission_order(state.policy, now))
 
 
 @SNAPSHOTS

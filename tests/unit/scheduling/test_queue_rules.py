@@ -15,6 +15,7 @@ from videoqueue.scheduling import (
     QueuePolicy,
     Snapshot,
     StoppingPod,
+    admission_order,
 )
 from videoqueue.scheduling import decide_admissions as decide
 from videoqueue.scheduling.admission import effective_priority
@@ -46,6 +47,20 @@ def test_aging_lets_a_long_waiting_low_priority_job_overtake() -> None:
     assert names(decide(Snapshot(aged, views), now=9 * 60).admit) == ["old-low"]
     # One interval earlier it is still behind.
     assert names(decide(Snapshot(aged, views), now=8 * 60).admit) == ["new-high"]
+
+
+def test_admission_order_ages_priorities_when_the_queue_ages_jobs() -> None:
+    views = [
+        job("new-high").priority(9).created(999).obj(),
+        job("old-low").priority(0).created(0).obj(),
+        job("mid").priority(5).created(500).obj(),
+    ]
+    plain = sorted(views, key=admission_order(policy(), now=9 * 60))
+    assert names(v.key for v in plain) == ["new-high", "mid", "old-low"]
+    # After 9 intervals old-low competes as priority 9 and, being older, goes first; mid,
+    # queued at 500, has earned no step yet.
+    aged = sorted(views, key=admission_order(policy(aging_interval=60.0), now=9 * 60))
+    assert names(v.key for v in aged) == ["old-low", "new-high", "mid"]
 
 
 def test_aging_boost_is_capped_by_max_boost_and_top_priority() -> None:

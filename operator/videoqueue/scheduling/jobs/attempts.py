@@ -20,7 +20,6 @@ from videoqueue.api import (
     VideoQueue,
     format_bytes,
     is_condition_true,
-    parse_quantity,
     set_condition,
 )
 from videoqueue.api.worker import EXIT_INVALID_JOB
@@ -95,20 +94,15 @@ def record_admission(
     if status.attempt == 1 and status.attempts_used is None:
         status.attempts_used = 0  # counted from here on (see fail_attempt)
     if history(status, status.attempt) is None:
-        status.attempts = [
-            *status.attempts,
-            AttemptRecord(
-                attempt=status.attempt,
-                pod=pod_name,
-                memory=format_bytes(memory) if memory else None,
-            ),
-        ][-MAX_HISTORY:]
+        record = AttemptRecord(attempt=status.attempt, pod=pod_name)
+        record.memory_bytes = memory or None
+        status.attempts = [*status.attempts, record][-MAX_HISTORY:]
     status.phase = JobPhase.ADMITTED
     status.admitted_time = now
     status.next_attempt_time = None
     status.stage, status.progress = None, None  # the new worker reports its own
     if memory:
-        status.effective_memory = format_bytes(memory)
+        status.effective_memory_bytes = memory
     queued = status.queued_time or now
     status.wait_seconds = round(
         (status.wait_seconds or 0.0) + max(0.0, (now - queued).total_seconds()), 3
@@ -138,7 +132,7 @@ def finish_attempt(
         record.exit_code = pod.exit_code
         record.start_time = parse_time(pod.start_time) or record.start_time
         if pod.peak_memory:
-            record.peak_memory = format_bytes(pod.peak_memory)
+            record.peak_memory_bytes = pod.peak_memory
     if record.start_time is not None:
         ran = (record.finish_time - record.start_time).total_seconds()
         status.run_seconds = round((status.run_seconds or 0.0) + max(0.0, ran), 3)
@@ -234,13 +228,16 @@ def fail_attempt(
         backoff = job.spec.backoff.apply_to(retry.backoff) if job.spec.backoff else retry.backoff
         delay = backoff_delay(used, backoff.initial_seconds, backoff.factor, backoff.max_seconds)
     grown = ""
-    if reason.value == OOM_KILLED and queue is not None and record.memory is not None:
-        before = parse_quantity(record.memory)
+    if (
+        reason.value == OOM_KILLED
+        and queue is not None
+        and (before := record.memory_bytes) is not None
+    ):
         # Never so much that the pod could not fit the budget (the job would be rejected).
         fits = queue_overhead(queue).largest_worker(queue.spec.memory.budget_bytes)
         limit = min(queue.spec.memory.max_bytes, max(fits, before))
         after = next_memory_after_oom(before, queue.spec.memory.oom_retry_multiplier, limit)
-        status.effective_memory = format_bytes(after)
+        status.effective_memory_bytes = after
         grown = f"; next attempt gets {format_bytes(after)} instead of {format_bytes(before)}"
     requeue(status, now, delay)
     counted = (
@@ -387,9 +384,7 @@ def assess_running(
         "WorkerRunning" if running else "WorkerStarting",
         f"worker pod {pod.name}",
     )
-    memory = pod.memory or (
-        parse_quantity(status.effective_memory) if status.effective_memory else 0
-    )
+    memory = pod.memory or status.effective_memory_bytes or 0
     # The pod as it is (the template may have changed since), else as it would be now.
     if pod.pod_memory >= memory and pod.memory:
         beside = pod.pod_memory - memory

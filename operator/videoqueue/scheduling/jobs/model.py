@@ -19,7 +19,6 @@ from videoqueue.api import (
     VideoJobStatus,
     VideoQueue,
     find_condition,
-    parse_quantity,
     put_condition,
 )
 from videoqueue.scheduling.memory import PodOverhead
@@ -91,10 +90,10 @@ def effective_memory(job: VideoJob, status: VideoJobStatus, queue: VideoQueue) -
     `status`, the status being assessed), else what the job asks for now (a pending job's
     spec.resources.memory may still be edited)."""
     grown = any(r.reason == AttemptReason.OOM_KILLED for r in status.attempts)
-    if grown and status.effective_memory is not None:
-        return parse_quantity(status.effective_memory)
-    if job.spec.resources.memory is not None:
-        return parse_quantity(job.spec.resources.memory)
+    if grown and (grown_to := status.effective_memory_bytes) is not None:
+        return grown_to
+    if (requested := job.spec.resources.memory_bytes) is not None:
+        return requested
     return queue.spec.memory.default_request_bytes
 
 

@@ -196,7 +196,7 @@ def assess_waiting(
         return reject_with(status, "QueueDraining", message, now, condition, notices)
 
     memory = effective_memory(job, status, queue)
-    status.effective_memory = format_bytes(memory)
+    status.effective_memory_bytes = memory
     limit = queue.spec.memory.max_bytes
     if memory > limit:
         message = (
