@@ -48,7 +48,7 @@ from videoqueue.api import (
     VideoQueue,
 )
 from videoqueue.scheduling import StoppingPod
-from videoqueue.scheduling.jobs import Assessment
+from videoqueue.scheduling.cycle_view import IndexedJob
 from videoqueue.scheduling.queue_status import reserved_memory
 
 if TYPE_CHECKING:
@@ -272,21 +272,9 @@ def record_cycle(queue_key: str, seconds: float) -> None:
 # module, so it is described here rather than imported back (no import cycle).
 
 
-class IndexedJob(Protocol):
-    """A job in the index (runtime.JobEntry)."""
-
-    @property
-    def type(self) -> str: ...
-
-    @property
-    def job(self) -> VideoJob | None: ...
-
-    @property
-    def assessment(self) -> Assessment | None: ...
-
-
 class IndexedQueue(Protocol):
-    """A queue in the index (runtime.QueueEntry): `queue` is None while only jobs name it."""
+    """A queue in the index (`controller.entries.QueueEntry`): `queue` is None while only jobs
+    name it. Its jobs are `videoqueue.scheduling.cycle_view.IndexedJob`s."""
 
     @property
     def queue(self) -> VideoQueue | None: ...
@@ -298,7 +286,7 @@ class IndexedQueue(Protocol):
 
 
 class IndexView(Protocol):
-    """The acting controller's index, keyed by namespace/name (runtime.Controller)."""
+    """The acting controller's index, keyed by namespace/name (`controller.loop.Controller`)."""
 
     @property
     def queues(self) -> Mapping[str, IndexedQueue]: ...
@@ -355,24 +343,23 @@ class StateCollector(Collector):
         return iter(())  # families depend on the index; nothing to check at registration
 
 
+def _one_hot(name: str, what: str, label: str, values: Sequence[str]) -> GaugeMetricFamily:
+    """A gauge per queue and value of `label` (the queue's, or a count of its jobs)."""
+    queue = f"{_QUEUE} (spec.queueName)" if label == "phase" else _QUEUE
+    return GaugeMetricFamily(
+        name,
+        f"{what} {queue}; {label} is one of {_one_of(values)}.",
+        labels=(*QUEUE_LABELS, label),
+    )
+
+
 def _index_metrics(controller: IndexView) -> Iterator[Metric]:
-    jobs = GaugeMetricFamily(
-        "videoqueue_jobs",
-        f"Jobs in the operator's index by phase. {_QUEUE} (spec.queueName); "
-        f"phase is one of {_one_of(PHASES)}.",
-        labels=(*QUEUE_LABELS, "phase"),
+    jobs = _one_hot("videoqueue_jobs", "Jobs in the operator's index by phase.", "phase", PHASES)
+    state = _one_hot(
+        "videoqueue_queue_state", "1 for the queue's spec.state, 0 for the others.", "state", STATES
     )
-    state = GaugeMetricFamily(
-        "videoqueue_queue_state",
-        f"1 for the queue's spec.state, 0 for the others. {_QUEUE}; "
-        f"state is one of {_one_of(STATES)}.",
-        labels=(*QUEUE_LABELS, "state"),
-    )
-    health = GaugeMetricFamily(
-        "videoqueue_queue_health",
-        f"1 for the queue's health, 0 for the others. {_QUEUE}; "
-        f"health is one of {_one_of(HEALTHS)}.",
-        labels=(*QUEUE_LABELS, "health"),
+    health = _one_hot(
+        "videoqueue_queue_health", "1 for the queue's health, 0 for the others.", "health", HEALTHS
     )
     reserved = GaugeMetricFamily(
         "videoqueue_queue_memory_reserved_bytes",
