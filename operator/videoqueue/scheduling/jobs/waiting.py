@@ -18,7 +18,7 @@ from videoqueue.api import (
     format_bytes,
     is_condition_true,
 )
-from videoqueue.scheduling.admission import RejectReason
+from videoqueue.scheduling.admission import Rejection, never_admitted
 from videoqueue.scheduling.dependencies import describe_cycle
 from videoqueue.scheduling.jobs.model import (
     Assessment,
@@ -28,6 +28,7 @@ from videoqueue.scheduling.jobs.model import (
     effective_memory,
     job_view,
     queue_overhead,
+    queue_policy,
     set_kstatus_conditions,
 )
 from videoqueue.scheduling.memory import PodOverhead
@@ -197,26 +198,23 @@ def assess_waiting(
 
     memory = effective_memory(job, status, queue)
     status.effective_memory_bytes = memory
-    limit = queue.spec.memory.max_bytes
-    if memory > limit:
+    overhead = queue_overhead(queue)
+    beside = overhead.beside(memory)
+    # Whether it can ever be admitted is admission's rule; the messages here name the fields.
+    view = job_view(job, status, now, memory=memory, overhead=beside)
+    verdict = never_admitted(view, queue_policy(queue))
+    if isinstance(verdict, Rejection):
+        limit = queue.spec.memory.max_bytes
         message = (
             f"needs {format_bytes(memory)} of memory but queue {job.spec.queue_name} allows at "
             f"most {format_bytes(limit)} per job (spec.memory.max); lower "
             "spec.resources.memory or raise the queue's memory.max"
         )
-        reason = RejectReason.EXCEEDS_MEMORY_MAX.value
-        return reject_with(status, reason, message, now, condition, notices)
-    overhead = queue_overhead(queue)
-    budget = queue.spec.memory.budget_bytes
-    if overhead.pod_memory(memory) > budget:
-        return reject_with(
-            status,
-            "PodExceedsBudget",
-            pod_exceeds_budget(job, memory, overhead, budget),
-            now,
-            condition,
-            notices,
-        )
+        return reject_with(status, verdict.reason.value, message, now, condition, notices)
+    if verdict is not None:  # its whole pod is bigger than the whole budget: turned away
+        budget = queue.spec.memory.budget_bytes
+        message = pod_exceeds_budget(job, memory, overhead, budget)
+        return reject_with(status, "PodExceedsBudget", message, now, condition, notices)
 
     if job.spec.depends_on and not is_condition_true(
         status.conditions, JobConditionType.DEPENDENCIES_MET
@@ -239,7 +237,6 @@ def assess_waiting(
         status.phase = JobPhase.PENDING
     if not any(c.type == JobConditionType.ADMITTED for c in status.conditions):
         condition(JobConditionType.ADMITTED, False, "Pending", "waiting for admission")
-    beside = overhead.beside(memory)
     view = job_view(job, status, now, memory=memory, overhead=beside, eligible_at=eligible_at)
     return Assessment(status=status, view=view, notices=tuple(notices))
 
