@@ -349,7 +349,7 @@ class _Cycle:
             if record is None or not record.pod:
                 continue
             by = preemptor.split("/", 1)[-1]
-            self.record(key, preempt(parsed, assessment, record.pod, by, self.at))
+            self.record(key, preempt(parsed, assessment, record.pod, by, self.at, self.view.queue))
             preempted.append(key)
         return tuple(preempted)
 

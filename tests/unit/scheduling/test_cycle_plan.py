@@ -237,3 +237,28 @@ def test_planning_changes_nothing_it_reads_and_is_repeatable() -> None:
     second = plan_cycle(the_view, NOW.timestamp())
     assert first == second
     assert [p.key for p in first.create] == [f"{NS}/j0", f"{NS}/j1"]
+
+
+def test_a_preempted_job_keeps_its_pod_counted_until_the_pod_is_gone() -> None:
+    """The victim's pod runs on through its grace period: the plan that preempts it counts
+    the pod as stopping, so the next cycle does not admit the preemptor into its slot yet."""
+    work = queue(concurrency=1).preemption("LowerPriority")
+    low = Job(job("low").priority(1).running().obj())
+    low.assessment = assess_job(
+        low.job, [MakePod(job("low").running(), work).running().outcome()], work.model(), NOW
+    )
+    urgent = Job(job("urgent", minute=1).priority(9).obj())
+    first = plan_cycle(view(work, [low, urgent], [facts(urgent)]), NOW.timestamp())
+    assert first.preempted == (low.key,)
+    assert first.create == ()
+    preempted = decided(first, low.key)
+    assert [pod.name for pod in preempted.stopping] == ["low-a1"]
+
+    # The next cycle, as the index has it after recording the first plan.
+    low.assessment = preempted
+    urgent.assessment = decided(first, urgent.key)
+    after = view(work, [low, urgent], [], stopping={low.key: preempted.stopping})
+    second = plan_cycle(after, NOW.timestamp() + 1)
+    assert second.create == ()  # low-a1 still holds the slot
+    gone = view(work, [low, urgent], [])  # the kubelet reported low-a1 gone
+    assert [p.key for p in plan_cycle(gone, NOW.timestamp() + 2).create] == [urgent.key]

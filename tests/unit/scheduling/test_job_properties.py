@@ -274,7 +274,8 @@ class JobWorld:
         if view is None or view.state is JobState.PENDING:
             return
         pod = f"clip-a{assessment.status.attempt}"
-        self.apply(preempt(self.job.model(), assessment, pod, "media/urgent", self.now))
+        queue = self.queue.model()
+        self.apply(preempt(self.job.model(), assessment, pod, "media/urgent", self.now, queue))
 
 
 # --- Invariants ------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from videoqueue.scheduling.retry import (
     next_memory_after_oom,
     should_retry,
 )
-from videoqueue.scheduling.snapshot import JobState
+from videoqueue.scheduling.snapshot import JobState, StoppingPod
 from videoqueue.scheduling.worker_pod import MAX_MESSAGE_LENGTH
 
 
@@ -282,9 +282,13 @@ def preempt(
     pod_name: str,
     preemptor: str,
     now: datetime.datetime,
+    queue: VideoQueue | None = None,
 ) -> Assessment:
     """The assessment of a running or admitted job evicted to make room for `preemptor`: its
-    attempt ends Preempted without using an attempt and it waits again in its old place."""
+    attempt ends Preempted without using an attempt and it waits again in its old place. Its
+    pod keeps its memory and slot counted (`stopping`) until it has terminated; a job that no
+    longer fits the queue's memory.max (lowered meanwhile) does not compete again before its
+    next assessment turns it away."""
     status = assessment.status.model_copy(deep=True)
     generation = job.metadata.generation
 
@@ -296,14 +300,18 @@ def preempt(
     condition(JobConditionType.ADMITTED, False, "Preempted", message)
     requeue(status, now, delay=0.0)
     status.message = message
-    view = assessment.view
-    if view is not None:
-        view = replace(view, state=JobState.PENDING, admitted_at=None, eligible_at=None)
+    running = assessment.view
+    view = None
+    if running is not None:
+        view = replace(running, state=JobState.PENDING, admitted_at=None, eligible_at=None)
+        if queue is not None and view.memory > queue.spec.memory.max_bytes:
+            view = None
     return Assessment(
         status,
         view,
         (*assessment.notices, Notice("Warning", "Preempted", message)),
         stop_pods=(pod_name,),
+        stopping=(StoppingPod(pod_name, running.pod_memory),) if running is not None else (),
     )
 
 

@@ -188,11 +188,15 @@ def job_view(
 def pending_view(
     job: VideoJob, status: VideoJobStatus, queue: VideoQueue | None, now: datetime.datetime
 ) -> JobView | None:
-    """The job's place in the queue right after an attempt ended and it was re-queued."""
+    """The job's place in the queue right after an attempt ended and it was re-queued; None
+    when it does not compete: no queue, or more memory than the queue's memory.max (lowered
+    while it ran; its next assessment turns it away)."""
     if queue is None:
         return None
     eligible = status.next_attempt_time
     memory = effective_memory(job, status, queue)
+    if memory > queue.spec.memory.max_bytes:
+        return None
     return job_view(
         job,
         status,
