@@ -57,29 +57,15 @@ def backoff_fields(
     return present(initialSeconds=initial_seconds, factor=factor, maxSeconds=max_seconds)
 
 
-class MakeObject:
-    """What VideoQueue and VideoJob builders share: metadata, raw spec fields and status."""
+class Made:
+    """What every builder holds: the object it builds, reached by `set` and copied by `obj`."""
 
-    def __init__(self, kind: str, name: str, namespace: str | None) -> None:
-        metadata: dict[str, Any] = {"name": name}
-        if namespace is not None:
-            metadata["namespace"] = namespace
-        self._obj: dict[str, Any] = {
-            "apiVersion": API_VERSION,
-            "kind": kind,
-            "metadata": metadata,
-            "spec": {},
-        }
+    _obj: dict[str, Any]
 
     @property
     def name(self) -> str:
         name: str = self._obj["metadata"]["name"]
         return name
-
-    @property
-    def _spec(self) -> dict[str, Any]:
-        spec: dict[str, Any] = self._obj["spec"]
-        return spec
 
     def set(self, path: str, value: Any) -> Self:
         """Set the field at the dotted `path` (e.g. "spec.memory.max"), creating its parents:
@@ -91,15 +77,39 @@ class MakeObject:
         node[leaf] = value
         return self
 
+    # Metadata the API server fills in: unit tests set it, integration tests leave it out.
+    def uid(self, uid: str) -> Self:
+        return self.set("metadata.uid", uid)
+
+    def obj(self) -> dict[str, Any]:
+        return copy.deepcopy(self._obj)
+
+
+class MakeObject(Made):
+    """What VideoQueue and VideoJob builders share: metadata, raw spec fields and status."""
+
+    def __init__(self, kind: str, name: str, namespace: str | None) -> None:
+        metadata: dict[str, Any] = {"name": name}
+        if namespace is not None:
+            metadata["namespace"] = namespace
+        self._obj = {
+            "apiVersion": API_VERSION,
+            "kind": kind,
+            "metadata": metadata,
+            "spec": {},
+        }
+
+    @property
+    def _spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = self._obj["spec"]
+        return spec
+
     def spec(self, **fields: Any) -> Self:
         """Raw spec fields, camelCase as in a manifest; each replaces the field it names."""
         self._spec.update(copy.deepcopy(fields))
         return self
 
-    # Metadata the API server fills in: unit tests set it, integration tests leave it out.
-    def uid(self, uid: str) -> Self:
-        return self.set("metadata.uid", uid)
-
+    # More metadata the API server fills in.
     def generation(self, generation: int) -> Self:
         return self.set("metadata.generation", generation)
 
@@ -121,6 +131,3 @@ class MakeObject:
     def deleted(self, at: Time = T0) -> Self:
         """Being deleted (a deletionTimestamp), held back by its finalizers."""
         return self.set("metadata.deletionTimestamp", iso(at))
-
-    def obj(self) -> dict[str, Any]:
-        return copy.deepcopy(self._obj)

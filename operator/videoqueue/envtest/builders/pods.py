@@ -13,6 +13,7 @@ from videoqueue.envtest.builders.objects import (
     POD_FINISHED,
     POD_STARTED,
     GiB,
+    Made,
     Time,
     iso,
 )
@@ -21,7 +22,7 @@ from videoqueue.scheduling.pod_outcome import PodOutcome, read_pod_outcome
 from videoqueue.scheduling.worker_pod import ANNOTATION_WORKER_CONTAINER, build_worker_pod
 
 
-class MakePod:
+class MakePod(Made):
     """The worker pod of a job's attempt, built by the operator's own `build_worker_pod`, then
     given the status a kubelet (or KWOK) would write. Without a status method it is just
     created (no status). The job needs a uid, as one read from the API server has; a job
@@ -55,23 +56,13 @@ class MakePod:
         return made
 
     @property
-    def name(self) -> str:
-        name: str = self._obj["metadata"]["name"]
-        return name
-
-    @property
     def _worker(self) -> dict[str, Any]:
         name = self._obj["metadata"]["annotations"][ANNOTATION_WORKER_CONTAINER]
         containers: list[dict[str, Any]] = self._obj["spec"]["containers"]
         return next(c for c in containers if c["name"] == name)
 
     def node(self, name: str) -> Self:
-        self._obj["spec"]["nodeName"] = name
-        return self
-
-    def uid(self, uid: str) -> Self:
-        self._obj["metadata"]["uid"] = uid
-        return self
+        return self.set("spec.nodeName", name)
 
     def status(self, status: dict[str, Any]) -> Self:
         """A status as given, for shapes the methods below do not write."""
@@ -190,9 +181,6 @@ class MakePod:
         self._obj["metadata"]["deletionTimestamp"] = iso(at)
         self._obj["metadata"]["deletionGracePeriodSeconds"] = grace_seconds
         return self
-
-    def obj(self) -> dict[str, Any]:
-        return copy.deepcopy(self._obj)
 
     def outcome(self) -> PodOutcome:
         """What the operator reads of the pod."""
