@@ -21,7 +21,7 @@ from videoqueue.api.common import (
     cel_string_list,
 )
 from videoqueue.api.job_payload import MAX_URL_BYTES, PARAMS_KEYS_AND_SIZE, Params, url_rules
-from videoqueue.api.quantity import PositiveQuantity, Quantity, memory_quantity, stored_bytes
+from videoqueue.api.quantity import PositiveQuantity, Quantity, QuantityBytes, stored_bytes
 from videoqueue.api.queue_policies import Backoff, FinishedTTL
 
 JOB_KIND = "VideoJob"
@@ -291,24 +291,11 @@ class AttemptRecord(ApiModel):
     finish_time: AwareDatetime | None = None
     """When the attempt ended."""
 
-    @property
-    def memory_bytes(self) -> int | None:
-        """`memory` in bytes; None when unset. Setting it stores the quantity (None unsets)."""
-        return stored_bytes(self.memory, "status.attempts[].memory")
-
-    @memory_bytes.setter
-    def memory_bytes(self, value: int | None) -> None:
-        self.memory = None if value is None else memory_quantity(value)
-
-    @property
-    def peak_memory_bytes(self) -> int | None:
-        """`peak_memory` in bytes; None when unset. Setting it stores the quantity (None
-        unsets)."""
-        return stored_bytes(self.peak_memory, "status.attempts[].peakMemory")
-
-    @peak_memory_bytes.setter
-    def peak_memory_bytes(self, value: int | None) -> None:
-        self.peak_memory = None if value is None else memory_quantity(value)
+    memory_bytes = QuantityBytes("memory", "status.attempts[].memory")
+    """`memory` in bytes; None when unset. Setting it stores the quantity (None unsets)."""
+    peak_memory_bytes = QuantityBytes("peak_memory", "status.attempts[].peakMemory")
+    """`peak_memory` in bytes; None when unset. Setting it stores the quantity (None
+    unsets)."""
 
 
 BATCH_LABEL = "videoqueue.dev/batch"
@@ -374,15 +361,9 @@ class VideoJobStatus(ApiModel):
     manual_retry: ManualRetry | None = None
     """The last retry a user asked for with the videoqueue.dev/retry annotation."""
 
-    @property
-    def effective_memory_bytes(self) -> int | None:
-        """`effective_memory` in bytes; None when unset. Setting it stores the quantity (None
-        unsets)."""
-        return stored_bytes(self.effective_memory, "status.effectiveMemory")
-
-    @effective_memory_bytes.setter
-    def effective_memory_bytes(self, value: int | None) -> None:
-        self.effective_memory = None if value is None else memory_quantity(value)
+    effective_memory_bytes = QuantityBytes("effective_memory", "status.effectiveMemory")
+    """`effective_memory` in bytes; None when unset. Setting it stores the quantity (None
+    unsets)."""
 
 
 class VideoJob(ApiObject):
