@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from videoqueue.api.job import (
+from videoqueue.api.job_payload import (
     MAX_PARAM_LIST_ITEMS,
     MAX_PARAM_LIST_STRING_LENGTH,
     MAX_PARAM_STRING_LENGTH,

@@ -193,3 +193,12 @@ class ObjectMeta(ApiModel):
     deletion_timestamp: AwareDatetime | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class ApiObject(ApiModel):
+    """What a VideoQueue and a VideoJob object share: apiVersion, kind and metadata. Each kind
+    sets its kind and adds its spec and status (in that order, as the API server writes them)."""
+
+    api_version: str = API_VERSION
+    kind: str
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)

@@ -5,30 +5,23 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Final, Self
 
-from pydantic import (
-    AwareDatetime,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    WithJsonSchema,
-    model_validator,
-)
+from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints, model_validator
 
 from videoqueue.api.common import (
-    API_VERSION,
     CONDITION_LIST,
     MAX_CONDITIONS,
     NAME_MAX_LENGTH,
     NAME_PATTERN,
     PRESERVE_UNKNOWN_FIELDS,
     ApiModel,
+    ApiObject,
     CelRule,
     Condition,
-    ObjectMeta,
     cel_rules,
     cel_string_list,
 )
-from videoqueue.api.quantity import PositiveQuantity, Quantity, memory_quantity, stored_bytes
+from videoqueue.api.job_payload import MAX_URL_BYTES, PARAMS_KEYS_AND_SIZE, Params, url_rules
+from videoqueue.api.quantity import PositiveQuantity, Quantity, QuantityBytes, stored_bytes
 from videoqueue.api.queue_policies import Backoff, FinishedTTL
 
 JOB_KIND = "VideoJob"
@@ -76,62 +69,10 @@ BACKOFF_OVERRIDE_INITIAL_WITHIN_MAX = CelRule(
 
 ObjectName = Annotated[str, StringConstraints(max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
 
-# --- What the worker is handed ------------------------------------------------------------
-# The operator hands the whole spec to the worker as JSON in one environment variable, which
-# holds at most MAX_JOB_PAYLOAD_BYTES (videoqueue.scheduling.worker_pod). Every spec field is
-# bounded so that any job the API server accepts fits; tests/unit/api/test_payload_bounds.py
-# builds the largest job these bounds allow and checks. The bounds below are what is left for
-# the URLs and spec.params once the other fields (names, dependsOn, numbers) take their most.
-
-MAX_URL_BYTES: Final = 4096
-"""input.url and output.url, in UTF-8 bytes (presigned object-store URLs fit easily)."""
-# Control characters, '"' and '\' are never part of a URL (RFC 3986 wants them
-# percent-encoded) and would grow when the URL is written as JSON.
-URL_FORBIDDEN_CHARACTERS: Final = r'[\x00-\x1F\x7F"\\]'
-
-MAX_PARAMS: Final = 32
-"""Entries in spec.params."""
-PARAM_KEY_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,63}$"
-MAX_PARAM_STRING_LENGTH: Final = 128
-"""Characters of a string param."""
-MAX_PARAM_LIST_ITEMS: Final = 8
-"""Items of a list param."""
-MAX_PARAM_LIST_STRING_LENGTH: Final = 16
-"""Characters of a string in a list param."""
-# Tab, newline and carriage return are allowed in string params; other control characters are
-# not (JSON writes each as six bytes).
-PARAM_STRING_PATTERN: Final = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F]*$"
-
-PARAMS_LIMITS = (
-    f"at most {MAX_PARAMS} entries, each keyed by 1 to 63 letters, digits, '_', '-' or '.' and "
-    f"holding a number, a boolean, a string of at most {MAX_PARAM_STRING_LENGTH} characters or "
-    f"a list of at most {MAX_PARAM_LIST_ITEMS} numbers, booleans or strings of at most "
-    f"{MAX_PARAM_LIST_STRING_LENGTH} characters (no nested objects)"
-)
-
 STOCK_URL_PATTERN: Final = r"^(/|(?i:file):(//(localhost)?/|/([^/]|$))|(?i:https?)://[^/?#])"
 """What the stock worker reads and writes: an absolute path, file:///path (or file:/path,
 file://localhost/path) and http(s)://host/... (videoqueue_worker.transfer)."""
 STOCK_URLS = "an absolute path (/media/in.mp4), a file:///path URL or an http(s):// URL"
-
-
-def _url_rules(field: str) -> dict[str, Any]:
-    return cel_rules(
-        CelRule(
-            rule=f"size(bytes(self)) <= {MAX_URL_BYTES}",
-            message=(
-                f"{field} must be at most {MAX_URL_BYTES} bytes (UTF-8) so that the job fits "
-                "in its worker pod; shorten it"
-            ),
-        ),
-        CelRule(
-            rule=f"!self.matches(r'{URL_FORBIDDEN_CHARACTERS}')",
-            message=(
-                f"{field} must not contain control characters, '\"' or '\\'; "
-                "percent-encode them (%22, %5C)"
-            ),
-        ),
-    )
 
 
 def _stock_url_rule(field: str, expr: str, *, guard: str | None = None) -> CelRule:
@@ -153,49 +94,6 @@ STOCK_INPUT_SCHEME = _stock_url_rule("spec.input.url", "self.input.url")
 STOCK_OUTPUT_SCHEME = _stock_url_rule(
     "spec.output.url", "self.output.url", guard="has(self.output)"
 )
-
-# CEL cannot see inside spec.params by its declared type (its values may be of any type, which a
-# structural schema cannot declare), but `dyn` reaches the map at run time: its keys and size.
-# Should a later Kubernetes hide it, `has` turns false and the rule lets the job through (the
-# operator still checks the payload's size); it never refuses every job.
-PARAMS_KEYS_AND_SIZE = CelRule(
-    rule=(
-        "!has(dyn(self).params) || "
-        f"(size(dyn(self).params) <= {MAX_PARAMS} && "
-        f"dyn(self).params.all(k, k.matches(r'{PARAM_KEY_PATTERN}')))"
-    ),
-    message=(
-        f"spec.params must have {PARAMS_LIMITS}, so that the job fits in its worker pod; put "
-        "large inputs behind spec.input.url (or a URL in a param)"
-    ),
-    field_path=".params",
-)
-
-
-def _scalar_only(max_length: int) -> dict[str, Any]:
-    # A node without a type: whatever JSON value; maxLength and pattern apply to strings,
-    # maxItems and maxProperties to lists and objects (0: only [] and {}).
-    return {
-        **PRESERVE_UNKNOWN_FIELDS,
-        "maxLength": max_length,
-        "pattern": PARAM_STRING_PATTERN,
-        "maxItems": 0,
-        "maxProperties": 0,
-    }
-
-
-PARAMS_SCHEMA: Final[dict[str, Any]] = {
-    "type": "object",
-    "maxProperties": MAX_PARAMS,
-    "additionalProperties": {
-        **_scalar_only(MAX_PARAM_STRING_LENGTH),
-        "maxItems": MAX_PARAM_LIST_ITEMS,
-        "items": _scalar_only(MAX_PARAM_LIST_STRING_LENGTH),
-    },
-}
-Params = Annotated[dict[str, Any], WithJsonSchema(PARAMS_SCHEMA)]
-"""Type-specific parameters. The model takes any map (the operator reads what the API server
-stored, even under an older schema); the CRD holds the bounds."""
 
 
 class JobPhase(StrEnum):
@@ -260,7 +158,7 @@ class JobInput(ApiModel):
     """Where the source media is."""
 
     url: str = Field(
-        min_length=1, max_length=MAX_URL_BYTES, json_schema_extra=_url_rules("spec.input.url")
+        min_length=1, max_length=MAX_URL_BYTES, json_schema_extra=url_rules("spec.input.url")
     )
     """URL or path of the input the worker reads, e.g. https://media.example/in.mp4 or
     /media/in.mp4. The stock types read an absolute path, file:// or http(s)://; a custom
@@ -271,7 +169,7 @@ class JobOutput(ApiModel):
     """Where results go."""
 
     url: str = Field(
-        min_length=1, max_length=MAX_URL_BYTES, json_schema_extra=_url_rules("spec.output.url")
+        min_length=1, max_length=MAX_URL_BYTES, json_schema_extra=url_rules("spec.output.url")
     )
     """URL or path prefix the worker writes to (a trailing '/' names a directory or prefix).
     The stock types write to an absolute path, file:// or http(s):// (PUT); a custom type's
@@ -393,24 +291,11 @@ class AttemptRecord(ApiModel):
     finish_time: AwareDatetime | None = None
     """When the attempt ended."""
 
-    @property
-    def memory_bytes(self) -> int | None:
-        """`memory` in bytes; None when unset. Setting it stores the quantity (None unsets)."""
-        return stored_bytes(self.memory, "status.attempts[].memory")
-
-    @memory_bytes.setter
-    def memory_bytes(self, value: int | None) -> None:
-        self.memory = None if value is None else memory_quantity(value)
-
-    @property
-    def peak_memory_bytes(self) -> int | None:
-        """`peak_memory` in bytes; None when unset. Setting it stores the quantity (None
-        unsets)."""
-        return stored_bytes(self.peak_memory, "status.attempts[].peakMemory")
-
-    @peak_memory_bytes.setter
-    def peak_memory_bytes(self, value: int | None) -> None:
-        self.peak_memory = None if value is None else memory_quantity(value)
+    memory_bytes = QuantityBytes("memory", "status.attempts[].memory")
+    """`memory` in bytes; None when unset. Setting it stores the quantity (None unsets)."""
+    peak_memory_bytes = QuantityBytes("peak_memory", "status.attempts[].peakMemory")
+    """`peak_memory` in bytes; None when unset. Setting it stores the quantity (None
+    unsets)."""
 
 
 BATCH_LABEL = "videoqueue.dev/batch"
@@ -476,23 +361,15 @@ class VideoJobStatus(ApiModel):
     manual_retry: ManualRetry | None = None
     """The last retry a user asked for with the videoqueue.dev/retry annotation."""
 
-    @property
-    def effective_memory_bytes(self) -> int | None:
-        """`effective_memory` in bytes; None when unset. Setting it stores the quantity (None
-        unsets)."""
-        return stored_bytes(self.effective_memory, "status.effectiveMemory")
-
-    @effective_memory_bytes.setter
-    def effective_memory_bytes(self, value: int | None) -> None:
-        self.effective_memory = None if value is None else memory_quantity(value)
+    effective_memory_bytes = QuantityBytes("effective_memory", "status.effectiveMemory")
+    """`effective_memory` in bytes; None when unset. Setting it stores the quantity (None
+    unsets)."""
 
 
-class VideoJob(ApiModel):
+class VideoJob(ApiObject):
     """A VideoJob object as the API server returns it."""
 
-    api_version: str = API_VERSION
     kind: str = JOB_KIND
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: VideoJobSpec
     status: VideoJobStatus = Field(default_factory=VideoJobStatus)
 

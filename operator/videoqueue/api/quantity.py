@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from decimal import ROUND_UP, Context, Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Annotated, Any, Self, overload
 
 from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
 
@@ -109,6 +109,36 @@ def stored_bytes(value: str | int | None, field: str) -> int | None:
         return parse_quantity(value)
     except (TypeError, ValueError) as e:
         raise type(e)(f"{field}: {e}") from None
+
+
+class QuantityBytes(property):
+    """A model's read-write byte accessor of an optional quantity field `attribute`: reads it
+    with `stored_bytes` (None when unset; `wire_name` names the field in an error), and
+    stores a byte count as `memory_quantity` writes it (None unsets the field).
+
+        memory_bytes = QuantityBytes("memory", "status.attempts[].memory")
+
+    A property (which pydantic leaves out of the fields and calls on assignment), typed as
+    `int | None` for mypy."""
+
+    def __init__(self, attribute: str, wire_name: str) -> None:
+        def read(model: Any) -> int | None:
+            return stored_bytes(getattr(model, attribute), wire_name)
+
+        def write(model: Any, value: int | None) -> None:
+            setattr(model, attribute, None if value is None else memory_quantity(value))
+
+        super().__init__(read, write)
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None, /) -> Self: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None, /) -> int | None: ...
+    def __get__(self, instance: object, owner: type | None = None, /) -> Any:
+        return super().__get__(instance, owner)
+
+    def __set__(self, instance: object, value: int | None, /) -> None:
+        super().__set__(instance, value)
 
 
 def container_memory_limit(container: Mapping[str, Any]) -> int | None:

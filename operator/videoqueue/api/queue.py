@@ -8,15 +8,14 @@ from typing import Annotated, Any
 from pydantic import Field, StringConstraints
 
 from videoqueue.api.common import (
-    API_VERSION,
     CONDITION_LIST,
     MAX_CONDITIONS,
     NAME_MAX_LENGTH,
     PRESERVE_UNKNOWN_FIELDS,
     ApiModel,
+    ApiObject,
     CelRule,
     Condition,
-    ObjectMeta,
 )
 from videoqueue.api.quantity import Quantity, memory_quantity, stored_bytes
 from videoqueue.api.queue_policies import (
@@ -269,11 +268,9 @@ class VideoQueueStatus(ApiModel):
     """Progress of batches with unfinished jobs (the oldest first, at most 20)."""
 
 
-class VideoQueue(ApiModel):
+class VideoQueue(ApiObject):
     """A VideoQueue object as the API server returns it."""
 
-    api_version: str = API_VERSION
     kind: str = QUEUE_KIND
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: VideoQueueSpec
     status: VideoQueueStatus = Field(default_factory=VideoQueueStatus)

@@ -6,12 +6,15 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-from typing import Any, TextIO
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO, TypeVar
 
-from videoqueue.api import JobPhase
+from videoqueue.api import JobPhase, VideoJob, VideoQueue
 from videoqueue.cli.cluster import JOBS, QUEUES, CliError, Cluster
 from videoqueue.cli.objects import read_job, read_queue
 from videoqueue.cli.render import dump, stage
+
+_T = TypeVar("_T")
 
 
 def cmd_watch(args: argparse.Namespace, cluster: Cluster, out: TextIO) -> int:
@@ -24,16 +27,35 @@ def cmd_watch(args: argparse.Namespace, cluster: Cluster, out: TextIO) -> int:
     raise CliError(f"watch {args.target!r}: expected NAME, vj/NAME or vq/NAME", 2)
 
 
-def _watch_job(cluster: Cluster, name: str, timeout: float | None, fmt: str, out: TextIO) -> int:
-    cluster.get(JOBS, name)
+def _follow(
+    cluster: Cluster,
+    plural: str,
+    name: str,
+    timeout: float | None,
+    read: Callable[[dict[str, Any]], _T],
+    seen: Callable[[_T], tuple[object, ...]],
+) -> Iterator[tuple[_T, bool]]:
+    """The object `name` (which must exist), read by `read` each time it changes, and whether
+    what `seen` picks out of it differs from the last time (the first time it does)."""
+    cluster.get(plural, name)
     last: tuple[object, ...] | None = None
-    for raw in cluster.follow(JOBS, name, timeout=timeout):
-        job = read_job(raw)
+    for raw in cluster.follow(plural, name, timeout=timeout):
+        obj = read(raw)
+        current = seen(obj)
+        yield obj, current != last
+        last = current
+
+
+def _job_seen(job: VideoJob) -> tuple[object, ...]:
+    s = job.status
+    return (s.phase or JobPhase.PENDING, s.attempt, s.stage, s.progress, s.message)
+
+
+def _watch_job(cluster: Cluster, name: str, timeout: float | None, fmt: str, out: TextIO) -> int:
+    for job, changed in _follow(cluster, JOBS, name, timeout, read_job, _job_seen):
         s = job.status
         phase = s.phase or JobPhase.PENDING
-        seen = (phase, s.attempt, s.stage, s.progress, s.message)
-        if seen != last:
-            last = seen
+        if changed:
             if fmt == "table":
                 parts = [_clock(), f"{name}", phase.value]
                 if s.attempt:
@@ -51,27 +73,26 @@ def _watch_job(cluster: Cluster, name: str, timeout: float | None, fmt: str, out
     return 1  # pragma: no cover - follow() only ends by raising
 
 
+def _queue_seen(queue: VideoQueue) -> tuple[object, ...]:
+    s = queue.status
+    return (
+        queue.spec.state,
+        s.pending,
+        s.waiting,
+        s.admitted,
+        s.running,
+        s.backoff,
+        s.succeeded,
+        s.failed,
+        s.cancelled,
+        s.rejected,
+    )
+
+
 def _watch_queue(cluster: Cluster, name: str, timeout: float | None, fmt: str, out: TextIO) -> int:
-    cluster.get(QUEUES, name)
-    last: tuple[object, ...] | None = None
-    for raw in cluster.follow(QUEUES, name, timeout=timeout):
-        queue = read_queue(raw)
+    for queue, changed in _follow(cluster, QUEUES, name, timeout, read_queue, _queue_seen):
         s = queue.status
-        busy = s.pending + s.waiting + s.admitted + s.running + s.backoff
-        seen = (
-            queue.spec.state,
-            s.pending,
-            s.waiting,
-            s.admitted,
-            s.running,
-            s.backoff,
-            s.succeeded,
-            s.failed,
-            s.cancelled,
-            s.rejected,
-        )
-        if seen != last:
-            last = seen
+        if changed:
             counts = {
                 "pending": s.pending + s.waiting + s.backoff,
                 "running": s.admitted + s.running,
@@ -89,6 +110,7 @@ def _watch_queue(cluster: Cluster, name: str, timeout: float | None, fmt: str, o
                 )
             out.flush()
         # Done once the operator has seen the current spec and nothing is left to run.
+        busy = s.pending + s.waiting + s.admitted + s.running + s.backoff
         if s.observed_generation == queue.metadata.generation and busy == 0:
             return 0
     return 1  # pragma: no cover

@@ -12,7 +12,8 @@ import pytest
 
 from videoqueue.api import VideoJob
 from videoqueue.api.crds import VIDEO_JOB, crd_manifest
-from videoqueue.api.job import JOB_NAME_LENGTH, MAX_URL_BYTES, PARAMS_KEYS_AND_SIZE
+from videoqueue.api.job import JOB_NAME_LENGTH
+from videoqueue.api.job_payload import MAX_URL_BYTES, PARAMS_KEYS_AND_SIZE
 from videoqueue.api.schema import Schema
 from videoqueue.scheduling.worker_pod import MAX_JOB_PAYLOAD_BYTES, _job_payload
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self, overload
 
 # What a pod template adds to run on a real node (and only there).
 REAL_NODE_LABEL = "videoqueue.dev/node"
@@ -46,6 +46,20 @@ def real_nodes(count: int) -> list[RealNodeSpec]:
     return [RealNodeSpec(f"real-node-{i}") for i in range(count)]
 
 
+class _InNodeDirectory:
+    """A path under a RealNodeLayout's directory, read as an attribute of the layout."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    @overload
+    def __get__(self, layout: None, owner: type[RealNodeLayout]) -> Self: ...
+    @overload
+    def __get__(self, layout: RealNodeLayout, owner: type[RealNodeLayout]) -> Path: ...
+    def __get__(self, layout: RealNodeLayout | None, owner: type[RealNodeLayout]) -> Path | Self:
+        return self if layout is None else layout.directory.joinpath(*self.parts)
+
+
 @dataclass(frozen=True)
 class RealNodeLayout:
     """Where a real node keeps everything: NODES_ROOT/<key>, linked from the cluster's
@@ -67,31 +81,15 @@ class RealNodeLayout:
         """The layout of a node directory found under NODES_ROOT (its name is its key)."""
         return cls(directory.name, directory, directory.name, None)
 
-    @property
-    def lock_file(self) -> Path:
-        """flock'ed by the node's containerd for as long as it runs: a node directory whose
-        lock is free belongs to no running node."""
-        return self.directory / "node.lock"
-
-    @property
-    def containerd_socket(self) -> Path:
-        return self.directory / "containerd.sock"
-
-    @property
-    def containerd_config(self) -> Path:
-        return self.directory / "containerd.toml"
-
-    @property
-    def kubelet_config(self) -> Path:
-        return self.directory / "kubelet.yaml"
-
-    @property
-    def kubelet_kubeconfig(self) -> Path:
-        return self.directory / "kubelet.kubeconfig"
-
-    @property
-    def cni_conf_dir(self) -> Path:
-        return self.directory / "cni" / "net.d"
+    # The node's files, in its directory.
+    lock_file = _InNodeDirectory("node.lock")
+    """flock'ed by the node's containerd for as long as it runs: a node directory whose lock
+    is free belongs to no running node."""
+    containerd_socket = _InNodeDirectory("containerd.sock")
+    containerd_config = _InNodeDirectory("containerd.toml")
+    kubelet_config = _InNodeDirectory("kubelet.yaml")
+    kubelet_kubeconfig = _InNodeDirectory("kubelet.kubeconfig")
+    cni_conf_dir = _InNodeDirectory("cni", "net.d")
 
     @property
     def bridge(self) -> str:
