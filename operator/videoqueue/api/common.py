@@ -11,6 +11,22 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "VERSION",
+    "ApiModel",
+    "CelRule",
+    "Condition",
+    "ConditionStatus",
+    "ObjectMeta",
+    "find_condition",
+    "is_condition_true",
+    "put_condition",
+    "set_condition",
+]
+
+
 GROUP = "videoqueue.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"

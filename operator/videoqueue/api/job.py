@@ -24,6 +24,26 @@ from videoqueue.api.job_payload import MAX_URL_BYTES, PARAMS_KEYS_AND_SIZE, Para
 from videoqueue.api.quantity import PositiveQuantity, Quantity, QuantityBytes, stored_bytes
 from videoqueue.api.queue_policies import Backoff, FinishedTTL
 
+__all__ = [
+    "BATCH_LABEL",
+    "KNOWN_JOB_TYPES",
+    "MAX_ATTEMPT_HISTORY",
+    "RETRY_ANNOTATION",
+    "AttemptReason",
+    "AttemptRecord",
+    "BackoffOverride",
+    "JobConditionType",
+    "JobInput",
+    "JobOutput",
+    "JobPhase",
+    "JobResources",
+    "ManualRetry",
+    "VideoJob",
+    "VideoJobSpec",
+    "VideoJobStatus",
+]
+
+
 JOB_KIND = "VideoJob"
 
 KNOWN_JOB_TYPES = ("probe", "transcode", "thumbnail", "audio", "clip")

@@ -18,6 +18,18 @@ from typing import Annotated, Any, Self, overload
 
 from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
 
+__all__ = [
+    "POSITIVE_QUANTITY_MESSAGE",
+    "QUANTITY_PATTERN",
+    "PositiveQuantity",
+    "Quantity",
+    "container_memory_limit",
+    "format_bytes",
+    "memory_quantity",
+    "parse_quantity",
+]
+
+
 # The full Kubernetes grammar (sign, milli/micro/nano, exponents), for `parse_quantity`.
 _QUANTITY_RE = re.compile(
     r"(?P<number>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"

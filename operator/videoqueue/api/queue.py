@@ -32,6 +32,22 @@ from videoqueue.api.queue_policies import (
 )
 from videoqueue.api.worker import WorkerSettings
 
+__all__ = [
+    "MAX_BATCHES",
+    "MAX_TYPE_STATISTICS",
+    "BatchProgress",
+    "QueueConditionType",
+    "QueueHealth",
+    "QueueMemoryStatus",
+    "QueueState",
+    "QueueStatistics",
+    "TypeStatistics",
+    "VideoQueue",
+    "VideoQueueSpec",
+    "VideoQueueStatus",
+]
+
+
 QUEUE_KIND = "VideoQueue"
 QUEUE_NAME_LENGTH = CelRule(
     rule=f"size(self.metadata.name) <= {NAME_MAX_LENGTH}",

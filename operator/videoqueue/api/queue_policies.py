@@ -12,6 +12,22 @@ from pydantic import ConfigDict, Field, model_validator
 from videoqueue.api.common import ApiModel, CelRule, cel_is_quantity, cel_quantity, cel_rules
 from videoqueue.api.quantity import PositiveQuantity, parse_quantity
 
+__all__ = [
+    "Aging",
+    "Backoff",
+    "FinishedTTL",
+    "HealthThresholds",
+    "MemoryPressurePolicy",
+    "NotificationEvent",
+    "Notifications",
+    "PreemptionPolicy",
+    "QueueMemory",
+    "RateLimit",
+    "RetryPolicy",
+    "StatisticsPolicy",
+]
+
+
 # Each rule is guarded by isQuantity so a malformed quantity reports only the pattern error,
 # not a CEL evaluation error on top of it.
 MEMORY_MAX_WITHIN_BUDGET = CelRule(

@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypedDict, Unpack
 
 import aiohttp
 import kopf
@@ -83,6 +83,15 @@ TOKEN_REFRESH_SECONDS = 60.0
 # Failures before the request left this process: always safe to repeat, whatever the verb.
 _NOT_SENT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 _TRANSPORT_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
+
+
+class ListOptions(TypedDict, total=False):
+    """How `list` and `list_pages` select and page: label and field selectors (None: all) and
+    the page size (default 500; None or 0: one page)."""
+
+    label_selector: str | None
+    field_selector: str | None
+    limit: int | None
 
 
 class KubeClient:
@@ -226,13 +235,7 @@ class KubeClient:
         return None if status == 404 else _ok(status, raw)
 
     async def list(
-        self,
-        resource: Resource,
-        namespace: str | None = None,
-        label_selector: str | None = None,
-        limit: int | None = 500,
-        *,
-        field_selector: str | None = None,
+        self, resource: Resource, namespace: str | None = None, **options: Unpack[ListOptions]
     ) -> tuple[ObjList, str]:
         """All matching objects, fetched in pages of `limit`, and the list's resourceVersion.
 
@@ -241,9 +244,7 @@ class KubeClient:
         """
         items: ObjList = []
         version = ""
-        pages = self.list_pages(
-            resource, namespace, label_selector, limit, field_selector=field_selector
-        )
+        pages = self.list_pages(resource, namespace, **options)
         async for page, page_version in pages:
             if page is None:
                 items = []  # the listing started over
@@ -253,24 +254,18 @@ class KubeClient:
         return items, version
 
     async def list_pages(
-        self,
-        resource: Resource,
-        namespace: str | None = None,
-        label_selector: str | None = None,
-        limit: int | None = 500,
-        *,
-        field_selector: str | None = None,
+        self, resource: Resource, namespace: str | None = None, **options: Unpack[ListOptions]
     ) -> AsyncIterator[tuple[ObjList | None, str]]:
         """`list` a page at a time, for callers that need not hold every object at once:
         yields (items, the list's resourceVersion once known, else ""). A continue token
         expires with etcd compaction (410), and the only remedy is to start the listing
         over: then (None, "") comes first and the pages follow from the start again."""
         params: dict[str, str] = {}
-        if label_selector:
+        if label_selector := options.get("label_selector"):
             params["labelSelector"] = label_selector
-        if field_selector:
+        if field_selector := options.get("field_selector"):
             params["fieldSelector"] = field_selector
-        if limit:
+        if limit := options.get("limit", 500):
             params["limit"] = str(limit)
         for attempt in range(3):
             if attempt:

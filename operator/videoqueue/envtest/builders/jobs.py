@@ -119,38 +119,31 @@ class MakeJob(MakeObject):
         at: Time = T0,
         *,
         earlier: str | None = None,
+        started: bool = False,
         **fields: Any,
     ) -> Self:
-        """Its worker pod for `attempt` was created at `at`, as recorded in status. `earlier`:
-        the reason each earlier attempt ended with (at `at`), or no records of them."""
+        """Its worker pod for `attempt` was created at `at`, as recorded in status (`started`:
+        and seen running since `at`). `earlier`: the reason each earlier attempt ended with
+        (at `at`), or no records of them. `fields` (camelCase) add to the status."""
         history = [] if earlier is None else self._ended(range(1, attempt), earlier, at)
-        pod = worker_pod_name(self.name, attempt)
-        return self.status(
-            {
-                "phase": "Admitted",
-                "attempt": attempt,
-                "attempts": [*history, {"attempt": attempt, "pod": pod, "memory": memory}],
-                "effectiveMemory": memory,
-                "admittedTime": iso(at),
-                "queuedTime": iso(at),
-            },
-            **fields,
-        )
+        record: dict[str, Any] = {"attempt": attempt, "pod": worker_pod_name(self.name, attempt)}
+        record["memory"] = memory
+        status: dict[str, Any] = {
+            "phase": "Admitted",
+            "attempt": attempt,
+            "attempts": [*history, record],
+            "effectiveMemory": memory,
+            "admittedTime": iso(at),
+            "queuedTime": iso(at),
+        }
+        if started:
+            status |= {"phase": "Running", "startTime": iso(at)}
+            record["startTime"] = iso(at)
+        return self.status(status, **fields)
 
-    def running(
-        self,
-        attempt: int = 1,
-        memory: str = "1Gi",
-        at: Time = T0,
-        *,
-        earlier: str | None = None,
-        **fields: Any,
-    ) -> Self:
+    def running(self, attempt: int = 1, memory: str = "1Gi", at: Time = T0, **kw: Any) -> Self:
         """Admitted (as `admitted`), and its worker seen running since `at`."""
-        self.admitted(attempt, memory, at, earlier=earlier, phase="Running", startTime=iso(at))
-        self._obj["status"].update(copy.deepcopy(fields))
-        self._obj["status"]["attempts"][-1]["startTime"] = iso(at)
-        return self
+        return self.admitted(attempt, memory, at, started=True, **kw)
 
     def finished(self, phase: str, attempt: int = 1, reason: str = "Error", at: Time = T0) -> Self:
         """Ended in `phase` (terminal) at `at`, after `attempt` attempts that each ended with
