@@ -241,6 +241,7 @@ class Writes(Index):
             leaves = min(record.finished_at for _, record in plan.statistics) + window
             entry.finished_leave_at = earliest(entry.finished_leave_at, leaves)
         entry.stall_warned = plan.stall_warned
+        entry.explained.update(plan.explained)  # after the assessments: they forget it
         if plan.pending_checked:
             entry.new_jobs = False
         if plan.status_checked:

@@ -187,6 +187,8 @@ class QueueEntry:
     finished: dict[str, FinishedJob] = field(default_factory=dict)
     finished_leave_at: float | None = None  # when the oldest record leaves the window
     stall_warned: bool = False  # told that its stall detection is off
+    # The Admitted reason each waiting job's assessment has (QueueView.explained).
+    explained: dict[str, str] = field(default_factory=dict)
 
     def assess_again(self, key: str) -> None:
         self.changed.add(key)

@@ -119,6 +119,7 @@ class Index:
             queue.waiting.discard(key)
             queue.held.pop(key, None)
             queue.oom_kills.pop(key, None)
+            queue.explained.pop(key, None)
             queue.status_changed = True
         else:
             entry = self.jobs.get(key)
@@ -269,6 +270,7 @@ class Index:
         """Make `assessment` the job's and keep the queue's bookkeeping in step with it.
         `counted`: the queue's status already counts it (an admission its plan foresaw)."""
         job_entry.assessment = assessment
+        entry.explained.pop(key, None)  # a new assessment may say otherwise
         entry.unsaved.add(key)
         entry.status_changed = entry.status_changed or not counted
         if assessment.view is not None:
@@ -368,6 +370,7 @@ class Index:
             status_written_at=entry.status_written_at,
             stall_detection=self._hears_workers(),
             stall_warned=entry.stall_warned,
+            explained=entry.explained,
             worker_env=self._worker_env(),
         )
 

@@ -93,6 +93,7 @@ class _Cycle:
         self.decided: dict[str, Assessment] = {}
         self.order: list[tuple[str, Assessment]] = []
         self.events: list[Notice] = []
+        self.explained: list[tuple[str, str]] = []
         self.wake_at: float | None = view.next_timer
         self.status_changed = view.status_changed
 
@@ -153,6 +154,7 @@ class _Cycle:
             queue_status=queue_status,
             finalizers=self._finalizers(),
             stall_warned=stall_warned,
+            explained=tuple(self.explained),
             pending_checked=not only_assess,
             partial=view.backlog,
             wake_at=self.wake_at,
@@ -289,7 +291,7 @@ class _Cycle:
                     rejection.key, reject(parsed, status, reason, rejection.message, self.at)
                 )
         for key, blocked in decision.blocked_reasons.items():
-            self._explain_wait(key, blocked.reason.value, blocked.message)
+            self._explain_wait(key, blocked.reason, blocked.message)  # a StrEnum: a str
         preempted: tuple[str, ...] = ()
         if decision.preempt and decision.preempt_for is not None:
             preempted = self._preempt(decision.preempt, decision.preempt_for)
@@ -328,9 +330,12 @@ class _Cycle:
         """Say in the job's status why it waits. Only a change of reason is written: the
         numbers in the message (free memory, slots) change all the time and would cost a
         status write per job on every admission in the queue."""
+        if key not in self.decided and self.view.explained.get(key) == reason:
+            return
         assessment, job = self.current(key), self.view.jobs.get(key)
         if assessment is None or job is None:
             return
+        self.explained.append((key, reason))
         current = find_condition(assessment.status.conditions, JobConditionType.ADMITTED)
         if current is not None and current.reason == reason:
             return

@@ -94,6 +94,9 @@ class QueueView:
     next_timer: float | None = None  # the index's own next due time (re-checks, TTLs)
     status_changed: bool = False
     status_written_at: float = 0.0
+    # Why each waiting job waits, as its status already says (its Admitted reason): a job
+    # whose reason is unchanged costs the cycle a dict lookup, not a look at its status.
+    explained: Mapping[str, str] = field(default_factory=dict)
     stall_detection: bool = True  # a progress channel hears workers' heartbeats
     stall_warned: bool = False
     worker_env: tuple[Mapping[str, Any], ...] = ()
@@ -131,6 +134,7 @@ class CyclePlan:
     queue_status: dict[str, Any] | None = None
     finalizers: list[str] | None = None
     stall_warned: bool = False
+    explained: tuple[tuple[str, str], ...] = ()  # (job key, Admitted reason) now on its status
     pending_checked: bool = False  # spec.maxPending was checked (QueueView.new_jobs is done)
     # A slice of a larger cycle (QueueView.backlog): its statuses wait for the last slice,
     # which may still change them (why each job waits).

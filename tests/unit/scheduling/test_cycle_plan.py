@@ -262,3 +262,32 @@ def test_a_preempted_job_keeps_its_pod_counted_until_the_pod_is_gone() -> None:
     assert second.create == ()  # low-a1 still holds the slot
     gone = view(work, [low, urgent], [])  # the kubelet reported low-a1 gone
     assert [p.key for p in plan_cycle(gone, NOW.timestamp() + 2).create] == [urgent.key]
+
+
+def test_a_waiting_job_whose_reason_is_unchanged_is_not_looked_at_again() -> None:
+    """The wait reasons the index remembers (`explained`) spare the cycle a look at every
+    waiting job's status; a job whose reason changes is explained again."""
+    work = queue(concurrency=1)
+    running = Job(job("first").running().obj())
+    running.assessment = assess_job(
+        running.job, [MakePod(job("first").running(), work).running().outcome()], work.model(), NOW
+    )
+    waiting = [Job(job(f"w{i}", minute=i + 1).obj()) for i in range(3)]
+    for entry in waiting:
+        assessed(entry, work)
+    first = plan_cycle(view(work, [running, *waiting], []), NOW.timestamp())
+    assert {key for key, _ in first.assessments} == {w.key for w in waiting}
+    assert dict(first.explained) == dict.fromkeys((w.key for w in waiting), "WaitingForSlot")
+
+    for key, assessment in first.assessments:
+        next(w for w in waiting if w.key == key).assessment = assessment
+    known = dict(first.explained)
+    again = plan_cycle(view(work, [running, *waiting], [], explained=known), NOW.timestamp())
+    assert again.assessments == ()
+    assert again.explained == ()
+
+    # The queue is paused: every waiting job is told the new reason.
+    paused = queue(concurrency=1).state("Paused")
+    moved = plan_cycle(view(paused, [running, *waiting], [], explained=known), NOW.timestamp())
+    assert {key for key, _ in moved.assessments} == {w.key for w in waiting}
+    assert set(dict(moved.explained).values()) == {"QueueNotAdmitting"}
