@@ -98,6 +98,27 @@ class Writes(Index):
                     await self._save(entry, key, job_entry)
             finally:
                 entry.writing.discard(key)
+                if key in entry.unsaved:
+                    entry.fresh.add(key)  # assessed again while on the wire, or to retry
+
+    def _queue_writes(self, entry: QueueEntry, now: float) -> None:
+        """Queue the status writes that may go now, and keep the held ones for when they may
+        (`write_hold`): only jobs assessed since, or whose hold has ended, are looked at."""
+        candidates, entry.fresh = entry.fresh, set()
+        while entry.write_due and entry.write_due[0][0] <= now:
+            candidates.add(heapq.heappop(entry.write_due)[1])
+        for key in candidates:
+            job_entry = self.jobs.get(key)
+            if key not in entry.unsaved or key in entry.writing:
+                continue  # written meanwhile, or on the wire (looked at again when done)
+            if job_entry is None or job_entry.assessment is None:
+                entry.unsaved.discard(key)
+            elif (hold := write_hold(job_entry)) <= now:
+                entry.writing.add(key)
+                entry.write_queue.append(key)
+            else:
+                heapq.heappush(entry.write_due, (hold, key))
+        self._start_writers(entry)
 
     async def _save(self, entry: QueueEntry, key: str, job_entry: JobEntry) -> None:
         """Write the job's latest assessment; on failure keep it unsaved and retry in a
@@ -132,7 +153,7 @@ class Writes(Index):
                     delay,
                 )
             job_entry.write_after = self.clock() + delay
-            entry.unsaved.add(key)
+            entry.mark_unsaved(key)
         if key in entry.unsaved or is_deleting(entry.body):
             entry.wake.set()  # more to write, or the finalizer waits for stored phases
             if key in entry.unsaved:
@@ -254,14 +275,8 @@ class Writes(Index):
         await gather_bounded(self._create_pod(entry, pod, at) for pod in plan.create)
         # 2. the statuses that may differ from what is stored: written in the background, so
         #    that the next cycle (new jobs) need not wait for them; one write per job at a time
-        for key in list(entry.unsaved) if not plan.partial else ():
-            job_entry = self.jobs.get(key)
-            if job_entry is None or job_entry.assessment is None:
-                entry.unsaved.discard(key)
-            elif key not in entry.writing and write_hold(job_entry) <= now:
-                entry.writing.add(key)
-                entry.write_queue.append(key)
-        self._start_writers(entry)
+        if not plan.partial:
+            self._queue_writes(entry, now)
         # 3. Events, expired jobs, pods to confirm
         for notice in plan.queue_events:
             logger.info("queue %s: %s", entry.key, notice.message)
@@ -277,10 +292,11 @@ class Writes(Index):
             job_entry = self.jobs.get(key)
             if job_entry is not None and key not in entry.writing and not is_busy(job_entry):
                 job_entry.compact()
-        for key in entry.unsaved:  # held admissions and writes to retry
-            if key not in entry.writing and (job_entry := self.jobs.get(key)) is not None:
-                wake_at = earliest(wake_at, write_hold(job_entry))
-        wake_at = earliest(wake_at, entry.due[0][0] if entry.due else None)
+        wake_at = earliest(
+            wake_at,
+            entry.write_due[0][0] if entry.write_due else None,  # held admissions, retries
+            entry.due[0][0] if entry.due else None,
+        )
         # 4. the queue's own status and its finalizer
         if plan.queue_status is not None:
             await self._write_queue_status(entry, plan.queue_status, now)

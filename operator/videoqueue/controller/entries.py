@@ -157,8 +157,13 @@ class QueueEntry:
     all_changed: bool = True  # re-assess every job (the queue's spec changed)
     new_jobs: bool = False  # new jobs arrived since spec.maxPending was last checked
     changed: set[str] = field(default_factory=set)  # jobs to re-assess
-    # Jobs whose assessment may differ from their stored status: written in step 4.
+    # Jobs whose assessment may differ from their stored status, to be written; of those,
+    # the ones not looked at since (`fresh`) and the ones whose write waits, by when it may
+    # go (`write_due`, a min-heap; entries go stale like `due`'s). A cycle looks only at
+    # these, not at every unsaved job.
     unsaved: set[str] = field(default_factory=set)
+    fresh: set[str] = field(default_factory=set)
+    write_due: list[tuple[float, str]] = field(default_factory=list)
     # The jobs that take part in the decision (waiting, admitted, running), with their view,
     # and which of them wait: no job waiting, no decision to make.
     views: dict[str, JobView] = field(default_factory=dict)
@@ -189,6 +194,10 @@ class QueueEntry:
     stall_warned: bool = False  # told that its stall detection is off
     # The Admitted reason each waiting job's assessment has (QueueView.explained).
     explained: dict[str, str] = field(default_factory=dict)
+
+    def mark_unsaved(self, key: str) -> None:
+        self.unsaved.add(key)
+        self.fresh.add(key)
 
     def assess_again(self, key: str) -> None:
         self.changed.add(key)

@@ -271,7 +271,7 @@ class Index:
         `counted`: the queue's status already counts it (an admission its plan foresaw)."""
         job_entry.assessment = assessment
         entry.explained.pop(key, None)  # a new assessment may say otherwise
-        entry.unsaved.add(key)
+        entry.mark_unsaved(key)
         entry.status_changed = entry.status_changed or not counted
         if assessment.view is not None:
             entry.views[key] = assessment.view
