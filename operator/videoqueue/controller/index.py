@@ -374,6 +374,15 @@ class Index:
             worker_env=self._worker_env(),
         )
 
+    def give_back(self, entry: QueueEntry, view: QueueView, now: float) -> None:
+        """What `view_of` took for a cycle that failed: its changed jobs and due TTLs."""
+        for facts in view.changed:
+            entry.changed.add(facts.key)
+            if facts.confirmed_missing and (job_entry := self.jobs.get(facts.key)) is not None:
+                job_entry.confirmed_missing |= facts.confirmed_missing
+        for key in view.expired:
+            heapq.heappush(entry.expiries, (now, key))
+
     def _facts(
         self, entry: QueueEntry, job_entry: JobEntry, now: datetime.datetime
     ) -> JobFacts | None:

@@ -132,7 +132,11 @@ class Controller(Writes):
             now = self.clock()
             started = time.monotonic()
             view = self.view_of(entry, now, limit=self._assess_limit)
-            plan = plan_cycle(view, now)
+            try:
+                plan = plan_cycle(view, now)
+            except Exception:
+                self.give_back(entry, view, now)  # the retry (with backoff) sees them again
+                raise
             if view.changed:
                 # About CYCLE_SLICE_SECONDS worth of jobs per slice, judged by what the last
                 # slices cost per job.

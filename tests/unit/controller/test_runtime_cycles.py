@@ -15,6 +15,7 @@ from typing import Any, cast
 import pytest
 
 from videoqueue.api import VideoQueue
+from videoqueue.controller import loop as scheduler_loop
 from videoqueue.controller.entries import JobEntry, QueueEntry
 from videoqueue.controller.kube import KubeClient
 from videoqueue.controller.kube_helpers import Resource
@@ -240,3 +241,25 @@ async def test_a_short_job_whose_pod_starts_late_costs_two_status_writes_and_one
     assert await cycle_at(started + 2, done) == "Succeeded"
     assert kube.calls["patch videojobs/status"] == 2
     assert kube.calls["event"] == 1  # Completed; the first admission has no Event
+
+
+async def test_a_cycle_that_fails_gives_its_jobs_back_for_the_retry(
+    setup: tuple[Controller, QueueEntry, RecordingKube],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug in deciding must not lose the changed jobs the cycle took from the index."""
+    controller, entry, kube = setup
+
+    def broken(view: QueueView, now: float) -> None:
+        raise RuntimeError("a bug in deciding")
+
+    monkeypatch.setattr(scheduler_loop, "plan_cycle", broken)
+    with pytest.raises(RuntimeError):
+        await controller.reconcile_queue(entry)
+    assert len(entry.changed) == 200  # the first slice's jobs are back with the rest
+    assert kube.calls["patch videojobs/status"] == 0
+
+    monkeypatch.undo()
+    await controller.reconcile_queue(entry)
+    await drain_writes(entry)
+    assert kube.calls["patch videojobs/status"] == 200
