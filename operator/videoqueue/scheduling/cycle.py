@@ -152,7 +152,9 @@ class _Cycle:
             statistics=statistics,
             status_checked=checked,
             queue_status=queue_status,
-            finalizers=self._finalizers(),
+            finalizers=finalizers_after(
+                view.body, (job.stored_phase for job in view.jobs.values())
+            ),
             stall_warned=stall_warned,
             explained=tuple(self.explained),
             pending_checked=not only_assess,
@@ -471,17 +473,6 @@ class _Cycle:
         )
         desired: VideoQueueStatus = summarize_queue(queue, statuses, self.at, facts=facts)
         return True, status_patch(body.get("status") or {}, desired)
-
-    def _finalizers(self) -> list[str] | None:
-        body = self.view.body
-        if body is None:
-            return None
-        meta = body.get("metadata") or {}
-        return finalizers_after(
-            list(meta.get("finalizers") or []),
-            deleting=meta.get("deletionTimestamp") is not None,
-            stored_phases=(job.stored_phase for job in self.view.jobs.values()),
-        )
 
     def _warn_stall_detection_off(self) -> bool:
         """Say once (per queue and activation) that progressDeadlineSeconds is not enforced

@@ -5,7 +5,8 @@ statistics, and the queue's finalizer. Pure: the time is passed in."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from videoqueue.api import AttemptReason, JobPhase, VideoJob, VideoJobStatus, VideoQueue
 from videoqueue.scheduling.jobs import Assessment
@@ -95,12 +96,16 @@ def finished_record(
 
 
 def finalizers_after(
-    finalizers: Sequence[str], *, deleting: bool, stored_phases: Iterable[JobPhase | None]
+    body: Mapping[str, Any] | None, stored_phases: Iterable[JobPhase | None]
 ) -> list[str] | None:
     """The queue's finalizers as they should be, or None when they already are: QUEUE_FINALIZER
     is kept on a live queue; a deleted one loses it once every job's terminal phase is on
     record (running jobs finished, pending ones recorded as cancelled)."""
-    if not deleting:
+    meta = (body or {}).get("metadata") or {}
+    finalizers: list[str] = list(meta.get("finalizers") or [])
+    if body is None:
+        return None
+    if meta.get("deletionTimestamp") is None:
         return None if QUEUE_FINALIZER in finalizers else [*finalizers, QUEUE_FINALIZER]
     if QUEUE_FINALIZER not in finalizers:
         return None
