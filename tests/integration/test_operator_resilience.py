@@ -28,10 +28,21 @@ from benchmarks.writes_per_job import measure
 
 from videoqueue.api import parse_quantity
 from videoqueue.envtest import LocalCluster, pod_script, poll
+from videoqueue.envtest.kwok import EXIT_CODE, REASON, RUN_DURATION
 from videoqueue.envtest.operator_process import OperatorProcess, line_time
 from videoqueue.scheduling.worker_pod import worker_pod_name
 
-from .objects import GROUP, VERSION, PodRecorder, create, is_true, make_job, make_queue, timestamp
+from .objects import (
+    GROUP,
+    VERSION,
+    PodRecorder,
+    create,
+    is_true,
+    make_job,
+    make_queue,
+    timestamp,
+    wait_queue,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -220,6 +231,51 @@ def test_sigkill_at_random_moments_loses_no_job_and_never_doubles_a_pod(
     kill_times = ", ".join(f"{k.killed_at - begin:.2f}s" for k in kills)
     over = pods.over(KILL_CONCURRENCY, parse_quantity(KILL_BUDGET), since=begin)
     assert not over, f"limits exceeded (kills at {kill_times}):\n" + "\n".join(over)
+
+
+def test_a_restarted_operator_keeps_the_queue_stepped_down(
+    cluster: LocalCluster, custom: Any, namespace: str, tmp_path: Path
+) -> None:
+    """Memory pressure lowered the queue's concurrency; the jobs whose OOM kills did it are
+    deleted (a TTL, a user) and the operator restarts: the queue stays stepped down, since the
+    step is recorded in its status, not only in the operator's memory."""
+    operator = OperatorProcess(cluster.kubeconfig, tmp_path / "operator.log", ["--standalone"])
+    pressure = {"oomKills": 2, "windowSeconds": 600, "recoverySeconds": 600}
+    oom = {REASON: "OOMKilled", EXIT_CODE: "137", RUN_DURATION: "1s"}
+    with operator:
+        operator.wait_for_log("videoqueue controller started", timeout=60)
+        queue = make_queue(concurrency=4, budget="16Gi", memoryPressure=pressure)
+        create(custom, namespace, "videoqueues", queue)
+        for n in range(2):
+            job = make_job(f"oom-{n}", annotations=oom)
+            job["spec"]["maxAttempts"] = 1
+            create(custom, namespace, "videojobs", job)
+        lowered = wait_queue(custom, namespace, lambda q: effective(q) == 2, "concurrency at 2")
+        since = lowered["status"]["effectiveConcurrencySince"]
+
+        operator.kill()
+        for n in range(2):
+            custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, "videojobs", f"oom-{n}"
+            )
+        operator.start()
+        operator.wait_for_log("videoqueue controller started", timeout=60)
+        # The restarted operator acts on the queue (it counts a job that ran since) ...
+        create(custom, namespace, "videojobs", make_job("after-restart"))
+        seen = wait_queue(
+            custom,
+            namespace,
+            lambda q: q.get("status", {}).get("succeeded", 0) >= 1,
+            "the restarted operator's status of the queue",
+        )
+    # ... and keeps the step: no OOM kill is left to count it again.
+    assert effective(seen) == 2
+    assert seen["status"]["effectiveConcurrencySince"] == since
+
+
+def effective(queue: dict[str, Any]) -> int | None:
+    value: int | None = queue.get("status", {}).get("effectiveConcurrency")
+    return value
 
 
 # -- 3. load and order ----------------------------------------------------------------------

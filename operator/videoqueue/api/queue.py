@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints
+from pydantic import AwareDatetime, Field, StringConstraints
 
 from videoqueue.api.common import (
     CONDITION_LIST,
@@ -278,6 +278,9 @@ class VideoQueueStatus(ApiModel):
     """Why health is not Healthy, one line per finding."""
     effective_concurrency: int | None = Field(default=None, ge=0)
     """Concurrency in force: spec.concurrency, or less under memory pressure."""
+    effective_concurrency_since: AwareDatetime | None = None
+    """When effectiveConcurrency last moved under memory pressure (unset once back at
+    spec.concurrency): a restarted operator resumes stepping down and recovering from it."""
     statistics: QueueStatistics | None = None
     """Rolling statistics of finished jobs."""
     batches: list[BatchProgress] = Field(default_factory=list, max_length=MAX_BATCHES)

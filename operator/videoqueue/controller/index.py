@@ -48,6 +48,7 @@ from videoqueue.scheduling.jobs import (
     stopping_pods,
 )
 from videoqueue.scheduling.pod_outcome import pod_essentials, read_pod_outcome
+from videoqueue.scheduling.pressure import pressure_from_status
 from videoqueue.scheduling.progress_board import ProgressReport
 from videoqueue.scheduling.worker_pod import (
     ANNOTATION_JOB_NAME,
@@ -94,6 +95,8 @@ class Index:
             except ValidationError:
                 logger.exception("cannot read VideoQueue %s", entry.key)
                 entry.queue = None
+            if entry.pressure is None and entry.queue is not None:
+                entry.pressure = pressure_from_status(entry.queue)  # as a predecessor left it
             if not spec_changed:
                 return  # our own status write coming back: nothing to re-decide
             # A new template may cure refused worker pods: try again now.

@@ -17,10 +17,11 @@ the MemoryPressure condition. Rules (times in epoch seconds, all inputs passed i
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from videoqueue.api import VideoQueue
+from videoqueue.api import ConditionStatus, QueueConditionType, VideoQueue, find_condition
 from videoqueue.scheduling.jobs import Notice
 
 
@@ -124,3 +125,41 @@ def queue_pressure(
     )
     reason = "MemoryPressure" if lowered else "PressureEased"
     return state, due, Notice("Warning" if lowered else "Normal", reason, message)
+
+
+# -- kept in the queue's status, so that a restarted operator resumes where it was ----------
+
+_EFFECTIVE = "; effective concurrency "
+
+
+def describe_pressure(state: PressureState, concurrency: int) -> str:
+    """The MemoryPressure condition's message (`pressure_from_status` reads it back)."""
+    return f"{state.message}{_EFFECTIVE}{state.effective} of {concurrency}"
+
+
+def pressure_since(state: PressureState | None, concurrency: int) -> datetime.datetime | None:
+    """status.effectiveConcurrencySince: when the state last moved, while it is lowered or
+    under pressure (whole seconds; None once back at the queue's concurrency)."""
+    if state is None or (state.effective >= concurrency and state.reason is None):
+        return None
+    return datetime.datetime.fromtimestamp(int(state.changed_at), datetime.UTC)
+
+
+def pressure_from_status(queue: VideoQueue) -> PressureState | None:
+    """The state a queue's status records (effectiveConcurrency, effectiveConcurrencySince
+    and the MemoryPressure condition), or None when it records none: the step-down of a
+    queue that stepped 4 -> 2 -> 1 survives a restart, and so does the recovery's clock."""
+    status = queue.status
+    since = status.effective_concurrency_since
+    if not queue.spec.memory_pressure.enabled or since is None:
+        return None
+    if status.effective_concurrency is None:
+        return None
+    pressed = find_condition(status.conditions, QueueConditionType.MEMORY_PRESSURE)
+    on = pressed is not None and pressed.status == ConditionStatus.TRUE
+    return PressureState(
+        effective=min(status.effective_concurrency, queue.spec.concurrency),
+        changed_at=since.timestamp(),
+        reason=pressed.reason if on and pressed is not None else None,
+        message=pressed.message.rpartition(_EFFECTIVE)[0] if on and pressed is not None else "",
+    )

@@ -68,7 +68,7 @@ from videoqueue.api import (
     put_condition,
 )
 from videoqueue.scheduling.jobs import queue_overhead
-from videoqueue.scheduling.pressure import PressureState
+from videoqueue.scheduling.pressure import PressureState, describe_pressure, pressure_since
 
 REASON_ACTIVE = "Active"
 REASON_PAUSED = "Paused"
@@ -152,6 +152,7 @@ def summarize_queue(
         effective_concurrency=(
             facts.pressure.effective if facts.pressure is not None else queue.spec.concurrency
         ),
+        effective_concurrency_since=pressure_since(facts.pressure, queue.spec.concurrency),
         statistics=rolling_statistics(
             facts.finished, now.timestamp(), queue.spec.statistics.window_seconds
         ),
@@ -191,8 +192,7 @@ def summarize_queue(
             QueueConditionType.MEMORY_PRESSURE,
             True,
             pressure.reason,
-            f"{pressure.message}; effective concurrency {pressure.effective} of "
-            f"{queue.spec.concurrency}",
+            describe_pressure(pressure, queue.spec.concurrency),
         )
     elif find_condition(status.conditions, QueueConditionType.MEMORY_PRESSURE) is not None:
         condition(QueueConditionType.MEMORY_PRESSURE, False, "NoPressure", "")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Sequence
 
+from videoqueue.envtest.builders import MakeQueue
 from videoqueue.scheduling.pressure import (
     PressurePolicy,
     PressureSignals,
     PressureState,
     next_pressure_state,
+    pressure_from_status,
 )
+from videoqueue.scheduling.queue_status import QueueFacts, summarize_queue
 
 POLICY = PressurePolicy(oom_kills=2, window_seconds=100, recovery_seconds=10)
 
@@ -72,3 +76,32 @@ def test_lowered_spec_applies_at_once() -> None:
         PressureState(8, 0), concurrency=3, signals=PressureSignals(), policy=POLICY, now=1
     )
     assert new.effective == 3
+
+
+def test_the_step_down_survives_a_restart_through_the_queue_status() -> None:
+    """What the queue's status records is what a restarted operator resumes from: the
+    effective value, when it last moved, and why (a queue stepped 4 -> 2 -> 1 stays at 1)."""
+    queue = MakeQueue("work", "media").concurrency(4).memory_pressure(oomKills=2).model()
+    now = datetime.datetime(2026, 1, 1, 10, 0, tzinfo=datetime.UTC)
+    lowered = PressureState(
+        effective=1, changed_at=now.timestamp() - 30.5, reason="OOMKills", message="2 OOM kills"
+    )
+    status = summarize_queue(queue, [], now, facts=QueueFacts(pressure=lowered))
+    assert status.effective_concurrency == 1
+    assert status.effective_concurrency_since is not None
+    written = queue.model_copy(update={"status": status})
+    assert pressure_from_status(written) == PressureState(
+        effective=1, changed_at=now.timestamp() - 31, reason="OOMKills", message="2 OOM kills"
+    )
+
+    # Recovering (lowered, calm): the clock of the next step up survives too.
+    calm = PressureState(effective=2, changed_at=now.timestamp() - 5)
+    status = summarize_queue(queue, [], now, facts=QueueFacts(pressure=calm))
+    assert pressure_from_status(queue.model_copy(update={"status": status})) == calm
+
+    # Back at the spec's concurrency, or never lowered: nothing to resume.
+    back = PressureState(effective=4, changed_at=now.timestamp())
+    status = summarize_queue(queue, [], now, facts=QueueFacts(pressure=back))
+    assert status.effective_concurrency_since is None
+    assert pressure_from_status(queue.model_copy(update={"status": status})) is None
+    assert pressure_from_status(queue) is None
