@@ -253,14 +253,9 @@ class Writes(Index):
             self._wake_dependents(key)
         for key in plan.released:
             entry.held.pop(key, None)
-        if plan.pressure != entry.pressure:
-            self._pressure_moved(entry, plan)
-        for record_key, record in plan.statistics:
-            entry.finished.setdefault(record_key, record)
-        if plan.statistics:
-            window = entry.queue.spec.statistics.window_seconds if entry.queue else 900
-            leaves = min(record.finished_at for _, record in plan.statistics) + window
-            entry.finished_leave_at = earliest(entry.finished_leave_at, leaves)
+        if plan.pressure != entry.pressure and not plan.status_checked:
+            entry.status_changed = True  # the queue's status shows it
+        entry.pressure = plan.pressure
         entry.stall_warned = plan.stall_warned
         entry.explained.update(plan.explained)  # after the assessments: they forget it
         if plan.pending_checked:
@@ -313,10 +308,6 @@ class Writes(Index):
         job_entry.admitted_hold = 0.0
         metrics.record_preemption(job_entry.job)
         logger.info("preempted %s (%s)", key, job_entry.assessment.status.message)
-
-    def _pressure_moved(self, entry: QueueEntry, plan: CyclePlan) -> None:
-        entry.pressure = plan.pressure
-        entry.status_changed = entry.status_changed or not plan.status_checked
 
     async def _write_queue_status(
         self, entry: QueueEntry, patch: dict[str, Any], now: float

@@ -41,6 +41,7 @@ from videoqueue.scheduling.cycle_rules import (
     expires_at,
     finished_record,
     oom_kill_times,
+    statistics_window,
 )
 from videoqueue.scheduling.dependencies import find_cycle
 from videoqueue.scheduling.jobs import (
@@ -304,7 +305,7 @@ class Index:
     ) -> None:
         """Record a finished job for the statistics and schedule its deletion by TTL (once
         its terminal status is on record)."""
-        window = entry.queue.spec.statistics.window_seconds if entry.queue is not None else 900
+        window = statistics_window(entry.queue)
         found = finished_record(job_entry.uid, job_entry.type, assessment.status, window, now)
         if found is not None and found[0] not in entry.finished:
             record_key, record = found
@@ -421,7 +422,7 @@ class Index:
         """The index's next due time for the queue: a re-check, a TTL, or finished jobs
         leaving the statistics window (whose records are dropped here when they have)."""
         if entry.finished_leave_at is not None and entry.finished_leave_at <= now:
-            window = entry.queue.spec.statistics.window_seconds if entry.queue else 900
+            window = statistics_window(entry.queue)
             entry.finished = {
                 k: r for k, r in entry.finished.items() if r.finished_at > now - window
             }
@@ -466,4 +467,4 @@ class _QueueJobs(Mapping[str, IndexedJob]):
         return (key for key in self._keys if key in self._jobs)
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return sum(1 for _ in self)

@@ -67,6 +67,8 @@ class Controller(Writes):
                 progress, clock=clock, on_release=self.refresh_jobs, accepts=self.wants_progress
             )
             self.progress.start()
+        # What every worker pod is told about the progress channel (fixed settings).
+        self._env = tuple(self.progress.worker_env) if self.progress is not None else ()
         # What assessing a job costs (seconds, a moving average) and so how many a cycle takes.
         self._assess_cost = 0.0005
         self._assess_limit = 100
@@ -161,4 +163,4 @@ class Controller(Writes):
         return self.progress is not None
 
     def _worker_env(self) -> tuple[Mapping[str, Any], ...]:
-        return tuple(self.progress.worker_env) if self.progress is not None else ()
+        return self._env

@@ -46,6 +46,7 @@ from videoqueue.scheduling.cycle_rules import (
     finalizers_after,
     finished_record,
     oom_kill_times,
+    statistics_window,
 )
 from videoqueue.scheduling.cycle_view import (
     CyclePlan,
@@ -149,7 +150,6 @@ class _Cycle:
             delete_jobs=delete_jobs,
             queue_events=tuple(self.events),
             pressure=pressure,
-            statistics=statistics,
             status_checked=checked,
             queue_status=queue_status,
             finalizers=finalizers_after(
@@ -418,7 +418,7 @@ class _Cycle:
 
     def _statistics(self, queue: VideoQueue | None) -> tuple[tuple[str, FinishedJob], ...]:
         """Records of the jobs this cycle finished, for the rolling statistics."""
-        window = queue.spec.statistics.window_seconds if queue is not None else 900
+        window = statistics_window(queue)
         records: dict[str, FinishedJob] = {}
         for key, assessment in self.decided.items():
             job = self.view.jobs.get(key)

@@ -8,7 +8,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from videoqueue.api import AttemptReason, JobPhase, VideoJob, VideoJobStatus, VideoQueue
+from videoqueue.api import (
+    AttemptReason,
+    JobPhase,
+    StatisticsPolicy,
+    VideoJob,
+    VideoJobStatus,
+    VideoQueue,
+)
 from videoqueue.scheduling.jobs import Assessment
 from videoqueue.scheduling.queue_status import FinishedJob
 
@@ -73,6 +80,13 @@ def oom_kill_times(status: VideoJobStatus) -> tuple[float, ...]:
         for record in status.attempts
         if record.reason == AttemptReason.OOM_KILLED and record.finish_time is not None
     )
+
+
+def statistics_window(queue: VideoQueue | None) -> int:
+    """The queue's spec.statistics.windowSeconds (the API's default while the queue is
+    missing: its jobs still finish)."""
+    policy = queue.spec.statistics if queue is not None else StatisticsPolicy()
+    return policy.window_seconds
 
 
 def finished_record(

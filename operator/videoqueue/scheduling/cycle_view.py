@@ -129,7 +129,6 @@ class CyclePlan:
     delete_jobs: tuple[str, ...] = ()  # TTL ran out
     queue_events: tuple[Notice, ...] = ()
     pressure: PressureState | None = None
-    statistics: tuple[tuple[str, FinishedJob], ...] = ()  # new records
     status_checked: bool = False  # the queue's status was computed (`queue_status`: its patch)
     queue_status: dict[str, Any] | None = None
     finalizers: list[str] | None = None
