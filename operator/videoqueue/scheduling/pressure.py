@@ -150,16 +150,16 @@ def pressure_from_status(queue: VideoQueue) -> PressureState | None:
     and the MemoryPressure condition), or None when it records none: the step-down of a
     queue that stepped 4 -> 2 -> 1 survives a restart, and so does the recovery's clock."""
     status = queue.status
-    since = status.effective_concurrency_since
-    if not queue.spec.memory_pressure.enabled or since is None:
+    since, effective = status.effective_concurrency_since, status.effective_concurrency
+    if not queue.spec.memory_pressure.enabled or since is None or effective is None:
         return None
-    if status.effective_concurrency is None:
-        return None
+    reason, message = None, ""
     pressed = find_condition(status.conditions, QueueConditionType.MEMORY_PRESSURE)
-    on = pressed is not None and pressed.status == ConditionStatus.TRUE
+    if pressed is not None and pressed.status == ConditionStatus.TRUE:
+        reason, message = pressed.reason, pressed.message.rpartition(_EFFECTIVE)[0]
     return PressureState(
-        effective=min(status.effective_concurrency, queue.spec.concurrency),
+        effective=min(effective, queue.spec.concurrency),
         changed_at=since.timestamp(),
-        reason=pressed.reason if on and pressed is not None else None,
-        message=pressed.message.rpartition(_EFFECTIVE)[0] if on and pressed is not None else "",
+        reason=reason,
+        message=message,
     )
