@@ -138,11 +138,11 @@ test-e2e: venv toolchain ## Real worker pods on a real node (kubelet + container
 ##@ Benchmarks
 
 .PHONY: bench-scale
-bench-scale: venv toolchain ## Scale benchmark (N=5,000, 20,000 pending; about 25 min on 2 cores): table + benchmarks/scale/results.json.
+bench-scale: venv toolchain ## Scale benchmark (N=5,000 against the honest limit, batch Jobs and Kueue; 20,000 and 100,000 pending): table + benchmarks/scale/results.json.
 	$(RUN)/python -m benchmarks.scale.run
 
 .PHONY: bench-scale-quick
-bench-scale-quick: venv toolchain ## Scale benchmark, quick mode (N=200, 2,000 pending): figures only, no timing assertion.
+bench-scale-quick: venv toolchain ## Scale benchmark, quick mode (N=200 incl. Kueue, 2,000 pending): figures only, no timing assertion.
 	$(RUN)/python -m benchmarks.scale.run --quick --out $(CURDIR)/.dev/bench-scale-quick.json
 
 .PHONY: images

@@ -4,9 +4,10 @@
 #   $VIDEOQUEUE_CACHE/<component>-<version>/<binary>
 # A component is rebuilt only when its pinned version changes. Pins live in
 # hack/toolchain/versions.env (kwok, helm) and in the wrapper modules' go.mod files
-# (kubernetes, etcd), whose go.sum files make the download reproducible.
+# (kubernetes, etcd, kueue), whose go.sum files make the download reproducible.
 #
-# The kubelet, kube-proxy and the pause image (pause.tar) are for envtest's real nodes.
+# The kubelet, kube-proxy and the pause image (pause.tar) are for envtest's real nodes;
+# Kueue (kueue, kueue-crds/) is the scale benchmark's peer (benchmarks/scale).
 #
 # Usage: hack/build-toolchain.sh            build what is missing, print the bin dir
 #        hack/build-toolchain.sh --print    only print the bin dir (fails if not built)
@@ -34,6 +35,7 @@ module_version() { # <wrapper dir> <module path>
 
 KUBERNETES_VERSION=$(module_version "$toolchain/kubernetes" k8s.io/kubernetes)
 ETCD_VERSION=$(module_version "$toolchain/etcd" go.etcd.io/etcd/server/v3)
+KUEUE_VERSION=$(module_version "$toolchain/kueue" sigs.k8s.io/kueue)
 
 log() { printf '[toolchain %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
@@ -179,6 +181,22 @@ build_etcd() {
     go build -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${commit:0:9}" -o "$OUT/etcd" .
 }
 
+# Kueue's manager, run out of cluster by the scale benchmark, with the CRDs its module ships
+# (applied server-side by the benchmark; the module zip is the only source without a registry).
+build_kueue() {
+    cd "$toolchain/kueue"
+    local commit date pkg=sigs.k8s.io/kueue/pkg/version
+    read -r commit date < <(origin "sigs.k8s.io/kueue@$KUEUE_VERSION")
+    log "  go build kueue"
+    go build -ldflags "-s -w -X $pkg.GitVersion=$KUEUE_VERSION -X $pkg.GitCommit=$commit -X $pkg.BuildDate=$date" \
+        -o "$OUT/kueue" sigs.k8s.io/kueue/cmd/kueue
+    local dir
+    dir=$(go list -m -f '{{.Dir}}' sigs.k8s.io/kueue)
+    mkdir -p "$OUT/kueue-crds"
+    cp "$dir"/config/components/crd/bases/*.yaml "$OUT/kueue-crds/"
+    chmod u+w "$OUT"/kueue-crds/*.yaml
+}
+
 go_install() { # <package@version> [ldflags]
     log "  go install $1"
     GOBIN="$OUT" go install -ldflags "-s -w ${2:-}" "$1"
@@ -204,10 +222,12 @@ if [[ ${1:-} != --print ]]; then
     build_component "kubelet-$KUBERNETES_VERSION" kubelet -- build_kubelet
     build_component "kube-proxy-$KUBERNETES_VERSION" kube-proxy -- build_kube_proxy
     build_component "pause-$KUBERNETES_VERSION" pause.tar -- build_pause
+    build_component "kueue-$KUEUE_VERSION" kueue kueue-crds -- build_kueue
 fi
 
-for b in etcd kwok helm kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
+for b in etcd kwok helm kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy kueue; do
     [[ -x "$bin/$b" ]] || { log "missing $bin/$b: run hack/build-toolchain.sh"; exit 1; }
 done
+[[ -d "$bin/kueue-crds" ]] || { log "missing $bin/kueue-crds: run hack/build-toolchain.sh"; exit 1; }
 [[ -f "$bin/pause.tar" ]] || { log "missing $bin/pause.tar: run hack/build-toolchain.sh"; exit 1; }
 echo "$bin"

@@ -17,6 +17,8 @@ COMPONENTS = (
 )
 # Only clusters with real nodes need these (same script, same cache).
 REAL_NODE_COMPONENTS = ("kubelet", "kube-proxy", "pause.tar")
+# The scale benchmark's peer: Kueue's manager and the CRDs its module ships (a directory).
+PEER_COMPONENTS = ("kueue", "kueue-crds")
 
 
 class MissingBinaryError(RuntimeError):
@@ -28,7 +30,7 @@ class Binaries:
     directory: Path
 
     def __getitem__(self, name: str) -> Path:
-        if name not in COMPONENTS and name not in REAL_NODE_COMPONENTS:
+        if name not in COMPONENTS + REAL_NODE_COMPONENTS + PEER_COMPONENTS:
             raise KeyError(name)
         return self.directory / name
 

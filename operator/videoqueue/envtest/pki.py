@@ -127,6 +127,21 @@ def create_pki(directory: Path) -> ClusterPKI:
     return ClusterPKI(ca, apiserver, sa_key_path, sa_pub_path)
 
 
+def self_signed_serving(directory: Path, name: str) -> CertPair:
+    """A self-signed serving certificate for 127.0.0.1 and localhost, written as
+    <name>.crt/<name>.key (for servers nobody verifies, such as a peer's metrics endpoint)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = (
+        _builder(subject, subject, key)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return _write(directory, name, cert, key)
+
+
 def _builder(
     subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey
 ) -> x509.CertificateBuilder:

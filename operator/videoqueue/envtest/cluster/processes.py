@@ -66,6 +66,21 @@ class SupervisorMixin:
             _terminate(component)
             self.components.remove(component)
 
+    def run_beside(self, name: str, argv: list[str], health_url: str) -> int:
+        """Run another server beside the control plane (a benchmark's peer such as Kueue),
+        supervised like a component: its log under <state dir>/logs, killed with this process
+        when attached, stopped with the cluster or by `stop_beside`. Returns its pid once
+        `health_url` answers 200."""
+        self._launch(name, argv)
+        self._save_state()
+        self._wait_healthy(name, health_url, time.monotonic())
+        pid = self.pids()[name]
+        return pid
+
+    def stop_beside(self, name: str) -> None:
+        self._terminate_named(name)
+        self._save_state()
+
     def _launch(self, name: str, argv: list[str], *, pass_fds: Sequence[int] = ()) -> None:
         log = (self.state_dir / "logs" / f"{name}.log").open("ab")
         popen = subprocess.Popen(
