@@ -341,3 +341,44 @@ def test_kubectl_finds_the_plugin_on_path(
     )  # fmt: skip
     assert missing.returncode == 1
     assert "not found" in missing.stderr
+
+
+def test_logs_say_plainly_when_there_is_no_log_to_read(
+    operator: subprocess.Popen[bytes], custom: Any, core: Any, namespace: str, vq: Plugin
+) -> None:
+    """A job that has not run, an attempt it never had, a pod that is gone: each is said in
+    words with what to do instead (the log itself is read on a real node, tests/e2e)."""
+    create(custom, namespace, "videoqueues", make_queue(name="held", state="Paused"))
+    vq.ok("submit", "--name", "waiting", "-q", "held", "--type", "probe", "--input", "file:///a")
+    poll(
+        lambda: get_job(custom, namespace, "waiting").get("status", {}).get("phase") == "Pending",
+        timeout=30,
+        what="the operator to hold the job in the paused queue",
+    )
+    not_run = vq("logs", "vj/waiting")
+    assert not_run.code == 1
+    assert "has not run yet" in not_run.err
+    assert "kubectl videoqueue watch vj/waiting" in not_run.err
+
+    create(custom, namespace, "videoqueues", make_queue())
+    vq.ok("submit", "--name", "done", "-q", "work", "--type", "probe", "--input", "file:///a")
+    job = wait_job(custom, namespace, "done", "Complete")
+    pod = job["status"]["attempts"][0]["pod"]
+    assert core.read_namespaced_pod(pod, namespace).metadata.name == pod  # there to lose
+    beyond = vq("logs", "done", "--attempt", "2")
+    assert beyond.code == 2
+    assert "has no attempt 2; it has attempt 1" in beyond.err
+
+    core.delete_namespaced_pod(pod, namespace, grace_period_seconds=0)
+    poll(
+        lambda: pod not in [p.metadata.name for p in core.list_namespaced_pod(namespace).items],
+        timeout=30,
+        what=f"pod {pod} to be deleted",
+    )
+    gone = vq("logs", "vj/done")
+    assert gone.code == 1
+    assert f"the worker pod {pod} of attempt 1 of job 'done' is gone" in gone.err
+    assert "kubectl videoqueue show done" in gone.err
+    assert "ttlSecondsAfterFinished" in gone.err
+    assert gone.out == ""
+    assert vq("logs", "vq/done").code == 2  # a queue has no log

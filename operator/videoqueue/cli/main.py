@@ -1,6 +1,6 @@
 """The `kubectl videoqueue` entry point: the argument parser and the dispatch to each command
-(`submit`; `jobs`: list, show, retry, cancel; `queues`: stats, pause/resume/drain, batch;
-`watch`)."""
+(`submit`; `jobs`: list, show, retry, cancel; `logs`; `queues`: stats, pause/resume/drain,
+batch; `watch`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any, TextIO
 from videoqueue.api import BATCH_LABEL, RETRY_ANNOTATION, QueueState
 from videoqueue.cli.cluster import CliError, Cluster
 from videoqueue.cli.jobs import cmd_cancel, cmd_list, cmd_retry, cmd_show
+from videoqueue.cli.logs import cmd_logs
 from videoqueue.cli.objects import CI_RUN_ANNOTATION
 from videoqueue.cli.queues import cmd_batch, cmd_set_state, cmd_stats
 from videoqueue.cli.render import OUTPUT_FORMATS
@@ -86,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = add("show", cmd_show, "A job with its attempts, conditions and result.")
     show.add_argument("job")
+
+    logs = add("logs", cmd_logs, "A job's worker log (its latest attempt, or --attempt N).")
+    logs.add_argument("job", help="NAME or vj/NAME")
+    logs.add_argument("--attempt", type=int, help="the attempt (default: the latest)")
+    logs.add_argument("-f", "--follow", action="store_true", help="stream the log as it grows")
+    logs.add_argument("--tail", type=int, help="only the last this many lines")
 
     stats = add("stats", cmd_stats, "Queue statistics: counts, memory, rolling statistics.")
     stats.add_argument("queue", nargs="?", help="one queue in detail (default: every queue)")
