@@ -444,6 +444,15 @@ class Bench:
             self.cluster.kubeconfig, self.workdir / f"{name}.log", ["--standalone"], name=name
         )
 
+    async def create_markers(self, kube: KubeClient, ns: str, n: int) -> None:
+        """N bare custom objects m00000..: what the physical and honest limits act on."""
+
+        async def make_marker(i: int) -> None:
+            body = {"apiVersion": f"{BENCH_GROUP}/v1", "kind": "Marker"}
+            await kube.create(MARKERS, ns, {**body, "metadata": {"name": f"m{i:05d}"}})
+
+        await bounded(self.args.parallelism, make_marker, n)
+
     # -- 1. physical limit ----------------------------------------------------------------
 
     async def physical(self) -> Scenario:
@@ -457,12 +466,7 @@ class Bench:
         async with await KubeClient.from_kubeconfig(
             self.cluster.kubeconfig, settings=client_settings(self.args.parallelism)
         ) as kube:
-
-            async def make_marker(i: int) -> None:
-                body = {"apiVersion": f"{BENCH_GROUP}/v1", "kind": "Marker"}
-                await kube.create(MARKERS, ns, {**body, "metadata": {"name": f"m{i:05d}"}})
-
-            await bounded(self.args.parallelism, make_marker, n)
+            await self.create_markers(kube, ns, n)
             before = self.settled_writes()
             created: dict[str, float] = {}
             first_pod: dict[str, float] = {}
@@ -523,12 +527,7 @@ class Bench:
         async with await KubeClient.from_kubeconfig(
             self.cluster.kubeconfig, settings=client_settings(self.args.parallelism)
         ) as kube:
-
-            async def make_marker(i: int) -> None:
-                body = {"apiVersion": f"{BENCH_GROUP}/v1", "kind": "Marker"}
-                await kube.create(MARKERS, ns, {**body, "metadata": {"name": f"m{i:05d}"}})
-
-            await bounded(self.args.parallelism, make_marker, n)
+            await self.create_markers(kube, ns, n)
             before = self.settled_writes()
             patched: set[str] = set()
 
