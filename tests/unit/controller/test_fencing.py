@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -331,3 +332,44 @@ async def test_a_claim_that_loses_a_race_is_not_held() -> None:
     await asyncio.sleep(0)
     assert waiting.done()
     assert b.may_write()
+
+
+# -- flags ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["--no-fencing"], id="default-mode"),
+        pytest.param(["--peering", "p", "--no-fencing"], id="peering"),
+    ],
+)
+def test_fencing_is_off_only_for_a_standalone_operator(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from videoqueue.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    assert "--no-fencing needs --standalone" in capsys.readouterr().err
+
+
+def test_the_lease_and_the_identity_come_from_flags_then_the_pod(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from videoqueue import __main__ as entry
+
+    monkeypatch.setattr(entry, "SERVICE_ACCOUNT_DIR", tmp_path)
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    assert entry.lease_namespace(None) == "default"
+    (tmp_path / "namespace").write_text("from-account\n")
+    assert entry.lease_namespace(None) == "from-account"
+    monkeypatch.setenv("POD_NAMESPACE", "from-pod")
+    assert entry.lease_namespace(None) == "from-pod"
+    assert entry.lease_namespace("from-flag") == "from-flag"
+
+    monkeypatch.setenv("POD_ID", "videoqueue-operator-7d9f-x2")
+    assert entry.own_identity() == "videoqueue-operator-7d9f-x2"
+    monkeypatch.delenv("POD_ID")
+    assert entry.own_identity() != entry.own_identity()  # random: two processes never tie
