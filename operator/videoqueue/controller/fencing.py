@@ -205,8 +205,15 @@ class Fence:
             if self.stale is not None:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poke.wait(), self.settings.period)
+                await asyncio.wait_for(self._poke.wait(), self.next_step_in())
             self._poke.clear()
+
+    def next_step_in(self) -> float:
+        """A period; less when waiting for another holder's Lease that expires sooner."""
+        seen, now = self.seen, self.clock()
+        if self.wanted and seen is not None and not may_take(seen, self.settings.identity, now):
+            return max(0.0, min(self.settings.period, seen.since + seen.duration - now))
+        return self.settings.period
 
     async def step(self) -> None:
         if self.confirmed is not None:

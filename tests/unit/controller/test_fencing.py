@@ -373,3 +373,16 @@ def test_the_lease_and_the_identity_come_from_flags_then_the_pod(
     assert entry.own_identity() == "videoqueue-operator-7d9f-x2"
     monkeypatch.delenv("POD_ID")
     assert entry.own_identity() != entry.own_identity()  # random: two processes never tie
+
+
+async def test_a_replica_waiting_for_the_lease_looks_again_when_it_expires() -> None:
+    store = LeaseStore()
+    a, b = Replica(store, "a"), Replica(store, "b")
+    assert (await a.acquire()).done()
+    assert b.fence.next_step_in() == settings("b").period  # standing by: every period
+    await b.acquire()
+    b.clock.advance(DURATION - 1)
+    assert b.fence.next_step_in() == pytest.approx(1.0)  # sooner than a period
+    b.clock.advance(1)
+    await b.fence.step()
+    assert store.holder == "b"

@@ -36,7 +36,7 @@ def apiserver_args(state_dir: Path) -> list[str]:
         f"--audit-log-path={log_path(state_dir)}",
         "--audit-log-mode=blocking",
         "--audit-log-format=json",
-        "--audit-log-maxsize=0",  # no rotation: one file holds the whole session
+        "--audit-log-maxsize=4096",  # MB before rotation: one file holds a whole session
     ]
 
 
