@@ -33,6 +33,17 @@ the old one to expire.
 after a replica dies without exiting cleanly. Keep-alives are renewed a few seconds before
 they expire (one PATCH per replica per lifetime, whatever the load).
 
+Fencing: the acting replica also holds the coordination.k8s.io Lease `--lease NAME` (default
+videoqueue-operator) in `--lease-namespace` (default $POD_NAMESPACE, else the service
+account's namespace, else `default`), for the peering lifetime, renewed every quarter of it.
+A replica writes nothing unless its last confirmed renewal is younger than three quarters
+of the lifetime; a replica that finds its claim lapsed (it was frozen, or could not renew)
+logs it and exits with status 3, to be restarted fresh as a standby. A replica takes the
+Lease only once it is free, its own, or unrenewed for a whole lifetime as it watched it: a
+takeover waits for that, as it waits for the keep-alive. The identity is $POD_ID, else host,
+process id and a random suffix; it is also in the User-Agent of the operator's requests.
+`--no-fencing` (only with --standalone) runs without the Lease.
+
 Progress channel (Redis): with --redis-url (or $VIDEOQUEUE_REDIS_URL) workers publish stage,
 progress and heartbeats to a Redis stream, and the acting replica writes them into job status
 at a bounded rate (--progress-interval per job, --progress-writes-per-second overall) and
@@ -53,15 +64,22 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
+from videoqueue import __version__
 from videoqueue.controller import handlers, metrics_server  # importing handlers registers them
+from videoqueue.controller.fencing import LeaseSettings
 from videoqueue.controller.kube import KubeApiError, KubeClient
 from videoqueue.controller.kube_helpers import Resource
+from videoqueue.controller.kubeconfig import SERVICE_ACCOUNT_DIR
 from videoqueue.controller.progress_settings import (
     DEFAULT_JOB_INTERVAL,
     DEFAULT_WRITES_PER_SECOND,
@@ -74,6 +92,10 @@ logger = logging.getLogger("videoqueue")
 DEFAULT_PEERING_NAME = "videoqueue-operator"
 PEERING_CRD = "crds/peering/clusterkopfpeerings.kopf.dev.yaml"
 CLUSTER_PEERINGS = Resource("kopf.dev", "v1", "clusterkopfpeerings", namespaced=False)
+DEFAULT_LEASE_NAME = "videoqueue-operator"
+EXIT_FENCED = 3
+# How long a fenced replica's graceful exit may take before it is cut short.
+FENCED_EXIT_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -107,6 +129,54 @@ async def ensure_peering_object(name: str) -> bool:
                 return False
             raise
         return True
+
+
+def own_identity() -> str:
+    """$POD_ID (the pod's name: a restarted container is the same replica), else host,
+    process id and a random suffix."""
+    pod = os.environ.get("POD_ID")
+    return pod or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def lease_namespace(flag: str | None) -> str:
+    if flag:
+        return flag
+    if namespace := os.environ.get("POD_NAMESPACE"):
+        return namespace
+    with contextlib.suppress(OSError):
+        if namespace := (SERVICE_ACCOUNT_DIR / "namespace").read_text().strip():
+            return namespace
+    return "default"
+
+
+def resolve_lease(args: argparse.Namespace, identity: str) -> LeaseSettings | None:
+    if args.no_fencing:
+        return None
+    namespace = lease_namespace(args.lease_namespace)
+    return LeaseSettings(args.lease, namespace, identity, args.peering_lifetime)
+
+
+class Fenced:
+    """What the operator does once its claim lapsed: stop kopf (whose graceful exit withdraws
+    the keep-alive, so a standby takes over at once), and exit with EXIT_FENCED."""
+
+    def __init__(self) -> None:
+        self.stop_flag = threading.Event()
+        self.why: str | None = None
+
+    def __call__(self, why: str) -> None:
+        self.why = why
+        logger.error(
+            "fenced: %s; writing nothing more and exiting, to start again as a standby", why
+        )
+        self.stop_flag.set()
+        asyncio.get_running_loop().call_later(FENCED_EXIT_SECONDS, _exit_now)
+
+
+def _exit_now() -> None:
+    logger.error("fenced: the graceful exit took too long; exiting now")
+    logging.shutdown()
+    os._exit(EXIT_FENCED)
 
 
 def resolve_peering(args: argparse.Namespace) -> Peering:
@@ -173,6 +243,22 @@ def main(argv: list[str] | None = None) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--standalone", action="store_true", help="never peer with other replicas")
     mode.add_argument("--peering", metavar="NAME", help="peer in this ClusterKopfPeering")
+    parser.add_argument(
+        "--lease",
+        default=DEFAULT_LEASE_NAME,
+        metavar="NAME",
+        help=f"the Lease the acting replica holds (default {DEFAULT_LEASE_NAME})",
+    )
+    parser.add_argument(
+        "--lease-namespace",
+        metavar="NAMESPACE",
+        help="namespace of the Lease (default $POD_NAMESPACE, else the service account's)",
+    )
+    parser.add_argument(
+        "--no-fencing",
+        action="store_true",
+        help="hold no Lease and guard no write (only with --standalone)",
+    )
     parser.add_argument(
         "--priority", type=int, help="peering priority, higher acts first (default: start time)"
     )
@@ -242,6 +328,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.peering_lifetime < 2:
         parser.error("--peering-lifetime must be at least 2 seconds")
+    if args.no_fencing and not args.standalone:
+        parser.error("--no-fencing needs --standalone: replicas that peer must be fenced")
     if not 1 <= args.metrics_port <= 65535:
         parser.error(
             f"--metrics-port must be a port number from 1 to 65535, not {args.metrics_port}"
@@ -259,10 +347,30 @@ def main(argv: list[str] | None = None) -> None:
     settings.peering.lifetime = peering.lifetime
     if progress is None:
         logger.info("progress channel off (no --redis-url): no live progress, no stall detection")
-    memo = kopf.Memo(progress=progress)
+    identity = own_identity()
+    fenced = Fenced()
+    memo = kopf.Memo(
+        progress=progress,
+        lease=resolve_lease(args, identity),
+        on_stale=fenced,
+        user_agent=f"videoqueue-operator/{__version__} ({identity})",
+    )
+    common: dict[str, Any] = {
+        "clusterwide": True,
+        "settings": settings,
+        "memo": memo,
+        "identity": identity,
+        "stop_flag": fenced.stop_flag,
+    }
     if peering.name is None:
-        run_operator(args, clusterwide=True, standalone=True, settings=settings, memo=memo)
-        return
+        run_operator(args, standalone=True, **common)
+    else:
+        run_peering(args, peering, common)
+    if fenced.why is not None:
+        raise SystemExit(EXIT_FENCED)
+
+
+def run_peering(args: argparse.Namespace, peering: Peering, common: dict[str, Any]) -> None:
     logger.info(
         "peering in ClusterKopfPeering %s with priority %d: standing by until no live replica "
         "has a higher priority",
@@ -273,12 +381,10 @@ def main(argv: list[str] | None = None) -> None:
     # has read the peering state, so a new replica never acts next to the acting one.
     run_operator(
         args,
-        clusterwide=True,
         standalone=False,
         peering_name=peering.name,
         priority=peering.priority,
-        settings=settings,
-        memo=memo,
+        **common,
     )
 
 

@@ -158,6 +158,11 @@ def test_helm_lint_passes_strict(value_set: str, tmp_path: Path) -> None:
             id="replicas-without-peering",
         ),
         pytest.param(
+            {"fencing": {"enabled": False}},
+            "replicas that peer must be fenced",
+            id="peering-without-fencing",
+        ),
+        pytest.param(
             {"image": {"repository": "videoqueue/operator", "digest": "latest"}},
             "/image/digest",
             id="bad-digest",
@@ -220,6 +225,24 @@ def test_defaults_are_least_privilege_and_restricted(tmp_path: Path) -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert deployment["spec"]["replicas"] >= 2
     assert "--peering=videoqueue-operator" in container["args"]
+    # Fenced, with the Lease in the release namespace, and leave to touch that Lease only.
+    assert "--lease-namespace=videoqueue-system" in container["args"]
+    fencing = find(objects, "Role", "r-videoqueue-operator-fencing")
+    assert fencing["metadata"]["namespace"] == "videoqueue-system"
+    assert fencing["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["videoqueue-operator"],
+            "verbs": ["get", "patch"],
+        },
+    ]
+    binding = find(objects, "RoleBinding", "r-videoqueue-operator-fencing")
+    assert (
+        binding["subjects"][0]["name"]
+        == deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    )
     # No registry host: the first path component of the image is not a host name.
     first = container["image"].split("/")[0]
     assert not {".", ":"} & set(first), container["image"]

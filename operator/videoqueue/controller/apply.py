@@ -10,7 +10,7 @@ import dataclasses
 import datetime
 import heapq
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from videoqueue.api import (
@@ -67,6 +67,8 @@ class Writes(Index):
     kube: KubeClient
     notifier: Notifier
     progress: ProgressChannel | None
+    # Raises FencedError when this replica may not write (controller/fencing.py).
+    fence_check: Callable[[], None] | None = None
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
@@ -242,6 +244,8 @@ class Writes(Index):
         pods, queue the status writes, post Events, delete expired jobs, ask about pods the
         index has not seen, write the queue's status and finalizer. Returns when the queue's
         loop should look again."""
+        if self.fence_check is not None:
+            self.fence_check()  # fenced: not one step of the plan (each write checks too)
         at = datetime.datetime.fromtimestamp(now, datetime.UTC)
         # Recorded in the index first (no I/O): what the writes below and the next cycle read.
         for key, assessment in plan.assessments:

@@ -23,20 +23,35 @@ resumes, a fresh one is primed as above, after `TAKEOVER_SETTLE_SECONDS` so that
 the previous replica still had in flight have landed. kopf announces pauses and resumptions
 only in its log (there is no API for them), so `PeeringSwitch` listens to kopf's peering
 logger. A standalone operator is primed once, at startup, before kopf starts watching.
+
+Fencing (`videoqueue.controller.fencing`). Every replica reads the Lease from startup; a
+replica told to act first takes the Lease (waiting for the previous holder's to expire, as
+it sees it), then primes its controller. Every write of the operator's client is refused
+unless the claim is fresh. A replica that stands down stops its controller and then frees
+the Lease. A replica whose claim lapsed calls `on_stale` (from the memo): the operator exits
+and is started afresh.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, Literal
 
 import kopf
 
 from videoqueue.api import GROUP, VERSION
 from videoqueue.controller.entries import slim
+from videoqueue.controller.fencing import Fence, LeaseSettings
 from videoqueue.controller.kube import KubeClient, KubeError
-from videoqueue.controller.kube_helpers import PODS, VIDEOJOBS, VIDEOQUEUES, Resource
+from videoqueue.controller.kube_helpers import (
+    PODS,
+    VIDEOJOBS,
+    VIDEOQUEUES,
+    ClientSettings,
+    Resource,
+)
 from videoqueue.controller.loop import Controller
 from videoqueue.controller.metrics import Activity
 from videoqueue.controller.progress_settings import ProgressSettings
@@ -73,6 +88,11 @@ class _State:
         self.background: set[asyncio.Task[Any]] = set()
         # The Redis progress channel, if configured; each acting controller runs its own.
         self.progress: ProgressSettings | None = None
+        # This replica's claim on the Lease (None: fencing off, standalone only).
+        self.fence: Fence | None = None
+        self.fence_loop: asyncio.Task[None] | None = None
+        # Stopping the last controller and freeing the Lease: done before acting again.
+        self.standing_down: asyncio.Task[None] | None = None
 
 
 _state = _State()
@@ -104,6 +124,10 @@ async def _activate(settle: float) -> None:
     kube = _state.kube
     assert kube is not None
     await asyncio.sleep(settle)
+    if _state.standing_down is not None:
+        await asyncio.shield(_state.standing_down)
+    if _state.fence is not None:
+        await _state.fence.acquire()  # listed after: what the previous holder wrote is seen
     listings: tuple[tuple[Kind, Resource, str | None], ...] = (
         ("queue", VIDEOQUEUES, None),
         ("job", VIDEOJOBS, None),
@@ -112,7 +136,9 @@ async def _activate(settle: float) -> None:
     while True:
         # Fed a page at a time (slimmed at once, so a listing of 20,000 jobs never sits in
         # memory whole); its scheduler loops start only once everything is indexed.
-        fresh = Controller(kube, progress=_state.progress, start_loops=False)
+        fresh = Controller(
+            kube, progress=_state.progress, start_loops=False, fence_check=kube.write_guard
+        )
         listed: dict[tuple[Kind, str], int] = {}
         counts: dict[Kind, int] = {}
         try:
@@ -167,8 +193,15 @@ def _pause() -> None:
     _state.buffer = None
     _state.announced.clear()
     logger.info("standing by: another replica acts; scheduler loops stopped")
+    _state.standing_down = _spawn(_stand_down(stopping))
+
+
+async def _stand_down(stopping: Controller | None) -> None:
+    """Stop the controller, then free the Lease: no write of ours follows the release."""
     if stopping is not None:
-        _spawn(stopping.stop())
+        await stopping.stop()
+    if _state.fence is not None:
+        await _state.fence.release()
 
 
 def _spawn(coroutine: Any) -> asyncio.Task[Any]:
@@ -227,8 +260,13 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.client_timeout = 330
     # Peering keep-alives carry no annotations and no per-object state: kopf's peering
     # writes are one PATCH per replica per lifetime (settings.peering.lifetime).
-    _state.kube = await KubeClient.from_kubeconfig()
+    user_agent: str | None = memo.get("user_agent")
+    _state.kube = await KubeClient.from_kubeconfig(settings=ClientSettings(user_agent=user_agent))
     _state.progress = memo.get("progress")
+    lease: LeaseSettings | None = memo.get("lease")
+    if lease is not None:
+        _state.fence = await _start_fence(lease, user_agent, memo["on_stale"])
+        _state.kube.write_guard = _state.fence.check
     logger.info("videoqueue controller started")
     if settings.peering.standalone:
         _state.buffer = []
@@ -241,13 +279,31 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         peering_logger.setLevel(logging.INFO)  # the switch needs kopf's INFO records
 
 
+async def _start_fence(
+    lease: LeaseSettings, user_agent: str | None, on_stale: Callable[[str], None]
+) -> Fence:
+    # A client of its own, with short timeouts: a renewal that takes longer than a period is
+    # worth less than the next one.
+    settings = ClientSettings(
+        user_agent=user_agent, request_timeout=lease.period, max_attempts=2, write_concurrency=2
+    )
+    fence = Fence(await KubeClient.from_kubeconfig(settings=settings), lease, on_stale=on_stale)
+    _state.fence_loop = _spawn(fence.run())
+    return fence
+
+
 @kopf.on.cleanup()
 async def stop(**_: Any) -> None:
     if _state.activation is not None:
         _state.activation.cancel()
     stopping, _state.controller = _state.controller, None
-    if stopping is not None:
-        await stopping.stop()
+    if _state.standing_down is not None:
+        await asyncio.shield(_state.standing_down)
+    await _stand_down(stopping)
+    if _state.fence_loop is not None:
+        _state.fence_loop.cancel()
+    if _state.fence is not None:
+        await _state.fence.kube.close()
     if _state.kube is not None:
         await _state.kube.close()
 

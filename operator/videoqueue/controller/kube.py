@@ -27,7 +27,7 @@ import random
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -39,6 +39,7 @@ import kopf
 from videoqueue import __version__
 
 # The errors are part of the client's interface: importable from here.
+from videoqueue.controller.kube_errors import FencedError as FencedError
 from videoqueue.controller.kube_errors import KubeApiError as KubeApiError
 from videoqueue.controller.kube_errors import KubeConfigError as KubeConfigError
 from videoqueue.controller.kube_errors import KubeConnectionError as KubeConnectionError
@@ -101,6 +102,8 @@ class KubeClient:
     it (`await close()` or `async with`). `request_counts` counts every HTTP attempt by
     (verb, resource, status class): verb is get/list/create/patch/delete, resource the plural
     with any subresource ("videojobs/status"), class "2xx".."5xx" or "error" (no response).
+    `write_guard`, when set, runs before every write is sent (each retry too) and raises
+    `FencedError` to refuse it: the fence of `videoqueue.controller.fencing`.
     """
 
     def __init__(
@@ -123,6 +126,7 @@ class KubeClient:
         self._write_slots = asyncio.Semaphore(self.settings.write_concurrency)
         self._rng = rng or random.Random()
         self._instance = socket.gethostname()
+        self.write_guard: Callable[[], None] | None = None
 
     # -- construction ---------------------------------------------------------------------
 
@@ -146,7 +150,7 @@ class KubeClient:
             connector=connector,
             headers={
                 "Accept": "application/json",
-                "User-Agent": f"videoqueue-operator/{__version__}",
+                "User-Agent": settings.user_agent or f"videoqueue-operator/{__version__}",
             },
             timeout=aiohttp.ClientTimeout(
                 total=settings.request_timeout, sock_connect=settings.connect_timeout
@@ -417,15 +421,15 @@ class KubeClient:
                 headers["Authorization"] = authorization
             delay: float
             try:
-                async with (
-                    self._write_slots if write else contextlib.nullcontext(),
-                    self._session.request(
+                async with self._write_slots if write else contextlib.nullcontext():
+                    if write and self.write_guard is not None:
+                        self.write_guard()  # at the last moment: a write may wait for a slot
+                    async with self._session.request(
                         method, url, params=params, data=data, headers=headers
-                    ) as response,
-                ):
-                    raw = await response.read()
-                    status = response.status
-                    retry_after = response.headers.get("Retry-After")
+                    ) as response:
+                        raw = await response.read()
+                        status = response.status
+                        retry_after = response.headers.get("Retry-After")
             except _TRANSPORT_ERRORS as error:
                 self.request_counts[verb, label, "error"] += 1
                 repeatable = idempotent or isinstance(error, _NOT_SENT_ERRORS)

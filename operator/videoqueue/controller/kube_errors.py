@@ -41,6 +41,11 @@ class KubeConnectionError(KubeError):
     """The API server could not be reached or did not answer in time, after any retries."""
 
 
+class FencedError(KubeError):
+    """A write refused before it was sent: this replica holds no fresh claim to act
+    (`videoqueue.controller.fencing`)."""
+
+
 class KubeConfigError(KubeError):
     """No usable credentials: no kubeconfig and not running in a pod, or an unsupported one."""
 

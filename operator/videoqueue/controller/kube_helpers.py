@@ -100,6 +100,9 @@ class ClientSettings:
     backoff_base: float = 0.2
     backoff_cap: float = 5.0
     retry_after_cap: float = 30.0
+    # None: "videoqueue-operator/<version>". Replicas add their identity, so the API server's
+    # audit log tells their writes apart.
+    user_agent: str | None = None
 
 
 # -- pure helpers ---------------------------------------------------------------------------

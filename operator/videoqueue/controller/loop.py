@@ -51,11 +51,13 @@ class Controller(Writes):
         clock: Callable[[], float] = time.time,
         progress: ProgressSettings | None = None,
         start_loops: bool = True,
+        fence_check: Callable[[], None] | None = None,
     ) -> None:
         """`start_loops=False`: no queue is scheduled until `start_loops()` (while the index
-        is being primed)."""
+        is being primed). `fence_check` raises when this replica may no longer write."""
         super().__init__(clock=clock)
         self.kube = kube
+        self.fence_check = fence_check
         self._loops_started = start_loops
         self._stopping = False
         self.notifier = Notifier(on_given_up=self._notification_given_up)

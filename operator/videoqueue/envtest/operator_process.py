@@ -2,7 +2,9 @@
 
 Each `OperatorProcess` is one `python -m videoqueue` with its own log file; `restart()` starts
 a fresh process on the same log (a marker line separates the runs), as a kubelet restarts a
-crashed container.
+crashed container. Like a pod, each has a name of its own, its `identity` ($POD_ID: the
+replica's name in peering, in the Lease and in the User-Agent of its requests), which stays
+the same across restarts: a restarted operator takes its own Lease back at once.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import datetime
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -63,6 +66,7 @@ class OperatorProcess:
         self.args = list(args)
         self.name = name
         self.env = env or {}
+        self.identity = self.env.get("POD_ID") or f"{name}-{secrets.token_hex(3)}"
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.started_at: float | None = None  # time.time() of the last start
@@ -74,7 +78,12 @@ class OperatorProcess:
         if self.alive:
             raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
         self.starts += 1
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env}
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "POD_ID": self.identity,
+            **self.env,
+        }
         metrics: list[str] = []
         if "--metrics-port" not in self.args:
             self.metrics_port = free_port()
@@ -99,10 +108,25 @@ class OperatorProcess:
         process.wait(timeout=10)
         return time.time()
 
+    def suspend(self) -> float:
+        """SIGSTOP: frozen as by a long GC pause or a stalled VM. Returns time.time()."""
+        self._require().send_signal(signal.SIGSTOP)
+        return time.time()
+
+    def resume(self) -> float:
+        """SIGCONT after `suspend`. Returns time.time()."""
+        self._require().send_signal(signal.SIGCONT)
+        return time.time()
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait for the process to exit by itself; its exit status."""
+        return self._require_started().wait(timeout=timeout)
+
     def stop(self, timeout: float = 20) -> None:
         """SIGTERM and wait (kopf's graceful exit); SIGKILL after `timeout`."""
         if self.process is None or self.process.poll() is not None:
             return
+        self.process.send_signal(signal.SIGCONT)  # a suspended process handles no SIGTERM
         self.process.terminate()
         try:
             self.process.wait(timeout=timeout)
@@ -137,6 +161,11 @@ class OperatorProcess:
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def _require_started(self) -> subprocess.Popen[bytes]:
+        if self.process is None:
+            raise RuntimeError(f"{self.name} was never started")
+        return self.process
 
     def _require(self) -> subprocess.Popen[bytes]:
         if self.process is None or self.process.poll() is not None:

@@ -24,6 +24,7 @@ import yaml
 from aiohttp import web
 
 from videoqueue.controller.kube import (
+    FencedError,
     KubeApiError,
     KubeClient,
     KubeConfigError,
@@ -562,3 +563,26 @@ def test_retry_after_http_date_is_relative_to_now() -> None:
     later = NOW + timedelta(seconds=30)
     header = later.strftime("%a, %d %b %Y %H:%M:%S GMT")
     assert retry_after_seconds(header, now=NOW) == 30.0
+
+
+async def test_the_write_guard_refuses_writes_before_they_are_sent(
+    serve: Callable[..., Any],
+) -> None:
+    script = Script([(200, {}, OBJ)])
+    kube = await serve(script)
+    allowed = [True]
+
+    def guard() -> None:
+        if not allowed[0]:
+            raise FencedError("fenced")
+
+    kube.write_guard = guard
+    await kube.patch(PODS, "ns", "p", {"metadata": {"labels": {"a": "b"}}}, patch_type="strategic")
+    assert len(script.seen) == 1  # the guard lets a fresh claim write
+    allowed[0] = False
+    with pytest.raises(FencedError):
+        await kube.create(PODS, "ns", OBJ)
+    with pytest.raises(FencedError):
+        await kube.delete(PODS, "ns", "p")
+    assert await kube.get(PODS, "ns", "p") == OBJ  # reads are not guarded
+    assert [r.method for r in script.seen] == ["PATCH", "GET"]

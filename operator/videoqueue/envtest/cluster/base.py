@@ -45,6 +45,8 @@ class ClusterConfig:
     terminated_pod_gc_threshold: int = 12500
     # Real nodes (kubelet + containerd, see realnode/) beside the KWOK ones; needs root.
     real_nodes: Sequence[RealNodeSpec] = ()
+    # The API server's audit log of writes (cluster/audit.py), to count who wrote what.
+    audit_log: bool = False
 
 
 class ClusterError(RuntimeError):

@@ -30,6 +30,7 @@ from kubernetes.client.rest import ApiException
 
 from videoqueue.envtest import realnode
 from videoqueue.envtest.binaries import Binaries, find_binaries
+from videoqueue.envtest.cluster import audit
 from videoqueue.envtest.cluster.base import (
     SERVICE_CIDR,
     ClusterBase,
@@ -235,6 +236,7 @@ class LocalCluster(RealNodesMixin, ClusterBase):
             "--kubelet-preferred-address-types=InternalIP",
             "--profiling=false",
             "--v=1",
+            *(audit.apiserver_args(self.state_dir) if self.config.audit_log else ()),
         ]
 
     def _controller_manager_argv(self, pki: ClusterPKI, kubeconfig: Path) -> list[str]:
