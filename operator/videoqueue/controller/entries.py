@@ -26,6 +26,7 @@ from videoqueue.scheduling import JobView, StoppingPod
 from videoqueue.scheduling.jobs import (
     Assessment,
 )
+from videoqueue.scheduling.notifications import NotificationNews
 from videoqueue.scheduling.pressure import (
     PressureState,
 )
@@ -67,6 +68,8 @@ class JobEntry:
         # Pods of its current attempt the API server said are gone (the index had not seen
         # them go): told to its next assessment.
         self.confirmed_missing: frozenset[str] = frozenset()
+        # What became of its owed notification, until its status records it.
+        self.notification_news: NotificationNews | None = None
         self.update(body)
 
     def update(self, body: dict[str, Any]) -> None:
