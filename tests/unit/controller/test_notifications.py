@@ -9,9 +9,12 @@ import datetime
 import hashlib
 import hmac
 import json
+import re
 import time
+from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from videoqueue.api import (
@@ -24,7 +27,13 @@ from videoqueue.api import (
     VideoJob,
     VideoJobStatus,
 )
-from videoqueue.controller.notifications import Notification, Notifier, notification_for
+from videoqueue.controller.notifications import (
+    Notification,
+    Notifier,
+    encode_body,
+    notification_for,
+    signature,
+)
 from videoqueue.scheduling.notifications import NotificationNews
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
@@ -251,3 +260,33 @@ async def test_a_full_queue_refuses_instead_of_dropping() -> None:
         assert not notifier.submit(first)
     finally:
         await notifier.stop()
+
+
+def test_the_receiver_example_in_the_docs_verifies_what_the_operator_signs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    text = (Path(__file__).parents[3] / "docs" / "notifications.md").read_text()
+    example = re.search(r"```python\n(.*?)```", text, re.S)
+    assert example is not None
+    code = example.group(1).replace(
+        'ThreadingHTTPServer(("0.0.0.0", 8080), Hook).serve_forever()', ""
+    )
+    monkeypatch.setenv("WEBHOOK_SECRET", SECRET.decode())
+    receiver: dict[str, Any] = {}
+    exec(code, receiver)  # the example as documented, without starting its server
+    verified = receiver["verified"]
+
+    body = encode_body(signed("http://127.0.0.1:9/hook").body)
+    now = int(time.time())
+    headers = {
+        "X-VideoQueue-Timestamp": str(now),
+        "X-VideoQueue-Signature": signature(SECRET, now, body),
+    }
+    assert verified(headers, body)
+    assert not verified(headers, body.replace(b"Succeeded", b"Failed"))  # tampered
+    stale = now - 3600
+    old = {
+        "X-VideoQueue-Timestamp": str(stale),
+        "X-VideoQueue-Signature": signature(SECRET, stale, body),
+    }
+    assert not verified(old, body)  # a replay
