@@ -42,20 +42,21 @@ class OwedNotifications(Index):
         # Jobs found Owed while the Notifier's queue was full, in the order found.
         self._owed_later: dict[str, None] = {}
 
-    def _make_notifier(self, backoff_base: float = 1.0) -> Notifier:
+    def _make_notifier(self, **settings: Any) -> Notifier:
+        """The Notifier wired to this index; `settings`: Notifier's backoff_base, max_queued."""
         return Notifier(
             on_result=self._notification_result,
             still_owed=self._still_owed,
             on_room=self._notifier_room,
             read_secret=self._read_secret,
-            backoff_base=backoff_base,
             clock=self.clock,
+            **settings,
         )
 
     def _submit_owed(self, entry: JobEntry) -> None:
         """Submit the job's notification if its stored status says it is owed and this
         process has not yet; forget what its status has settled."""
-        stored = _stored_notification(entry)
+        stored = entry.stored_notification
         key = stored.get("key")
         news = entry.notification_news
         if stored.get("state") != NotificationState.OWED.value:
@@ -98,7 +99,7 @@ class OwedNotifications(Index):
         entry = self.jobs.get(notification.job)
         if entry is None:
             return True
-        stored = _stored_notification(entry)
+        stored = entry.stored_notification
         if stored.get("key") == notification.key:
             return stored.get("state") == NotificationState.OWED.value
         decided = entry.assessment.status.notification if entry.assessment else None
@@ -110,6 +111,8 @@ class OwedNotifications(Index):
         if news.state is NotificationState.GAVE_UP:
             self._post_given_up(notification, news)
         if entry is None or not notification.key.startswith(f"{entry.uid}/"):
+            if news.state is not NotificationState.OWED:
+                self._submitted.discard(notification.key)  # the job is gone: nothing to record
             return
         entry.notification_news = news
         self.refresh_jobs([entry.key])
@@ -139,8 +142,3 @@ class OwedNotifications(Index):
             return None
         data: dict[str, Any] = secret.get("data") or {}
         return data
-
-
-def _stored_notification(entry: JobEntry) -> dict[str, Any]:
-    found: dict[str, Any] = (entry.body.get("status") or {}).get("notification") or {}
-    return found
