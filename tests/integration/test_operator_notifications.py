@@ -9,11 +9,13 @@ restarted), so the module has a control plane of its own (see `own_cluster`).
   a Warning Event, and the job's TTL waits until then.
 - A missing Secret: nothing is sent (never unsigned), the job says which Secret and key are
   missing; creating the Secret makes the notification go out.
+- Two replicas: the one that takes over after a SIGKILL sends what the other left owed.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import http.server
@@ -34,6 +36,7 @@ from .objects import GROUP, VERSION, condition, create, make_job, make_queue, wa
 
 pytestmark = pytest.mark.integration
 
+REPO = Path(__file__).resolve().parents[2]
 SECRET = b"receiver-shared-key"
 STARTED = "videoqueue controller started"
 
@@ -285,3 +288,52 @@ def test_a_missing_secret_is_shown_on_the_job_and_creating_it_sends_the_notifica
     cleared = condition(done["signed"], "NotificationFailed")
     assert cleared is not None
     assert (cleared["status"], cleared["reason"]) == ("False", "Delivered")
+
+
+PEERING_LIFETIME = 10
+ACTING = "acting: this replica now schedules"
+
+
+def test_the_replica_that_takes_over_sends_what_is_owed(
+    cluster: LocalCluster, custom: Any, core: Any, namespace: str, tmp_path: Path
+) -> None:
+    """Two replicas (kopf peering): jobs finish under A while the receiver is down, A is
+    SIGKILLed, B takes over and, once the receiver is up, delivers every owed notification."""
+    cluster.kubectl("apply", "-f", str(REPO / "crds" / "peering"))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd/clusterkopfpeerings.kopf.dev"
+    )
+    args = ["--peering-lifetime", str(PEERING_LIFETIME)]
+    a = OperatorProcess(cluster.kubeconfig, tmp_path / "a.log", args, name="replica-a")
+    b = OperatorProcess(cluster.kubeconfig, tmp_path / "b.log", args, name="replica-b")
+    port = free_port()
+    create_secret(core, namespace)
+    settings = {"url": f"http://127.0.0.1:{port}/hook", "maxAttempts": 20}
+    settings["secretRef"] = {"name": "hook-key", "key": "token"}
+    names = [f"ha-{n}" for n in range(4)]
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(a)
+        a.wait_for_log(ACTING, timeout=120)
+        stack.enter_context(b)  # after A acts: started together, each defers to the other
+        b.wait_for_log(r"peering in ClusterKopfPeering videoqueue-operator", timeout=60)
+        create(custom, namespace, "videoqueues", make_queue(concurrency=4, notifications=settings))
+        for name in names:
+            create(custom, namespace, "videojobs", make_job(name))
+        wait_notifications(custom, namespace, names, "Owed", timeout=90)
+        assert not b.log_lines(ACTING)
+
+        a.kill()
+        b.wait_for_log(ACTING, timeout=PEERING_LIFETIME * 3)
+        with Receiver(port) as receiver:
+            done = wait_notifications(custom, namespace, names, "Delivered", timeout=120)
+            requests = list(receiver.requests)
+    assert {json.loads(body)["job"] for _, body in requests} == set(names)
+    for headers, body in requests:
+        verify(headers, body)
+    for name in names:
+        assert (
+            notification(done[name])["key"]
+            == json.loads(next(b for _, b in requests if json.loads(b)["job"] == name))[
+                "idempotencyKey"
+            ]
+        )
