@@ -88,10 +88,11 @@ class JobEntry:
         self.batch: str | None = (meta.get("labels") or {}).get(BATCH_LABEL)
         phase = (body.get("status") or {}).get("phase")
         self.stored_phase = JobPhase(phase) if phase in _PHASE_VALUES else None
-        # status.notification as stored: read per notification try, without parsing the job.
-        self.stored_notification: dict[str, Any] = (body.get("status") or {}).get(
-            "notification"
-        ) or {}
+        # status.notification's key and state as stored: read per notification try, without
+        # parsing the job.
+        stored = (body.get("status") or {}).get("notification") or {}
+        self.notification_key: str | None = stored.get("key")
+        self.notification_state: str | None = stored.get("state")
         self._raw = json.dumps(body, separators=(",", ":")).encode()
         # Not kept: a queue's jobs arrive by the thousand (a listing, a burst of status
         # echoes) and are assessed one at a time; parsing again costs less than the peak.

@@ -268,14 +268,16 @@ class Notifier:
             await asyncio.sleep(self._delay(waits))
         else:
             return  # no longer owed
+        # The URL without its query, which may carry a token.
+        where = notification.url.split("?", 1)[0]
         logger.warning(
             "giving up on the notification %s to %s after %d tries: %s",
             notification.key,
-            notification.url,
+            where,
             tries,
             problem,
         )
-        message = f"{tries} tries to {notification.url} failed; the last: {problem}"
+        message = f"{tries} tries to {where} failed; the last: {problem}"
         news = NotificationNews(
             notification.key, NotificationState.GAVE_UP, self._now(), tries, "GaveUp", message
         )

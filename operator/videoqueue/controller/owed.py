@@ -56,14 +56,13 @@ class OwedNotifications(Index):
     def _submit_owed(self, entry: JobEntry) -> None:
         """Submit the job's notification if its stored status says it is owed and this
         process has not yet; forget what its status has settled."""
-        stored = entry.stored_notification
-        key = stored.get("key")
+        key = entry.notification_key
         news = entry.notification_news
-        if stored.get("state") != NotificationState.OWED.value:
+        if entry.notification_state != NotificationState.OWED.value:
             if news is not None:
                 self._submitted.discard(news.key)
                 entry.notification_news = None  # on record (or superseded)
-            if isinstance(key, str):
+            if key is not None:
                 self._submitted.discard(key)
             return
         if news is not None and news.key != key:
@@ -99,9 +98,8 @@ class OwedNotifications(Index):
         entry = self.jobs.get(notification.job)
         if entry is None:
             return True
-        stored = entry.stored_notification
-        if stored.get("key") == notification.key:
-            return stored.get("state") == NotificationState.OWED.value
+        if entry.notification_key == notification.key:
+            return entry.notification_state == NotificationState.OWED.value
         decided = entry.assessment.status.notification if entry.assessment else None
         return decided is not None and decided.key == notification.key
 
