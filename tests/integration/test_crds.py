@@ -125,6 +125,13 @@ FULL_QUEUE_SPEC: dict[str, Any] = {
     },
     "retry": {"maxAttempts": 5, "backoff": {"initialSeconds": 1, "factor": 3, "maxSeconds": 60}},
     "activeDeadlineSeconds": 3600,
+    "notifications": {
+        "url": "https://hooks.example.test/video",
+        "on": ["Failed"],
+        "maxAttempts": 7,
+        "timeoutSeconds": 3,
+        "secretRef": {"name": "media-webhook", "key": "token.v2"},
+    },
     "template": {
         "metadata": {"labels": {"team": "media"}},
         "spec": {
@@ -206,6 +213,14 @@ FULL_JOB_STATUS: dict[str, Any] = {
     "waitSeconds": 5.5,
     "runSeconds": 50,
     "result": {"duration": 12.5, "streams": [{"codec": "h264"}]},
+    "notification": {
+        "key": "0f6e-uid/1/Failed",
+        "state": "GaveUp",
+        "owedTime": "2026-01-01T00:00:50Z",
+        "tries": 5,
+        "lastTryTime": "2026-01-01T00:02:00Z",
+        "message": "5 tries to https://hooks.example.test/video failed; the last: HTTP 503",
+    },
 }
 
 
@@ -238,6 +253,11 @@ def test_status_changes_only_through_the_status_subresource(
     [
         pytest.param({"progress": 101}, "less than or equal to 100", id="progress-over-100"),
         pytest.param({"phase": "Done"}, 'Unsupported value: "Done"', id="unknown-phase"),
+        pytest.param(
+            {"notification": {"key": "u/1/Succeeded", "state": "Sent"}},
+            'Unsupported value: "Sent"',
+            id="unknown-notification-state",
+        ),
         pytest.param(
             {"attempts": [{"attempt": 1, "reason": "Crashed"}]},
             'Unsupported value: "Crashed"',
@@ -379,6 +399,20 @@ REJECTED = [
         MakeJob().set("spec.startAfter", "tomorrow").obj(),
         "spec.startAfter in body must be of type date-time",
         id="start-after-not-a-timestamp",
+    ),
+    pytest.param(
+        MakeQueue()
+        .notifications("https://hooks.example.test/", secretRef={"name": "Hook_Key", "key": "k"})
+        .obj(),
+        "spec.notifications.secretRef.name in body should match",
+        id="secret-ref-name-not-a-dns-name",
+    ),
+    pytest.param(
+        MakeQueue()
+        .notifications("https://hooks.example.test/", secretRef={"name": "hook", "key": "a/b"})
+        .obj(),
+        "spec.notifications.secretRef.key in body should match",
+        id="secret-ref-key-with-a-slash",
     ),
     pytest.param(
         MakeJob("x" * 64).obj(),

@@ -38,6 +38,8 @@ __all__ = [
     "JobPhase",
     "JobResources",
     "ManualRetry",
+    "NotificationState",
+    "NotificationStatus",
     "VideoJob",
     "VideoJobSpec",
     "VideoJobStatus",
@@ -156,6 +158,9 @@ class JobConditionType(StrEnum):
     # or Rejected, so a GitOps wait follows the job to its end.
     RECONCILING = "Reconciling"
     STALLED = "Stalled"
+    # True while the completion notification cannot be sent (its Secret is missing) or once
+    # it was given up; False again once delivered.
+    NOTIFICATION_FAILED = "NotificationFailed"
 
 
 class AttemptReason(StrEnum):
@@ -336,6 +341,37 @@ class ManualRetry(ApiModel):
     """Attempts up to this number no longer count against maxAttempts."""
 
 
+class NotificationState(StrEnum):
+    """Where a job's completion notification stands."""
+
+    OWED = "Owed"
+    DELIVERED = "Delivered"
+    GAVE_UP = "GaveUp"
+
+
+class NotificationStatus(ApiModel):
+    """The completion notification of the job's last outcome (the queue's
+    spec.notifications). Recorded as Owed with the terminal status itself, so an operator
+    that restarts or takes over sends what is still owed."""
+
+    key: str = Field(max_length=128)
+    """Idempotency key "<job uid>/<attempt>/<phase>", sent as the body's idempotencyKey and
+    the X-VideoQueue-Delivery header: the same for every try of this outcome."""
+    state: NotificationState
+    """Owed until a 2xx answer (Delivered) or the queue's maxAttempts failed tries (GaveUp)."""
+    owed_time: AwareDatetime | None = None
+    """When the outcome was recorded and the notification became owed."""
+    delivered_time: AwareDatetime | None = None
+    """When the receiver answered 2xx."""
+    tries: int | None = Field(default=None, ge=0)
+    """POSTs made by the operator process that delivered it or gave it up (a replica that
+    takes over starts counting again)."""
+    last_try_time: AwareDatetime | None = None
+    """When the last failed try or problem was recorded."""
+    message: str | None = Field(default=None, max_length=1024)
+    """The last problem (an HTTP status, a refused connection, a missing Secret)."""
+
+
 class VideoJobStatus(ApiModel):
     """What the operator observed about the job."""
 
@@ -380,6 +416,8 @@ class VideoJobStatus(ApiModel):
     """What the worker returned (from its termination message)."""
     manual_retry: ManualRetry | None = None
     """The last retry a user asked for with the videoqueue.dev/retry annotation."""
+    notification: NotificationStatus | None = None
+    """The completion notification of the last outcome, when the queue sends one."""
 
     effective_memory_bytes = QuantityBytes("effective_memory", "status.effectiveMemory")
     """`effective_memory` in bytes; None when unset. Setting it stores the quantity (None

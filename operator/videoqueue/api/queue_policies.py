@@ -9,7 +9,14 @@ from typing import Self
 
 from pydantic import ConfigDict, Field, model_validator
 
-from videoqueue.api.common import ApiModel, CelRule, cel_is_quantity, cel_quantity, cel_rules
+from videoqueue.api.common import (
+    NAME_PATTERN,
+    ApiModel,
+    CelRule,
+    cel_is_quantity,
+    cel_quantity,
+    cel_rules,
+)
 from videoqueue.api.quantity import PositiveQuantity, parse_quantity
 
 __all__ = [
@@ -24,6 +31,7 @@ __all__ = [
     "QueueMemory",
     "RateLimit",
     "RetryPolicy",
+    "SecretKeyRef",
     "StatisticsPolicy",
 ]
 
@@ -237,10 +245,21 @@ class NotificationEvent(StrEnum):
     FAILED = "Failed"
 
 
+class SecretKeyRef(ApiModel):
+    """One key of a Secret in the queue's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=NAME_PATTERN)
+    """Name of the Secret (a DNS subdomain: lowercase letters, digits, '-' and '.')."""
+    key: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+    """Key within the Secret's data."""
+
+
 class Notifications(ApiModel):
     """A JSON webhook POSTed when a job of the queue finishes (queue, job, type, outcome,
-    durations, result summary). Sent in the background and retried with backoff; admission
-    never waits for it."""
+    durations, result summary). Delivered at least once: the job's status.notification
+    records that it is owed until a 2xx answer (Delivered) or maxAttempts failed tries
+    (GaveUp), and a restarted operator or the replica taking over sends what is still owed.
+    Admission never waits for it. See docs/notifications.md for the receiver's side."""
 
     url: str = Field(max_length=2048, pattern=r"^https?://[^\s]+$")
     """http(s) URL the JSON is POSTed to."""
@@ -251,9 +270,15 @@ class Notifications(ApiModel):
     )
     """Outcomes to notify about: Succeeded, Failed (Failed covers Rejected and Cancelled too)."""
     max_attempts: int = Field(default=5, ge=1, le=20)
-    """Tries per notification before it is dropped (with a Warning Event on the queue)."""
+    """Tries per notification before it is given up: status.notification.state GaveUp, the
+    job's NotificationFailed condition and Warning Events on the job and the queue."""
     timeout_seconds: int = Field(default=10, ge=1, le=120)
     """Time limit of one try."""
+    secret_ref: SecretKeyRef | None = None
+    """Sign each try with HMAC-SHA256 keyed by this Secret's value (headers
+    X-VideoQueue-Timestamp and X-VideoQueue-Signature). The operator reads only the Secret
+    named here; while it or its key is missing nothing is sent (never unsigned): the job
+    shows the problem and the try is repeated with backoff until the Secret is there."""
 
 
 class HealthThresholds(ApiModel):

@@ -15,8 +15,6 @@ from typing import Any
 
 from videoqueue.api import (
     JobPhase,
-    VideoJob,
-    VideoJobStatus,
     VideoQueue,
 )
 from videoqueue.api.patching import status_patch
@@ -32,10 +30,10 @@ from videoqueue.controller.entries import (
     is_newer,
     slim,
 )
-from videoqueue.controller.index import Index
 from videoqueue.controller.kube import KubeApiError, KubeClient, KubeError
 from videoqueue.controller.kube_helpers import PODS, VIDEOJOBS, VIDEOQUEUES, EventType
-from videoqueue.controller.notifications import Notification, Notifier, notification_for
+from videoqueue.controller.notifications import Notifier
+from videoqueue.controller.owed import OwedNotifications
 from videoqueue.controller.progress import ProgressChannel
 from videoqueue.scheduling.cycle import CyclePlan, PodToCreate
 from videoqueue.scheduling.cycle_rules import earliest
@@ -61,7 +59,7 @@ POD_REFUSED_MAX_SECONDS = 300.0
 _background: set[asyncio.Task[Any]] = set()
 
 
-class Writes(Index):
+class Writes(OwedNotifications):
     """The index plus what writes to the API server (`kube`), Events and notifications."""
 
     kube: KubeClient
@@ -185,6 +183,7 @@ class Writes(Index):
         if patch is None:
             if entry.unwritten is unwritten:
                 entry.unwritten = None
+            self._submit_owed(entry)  # e.g. found Owed after a restart or a takeover
             await self._stop_pods(entry, assessment)
             return
         meta = entry.body["metadata"]
@@ -197,11 +196,12 @@ class Writes(Index):
             entry.unwritten = None
         if updated is not None and previous is not None:
             metrics.record_status_written(previous, assessment.status)
-            self._send_notification(previous, assessment.status)
         if updated is not None and advances(
             updated["metadata"].get("resourceVersion"), entry.resource_version
         ):
             entry.update(slim(updated))
+        if updated is not None:
+            self._submit_owed(entry)  # the status now on record may owe a notification
         await self._stop_pods(entry, assessment)
 
     async def _stop_pods(self, entry: JobEntry, assessment: Assessment) -> None:
@@ -211,33 +211,6 @@ class Writes(Index):
             pod = entry.pods.get(name)
             uid = pod["metadata"].get("uid") if pod else None
             await self.kube.delete(PODS, namespace, name, uid=uid, grace_period_seconds=30)
-
-    def _send_notification(self, before: VideoJob, written: VideoJobStatus) -> None:
-        """Queue the webhook of a job whose terminal status was just written."""
-        if before.status.phase is not None and before.status.phase.is_terminal:
-            return
-        queue = self.queues.get(f"{before.metadata.namespace}/{before.spec.queue_name}")
-        settings = queue.queue.spec.notifications if queue and queue.queue else None
-        notification = notification_for(settings, before, written)
-        if notification is not None:
-            self.notifier.submit(notification)
-
-    def _notification_given_up(self, notification: Notification, problem: str) -> None:
-        body = notification.body
-        queue = self.queues.get(f"{body['namespace']}/{body['queue']}")
-        if queue is None or queue.body is None:
-            return
-        self._spawn(
-            self.kube.post_event(
-                queue.body,
-                type_="Warning",
-                reason="NotificationFailed",
-                message=(
-                    f"gave up sending the {body['outcome']} notification of job {body['job']} "
-                    f"to {notification.url} after {notification.max_attempts} tries: {problem}"
-                )[:1024],
-            )
-        )
 
     async def apply_plan(self, entry: QueueEntry, plan: CyclePlan, now: float) -> float | None:
         """Carry out a cycle's plan: record its decisions in the index, create the worker

@@ -26,6 +26,7 @@ from videoqueue.scheduling import JobView, StoppingPod
 from videoqueue.scheduling.jobs import (
     Assessment,
 )
+from videoqueue.scheduling.notifications import NotificationNews
 from videoqueue.scheduling.pressure import (
     PressureState,
 )
@@ -67,6 +68,8 @@ class JobEntry:
         # Pods of its current attempt the API server said are gone (the index had not seen
         # them go): told to its next assessment.
         self.confirmed_missing: frozenset[str] = frozenset()
+        # What became of its owed notification, until its status records it.
+        self.notification_news: NotificationNews | None = None
         self.update(body)
 
     def update(self, body: dict[str, Any]) -> None:
@@ -85,6 +88,11 @@ class JobEntry:
         self.batch: str | None = (meta.get("labels") or {}).get(BATCH_LABEL)
         phase = (body.get("status") or {}).get("phase")
         self.stored_phase = JobPhase(phase) if phase in _PHASE_VALUES else None
+        # status.notification's key and state as stored: read per notification try, without
+        # parsing the job.
+        stored = (body.get("status") or {}).get("notification") or {}
+        self.notification_key: str | None = stored.get("key")
+        self.notification_state: str | None = stored.get("state")
         self._raw = json.dumps(body, separators=(",", ":")).encode()
         # Not kept: a queue's jobs arrive by the thousand (a listing, a burst of status
         # echoes) and are assessed one at a time; parsing again costs less than the peak.

@@ -416,6 +416,7 @@ class Index:
             refusal=job_entry.refusal if job_entry.key in entry.held else None,
             new=job_entry.unwritten is None and job_entry.stored_phase is None,
             phase_before=job_entry.assessment.status.phase if job_entry.assessment else None,
+            notification=job_entry.notification_news,
         )
 
     def _next_timer(self, entry: QueueEntry, now: float) -> float | None:

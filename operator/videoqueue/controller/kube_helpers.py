@@ -74,6 +74,7 @@ class Resource:
 
 PODS = Resource("", "v1", "pods")
 EVENTS = Resource("", "v1", "events")
+SECRETS = Resource("", "v1", "secrets")  # only the ones queues name for signing (get)
 VIDEOJOBS = Resource(GROUP, VERSION, "videojobs")
 VIDEOQUEUES = Resource(GROUP, VERSION, "videoqueues")
 LEASES = Resource("coordination.k8s.io", "v1", "leases")

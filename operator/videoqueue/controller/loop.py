@@ -29,7 +29,6 @@ from videoqueue.controller.apply import (
 )
 from videoqueue.controller.entries import QueueEntry
 from videoqueue.controller.kube import KubeClient
-from videoqueue.controller.notifications import Notifier
 from videoqueue.controller.progress import ProgressChannel
 from videoqueue.controller.progress_settings import ProgressSettings
 from videoqueue.scheduling.cycle import plan_cycle
@@ -60,7 +59,8 @@ class Controller(Writes):
         self.fence_check = fence_check
         self._loops_started = start_loops
         self._stopping = False
-        self.notifier = Notifier(on_given_up=self._notification_given_up)
+        self._owed_init()
+        self.notifier = self._make_notifier()
         # Workers' progress and heartbeats from Redis (None: not configured). Its releases
         # re-assess the job, so progress is written by the same one patch per cycle.
         self.progress: ProgressChannel | None = None

@@ -67,6 +67,7 @@ from videoqueue.scheduling.jobs import (
     reject,
     waiting_because,
 )
+from videoqueue.scheduling.notifications import owe_notification, settle_notification
 from videoqueue.scheduling.pod_outcome import pod_unschedulable
 from videoqueue.scheduling.pressure import PressureSignals, PressureState, queue_pressure
 from videoqueue.scheduling.progress_board import apply_progress
@@ -105,6 +106,8 @@ class _Cycle:
         return job.assessment if job is not None else None
 
     def record(self, key: str, assessment: Assessment) -> None:
+        job, queue = self.view.jobs.get(key), self.view.queue
+        assessment = owe_notification(assessment, self.current(key), job, queue, self.at)
         self.decided[key] = assessment
         self.order.append((key, assessment))
         self.status_changed = True
@@ -188,6 +191,7 @@ class _Cycle:
                 with_progress = apply_progress(facts.job, assessment.status, facts.progress)
                 if with_progress is not assessment.status:
                     assessment = replace(assessment, status=with_progress)
+            assessment = settle_notification(assessment, facts.notification, queue, self.at)
             if facts.refusal is not None:
                 generation = facts.job.metadata.generation
                 assessment = explain_refusal(assessment, facts.refusal, self.at, generation)

@@ -17,6 +17,7 @@ from videoqueue.api import (
     VideoQueue,
 )
 from videoqueue.scheduling.jobs import Assessment
+from videoqueue.scheduling.notifications import holds_ttl
 from videoqueue.scheduling.queue_status import FinishedJob
 
 # Set on every queue the operator manages: its deletion waits until running jobs finished.
@@ -63,9 +64,12 @@ def expires_at(
     deleting: bool,
 ) -> float | None:
     """When a finished job's TTL runs out; None without a TTL, while its terminal status is
-    not on record yet (`stored_phase`), or once its deletion was sent."""
+    not on record yet (`stored_phase`), while its completion notification is owed, or once
+    its deletion was sent."""
     if job is None or assessment is None or deleting or not assessment.terminal:
         return None
+    if holds_ttl(assessment.status, queue):
+        return None  # looked at again when the notification is Delivered or GaveUp
     completion = assessment.status.completion_time
     if completion is None or stored_phase is None or not stored_phase.is_terminal:
         return None

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from videoqueue.api import JobPhase, VideoJob, VideoJobStatus, VideoQueue
 from videoqueue.scheduling.jobs import Assessment, Notice
+from videoqueue.scheduling.notifications import NotificationNews
 from videoqueue.scheduling.pod_outcome import PodOutcome
 from videoqueue.scheduling.pressure import PressureState
 from videoqueue.scheduling.progress_board import ProgressReport
@@ -66,6 +67,7 @@ class JobFacts:
     refusal: tuple[str, str] | None = None  # (reason, message) while its pod is refused
     new: bool = False  # no status of it was ever decided
     phase_before: JobPhase | None = None  # its phase as last assessed
+    notification: NotificationNews | None = None  # what became of its owed notification
 
 
 @dataclass(frozen=True)
