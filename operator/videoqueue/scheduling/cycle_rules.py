@@ -1,7 +1,7 @@
 """Small rules a queue's cycle decides with and the controller's index keeps its bookkeeping
 by (so the two cannot disagree): when a job is looked at again, when a finished job's TTL
-runs out, which OOM kills count for memory pressure, the statistics window, and the
-queue's finalizer. Pure: the time is passed in."""
+runs out, which OOM kills count for memory pressure, which finished jobs the statistics can
+count, and the queue's finalizer. Pure: the time is passed in."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from typing import Any
 from videoqueue.api import (
     AttemptReason,
     JobPhase,
-    StatisticsPolicy,
     VideoJob,
     VideoJobStatus,
     VideoQueue,
@@ -88,13 +87,6 @@ def oom_kill_times(status: VideoJobStatus) -> tuple[float, ...]:
         for record in status.attempts
         if record.reason == AttemptReason.OOM_KILLED and record.finish_time is not None
     )
-
-
-def statistics_window(queue: VideoQueue | None) -> int:
-    """The queue's spec.statistics.windowSeconds (the API's default while the queue is
-    missing: its jobs still finish)."""
-    policy = queue.spec.statistics if queue is not None else StatisticsPolicy()
-    return policy.window_seconds
 
 
 @dataclass(frozen=True)
