@@ -186,9 +186,11 @@ async def test_each_finished_job_is_counted_once_however_often_it_is_seen(
     completions = [j["status"]["completionTime"] for j in api.objects["videojobs"].values()]
     assert api.statistics["countedThrough"] == max(completions)  # (written the same way)
 
+    writes = api.log.count("patch videoqueues/work")
     first.relist()
     await first.cycles(3)
     assert api.statistics == stored
+    assert api.log.count("patch videoqueues/work") == writes  # unchanged: no write
 
     again = Operator(api, now)  # a restart: everything is read back
     await again.cycles(3)
