@@ -332,12 +332,10 @@ def split_uncounted(
         if watermark is not None and record.completed <= watermark:
             continue  # counted already (the index lets go of it once it sees that)
         job = jobs.get(record.key)
-        if (
-            job is None
-            or job.uid != record.uid
-            or (job.stored_phase in _COUNTED and job.stored_completion == record.completed)
-        ):  # deleted: counted as last seen
-            confirmed.append(record)
+        if job is None or job.uid != record.uid:
+            confirmed.append(record)  # deleted: counted as last seen
+        elif job.stored_phase in _COUNTED and job.stored_completion == record.completed:
+            confirmed.append(record)  # stored
         elif (latest := current(record.key)) is not None and (
             latest.terminal and latest.status.completion_time == record.completed
         ):
