@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from videoqueue.api import (
     MAX_STATISTICS_BUCKETS,
@@ -158,8 +158,12 @@ def _totals_of(job: FinishedJob) -> _Totals:
 class _Bucket:
     totals: _Totals = field(default_factory=_Totals)
     types: dict[str, _Totals] = field(default_factory=dict)
+    # The stored bucket it was read from, while nothing was added: written back as it is
+    # (most buckets of a status do not change, and building them is most of its cost).
+    stored: StatisticsBucket | None = None
 
     def add(self, totals: _Totals, types: Iterable[tuple[str, _Totals]]) -> None:
+        self.stored = None
         self.totals.add(totals)
         for name, type_totals in types:
             if name in self.types:
@@ -177,6 +181,12 @@ def _read_buckets(stored: QueueStatistics | None, width: int) -> dict[int, _Buck
         index = int(bucket.start.timestamp()) // width
         types = ((t.type, _Totals.of(t)) for t in bucket.by_type)
         buckets.setdefault(index, _Bucket()).add(_Totals.of(bucket), types)
+    if stored is not None and stored.bucket_seconds == width:
+        for bucket in stored.buckets:
+            read = buckets[int(bucket.start.timestamp()) // width]
+            # (As it is only if it was read alone and its start is where it belongs.)
+            if read.totals == _Totals.of(bucket) and bucket.start.timestamp() % width == 0:
+                read.stored = bucket
     return buckets
 
 
@@ -193,20 +203,37 @@ def count_finished(
     watermark and before `unconfirmed_since`, the oldest completionTime of a job whose
     terminal status is not stored yet; buckets that left the window are dropped."""
     width = bucket_seconds(window_seconds)
-    buckets = _read_buckets(stored, width)
     watermark = stored.counted_through if stored is not None else None
     fresh = sorted(
-        (job for job in confirmed if watermark is None or job.completed > watermark),
+        (
+            job
+            for job in confirmed
+            if (watermark is None or job.completed > watermark)
+            # Counted once everything that finished before it is on record too.
+            and (unconfirmed_since is None or job.completed < unconfirmed_since)
+        ),
         key=lambda job: job.completed,
     )
+    if not fresh and _unchanged(stored, window_seconds, width, now.timestamp()):
+        return stored  # (the common case, so it costs no rebuilding)
+    buckets = _read_buckets(stored, width)
     for job in fresh:
-        if unconfirmed_since is not None and job.completed >= unconfirmed_since:
-            break  # counted once everything that finished before it is on record too
         totals = _totals_of(job)
         index = int(job.completed.timestamp()) // width
         buckets.setdefault(index, _Bucket()).add(totals, [(job.type, totals)])
         watermark = job.completed
     return _summary(buckets, watermark, window_seconds, width, now.timestamp())
+
+
+def _unchanged(
+    stored: QueueStatistics | None, window_seconds: int, width: int, now: float
+) -> TypeGuard[QueueStatistics]:
+    """Whether the `stored` statistics stand as they are at `now`: same window, and no
+    bucket has left it."""
+    if stored is None or stored.window_seconds != window_seconds or stored.bucket_seconds != width:
+        return False
+    leaves = statistics_leave_at(stored, window_seconds)
+    return leaves is None or leaves > now
 
 
 def rolling_statistics(
@@ -260,7 +287,8 @@ def _summary(
         bucket_seconds=width,
         counted_through=watermark,
         buckets=[
-            StatisticsBucket(
+            buckets[index].stored
+            or StatisticsBucket(
                 start=datetime.datetime.fromtimestamp(index * width, datetime.UTC),
                 **buckets[index].totals.fields(),
                 by_type=[

@@ -192,6 +192,17 @@ def test_counting_the_same_jobs_again_changes_nothing() -> None:
     assert again.to_dict() == once.to_dict()  # so the status patch is empty: no write
 
 
+def test_counting_in_steps_adds_up_to_counting_at_once() -> None:
+    """Each count starts from the stored status (its unchanged buckets written back as they
+    are): the result is the same as counting every job from nothing."""
+    # Oldest first, as outcomes are stored (a step never has older ones left behind).
+    items = [finished(ago, f"type-{ago % 5}", ok=ago % 3 > 0) for ago in range(800, 0, -7)]
+    stored: QueueStatistics | None = None
+    for step in range(0, len(items), 9):
+        stored = read_back(count(items[: step + 9], stored))
+    assert stored == count(items)
+
+
 def test_a_restarted_operator_counts_only_jobs_finished_after_the_watermark() -> None:
     before = [finished(30), finished(20, ok=False)]
     stored = read_back(count(before, at=T0 - 15 * SECOND))
