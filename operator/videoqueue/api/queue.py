@@ -34,6 +34,7 @@ from videoqueue.api.worker import WorkerSettings
 
 __all__ = [
     "MAX_BATCHES",
+    "MAX_STATISTICS_BUCKETS",
     "MAX_TYPE_STATISTICS",
     "BatchProgress",
     "QueueConditionType",
@@ -41,7 +42,10 @@ __all__ = [
     "QueueMemoryStatus",
     "QueueState",
     "QueueStatistics",
+    "StatisticsBucket",
+    "StatisticsTotals",
     "TypeStatistics",
+    "TypeTotals",
     "VideoQueue",
     "VideoQueueSpec",
     "VideoQueueStatus",
@@ -199,10 +203,47 @@ class TypeStatistics(ApiModel):
 
 MAX_TYPE_STATISTICS = 16
 MAX_BATCHES = 20
+# windowSeconds is cut into 15 buckets; the one the window's start falls in is kept too.
+MAX_STATISTICS_BUCKETS = 16
+
+
+class StatisticsTotals(ApiModel):
+    """What the jobs counted in a bucket add up to."""
+
+    succeeded: int = Field(default=0, ge=0)
+    """Jobs that Succeeded."""
+    failed: int = Field(default=0, ge=0)
+    """Jobs that Failed."""
+    wait_seconds_sum: float = Field(default=0, ge=0)
+    """Their waitSeconds added up."""
+    wait_seconds_count: int = Field(default=0, ge=0)
+    """How many of them have a waitSeconds."""
+    run_seconds_sum: float = Field(default=0, ge=0)
+    """Their runSeconds added up."""
+    run_seconds_count: int = Field(default=0, ge=0)
+    """How many of them have a runSeconds."""
+
+
+class TypeTotals(StatisticsTotals):
+    """The totals of one job type in a bucket."""
+
+    type: str = Field(max_length=63)
+    """The job type."""
+
+
+class StatisticsBucket(StatisticsTotals):
+    """The jobs that finished within one bucketSeconds-long stretch of time."""
+
+    start: AwareDatetime
+    """Start of the bucket (a multiple of bucketSeconds since the epoch)."""
+    by_type: list[TypeTotals] = Field(default_factory=list, max_length=MAX_TYPE_STATISTICS)
+    """The same per job type: the first 16 types to finish in the bucket (jobs of others
+    count in the bucket's totals only)."""
 
 
 class QueueStatistics(ApiModel):
-    """Rolling statistics over the jobs that finished in the last windowSeconds."""
+    """Rolling statistics over the jobs that finished in the last windowSeconds, kept as
+    counters in fixed buckets so that they outlive the jobs and the operator's restarts."""
 
     window_seconds: int = Field(ge=0)
     """Length of the window."""
@@ -222,6 +263,14 @@ class QueueStatistics(ApiModel):
     """Jobs finished per minute over the window."""
     by_type: list[TypeStatistics] = Field(default_factory=list, max_length=MAX_TYPE_STATISTICS)
     """The same per job type (the busiest types if there are many)."""
+    bucket_seconds: int | None = Field(default=None, ge=1)
+    """Width of the buckets: windowSeconds / 15, rounded up to a whole second."""
+    counted_through: AwareDatetime | None = None
+    """The buckets count exactly the Succeeded and Failed jobs whose completionTime is at or
+    before this time (a restarted operator counts only the jobs finished after it)."""
+    buckets: list[StatisticsBucket] = Field(default_factory=list, max_length=MAX_STATISTICS_BUCKETS)
+    """The counters the figures above are computed from, oldest first: the buckets that
+    overlap the window."""
 
 
 class BatchProgress(ApiModel):

@@ -25,12 +25,8 @@ from videoqueue.api import (
 )
 from videoqueue.cli.objects import created
 from videoqueue.cli.render import duration
-from videoqueue.scheduling.queue_status import (
-    FinishedJob,
-    batch_progress,
-    rolling_statistics,
-    summarize_queue,
-)
+from videoqueue.scheduling.queue_status import batch_progress, summarize_queue
+from videoqueue.scheduling.statistics import FinishedJob, finished_record, rolling_statistics
 
 
 def queue_summary(queue: VideoQueue, jobs: Sequence[VideoJob], now: float) -> dict[str, Any]:
@@ -88,20 +84,18 @@ def queue_statistics(
 
 
 def finished_jobs(jobs: Sequence[VideoJob]) -> list[FinishedJob]:
-    """The jobs that count for the rolling statistics, as the operator records them when they
+    """The jobs that count for the rolling statistics, as the operator counts them when they
     finish: Succeeded or Failed (a cancelled or rejected job says nothing about the workers)."""
-    return [
-        FinishedJob(
-            finished_at=job.status.completion_time.timestamp(),
-            type=job.spec.type,
-            succeeded=job.status.phase == JobPhase.SUCCEEDED,
-            wait_seconds=job.status.wait_seconds,
-            run_seconds=job.status.run_seconds,
+    records = (
+        finished_record(
+            job.metadata.uid,
+            f"{job.metadata.namespace}/{job.metadata.name}",
+            job.spec.type,
+            job.status,
         )
         for job in jobs
-        if job.status.phase in (JobPhase.SUCCEEDED, JobPhase.FAILED)
-        and job.status.completion_time is not None
-    ]
+    )
+    return [record for record in records if record is not None]
 
 
 def batches(jobs: Sequence[VideoJob], queue: str | None = None) -> list[BatchProgress]:

@@ -159,9 +159,11 @@ class Writes(OwedNotifications):
             if key in entry.unsaved:
                 return
         # Its watch event brings nothing new, so it is not re-assessed: a terminal status
-        # now on record starts its TTL here.
+        # now on record starts its TTL here, and the queue's statistics can count it.
         if (expires := self._expires_at(entry, job_entry)) is not None:
             heapq.heappush(entry.expiries, (expires, key))
+            entry.wake.set()
+        if assessment.terminal:
             entry.wake.set()
         if not is_busy(job_entry):
             job_entry.compact()
@@ -256,6 +258,12 @@ class Writes(OwedNotifications):
         for key in plan.delete_jobs:
             if (job_entry := self.jobs.get(key)) is not None:
                 self._delete_job(job_entry)
+        for key in plan.delete_once_counted:  # released by `statistics_stored`
+            job_entry = self.jobs.get(key)
+            done = job_entry.stored_completion if job_entry is not None else None
+            if done is not None:
+                heapq.heappush(entry.delete_once_counted, (done, key))
+        self.statistics_stored(entry, again=bool(plan.delete_once_counted))
         await gather_bounded(self._confirm_pod(entry, key, pod) for key, pod in plan.confirm_pods)
 
         wake_at = plan.wake_at
@@ -307,6 +315,7 @@ class Writes(OwedNotifications):
         if updated is not None and is_newer(updated, entry.body):
             entry.body = updated
             entry.queue = VideoQueue.model_validate(updated)
+            self.statistics_stored(entry)
 
     async def _write_finalizers(self, entry: QueueEntry, finalizers: list[str]) -> None:
         """Keep QUEUE_FINALIZER on the queue, or remove it from a deleted queue whose jobs

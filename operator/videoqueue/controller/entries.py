@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime
 import json
 import logging
 from dataclasses import dataclass, field
@@ -26,11 +27,12 @@ from videoqueue.scheduling import JobView, StoppingPod
 from videoqueue.scheduling.jobs import (
     Assessment,
 )
+from videoqueue.scheduling.jobs.model import parse_time
 from videoqueue.scheduling.notifications import NotificationNews
 from videoqueue.scheduling.pressure import (
     PressureState,
 )
-from videoqueue.scheduling.queue_status import FinishedJob
+from videoqueue.scheduling.statistics import FinishedJob
 
 logger = logging.getLogger(__name__)
 
@@ -86,13 +88,20 @@ class JobEntry:
         self.type: str = spec.get("type", "")
         self.depends_on: tuple[str, ...] = tuple(spec.get("dependsOn") or ())
         self.batch: str | None = (meta.get("labels") or {}).get(BATCH_LABEL)
-        phase = (body.get("status") or {}).get("phase")
+        status = body.get("status") or {}
+        phase = status.get("phase")
         self.stored_phase = JobPhase(phase) if phase in _PHASE_VALUES else None
         # status.notification's key and state as stored: read per notification try, without
         # parsing the job.
-        stored = (body.get("status") or {}).get("notification") or {}
+        stored = status.get("notification") or {}
         self.notification_key: str | None = stored.get("key")
         self.notification_state: str | None = stored.get("state")
+        # Of a stored outcome only: the statistics count a job once its outcome is stored.
+        self.stored_completion: datetime.datetime | None = (
+            parse_time(status.get("completionTime"))
+            if self.stored_phase in _COUNTED_PHASES
+            else None
+        )
         self._raw = json.dumps(body, separators=(",", ":")).encode()
         # Not kept: a queue's jobs arrive by the thousand (a listing, a burst of status
         # echoes) and are assessed one at a time; parsing again costs less than the peak.
@@ -147,6 +156,7 @@ class _Unset:
 
 _UNSET = _Unset()
 _PHASE_VALUES = frozenset(phase.value for phase in JobPhase)
+_COUNTED_PHASES = frozenset({JobPhase.SUCCEEDED, JobPhase.FAILED})
 
 
 @dataclass
@@ -196,9 +206,13 @@ class QueueEntry:
     status_changed: bool = True  # the queue's status may need a write
     status_written_at: float = 0.0
     pressure: PressureState | None = None
-    # Jobs that finished within the statistics window, by uid (kept after TTL deletion).
-    finished: dict[str, FinishedJob] = field(default_factory=dict)
-    finished_leave_at: float | None = None  # when the oldest record leaves the window
+    # Jobs that Succeeded or Failed after the watermark of the queue's stored statistics
+    # (status.statistics.countedThrough, also kept here), by record key: kept until the
+    # stored statistics count them, even if the job is deleted meanwhile. And the jobs whose
+    # TTL ran out before that, by completionTime: deleted once it is counted.
+    uncounted: dict[str, FinishedJob] = field(default_factory=dict)
+    counted_through: datetime.datetime | None = None
+    delete_once_counted: list[tuple[datetime.datetime, str]] = field(default_factory=list)
     stall_warned: bool = False  # told that its stall detection is off
     # The Admitted reason each waiting job's assessment has (QueueView.explained).
     explained: dict[str, str] = field(default_factory=dict)

@@ -1,6 +1,6 @@
 """The operator's index: the queues, jobs and worker pods its watches report, kept in the
 compact form a scheduler cycle reads, and each queue's bookkeeping (which jobs changed, which
-wait, their admission views, due times, stopping pods, finished-job records).
+wait, their admission views, due times, stopping pods, finished jobs not yet counted).
 
 `observe_*` only update the index and wake the queue's loop (`videoqueue.controller.loop`);
 nothing here calls the API server.
@@ -35,13 +35,10 @@ from videoqueue.controller.entries import (
 from videoqueue.scheduling import JobState
 from videoqueue.scheduling.cycle import IndexedJob, JobFacts, QueueView
 from videoqueue.scheduling.cycle_rules import (
-    STATISTICS_REFRESH,
     due_at,
     earliest,
     expires_at,
-    finished_record,
     oom_kill_times,
-    statistics_window,
 )
 from videoqueue.scheduling.dependencies import find_cycle
 from videoqueue.scheduling.jobs import (
@@ -51,6 +48,7 @@ from videoqueue.scheduling.jobs import (
 from videoqueue.scheduling.pod_outcome import pod_essentials, read_pod_outcome
 from videoqueue.scheduling.pressure import pressure_from_status
 from videoqueue.scheduling.progress_board import ProgressReport
+from videoqueue.scheduling.statistics import finished_record
 from videoqueue.scheduling.worker_pod import (
     ANNOTATION_JOB_NAME,
 )
@@ -98,6 +96,7 @@ class Index:
                 entry.queue = None
             if entry.pressure is None and entry.queue is not None:
                 entry.pressure = pressure_from_status(entry.queue)  # as a predecessor left it
+            self.statistics_stored(entry)
             if not spec_changed:
                 return  # our own status write coming back: nothing to re-decide
             # A new template may cure refused worker pods: try again now.
@@ -303,16 +302,35 @@ class Index:
     def _record_finished(
         self, entry: QueueEntry, key: str, job_entry: JobEntry, assessment: Assessment, now: float
     ) -> None:
-        """Record a finished job for the statistics and schedule its deletion by TTL (once
-        its terminal status is on record)."""
-        window = statistics_window(entry.queue)
-        found = finished_record(job_entry.uid, job_entry.type, assessment.status, window, now)
-        if found is not None and found[0] not in entry.finished:
-            record_key, record = found
-            entry.finished[record_key] = record
-            entry.finished_leave_at = earliest(entry.finished_leave_at, record.finished_at + window)
+        """Keep a finished job for the statistics until the queue's stored statistics count
+        it, and schedule its deletion by TTL (once its terminal status is on record)."""
+        found = finished_record(job_entry.uid, key, job_entry.type, assessment.status)
+        if found is not None and (
+            entry.counted_through is None or found.completed > entry.counted_through
+        ):
+            entry.uncounted[found.record_key] = found
         if (expires := self._expires_at(entry, job_entry)) is not None:
             heapq.heappush(entry.expiries, (expires, key))
+
+    def statistics_stored(self, entry: QueueEntry, *, again: bool = False) -> None:
+        """The queue's status as stored was read (a watch event, a write's response): let go
+        of the finished jobs its statistics count now, and delete those of them whose TTL
+        ran out meanwhile. `again`: also when the watermark has not moved (jobs may have
+        been put aside for it since it last moved)."""
+        stored = entry.queue.status.statistics if entry.queue is not None else None
+        watermark = stored.counted_through if stored is not None else None
+        moved = watermark is not None and (
+            entry.counted_through is None or watermark > entry.counted_through
+        )
+        if watermark is None or not (moved or again):
+            return
+        if moved:
+            entry.counted_through = watermark
+            entry.uncounted = {k: r for k, r in entry.uncounted.items() if r.completed > watermark}
+        waiting = entry.delete_once_counted
+        while waiting and waiting[0][0] <= watermark:
+            heapq.heappush(entry.expiries, (self.clock(), heapq.heappop(waiting)[1]))
+            entry.wake.set()
 
     def _expires_at(self, entry: QueueEntry, job_entry: JobEntry) -> float | None:
         """When a finished job's TTL runs out (`videoqueue.scheduling.cycle_rules.expires_at`)."""
@@ -368,7 +386,7 @@ class Index:
             pressure=entry.pressure,
             pressured_nodes=frozenset(self.pressured_nodes),
             expired=tuple(expired),
-            finished=entry.finished,
+            uncounted=entry.uncounted,
             next_timer=self._next_timer(entry, now),
             status_changed=entry.status_changed,
             status_written_at=entry.status_written_at,
@@ -420,23 +438,10 @@ class Index:
         )
 
     def _next_timer(self, entry: QueueEntry, now: float) -> float | None:
-        """The index's next due time for the queue: a re-check, a TTL, or finished jobs
-        leaving the statistics window (whose records are dropped here when they have)."""
-        if entry.finished_leave_at is not None and entry.finished_leave_at <= now:
-            window = statistics_window(entry.queue)
-            entry.finished = {
-                k: r for k, r in entry.finished.items() if r.finished_at > now - window
-            }
-            entry.finished_leave_at = min(
-                (r.finished_at + window for r in entry.finished.values()), default=None
-            )
-            entry.status_changed = True
-        leaves = entry.finished_leave_at
+        """The index's next due time for the queue: a re-check or a TTL."""
         return earliest(
             entry.due[0][0] if entry.due else None,
             entry.expiries[0][0] if entry.expiries else None,
-            # Refresh the statistics as records leave the window, but not for every one.
-            max(leaves, now + STATISTICS_REFRESH) if leaves is not None else None,
         )
 
     def _worker_news(

@@ -7,12 +7,13 @@ first (a pod is the record of an admission), then statuses, then Events. A cycle
 
 1. assesses the jobs that changed (`videoqueue.scheduling.jobs.assess_job`); new jobs beyond
    spec.maxPending are turned away;
-2. finds the finished jobs whose TTL ran out, and moves the effective concurrency under
-   memory pressure;
+2. finds the finished jobs whose TTL ran out (a Succeeded or Failed one once the queue's
+   stored statistics count it), and moves the effective concurrency under memory pressure;
 3. decides admissions on a snapshot of the queue (`decide_admissions`), says why the others
    wait, picks preemption victims and builds the admitted jobs' worker pods;
-4. computes the queue's status patch (at most every QUEUE_STATUS_INTERVAL) and its
-   finalizer change, and when to look again.
+4. counts the finished jobs whose outcome is stored into the queue's statistics
+   (`videoqueue.scheduling.statistics`), computes the queue's status patch (at most every
+   QUEUE_STATUS_INTERVAL) and its finalizer change, and when to look again.
 
 While the index still has changed jobs for later cycles (`QueueView.backlog`: a restart or a
 burst is assessed in slices, so the watch streams keep being read) or a pod must be confirmed
@@ -39,14 +40,12 @@ from videoqueue.api.patching import status_patch
 from videoqueue.scheduling.admission import decide_admissions
 from videoqueue.scheduling.cycle_rules import (
     QUEUE_STATUS_INTERVAL,
-    STATISTICS_REFRESH,
     due_at,
     earliest,
     expires_at,
     finalizers_after,
-    finished_record,
     oom_kill_times,
-    statistics_window,
+    statistics_step,
 )
 from videoqueue.scheduling.cycle_view import (
     CyclePlan,
@@ -71,8 +70,9 @@ from videoqueue.scheduling.notifications import owe_notification, settle_notific
 from videoqueue.scheduling.pod_outcome import pod_unschedulable
 from videoqueue.scheduling.pressure import PressureSignals, PressureState, queue_pressure
 from videoqueue.scheduling.progress_board import apply_progress
-from videoqueue.scheduling.queue_status import FinishedJob, QueueFacts, summarize_queue
+from videoqueue.scheduling.queue_status import QueueFacts, summarize_queue
 from videoqueue.scheduling.snapshot import JobState, JobView, Snapshot, StoppingPod
+from videoqueue.scheduling.statistics import FinishedJob, awaits_count
 
 __all__ = ["CyclePlan", "IndexedJob", "JobFacts", "PodToCreate", "QueueView", "plan_cycle"]
 from videoqueue.scheduling.worker_pod import JobNotDeliverable, build_worker_pod
@@ -122,7 +122,7 @@ class _Cycle:
             self.wake_at = self.now
         elif queue is not None and (view.new_jobs or any(f.new for f in view.changed)):
             self._limit_pending(queue)
-        delete_jobs = self._expired()
+        delete_jobs, awaiting_count = self._expired()
         pressure = view.pressure
         if queue is not None:
             pressure = self._pressure(queue)
@@ -138,10 +138,10 @@ class _Cycle:
             preempted, admitted = self._decide(queue, held, pressure)
             for key in admitted:
                 self._admit(key, queue, create, refused)
-        statistics = self._statistics(queue)
         checked, queue_status = False, None
         if not only_assess:
-            checked, queue_status = self._queue_status(queue, pressure, statistics, create)
+            finished = self._finished()
+            checked, queue_status = self._queue_status(queue, pressure, finished, create)
         return CyclePlan(
             assessments=tuple(self.order),
             phase_changed=phase_changed,
@@ -151,6 +151,7 @@ class _Cycle:
             released=released,
             confirm_pods=confirm,
             delete_jobs=delete_jobs,
+            delete_once_counted=awaiting_count,
             queue_events=tuple(self.events),
             pressure=pressure,
             status_checked=checked,
@@ -231,18 +232,26 @@ class _Cycle:
 
     # -- 2. TTLs and memory pressure -----------------------------------------------------
 
-    def _expired(self) -> tuple[str, ...]:
+    def _expired(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The jobs to delete now, and those whose TTL ran out but whose outcome the queue's
+        stored statistics do not count yet (deleted once they do)."""
+        queue = self.view.queue
+        stored = queue.status.statistics if queue is not None else None
         expired: list[str] = []
+        uncounted: list[str] = []  # (deleted once counted)
         for key in self.view.expired:
             job = self.view.jobs.get(key)
             if job is None:
                 continue
-            expires = expires_at(
-                job.job, self.current(key), job.stored_phase, self.view.queue, deleting=job.deleting
-            )
-            if expires is not None and expires <= self.now:
+            current = self.current(key)
+            expires = expires_at(job.job, current, job.stored_phase, queue, deleting=job.deleting)
+            if expires is None or expires > self.now or current is None:
+                continue
+            if queue is not None and awaits_count(current.status, stored):
+                uncounted.append(key)
+            else:
                 expired.append(key)
-        return tuple(expired)
+        return tuple(expired), tuple(uncounted)
 
     def _pressure(self, queue: VideoQueue) -> PressureState | None:
         """Move the queue's effective concurrency (see videoqueue.scheduling.pressure)."""
@@ -420,27 +429,18 @@ class _Cycle:
 
     # -- 4. the queue ----------------------------------------------------------------------
 
-    def _statistics(self, queue: VideoQueue | None) -> tuple[tuple[str, FinishedJob], ...]:
-        """Records of the jobs this cycle finished, for the rolling statistics."""
-        window = statistics_window(queue)
-        records: dict[str, FinishedJob] = {}
-        for key, assessment in self.decided.items():
-            job = self.view.jobs.get(key)
-            if not assessment.terminal or job is None:
-                continue
-            found = finished_record(job.uid, job.type, assessment.status, window, self.now)
-            if found is not None and found[0] not in self.view.finished:
-                records[found[0]] = found[1]
-        if records:
-            leaves = min(r.finished_at for r in records.values()) + window
-            self.wake_at = earliest(self.wake_at, max(leaves, self.now + STATISTICS_REFRESH))
-        return tuple(records.items())
+    def _finished(self) -> tuple[tuple[FinishedJob, ...], datetime.datetime | None]:
+        """What the queue's statistics can count now (`cycle_rules.statistics_step`)."""
+        step = statistics_step(self.view, self.decided, self.current, self.now)
+        self.status_changed = self.status_changed or step.changed
+        self.wake_at = earliest(self.wake_at, step.wake_at)
+        return step.confirmed, step.unconfirmed_since
 
     def _queue_status(
         self,
         queue: VideoQueue | None,
         pressure: PressureState | None,
-        statistics: tuple[tuple[str, FinishedJob], ...],
+        finished: tuple[tuple[FinishedJob, ...], datetime.datetime | None],
         create: list[PodToCreate],
     ) -> tuple[bool, dict[str, Any] | None]:
         """The queue's status patch, if its status may have changed and the last write is old
@@ -469,7 +469,8 @@ class _Cycle:
             ):
                 unschedulable += 1
         facts = QueueFacts(
-            finished=(*self.view.finished.values(), *(record for _, record in statistics)),
+            finished=finished[0],
+            unconfirmed_since=finished[1],
             batches=tuple(batches),
             unschedulable=unschedulable,
             pressure=pressure,

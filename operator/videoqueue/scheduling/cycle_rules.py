@@ -1,24 +1,31 @@
 """Small rules a queue's cycle decides with and the controller's index keeps its bookkeeping
 by (so the two cannot disagree): when a job is looked at again, when a finished job's TTL
-runs out, which OOM kills count for memory pressure, what a finished job leaves in the
-statistics, and the queue's finalizer. Pure: the time is passed in."""
+runs out, which OOM kills count for memory pressure, which finished jobs the statistics can
+count, and the queue's finalizer. Pure: the time is passed in."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import datetime
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from videoqueue.api import (
     AttemptReason,
     JobPhase,
-    StatisticsPolicy,
     VideoJob,
     VideoJobStatus,
     VideoQueue,
 )
+from videoqueue.scheduling.cycle_view import QueueView
 from videoqueue.scheduling.jobs import Assessment
 from videoqueue.scheduling.notifications import holds_ttl
-from videoqueue.scheduling.queue_status import FinishedJob
+from videoqueue.scheduling.statistics import (
+    FinishedJob,
+    finished_record,
+    split_uncounted,
+    statistics_leave_at,
+)
 
 # Set on every queue the operator manages: its deletion waits until running jobs finished.
 QUEUE_FINALIZER = "videoqueue.dev/running-jobs"
@@ -86,31 +93,42 @@ def oom_kill_times(status: VideoJobStatus) -> tuple[float, ...]:
     )
 
 
-def statistics_window(queue: VideoQueue | None) -> int:
-    """The queue's spec.statistics.windowSeconds (the API's default while the queue is
-    missing: its jobs still finish)."""
-    policy = queue.spec.statistics if queue is not None else StatisticsPolicy()
-    return policy.window_seconds
+@dataclass(frozen=True)
+class StatisticsStep:
+    """What a cycle can count into the queue's statistics (`count_finished`'s input)."""
+
+    confirmed: tuple[FinishedJob, ...]
+    unconfirmed_since: datetime.datetime | None
+    changed: bool  # something to count, or a bucket left the window: the status changes
+    wake_at: float | None  # when the next bucket leaves the window
 
 
-def finished_record(
-    uid: str | None, job_type: str, status: VideoJobStatus, window_seconds: int, now: float
-) -> tuple[str, FinishedJob] | None:
-    """What a job that Succeeded or Failed within the statistics window leaves in them, by a
-    key that is the same however often it is assessed; None for anything else."""
-    if status.completion_time is None or status.phase not in (JobPhase.SUCCEEDED, JobPhase.FAILED):
-        return None
-    done = status.completion_time.timestamp()
-    if done <= now - window_seconds:
-        return None
-    record = FinishedJob(
-        finished_at=done,
-        type=job_type,
-        succeeded=status.phase == JobPhase.SUCCEEDED,
-        wait_seconds=status.wait_seconds,
-        run_seconds=status.run_seconds,
-    )
-    return f"{uid}/{done}", record
+def statistics_step(
+    view: QueueView,
+    decided: Mapping[str, Assessment],
+    current: Callable[[str], Assessment | None],
+    now: float,
+) -> StatisticsStep:
+    """The finished jobs not counted yet (the index's, and those the cycle finished, whose
+    outcome is not stored yet), split by `split_uncounted`."""
+    records = dict(view.uncounted)
+    for key, assessment in decided.items():
+        job = view.jobs.get(key)
+        found = finished_record(job.uid, key, job.type, assessment.status) if job else None
+        if found is not None:
+            records.setdefault(found.record_key, found)
+    queue = view.queue
+    stored = queue.status.statistics if queue is not None else None
+    confirmed, waiting = split_uncounted(records.values(), view.jobs, current, stored)
+    if queue is None:
+        return StatisticsStep(tuple(confirmed), waiting, changed=False, wake_at=None)
+    changed = any(waiting is None or r.completed < waiting for r in confirmed)
+    leaves = statistics_leave_at(stored, queue.spec.statistics.window_seconds)
+    if leaves is not None and leaves <= now:
+        changed, leaves = True, None
+    # Refresh the figures as buckets leave the window, but not too often.
+    wake_at = max(leaves, now + STATISTICS_REFRESH) if leaves is not None else None
+    return StatisticsStep(tuple(confirmed), waiting, changed, wake_at)
 
 
 def finalizers_after(

@@ -15,8 +15,8 @@ from videoqueue.scheduling.notifications import NotificationNews
 from videoqueue.scheduling.pod_outcome import PodOutcome
 from videoqueue.scheduling.pressure import PressureState
 from videoqueue.scheduling.progress_board import ProgressReport
-from videoqueue.scheduling.queue_status import FinishedJob
 from videoqueue.scheduling.snapshot import JobView, StoppingPod
+from videoqueue.scheduling.statistics import FinishedJob
 
 
 class IndexedJob(Protocol):
@@ -36,6 +36,8 @@ class IndexedJob(Protocol):
     def batch(self) -> str | None: ...
     @property
     def stored_phase(self) -> JobPhase | None: ...
+    @property
+    def stored_completion(self) -> datetime.datetime | None: ...
     @property
     def unwritten(self) -> VideoJobStatus | None: ...
     @property
@@ -92,7 +94,8 @@ class QueueView:
     pressure: PressureState | None = None
     pressured_nodes: Set[str] = frozenset()
     expired: tuple[str, ...] = ()  # jobs whose TTL may have run out
-    finished: Mapping[str, FinishedJob] = field(default_factory=dict)  # statistics records
+    # Finished jobs the queue's stored statistics do not count yet, by record key.
+    uncounted: Mapping[str, FinishedJob] = field(default_factory=dict)
     next_timer: float | None = None  # the index's own next due time (re-checks, TTLs)
     status_changed: bool = False
     status_written_at: float = 0.0
@@ -129,6 +132,7 @@ class CyclePlan:
     released: tuple[str, ...] = ()  # refused jobs whose hold is over
     confirm_pods: tuple[tuple[str, str], ...] = ()  # (job key, pod): ask the API server
     delete_jobs: tuple[str, ...] = ()  # TTL ran out
+    delete_once_counted: tuple[str, ...] = ()  # TTL ran out; the statistics count them later
     queue_events: tuple[Notice, ...] = ()
     pressure: PressureState | None = None
     status_checked: bool = False  # the queue's status was computed (`queue_status`: its patch)

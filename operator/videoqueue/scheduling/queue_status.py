@@ -21,7 +21,9 @@ Statistics (`status.statistics`) cover the jobs that finished (Succeeded or Fail
 cancelled or rejected job says nothing about the workers) within `spec.statistics.windowSeconds`:
 success rate = succeeded / finished, mean wait and run seconds (the jobs' own waitSeconds and
 runSeconds, all attempts together), throughput = finished per minute of the window, and the
-same per job type (the 16 busiest types).
+same per job type (the 16 busiest types). They are counters kept in the status itself, in
+fixed time buckets (`videoqueue.scheduling.statistics`): the previous status's counters plus
+the finished jobs the cycle passes in (`QueueFacts.finished`).
 
 Batches (`status.batches`): jobs labelled `videoqueue.dev/batch` are counted per label value;
 only batches with unfinished jobs are listed, the 20 with the most unfinished jobs.
@@ -46,21 +48,18 @@ yields an identical status, so `status_patch` returns None and the cycle costs n
 from __future__ import annotations
 
 import datetime
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from videoqueue.api import (
     MAX_BATCHES,
-    MAX_TYPE_STATISTICS,
     BatchProgress,
     JobPhase,
     QueueConditionType,
     QueueHealth,
     QueueMemoryStatus,
     QueueState,
-    QueueStatistics,
-    TypeStatistics,
     VideoJobStatus,
     VideoQueue,
     VideoQueueStatus,
@@ -69,6 +68,7 @@ from videoqueue.api import (
 )
 from videoqueue.scheduling.jobs import queue_overhead
 from videoqueue.scheduling.pressure import PressureState, describe_pressure, pressure_since
+from videoqueue.scheduling.statistics import FinishedJob, count_finished
 
 REASON_ACTIVE = "Active"
 REASON_PAUSED = "Paused"
@@ -90,21 +90,13 @@ _RECONCILED_MESSAGE = "the operator has acted on the current spec (see status.ob
 
 
 @dataclass(frozen=True, slots=True)
-class FinishedJob:
-    """A job that finished, kept for the rolling statistics (even after its TTL deleted it)."""
-
-    finished_at: float
-    type: str
-    succeeded: bool
-    wait_seconds: float | None
-    run_seconds: float | None
-
-
-@dataclass(frozen=True, slots=True)
 class QueueFacts:
     """What the queue's status needs beyond its jobs' statuses."""
 
+    # Finished jobs to count into the statistics (`videoqueue.scheduling.statistics`), and
+    # the oldest completionTime of those whose outcome is not stored yet: counting stops there.
     finished: tuple[FinishedJob, ...] = ()
+    unconfirmed_since: datetime.datetime | None = None
     batches: tuple[tuple[str, VideoJobStatus], ...] = ()  # (label value, status)
     unschedulable: int = 0  # admitted jobs whose worker pod cannot be scheduled
     pressure: PressureState | None = None
@@ -153,8 +145,12 @@ def summarize_queue(
             facts.pressure.effective if facts.pressure is not None else queue.spec.concurrency
         ),
         effective_concurrency_since=pressure_since(facts.pressure, queue.spec.concurrency),
-        statistics=rolling_statistics(
-            facts.finished, now.timestamp(), queue.spec.statistics.window_seconds
+        statistics=count_finished(
+            base.statistics,
+            facts.finished,
+            unconfirmed_since=facts.unconfirmed_since,
+            window_seconds=queue.spec.statistics.window_seconds,
+            now=now,
         ),
         batches=batch_progress(facts.batches),
     )
@@ -261,47 +257,6 @@ def assess_health(
     order = [QueueHealth.HEALTHY, QueueHealth.WARNING, QueueHealth.CRITICAL, QueueHealth.OFFLINE]
     health = max((h for h, _ in findings), key=order.index, default=QueueHealth.HEALTHY)
     return health, [text[:256] for _, text in findings][:8]
-
-
-def rolling_statistics(
-    finished: Iterable[FinishedJob], now: float, window_seconds: int
-) -> QueueStatistics:
-    """Statistics of the jobs that finished in (now - window_seconds, now]."""
-    recent = [f for f in finished if now - window_seconds < f.finished_at <= now]
-    total = _statistics_of(recent, window_seconds)
-    by_type: dict[str, list[FinishedJob]] = defaultdict(list)
-    for item in recent:
-        by_type[item.type].append(item)
-    busiest = sorted(by_type.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:MAX_TYPE_STATISTICS]
-    return QueueStatistics(
-        window_seconds=window_seconds,
-        finished=total.finished,
-        succeeded=sum(1 for f in recent if f.succeeded),
-        failed=sum(1 for f in recent if not f.succeeded),
-        success_rate=total.success_rate,
-        mean_wait_seconds=total.mean_wait_seconds,
-        mean_run_seconds=total.mean_run_seconds,
-        throughput_per_minute=total.throughput_per_minute,
-        by_type=[
-            _statistics_of(items, window_seconds).model_copy(update={"type": name})
-            for name, items in busiest
-        ],
-    )
-
-
-def _statistics_of(items: list[FinishedJob], window_seconds: int) -> TypeStatistics:
-    def mean(values: list[float]) -> float | None:
-        return round(sum(values) / len(values), 3) if values else None
-
-    succeeded = sum(1 for f in items if f.succeeded)
-    return TypeStatistics(
-        type="",
-        finished=len(items),
-        success_rate=round(succeeded / len(items), 4) if items else None,
-        mean_wait_seconds=mean([f.wait_seconds for f in items if f.wait_seconds is not None]),
-        mean_run_seconds=mean([f.run_seconds for f in items if f.run_seconds is not None]),
-        throughput_per_minute=round(len(items) * 60 / window_seconds, 3),
-    )
 
 
 def batch_progress(members: Iterable[tuple[str, VideoJobStatus]]) -> list[BatchProgress]:

@@ -382,6 +382,30 @@ QUEUE_OBJECT: dict[str, Any] = {
                     "throughputPerMinute": 1.333,
                 }
             ],
+            "bucketSeconds": 60,
+            "countedThrough": "2026-01-01T01:05:00.250000Z",
+            "buckets": [
+                {
+                    "succeeded": 19,
+                    "failed": 1,
+                    "waitSecondsSum": 70.0,
+                    "waitSecondsCount": 20,
+                    "runSecondsSum": 1225.0,
+                    "runSecondsCount": 20,
+                    "start": "2026-01-01T01:05:00Z",
+                    "byType": [
+                        {
+                            "succeeded": 19,
+                            "failed": 1,
+                            "waitSecondsSum": 70.0,
+                            "waitSecondsCount": 20,
+                            "runSecondsSum": 1225.0,
+                            "runSecondsCount": 20,
+                            "type": "transcode",
+                        }
+                    ],
+                }
+            ],
         },
         "batches": [
             {"name": "ep-7", "total": 12, "pending": 3, "running": 2, "succeeded": 7, "failed": 0}

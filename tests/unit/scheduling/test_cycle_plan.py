@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from videoqueue.api import JobConditionType, JobPhase, VideoJob, VideoJobStatus, find_condition
-from videoqueue.envtest.builders import WORKER, MakeJob, MakePod, MakeQueue
+from videoqueue.envtest.builders import WORKER, MakeJob, MakePod, MakeQueue, iso
 from videoqueue.scheduling.cycle import CyclePlan, JobFacts, QueueView, plan_cycle
 from videoqueue.scheduling.cycle_rules import QUEUE_FINALIZER
 from videoqueue.scheduling.jobs import Assessment, assess_job
+from videoqueue.scheduling.jobs.model import parse_time
 
 NS = "media"
 T0 = datetime.datetime(2026, 1, 1, 10, 0, tzinfo=datetime.UTC)
@@ -64,6 +65,10 @@ class Job:
     def stored_phase(self) -> JobPhase | None:
         phase = (self.body.get("status") or {}).get("phase")
         return JobPhase(phase) if phase else None
+
+    @property
+    def stored_completion(self) -> datetime.datetime | None:
+        return parse_time((self.body.get("status") or {}).get("completionTime"))
 
 
 def job(name: str, minute: int = 0) -> MakeJob:
@@ -192,13 +197,18 @@ def test_new_jobs_beyond_max_pending_are_turned_away_oldest_first() -> None:
     assert plan.pending_checked
 
 
-def test_a_finished_job_past_its_ttl_is_deleted_once_its_outcome_is_stored() -> None:
+def test_a_finished_job_past_its_ttl_is_deleted_once_its_outcome_is_stored_and_counted() -> None:
     work = queue().ttl(succeeded=60)
     done = Job(job("done").finished("Succeeded", reason="Completed", at=T0).obj())
     done.assessment = assess_job(done.job, [], work.model(), NOW)
     assert done.assessment.terminal
     plan = plan_cycle(view(work, [done], [], expired=(done.key,)), NOW.timestamp())
-    assert plan.delete_jobs == (done.key,)
+    # The queue's stored statistics do not count it yet: deleting it would lose its count.
+    assert (plan.delete_jobs, plan.delete_once_counted) == ((), (done.key,))
+
+    work.status({"statistics": {"windowSeconds": 900, "countedThrough": iso(T0)}})
+    plan = plan_cycle(view(work, [done], [], expired=(done.key,)), NOW.timestamp())
+    assert (plan.delete_jobs, plan.delete_once_counted) == ((done.key,), ())
 
     done.deleting = True  # sent already
     assert (
