@@ -6,6 +6,9 @@ Each check lists its findings, one line per job (or queue); every count must be 
 - stuck: present but not in a terminal phase by the deadline;
 - twice: an attempt that ran in more than one pod, an attempt number skipped or repeated in
   status.attempts, or a worker pod for an attempt the status does not record;
+- unobserved: an attempt in status.attempts for which no worker pod was seen: the watch
+  missed it, so the check above could not have caught its double (every attempt of this
+  workload runs a pod);
 - outcome: terminal, but not with the phase and attempt count its script makes certain;
 - notifications: a terminal job whose outcome its queue notifies about and whose delivery key
   `<uid>/<attempt>/<phase>` the receiver never got, or whose status.notification.state is not
@@ -53,6 +56,7 @@ class Audit:
     lost: list[str] = field(default_factory=list)
     stuck: list[str] = field(default_factory=list)
     twice: list[str] = field(default_factory=list)
+    unobserved: list[str] = field(default_factory=list)
     outcome: list[str] = field(default_factory=list)
     notifications: list[str] | None = None  # None: status.notification absent (n/a)
     receiver_missed: list[str] = field(default_factory=list)
@@ -64,6 +68,7 @@ class Audit:
             "jobs lost": len(self.lost),
             "jobs stuck": len(self.stuck),
             "attempts run twice": len(self.twice),
+            "attempts without a pod seen": len(self.unobserved),
             "unexpected outcomes": len(self.outcome),
             "notifications owed, not sent": (
                 None if self.notifications is None else len(self.notifications)
@@ -98,9 +103,11 @@ def audit(
             continue
         status = job.get("status") or {}
         phase = status.get("phase")
-        result.twice += [
-            f"{plan.name}: {p}" for p in attempt_problems(status, pods.get(plan.name, {}))
-        ]
+        seen = pods.get(plan.name, {})
+        result.twice += [f"{plan.name}: {p}" for p in attempt_problems(status, seen)]
+        recorded = [a.get("attempt") for a in status.get("attempts") or []]
+        if unseen := [a for a in recorded if a not in seen]:
+            result.unobserved.append(f"{plan.name}: no pod seen for attempts {unseen}")
         if phase not in TERMINAL:
             result.stuck.append(f"{plan.name}: {phase} (attempt {status.get('attempt')})")
             continue

@@ -58,7 +58,6 @@ from benchmarks.scale.run import (
     wait_settled,
 )
 from benchmarks.writes_per_job import GROUP, VERSION
-
 from videoqueue.controller.kube import KubeClient
 from videoqueue.controller.kube_helpers import VIDEOJOBS, VIDEOQUEUES
 from videoqueue.envtest import ClusterConfig, LocalCluster, NodeSpec, WaitTimeoutError, poll

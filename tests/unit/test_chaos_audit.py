@@ -91,6 +91,7 @@ def test_a_clean_run_counts_zero_everywhere() -> None:
         "jobs lost": 0,
         "jobs stuck": 0,
         "attempts run twice": 0,
+        "attempts without a pod seen": 0,
         "unexpected outcomes": 0,
         "notifications owed, not sent": None,  # no job has status.notification yet
         "statistics disagreeing": 0,
@@ -106,6 +107,14 @@ def test_each_kind_of_damage_is_counted_once_where_it_belongs() -> None:
     assert (found.lost, found.stuck) == (["a: missing"], ["b: Running (attempt 2)"])
     assert found.twice == ["c: attempt 2 ran in 2 pods"]
     assert found.statistics == []
+    assert not found.clean
+
+
+def test_an_attempt_the_watch_never_saw_is_counted_so_twice_is_not_vacuous() -> None:
+    jobs, pods, queues, hooks = clean_world()
+    del pods["b"][1]
+    found = audit([OK, RETRY, FAIL], jobs, pods, queues, hooks)
+    assert found.unobserved == ["b: no pod seen for attempts [1]"]
     assert not found.clean
 
 
