@@ -41,6 +41,7 @@ class Delivery:
     key: str  # X-VideoQueue-Delivery, or the same built from the body when absent
     namespace: str
     at: float
+    signed: bool = False  # carried an X-VideoQueue-Signature* header
 
 
 def delivery_key(header: str | None, body: Mapping[str, Any]) -> str:
@@ -117,10 +118,11 @@ def audit(
         queue = queues.get(plan.queue)
         if queue is None or not notified(queue, phase):
             continue
-        key = f"{job['metadata'].get('uid')}/{status.get('attempt')}/{phase}"
+        owed = status.get("notification") or {}
+        key = owed.get("key") or f"{job['metadata'].get('uid')}/{status.get('attempt')}/{phase}"
         if key not in keys:
             result.receiver_missed.append(f"{plan.name}: {key} never received")
-        state = (status.get("notification") or {}).get("state")
+        state = owed.get("state")
         if key not in keys or state != "Delivered":
             notifications.append(f"{plan.name}: {key} received={key in keys}, state={state}")
     if has_notification:

@@ -17,7 +17,6 @@ DELIVERY_HEADER = "X-VideoQueue-Delivery"
 class Receiver:
     def __init__(self) -> None:
         self.deliveries: list[Delivery] = []
-        self.signed = 0  # requests that carried a signature header
         self._lock = threading.Lock()
         receiver = self
 
@@ -27,7 +26,8 @@ class Receiver:
                 body: dict[str, Any] = json.loads(self.rfile.read(length) or b"{}")
                 key = delivery_key(self.headers.get(DELIVERY_HEADER), body)
                 signed = any(h.lower().startswith("x-videoqueue-signature") for h in self.headers)
-                receiver._record(Delivery(key, str(body.get("namespace")), time.time()), signed)
+                namespace = str(body.get("namespace"))
+                receiver._record(Delivery(key, namespace, time.time(), signed))
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -43,10 +43,9 @@ class Receiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}/hook"
 
-    def _record(self, delivery: Delivery, signed: bool) -> None:
+    def _record(self, delivery: Delivery) -> None:
         with self._lock:
             self.deliveries.append(delivery)
-            self.signed += signed
 
     def of(self, namespace: str) -> list[Delivery]:
         with self._lock:

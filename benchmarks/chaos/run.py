@@ -169,6 +169,7 @@ class Drain:
     audit: dict[str, Any] = field(default_factory=dict)
     pods: int = 0  # worker pods seen (every attempt's)
     deliveries: int = 0
+    signed_deliveries: int = 0  # with an X-VideoQueue-Signature* header
     duplicate_deliveries: int = 0
     receiver_missed: int = 0
     operator_starts: int = 0
@@ -421,6 +422,7 @@ class Chaos:
                 break
             time.sleep(1.0)
         record_audit(result, found, len(self.receiver.of(namespace)))
+        result.signed_deliveries = sum(d.signed for d in self.receiver.of(namespace))
         result.pods = sum(
             len(uids) for by in tracker.pods_snapshot().values() for uids in by.values()
         )
@@ -482,7 +484,8 @@ def table(chaos: Drain, baseline: Drain | None, args: argparse.Namespace, mix: s
         shown = "n/a (status.notification absent)" if count is None else str(count)
         lines.append(f"{name:<32}{shown:>8}")
     lines.append(
-        f"deliveries received: {chaos.deliveries} ({chaos.duplicate_deliveries} duplicates"
+        f"deliveries received: {chaos.deliveries} ({chaos.signed_deliveries} signed, "
+        f"{chaos.duplicate_deliveries} duplicates"
         f", {chaos.receiver_missed} owed keys never received)"
     )
     lines.append("")

@@ -3,7 +3,9 @@ wrong (benchmarks/chaos/plan.py, audit.py)."""
 
 from __future__ import annotations
 
+import json
 import random
+import urllib.request
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from benchmarks.chaos.audit import (
     statistics_problems,
 )
 from benchmarks.chaos.plan import FaultKind, Outcome, PlannedJob, plan_faults, plan_jobs
+from benchmarks.chaos.receiver import DELIVERY_HEADER, Receiver
 
 from videoqueue.envtest.kwok import REASON, REASON_FOR_ATTEMPT
 
@@ -233,3 +236,26 @@ def test_replica_kills_come_last_the_rest_shuffled() -> None:
     assert sorted(kinds[:4]) == sorted([FaultKind.OPERATOR_KILL] * 3 + [FaultKind.ETCD_RESTART])
     assert kinds[4:] == [FaultKind.REPLICA_KILL] * 2
     assert all(1.0 <= f.pause <= 2.0 for f in faults)
+
+
+def test_the_key_recorded_in_status_is_the_one_looked_for() -> None:
+    jobs, pods, queues, hooks = clean_world()
+    for j in jobs.values():
+        j["status"]["notification"] = {"state": "Delivered"}
+    jobs["a"]["status"]["notification"]["key"] = "their-own-key"
+    found = audit([OK, RETRY, FAIL], jobs, pods, queues, [*hooks[1:], hook("their-own-key")])
+    assert found.notifications == []
+
+
+def test_the_receiver_records_keys_namespaces_and_signatures() -> None:
+    body = json.dumps({"uid": "u", "attempts": 1, "outcome": "Succeeded", "namespace": "ns"})
+    with Receiver() as receiver:
+        for headers in ({}, {DELIVERY_HEADER: "u/1/Succeeded", "X-VideoQueue-Signature": "s"}):
+            request = urllib.request.Request(
+                receiver.url, body.encode(), {"Content-Type": "application/json", **headers}
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert response.status == 200
+        got = receiver.of("ns")
+    assert [(d.key, d.signed) for d in got] == [("u/1/Succeeded", False), ("u/1/Succeeded", True)]
+    assert receiver.of("other") == []
