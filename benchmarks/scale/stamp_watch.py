@@ -33,6 +33,8 @@ def main(kubectl: str, kubeconfig: str, path: str, out_path: str) -> None:
             assert process.stdout is not None
             lines = 0
             for line in process.stdout:
+                if not line.endswith(b"\n"):
+                    break  # cut off (the API server went away): the resumed watch resends it
                 lines += 1
                 out.write(b"%.6f %s" % (time.time(), line))
                 if line.startswith(b'{"type":"ERROR"'):
