@@ -145,6 +145,14 @@ bench-scale: venv toolchain ## Scale benchmark (N=5,000 against the honest limit
 bench-scale-quick: venv toolchain ## Scale benchmark, quick mode (N=200 incl. Kueue, 2,000 pending): figures only, no timing assertion.
 	$(RUN)/python -m benchmarks.scale.run --quick --out $(CURDIR)/.dev/bench-scale-quick.json
 
+.PHONY: bench-chaos
+bench-chaos: venv toolchain ## Chaos benchmark (2,000 jobs, 30 faults, then a fault-free baseline): table + benchmarks/chaos/results.json; fails on any lost, stuck or doubled job.
+	$(RUN)/python -m benchmarks.chaos.run
+
+.PHONY: bench-chaos-quick
+bench-chaos-quick: venv toolchain ## Chaos benchmark, quick mode (200 jobs, 9 faults): fails only on a nonzero count or jobs not finishing.
+	$(RUN)/python -m benchmarks.chaos.run --quick --out $(CURDIR)/.dev/bench-chaos-quick.json
+
 .PHONY: images
 images: venv ## Build the operator and worker images with the local Docker engine (never pulls).
 	hack/docker-build-operator.sh videoqueue/operator:$(VERSION)

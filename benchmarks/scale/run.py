@@ -245,7 +245,11 @@ class Watch:
                     continue  # the writer is mid-line
                 stamp, _, line = pending.partition(b" ")
                 pending = b""
-                event = json.loads(line)
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:  # a dead reader would stop every count
+                    print(f"watch: skipped a malformed line: {line[:200]!r}", file=sys.stderr)
+                    continue
                 if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
                     self._on_event(event["type"], event["object"], float(stamp))
 

@@ -7,7 +7,8 @@ each event. The API server closes a watch whose reader falls behind by a few doz
 ("unresponsive"); a reader thread inside the benchmark, waiting for the interpreter lock
 while the benchmark creates objects, fell behind that often, and every new watch replayed
 every object. Here nothing else competes for this process, and a closed watch resumes from
-the last resourceVersion seen (a full replay only when that version is too old).
+the last resourceVersion seen (a full replay only when that version is too old), and one
+that could not connect is tried again every half second.
 """
 
 from __future__ import annotations
@@ -30,13 +31,18 @@ def main(kubectl: str, kubeconfig: str, path: str, out_path: str) -> None:
             argv = [kubectl, f"--kubeconfig={kubeconfig}", "get", "--raw", f"{path}?{query}"]
             process = subprocess.Popen(argv, stdout=subprocess.PIPE)
             assert process.stdout is not None
+            lines = 0
             for line in process.stdout:
+                if not line.endswith(b"\n"):
+                    break  # cut off (the API server went away): the resumed watch resends it
+                lines += 1
                 out.write(b"%.6f %s" % (time.time(), line))
                 if line.startswith(b'{"type":"ERROR"'):
                     version = ""  # e.g. 410 Expired: list everything again
                 elif match := _VERSION.search(line):
                     version = match[1].decode()
-            process.wait()
+            if process.wait() != 0 and not lines:
+                time.sleep(0.5)  # the API server is down (the chaos benchmark restarts it)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,41 @@ def test_components_die_with_a_sigkilled_owner(tmp_path: Path) -> None:
     finally:
         owner.kill()
         owner.wait()
+
+
+def read_configmap(cluster: LocalCluster) -> dict[str, str] | None:
+    result = cluster.kubectl("get", "configmap", "kept", "-o", "json", check=False)
+    data: dict[str, str] | None = (
+        json.loads(result.stdout)["data"] if result.returncode == 0 else None
+    )
+    return data
+
+
+def test_apiserver_and_etcd_restart_in_place_and_keep_what_was_stored() -> None:
+    """The chaos benchmark's faults: each restarted process is a new one on the same port and
+    data, what was written before is still there, and stop() stops the new processes too."""
+    with LocalCluster(cluster_config=BARE) as cluster:
+        cluster.kubectl("create", "configmap", "kept", "--from-literal=k=v")
+        ports = dict(cluster.ports)
+        before = cluster.pids()
+        seen = [before]
+        for restart in (cluster.restart_apiserver, cluster.restart_etcd):
+            back = restart()
+            # etcd back does not mean the API server has reconnected to it yet.
+            stored = poll(
+                lambda: read_configmap(cluster),
+                timeout=60,
+                what="the configmap through the restarted component",
+            )
+            assert stored == {"k": "v"}
+            assert back <= time.time()
+            seen.append(cluster.pids())
+        assert cluster.ports == ports
+        assert not pid_alive(before["kube-apiserver"])
+        assert not pid_alive(before["etcd"])
+        assert seen[1]["kube-apiserver"] != before["kube-apiserver"]
+        assert seen[2]["etcd"] != before["etcd"]
+        # Order kept: stop() still stops the control plane newest first.
+        assert [c.name for c in cluster.components] == list(before)
+        after = cluster.pids()
+    assert not [name for name, pid in after.items() if pid_alive(pid)]

@@ -17,9 +17,12 @@ real_nodes.py, the client side shared with kind in base.py.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -169,6 +172,44 @@ class LocalCluster(RealNodesMixin, ClusterBase):
             shutil.rmtree(self.state_dir, ignore_errors=True)
         if problems:
             raise ClusterError("real nodes left behind:\n" + "\n".join(problems))
+
+    # -- faults (the chaos benchmark) --------------------------------------------------------
+
+    def restart_apiserver(self, *, down_seconds: float = 0.0, kill: bool = True) -> float:
+        """Stop kube-apiserver (SIGKILL, or SIGTERM with `kill=False`), wait `down_seconds`,
+        start it again with the same command line (ports, certificates, etcd) and wait until
+        /readyz answers. Returns when it was ready again (time.time())."""
+        return self._restart(
+            "kube-apiserver", f"{self.server}/readyz", down_seconds, kill, client_cert=True
+        )
+
+    def restart_etcd(self, *, down_seconds: float = 0.0, kill: bool = True) -> float:
+        """The same for etcd, on its data directory: everything stored survives. Returns when
+        etcd answered /health again; the API server reconnects by itself (its /readyz fails
+        meanwhile)."""
+        return self._restart(
+            "etcd", f"http://127.0.0.1:{self.ports['etcd']}/health", down_seconds, kill
+        )
+
+    def _restart(
+        self, name: str, url: str, down_seconds: float, kill: bool, *, client_cert: bool = False
+    ) -> float:
+        index, old = next((i, c) for i, c in enumerate(self.components) if c.name == name)
+        if kill and old.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(old.pid, signal.SIGKILL)
+        _terminate(old)  # SIGTERM if still alive; reaps the process either way
+        time.sleep(down_seconds)
+        self.components.remove(old)
+        self._launch(name, old.argv)
+        # Back in its place, so stop() still stops the components in reverse start order.
+        self.components.insert(index, self.components.pop())
+        self._save_state()
+        startup = self.startup_seconds.get(name)
+        self._wait_healthy(name, url, time.monotonic(), client_cert=client_cert)
+        if startup is not None:  # keep the figure of the cluster's own start
+            self.startup_seconds[name] = startup
+        return time.time()
 
     @classmethod
     def attach(cls, state_dir: Path) -> LocalCluster:
