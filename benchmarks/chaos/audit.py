@@ -41,7 +41,7 @@ class Delivery:
     key: str  # X-VideoQueue-Delivery, or the same built from the body when absent
     namespace: str
     at: float
-    signed: bool = False  # carried an X-VideoQueue-Signature* header
+    signed: bool = False  # its signature verified with the queue's Secret
 
 
 def delivery_key(header: str | None, body: Mapping[str, Any]) -> str:
@@ -62,6 +62,7 @@ class Audit:
     notifications: list[str] | None = None  # None: status.notification absent (n/a)
     receiver_missed: list[str] = field(default_factory=list)
     duplicate_deliveries: int = 0  # allowed (at least once); receivers deduplicate by key
+    unsigned: list[str] = field(default_factory=list)  # deliveries whose signature failed
     statistics: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int | None]:
@@ -74,6 +75,7 @@ class Audit:
             "notifications owed, not sent": (
                 None if self.notifications is None else len(self.notifications)
             ),
+            "deliveries not validly signed": len(self.unsigned),
             "statistics disagreeing": len(self.statistics),
         }
 
@@ -92,8 +94,10 @@ def audit(
     """`jobs` and `queues` by name, as the API returns them; `pods` and `deliveries` of the
     same namespace."""
     result = Audit()
+    deliveries = list(deliveries)
     received = [d.key for d in deliveries]
     result.duplicate_deliveries = len(received) - len(set(received))
+    result.unsigned = [d.key for d in deliveries if not d.signed]
     keys = set(received)
     has_notification = any("notification" in (job.get("status") or {}) for job in jobs.values())
     notifications: list[str] = []

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import datetime
 import json
 import math
@@ -59,7 +60,7 @@ from benchmarks.scale.run import (
 )
 from benchmarks.writes_per_job import GROUP, VERSION
 from videoqueue.controller.kube import KubeClient
-from videoqueue.controller.kube_helpers import VIDEOJOBS, VIDEOQUEUES
+from videoqueue.controller.kube_helpers import SECRETS, VIDEOJOBS, VIDEOQUEUES
 from videoqueue.envtest import ClusterConfig, LocalCluster, NodeSpec, WaitTimeoutError, poll
 from videoqueue.envtest.builders import MakeQueue
 from videoqueue.envtest.kwok import pod_script
@@ -74,6 +75,9 @@ from videoqueue.scheduling.worker_pod import (
 REPO = Path(__file__).resolve().parents[2]
 ACTING = "acting: this replica now schedules"
 QUEUES = ["q-0", "q-1", "q-2"]
+# The key the queues sign their webhooks with (a Secret per namespace); the receiver verifies.
+WEBHOOK_SECRET_NAME = "chaos-webhook"
+WEBHOOK_SECRET = os.urandom(32)
 RUN_FOR = ("1s", "2s", "3s")
 
 
@@ -221,7 +225,11 @@ class Chaos:
             .retry(3, initial_seconds=1, factor=2, max_seconds=5)
             # A steady 10 % of OOM kills would halve the concurrency for the whole run.
             .memory_pressure(enabled=False)
-            .notifications(self.receiver.url, maxAttempts=20)
+            .notifications(
+                self.receiver.url,
+                maxAttempts=20,
+                secretRef={"name": WEBHOOK_SECRET_NAME, "key": "hmac"},
+            )
             .spec(statistics={"windowSeconds": 86_400})
             .template(
                 {"name": "worker", "image": IMAGE},
@@ -237,6 +245,14 @@ class Chaos:
         async with await KubeClient.from_kubeconfig(
             self.cluster.kubeconfig, settings=settings
         ) as kube:
+            # The queues sign their webhooks; the receiver verifies every delivery.
+            secret = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": WEBHOOK_SECRET_NAME},
+                "data": {"hmac": base64.b64encode(WEBHOOK_SECRET).decode()},
+            }
+            await kube.create(SECRETS, namespace, secret)
             for name in QUEUES:
                 await kube.create(VIDEOQUEUES, namespace, self.queue(name))
             begin = time.time()
@@ -574,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     with (
         LocalCluster(cluster_config=config) as cluster,
         RedisServer(workdir / "redis") as redis,
-        Receiver() as receiver,
+        Receiver(WEBHOOK_SECRET) as receiver,
     ):
         cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
         cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds" / "peering"))

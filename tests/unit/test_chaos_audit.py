@@ -3,6 +3,8 @@ wrong (benchmarks/chaos/plan.py, audit.py)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import random
 import urllib.request
@@ -59,7 +61,7 @@ def queue(succeeded: int, failed: int, *, on: list[str] | None = None) -> dict[s
 
 
 def hook(key: str) -> Delivery:
-    return Delivery(key, "ns", 0.0)
+    return Delivery(key, "ns", 0.0, signed=True)
 
 
 OK = PlannedJob("a", Q, 5, Outcome.OK, "1s")
@@ -97,6 +99,7 @@ def test_a_clean_run_counts_zero_everywhere() -> None:
         "attempts without a pod seen": 0,
         "unexpected outcomes": 0,
         "notifications owed, not sent": None,  # no job has status.notification yet
+        "deliveries not validly signed": 0,
         "statistics disagreeing": 0,
     }
 
@@ -247,15 +250,24 @@ def test_the_key_recorded_in_status_is_the_one_looked_for() -> None:
     assert found.notifications == []
 
 
-def test_the_receiver_records_keys_namespaces_and_signatures() -> None:
+def test_the_receiver_records_keys_namespaces_and_verified_signatures() -> None:
     body = json.dumps({"uid": "u", "attempts": 1, "outcome": "Succeeded", "namespace": "ns"})
-    with Receiver() as receiver:
-        for headers in ({}, {DELIVERY_HEADER: "u/1/Succeeded", "X-VideoQueue-Signature": "s"}):
+    digest = hmac.new(b"key", b"1700000000." + body.encode(), hashlib.sha256).hexdigest()
+    signed = {"X-VideoQueue-Timestamp": "1700000000", "X-VideoQueue-Signature": f"sha256={digest}"}
+    forged = {**signed, "X-VideoQueue-Timestamp": "1700000001"}  # the signature no longer fits
+    with Receiver(b"key") as receiver:
+        for headers in ({}, {DELIVERY_HEADER: "u/1/Succeeded", **signed}, forged):
             request = urllib.request.Request(
                 receiver.url, body.encode(), {"Content-Type": "application/json", **headers}
             )
             with urllib.request.urlopen(request, timeout=10) as response:
                 assert response.status == 200
         got = receiver.of("ns")
-    assert [(d.key, d.signed) for d in got] == [("u/1/Succeeded", False), ("u/1/Succeeded", True)]
+    assert [(d.key, d.signed) for d in got] == [
+        ("u/1/Succeeded", False),
+        ("u/1/Succeeded", True),
+        ("u/1/Succeeded", False),
+    ]
+    found = audit([], {}, {}, {}, got)
+    assert found.counts()["deliveries not validly signed"] == 2
     assert receiver.of("other") == []
