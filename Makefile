@@ -42,7 +42,7 @@ venv: ## Create .venv from uv.lock (exact pinned versions).
 	$(UV) sync --locked
 
 .PHONY: toolchain
-toolchain: ## Build etcd, Kubernetes, KWOK and Helm from Go modules (cached per version).
+toolchain: ## Build etcd, Kubernetes, KWOK, Helm, Kueue and SeaweedFS from Go modules (cached per version).
 	hack/build-toolchain.sh
 
 ##@ Development
