@@ -342,12 +342,7 @@ def _client_error(s3: S3Client, obj: S3Object, what: str, field: str, exc: Any) 
     code = str(error.get("Code", ""))
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     if code == "NoSuchBucket" or (code in ("404", "NotFound") and not _bucket_exists(s3, obj)):
-        return WorkerError(
-            f"{what}: bucket {obj.bucket} does not exist at the queue's S3 endpoint; create it "
-            "or name an existing bucket",
-            field=field,
-            invalid=True,
-        )
+        return _missing_bucket(what, obj, field)
     if code in ("NoSuchKey", "404", "NotFound"):
         return WorkerError(f"{what}: there is no object with key {obj.key} in bucket {obj.bucket}")
     if code in ACCESS_CODES or status == 403:
@@ -362,6 +357,24 @@ def _client_error(s3: S3Client, obj: S3Object, what: str, field: str, exc: Any) 
         )
     message = error.get("Message") or exc
     return WorkerError(f"{what}: {code or status}: {message}")
+
+
+def check_bucket(settings: S3Settings, obj: S3Object, *, field: str) -> None:
+    """Refuse an output bucket that does not exist before the work, not after it. Only a
+    definite "no such bucket" counts: credentials allowed to write but not to look at the
+    bucket (a PutObject-only policy) are not refused here."""
+    s3 = client(settings)
+    if not _bucket_exists(s3, obj):
+        raise _missing_bucket(f"uploading to {obj}", obj, field)
+
+
+def _missing_bucket(what: str, obj: S3Object, field: str) -> WorkerError:
+    return WorkerError(
+        f"{what}: bucket {obj.bucket} does not exist at the queue's S3 endpoint; create it "
+        "or name an existing bucket",
+        field=field,
+        invalid=True,
+    )
 
 
 def _bucket_exists(s3: S3Client, obj: S3Object) -> bool:

@@ -162,8 +162,11 @@ def http_endpoint(url: str, *, field: str) -> Endpoint:
 
 
 def check_reachable(location: Location) -> None:
-    """Refuse an http(s) location whose host the sandbox does not allow, before any work is
-    done (it is checked again when connecting). Resolution failures are left for then."""
+    """Refuse an http(s) location whose host the sandbox does not allow, or an s3:// one
+    whose bucket does not exist, before any work is done (hosts are checked again when
+    connecting). Resolution and connection failures are left for then."""
+    if location.s3 is not None and location.sandbox.s3 is not None:
+        s3.check_bucket(location.sandbox.s3, location.s3, field=location.field)
     if location.path is not None or location.s3 is not None:
         return
     endpoint = http_endpoint(location.url, field=location.field)
