@@ -345,6 +345,8 @@ def _client_error(s3: S3Client, obj: S3Object, what: str, field: str, exc: Any) 
         return _missing_bucket(what, obj, field)
     if code in ("NoSuchKey", "404", "NotFound"):
         return WorkerError(f"{what}: there is no object with key {obj.key} in bucket {obj.bucket}")
+    if code == "403":
+        code = _why_forbidden(s3, obj) or code
     if code in ACCESS_CODES or status == 403:
         detail = {
             "InvalidAccessKeyId": "the access key id is not known to the store",
@@ -375,6 +377,20 @@ def _missing_bucket(what: str, obj: S3Object, field: str) -> WorkerError:
         field=field,
         invalid=True,
     )
+
+
+def _why_forbidden(s3: S3Client, obj: S3Object) -> str | None:
+    """The error code behind a HEAD's bare 403 (its answer has no body): a one-byte GET of
+    the same object is refused the same way, with the code in its body."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        s3.get_object(Bucket=obj.bucket, Key=obj.key, Range="bytes=0-0")["Body"].close()
+    except ClientError as exc:
+        return str(exc.response.get("Error", {}).get("Code") or "") or None
+    except BotoCoreError:
+        return None
+    return None
 
 
 def _bucket_exists(s3: S3Client, obj: S3Object) -> bool:
