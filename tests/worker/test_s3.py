@@ -53,7 +53,7 @@ def bucket(s3: S3Server) -> str:
 @pytest.fixture(scope="module")
 def big_media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Over the 5 MiB multipart threshold as it is, so a stream-copy clip of it is too."""
-    path = make_media(tmp_path_factory.mktemp("big") / "big.mp4", seconds=6, size="1280x720")
+    path = make_media(tmp_path_factory.mktemp("big") / "big.mp4", seconds=8, size="1920x1080")
     assert path.stat().st_size > 2 * THRESHOLD, path.stat().st_size
     return path
 
@@ -118,7 +118,7 @@ def test_multipart_upload_over_the_threshold(
     s3: S3Server, bucket: str, big_media: Path, tmp_path: Path
 ) -> None:
     payload = job_payload(
-        "clip", f"file://{big_media}", f"s3://{bucket}/clips/whole.mp4", {"start": 0, "end": 6}
+        "clip", f"file://{big_media}", f"s3://{bucket}/clips/whole.mp4", {"start": 0, "end": 8}
     )
     env = storage_env(
         s3, tmp_path / "secret", extra={ENV_S3_MULTIPART_THRESHOLD_BYTES: str(THRESHOLD)}
@@ -156,7 +156,7 @@ def test_progress_of_download_and_upload(
 ) -> None:
     put(s3, bucket, "big.mp4", big_media)
     payload = job_payload(
-        "clip", f"s3://{bucket}/big.mp4", f"s3://{bucket}/copy.mp4", {"start": 0, "end": 6}
+        "clip", f"s3://{bucket}/big.mp4", f"s3://{bucket}/copy.mp4", {"start": 0, "end": 8}
     )
     env = storage_env(
         s3,

@@ -149,8 +149,12 @@ class S3Server:
             "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
             "filer.port", "filer.port.grpc", "s3.port.grpc",
         )}  # fmt: skip
+        # Each bucket is a collection of its own, for which the master grows 7 volumes at
+        # once by default: with many test buckets that would run into the volume limit.
+        (self.workdir / "master.toml").write_text("[master.volume_growth]\ncopy_1 = 1\n")
         args = [
             str(self.binary),
+            f"-config_dir={self.workdir}",
             "server",
             f"-dir={data}",
             f"-ip={self.host}",
