@@ -42,7 +42,7 @@ venv: ## Create .venv from uv.lock (exact pinned versions).
 	$(UV) sync --locked
 
 .PHONY: toolchain
-toolchain: ## Build etcd, Kubernetes, KWOK and Helm from Go modules (cached per version).
+toolchain: ## Build etcd, Kubernetes, KWOK, Helm, Kueue and SeaweedFS from Go modules (cached per version).
 	hack/build-toolchain.sh
 
 ##@ Development
@@ -124,7 +124,7 @@ test-unit: venv ## Pure tests, no cluster.
 	$(RUN)/pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: test-worker
-test-worker: venv ## The worker with real ffmpeg, ffprobe and redis-server (no cluster).
+test-worker: venv toolchain ## The worker with real ffmpeg, ffprobe, redis-server and SeaweedFS's S3 (no cluster).
 	$(RUN)/pytest tests/worker $(PYTEST_ARGS)
 
 .PHONY: test-integration

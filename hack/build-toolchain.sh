@@ -4,10 +4,11 @@
 #   $VIDEOQUEUE_CACHE/<component>-<version>/<binary>
 # A component is rebuilt only when its pinned version changes. Pins live in
 # hack/toolchain/versions.env (kwok, helm) and in the wrapper modules' go.mod files
-# (kubernetes, etcd, kueue), whose go.sum files make the download reproducible.
+# (kubernetes, etcd, kueue, seaweedfs), whose go.sum files make the download reproducible.
 #
 # The kubelet, kube-proxy and the pause image (pause.tar) are for envtest's real nodes;
-# Kueue (kueue, kueue-crds/) is the scale benchmark's peer (benchmarks/scale).
+# Kueue (kueue, kueue-crds/) is the scale benchmark's peer (benchmarks/scale); SeaweedFS's
+# weed binary is the S3 server of the s3:// storage tests (envtest/s3_server.py).
 #
 # Usage: hack/build-toolchain.sh            build what is missing, print the bin dir
 #        hack/build-toolchain.sh --print    only print the bin dir (fails if not built)
@@ -36,6 +37,7 @@ module_version() { # <wrapper dir> <module path>
 KUBERNETES_VERSION=$(module_version "$toolchain/kubernetes" k8s.io/kubernetes)
 ETCD_VERSION=$(module_version "$toolchain/etcd" go.etcd.io/etcd/server/v3)
 KUEUE_VERSION=$(module_version "$toolchain/kueue" sigs.k8s.io/kueue)
+SEAWEEDFS_VERSION=$(module_version "$toolchain/seaweedfs" github.com/seaweedfs/seaweedfs)
 
 log() { printf '[toolchain %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
@@ -197,6 +199,16 @@ build_kueue() {
     chmod u+w "$OUT"/kueue-crds/*.yaml
 }
 
+# SeaweedFS's weed (master, volume, filer and S3 gateway in one binary). Only a pseudo-version
+# is served, so the binary is stamped with that pseudo-version's commit.
+build_seaweedfs() {
+    cd "$toolchain/seaweedfs"
+    local commit=${SEAWEEDFS_VERSION##*-}
+    log "  go build weed"
+    go build -ldflags "-s -w -X github.com/seaweedfs/seaweedfs/weed/util/version.COMMIT=$commit" \
+        -o "$OUT/weed" github.com/seaweedfs/seaweedfs/weed
+}
+
 go_install() { # <package@version> [ldflags]
     log "  go install $1"
     GOBIN="$OUT" go install -ldflags "-s -w ${2:-}" "$1"
@@ -223,9 +235,10 @@ if [[ ${1:-} != --print ]]; then
     build_component "kube-proxy-$KUBERNETES_VERSION" kube-proxy -- build_kube_proxy
     build_component "pause-$KUBERNETES_VERSION" pause.tar -- build_pause
     build_component "kueue-$KUEUE_VERSION" kueue kueue-crds -- build_kueue
+    build_component "seaweedfs-$SEAWEEDFS_VERSION" weed -- build_seaweedfs
 fi
 
-for b in etcd kwok helm kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy kueue; do
+for b in etcd kwok helm kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy kueue weed; do
     [[ -x "$bin/$b" ]] || { log "missing $bin/$b: run hack/build-toolchain.sh"; exit 1; }
 done
 [[ -d "$bin/kueue-crds" ]] || { log "missing $bin/kueue-crds: run hack/build-toolchain.sh"; exit 1; }

@@ -27,16 +27,18 @@ trap 'rm -rf "$context"' EXIT
 cp "$repo/worker-image/Dockerfile" "$context/"
 
 # The worker, the wire contract (videoqueue.api only: the worker never imports the
-# controller) and its pure-Python dependencies at the versions uv.lock pins, installed for
-# the image's Python (Debian's 3.11), compiled ahead so a read-only root fs costs no
-# start-up time.
+# controller) and its dependencies at the versions uv.lock pins, installed for the image's
+# Python (Debian's 3.11), compiled ahead so a read-only root fs costs no start-up time. All
+# but pydantic-core are pure Python; the second line is boto3 (s3:// transfers) and what it
+# needs.
 case $(dpkg --print-architecture) in
     amd64) platform=x86_64-manylinux_2_28 ;;
     arm64) platform=aarch64-manylinux_2_28 ;;
     *) log "unsupported architecture $(dpkg --print-architecture)"; exit 1 ;;
 esac
 "$python" - "$repo/uv.lock" pydantic pydantic-core annotated-types typing-extensions \
-    typing-inspection redis async-timeout >"$context/requirements.txt" <<'PY'
+    typing-inspection redis async-timeout \
+    boto3 botocore s3transfer jmespath python-dateutil six urllib3 >"$context/requirements.txt" <<'PY'
 import sys, tomllib
 
 with open(sys.argv[1], "rb") as f:

@@ -108,9 +108,35 @@ REFUSED = [
         id="ftp-input-for-transcode",
     ),
     pytest.param(
-        MakeJob().type("probe").input("s3://media/in.mp4").obj(),
+        MakeJob().type("probe").input("s3://media").obj(),
         "spec.input.url of a stock job type",
-        id="s3-input-for-probe",
+        id="s3-url-without-a-key",
+    ),
+    pytest.param(
+        MakeJob().type("probe").input("gs://media/in.mp4").obj(),
+        "spec.input.url of a stock job type",
+        id="gs-input-for-probe",
+    ),
+    pytest.param(
+        MakeQueue().s3_storage(endpoint="http://s3.media.internal:8333/media").obj(),
+        "spec.storage.s3.endpoint must be an http(s) URL of a host and optional port without "
+        "a path",
+        id="s3-endpoint-with-a-path",
+    ),
+    pytest.param(
+        MakeQueue().s3_storage(endpoint="s3.media.internal").obj(),
+        "spec.storage.s3.endpoint must be an http(s) URL",
+        id="s3-endpoint-without-scheme",
+    ),
+    pytest.param(
+        MakeQueue().spec(storage={"s3": {"region": "us-east-1"}}).obj(),
+        "secretRef: Required value",
+        id="s3-without-a-secret",
+    ),
+    pytest.param(
+        MakeQueue().s3_storage(addressingStyle="DNS").obj(),
+        "addressingStyle: Unsupported value",
+        id="s3-unknown-addressing-style",
     ),
     pytest.param(
         MakeJob().output("ftp://media.example/out/").obj(),
@@ -212,6 +238,26 @@ ACCEPTED = [
     pytest.param(
         MakeJob().input("/media/My Movie.mov").output("file:/media/out/a.mp4").obj(),
         id="stock-type-bare-path-and-file-colon-slash",
+    ),
+    pytest.param(
+        MakeJob()
+        .type("clip")
+        .input("S3://media/in/a b.mp4")
+        .output("s3://media-out/clips/")
+        .params(start=0, duration=5)
+        .obj(),
+        id="stock-type-s3-urls",
+    ),
+    pytest.param(
+        MakeQueue()
+        .s3_storage(
+            "media-s3",
+            endpoint="https://[fd00::7]:8333/",
+            region="eu-west-3",
+            addressingStyle="Virtual",
+        )
+        .obj(),
+        id="s3-storage-of-every-form",
     ),
     pytest.param(MakeJob().memory(1_500_000_000).obj(), id="memory-as-a-byte-count"),
     pytest.param(

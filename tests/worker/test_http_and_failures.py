@@ -218,7 +218,10 @@ def test_bad_input_fails_with_the_field_and_the_fix(
 @pytest.mark.parametrize(
     ("url", "words"),
     [
-        pytest.param("s3://bucket/in.mp4", "scheme 's3' is not supported", id="s3"),
+        pytest.param(
+            "s3://bucket/in.mp4", "s3:// URLs need the queue's spec.storage.s3", id="s3-no-storage"
+        ),
+        pytest.param("gs://bucket/in.mp4", "scheme 'gs' is not supported", id="gs"),
         pytest.param("ftp://host/in.mp4", "scheme 'ftp' is not supported", id="ftp"),
         pytest.param("in.mp4", "scheme '(none)' is not supported", id="relative-path"),
         pytest.param("file://server/in.mp4", "not host 'server'", id="file-with-host"),

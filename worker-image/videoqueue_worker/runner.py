@@ -1,7 +1,7 @@
 """One attempt of one job, from the pod's environment to the termination message.
 
-Stages: downloading (http(s) input only) → processing → uploading. Progress is one number
-for the whole attempt: each stage owns a share of 0..100 and reports within it. Temporary
+Stages: downloading (http(s) and s3:// inputs only) → processing → uploading. Progress is one
+number for the whole attempt: each stage owns a share of 0..100 and reports within it. Temporary
 files live in a directory of their own under the work dir, removed on every way out
 (success, failure, SIGTERM).
 """
@@ -48,6 +48,7 @@ from videoqueue_worker.errors import ExitCode, WorkerError, invalid
 from videoqueue_worker.params import ProbeParams, ThumbnailParams, parse_params
 from videoqueue_worker.reporter import JobRef, RedisSettings, RedisSink, Reporter
 from videoqueue_worker.result import encode, error_message, media_summary, stream_summaries
+from videoqueue_worker.s3 import S3Settings
 from videoqueue_worker.sandbox import AllowedHosts, Sandbox
 
 log = logging.getLogger("videoqueue_worker")
@@ -143,6 +144,7 @@ def load_sandbox(env: Mapping[str, str]) -> Sandbox:
         transfer_timeout_seconds=_positive_number(
             env, ENV_DOWNLOAD_TIMEOUT_SECONDS, float(DEFAULT_DOWNLOAD_TIMEOUT_SECONDS)
         ),
+        s3=S3Settings.from_env(env),
     )
 
 
@@ -233,8 +235,8 @@ class Attempt:
         elif not isinstance(params, ProbeParams):
             raise invalid(
                 "spec.output.url",
-                f"a {spec.type} job writes a file: set spec.output.url to a file:// path or "
-                "an http(s) URL that accepts PUT",
+                f"a {spec.type} job writes a file: set spec.output.url to a file:// path, "
+                "an s3://bucket/key URL or an http(s) URL that accepts PUT",
             )
         if output is not None:
             jobs.check_output_kind(params, output.is_directory)

@@ -22,9 +22,12 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from videoqueue_worker.errors import invalid
+
+if TYPE_CHECKING:
+    from videoqueue_worker.s3 import S3Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -191,6 +194,9 @@ class Sandbox:
     transfer_timeout_seconds: float = 3600.0
     """Most seconds one download or upload may take as a whole."""
     resolve: Resolver = dataclasses.field(default=system_resolver, compare=False)
+    s3: S3Settings | None = None
+    """The queue's object store for s3:// URLs (spec.storage.s3); None: s3:// is refused.
+    Its endpoint is the queue's own choice and not subject to `allowed_hosts`."""
 
     @staticmethod
     def roots(paths: Sequence[str]) -> tuple[Path, ...]:

@@ -1,5 +1,5 @@
-"""Getting the input and delivering the output: file:// and http(s):// only, inside the
-queue's sandbox (`sandbox`).
+"""Getting the input and delivering the output: file://, http(s):// and s3:// (`s3`, through
+the queue's own object store), inside the queue's sandbox (`sandbox`).
 
 Local paths are confined to the file roots when the URL is parsed. Downloads stream into the
 attempt's work dir with a size limit; uploads are one HTTP PUT of the file (what presigned
@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import IO, Final
 
 from videoqueue.api.worker import ENV_DOWNLOAD_TIMEOUT_SECONDS
+from videoqueue_worker import s3
 from videoqueue_worker.errors import WorkerError, invalid
 from videoqueue_worker.sandbox import Destination, Sandbox, normalize_host
 
-INPUT_SCHEMES: Final = ("file", "http", "https")
-OUTPUT_SCHEMES: Final = ("file", "http", "https")
+INPUT_SCHEMES: Final = ("file", "http", "https", "s3")
+OUTPUT_SCHEMES: Final = ("file", "http", "https", "s3")
 HTTP_SCHEMES: Final = ("http", "https")
 CHUNK_BYTES: Final = 1 << 20
 HTTP_TIMEOUT_SECONDS: Final = 60.0
@@ -55,6 +56,8 @@ class Location:
     """The real local path of a file:// URL, inside a file root."""
     field: str
     sandbox: Sandbox
+    s3: s3.S3Object | None = None
+    """The bucket and key of an s3:// URL."""
 
     @property
     def is_local(self) -> bool:
@@ -100,6 +103,15 @@ def parse_location(url: str, *, field: str, allowed: tuple[str, ...], sandbox: S
             url=url, scheme=scheme, path=sandbox.confine(path, field=field), field=field,
             sandbox=sandbox,
         )  # fmt: skip
+    if scheme == "s3":
+        if sandbox.s3 is None:
+            raise invalid(
+                field,
+                "s3:// URLs need the queue's spec.storage.s3 (endpoint, region, credentials "
+                "Secret), and this queue has none; set it, or use another queue",
+            )
+        obj = s3.parse_s3_url(url, field=field, directory_ok=True)
+        return Location(url=url, scheme=scheme, path=None, field=field, sandbox=sandbox, s3=obj)
     http_endpoint(url, field=field)
     return Location(url=url, scheme=scheme, path=None, field=field, sandbox=sandbox)
 
@@ -150,9 +162,12 @@ def http_endpoint(url: str, *, field: str) -> Endpoint:
 
 
 def check_reachable(location: Location) -> None:
-    """Refuse an http(s) location whose host the sandbox does not allow, before any work is
-    done (it is checked again when connecting). Resolution failures are left for then."""
-    if location.path is not None:
+    """Refuse an http(s) location whose host the sandbox does not allow, or an s3:// one
+    whose bucket does not exist, before any work is done (hosts are checked again when
+    connecting). Resolution and connection failures are left for then."""
+    if location.s3 is not None and location.sandbox.s3 is not None:
+        s3.check_bucket(location.sandbox.s3, location.s3, field=location.field)
+    if location.path is not None or location.s3 is not None:
         return
     endpoint = http_endpoint(location.url, field=location.field)
     with contextlib.suppress(OSError):
@@ -296,6 +311,15 @@ def fetch(location: Location, dest: Path, *, max_bytes: int, on_progress: Progre
         if size > max_bytes:
             raise WorkerError(f"input is {size} bytes, over the limit of {max_bytes}")
         return location.path
+    if location.s3 is not None:
+        if location.is_directory:
+            raise invalid(location.field, f"{location.s3} names a prefix; give an object's key")
+        assert location.sandbox.s3 is not None  # parse_location refuses s3:// without it
+        s3.download(
+            location.sandbox.s3, location.s3, dest, field=location.field, max_bytes=max_bytes,
+            timeout_seconds=location.sandbox.transfer_timeout_seconds, on_progress=on_progress,
+        )  # fmt: skip
+        return dest
     what = f"downloading {redact(location.url)}"
     with _deadline(location, what) as deadline:
         connection, response = _get(location, what, deadline)
@@ -389,7 +413,8 @@ def put_in_place(partial: Path, location: Location) -> None:
 
 
 def deliver(source: Path, location: Location, *, on_progress: Progress) -> None:
-    """Put a local file at the output location: copy for file://, HTTP PUT otherwise."""
+    """Put a local file at the output location: copy for file://, an S3 upload for s3://,
+    HTTP PUT otherwise."""
     total = source.stat().st_size
     if location.path is not None:
         partial = partial_path(location.path)
@@ -403,6 +428,13 @@ def deliver(source: Path, location: Location, *, on_progress: Progress) -> None:
         except OSError as exc:
             raise WorkerError(f"writing {location.path}: {exc.strerror or exc}") from None
         on_progress(total, total)
+        return
+    if location.s3 is not None:
+        assert location.sandbox.s3 is not None
+        s3.upload(
+            location.sandbox.s3, source, location.s3, field=location.field,
+            timeout_seconds=location.sandbox.transfer_timeout_seconds, on_progress=on_progress,
+        )  # fmt: skip
         return
     _put(source, location, total, on_progress)
 

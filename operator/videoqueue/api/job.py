@@ -91,10 +91,16 @@ BACKOFF_OVERRIDE_INITIAL_WITHIN_MAX = CelRule(
 
 ObjectName = Annotated[str, StringConstraints(max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
 
-STOCK_URL_PATTERN: Final = r"^(/|(?i:file):(//(localhost)?/|/([^/]|$))|(?i:https?)://[^/?#])"
+STOCK_URL_PATTERN: Final = (
+    r"^(/|(?i:file):(//(localhost)?/|/([^/]|$))|(?i:https?)://[^/?#]|(?i:s3)://[^/?#]+/)"
+)
 """What the stock worker reads and writes: an absolute path, file:///path (or file:/path,
-file://localhost/path) and http(s)://host/... (videoqueue_worker.transfer)."""
-STOCK_URLS = "an absolute path (/media/in.mp4), a file:///path URL or an http(s):// URL"
+file://localhost/path), http(s)://host/... and s3://bucket/key (videoqueue_worker.transfer;
+s3:// needs the queue's spec.storage.s3, which the operator checks)."""
+STOCK_URLS = (
+    "an absolute path (/media/in.mp4), a file:///path URL, an http(s):// URL or an "
+    "s3://bucket/key URL"
+)
 
 
 def _stock_url_rule(field: str, expr: str, *, guard: str | None = None) -> CelRule:
@@ -105,7 +111,7 @@ def _stock_url_rule(field: str, expr: str, *, guard: str | None = None) -> CelRu
         rule=checked if guard is None else f"!{guard} || {checked}",
         message=(
             f"{field} of a stock job type ({', '.join(KNOWN_JOB_TYPES)}) must be {STOCK_URLS}: "
-            "the stock worker reads and writes no other scheme (not ftp://, s3://, ...); use "
+            "the stock worker reads and writes no other scheme (not ftp://, gs://, ...); use "
             "one of those, or a custom type run by your own worker image"
         ),
         field_path="." + field.removeprefix("spec."),
@@ -186,8 +192,9 @@ class JobInput(ApiModel):
         min_length=1, max_length=MAX_URL_BYTES, json_schema_extra=url_rules("spec.input.url")
     )
     """URL or path of the input the worker reads, e.g. https://media.example/in.mp4 or
-    /media/in.mp4. The stock types read an absolute path, file:// or http(s)://; a custom
-    type's image may read other schemes (s3://...). At most 4096 bytes."""
+    /media/in.mp4 or s3://media/in.mp4. The stock types read an absolute path, file://,
+    http(s):// or s3://bucket/key (with the queue's spec.storage.s3); a custom type's image
+    may read other schemes. At most 4096 bytes."""
 
 
 class JobOutput(ApiModel):
@@ -197,8 +204,9 @@ class JobOutput(ApiModel):
         min_length=1, max_length=MAX_URL_BYTES, json_schema_extra=url_rules("spec.output.url")
     )
     """URL or path prefix the worker writes to (a trailing '/' names a directory or prefix).
-    The stock types write to an absolute path, file:// or http(s):// (PUT); a custom type's
-    image may write to other schemes. At most 4096 bytes."""
+    The stock types write to an absolute path, file://, http(s):// (PUT) or s3://bucket/key
+    (with the queue's spec.storage.s3); a custom type's image may write to other schemes. At
+    most 4096 bytes."""
 
 
 class JobResources(ApiModel):

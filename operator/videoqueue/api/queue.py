@@ -30,6 +30,7 @@ from videoqueue.api.queue_policies import (
     RetryPolicy,
     StatisticsPolicy,
 )
+from videoqueue.api.storage import Storage
 from videoqueue.api.worker import WorkerSettings
 
 __all__ = [
@@ -125,6 +126,8 @@ class VideoQueueSpec(ApiModel):
         json_schema_extra={"default": WorkerSettings().to_dict()},
     )
     """What workers may read, write and reach, and which job annotations reach their pods."""
+    storage: Storage | None = None
+    """Object storage for s3:// inputs and outputs (docs/storage.md)."""
     template: dict[str, Any] = Field(
         default_factory=dict,
         json_schema_extra={

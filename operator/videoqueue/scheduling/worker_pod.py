@@ -35,6 +35,7 @@ from videoqueue.api.worker import (
     WorkerSettings,
 )
 from videoqueue.scheduling.memory import PodOverhead
+from videoqueue.scheduling.storage import mount_s3_credentials, s3_env
 
 # --- What cannot be built, and whose to fix --------------------------------------------------
 
@@ -335,6 +336,9 @@ def build_worker_pod(
     - the queue's sandbox (spec.worker) in `VIDEOQUEUE_FILE_ROOTS` and
       `VIDEOQUEUE_ALLOWED_HOSTS` (JSON lists) and `VIDEOQUEUE_DOWNLOAD_TIMEOUT_SECONDS`;
       these and the two above replace same-named env entries of the template;
+    - the queue's spec.storage.s3, when set, in `VIDEOQUEUE_S3_*` (endpoint, region,
+      addressing style, credentials dir) and its Secret as a read-only volume mounted into
+      the worker container only (`videoqueue.scheduling.storage`);
     - `env`, whole env entries (`value` or `valueFrom`) the operator adds to every worker:
       the progress channel's `VIDEOQUEUE_REDIS_URL`, `VIDEOQUEUE_PROGRESS_STREAM` and
       `VIDEOQUEUE_REDIS_PASSWORD` (from a Secret), see `videoqueue.controller.progress_settings`;
@@ -384,11 +388,16 @@ def build_worker_pod(
     resources["requests"] = {**(resources.get("requests") or {}), "memory": memory}
     resources["limits"] = {**(resources.get("limits") or {}), "memory": memory}
     worker["resources"] = resources
+    storage = video_queue.spec.storage
+    s3 = storage.s3 if storage is not None else None
+    if s3 is not None:
+        mount_s3_credentials(spec, worker, s3)
     _set_env(
         worker,
         [
             *env,
             *_sandbox_env(video_queue.spec.worker),
+            *(s3_env(s3) if s3 is not None else ()),
             {
                 "name": ENV_JOB,
                 "value": _job_payload(video_job, namespace=namespace, uid=uid, attempt=attempt),

@@ -138,6 +138,32 @@ WAITING_FOR_ADMISSION = [
         ),
     ),
     row(
+        "s3:// input, queue without spec.storage.s3 -> Rejected StorageNotConfigured",
+        Given(clip().input("s3://media/in.mp4")),
+        Expect(
+            JobPhase.REJECTED,
+            notices=("Rejected",),
+            condition=("Rejected", "True", "StorageNotConfigured"),
+        ),
+    ),
+    row(
+        "s3:// output, storage removed while the job waited -> Rejected StorageNotConfigured",
+        Given(clip().output("s3://media/out/").pending()),
+        Expect(
+            JobPhase.REJECTED,
+            notices=("Rejected",),
+            condition=("Rejected", "True", "StorageNotConfigured"),
+        ),
+    ),
+    row(
+        "s3:// input and output, queue with spec.storage.s3 -> Pending",
+        Given(
+            clip().input("s3://media/in.mp4").output("s3://media/out/"),
+            queue=work_queue().s3_storage(endpoint="http://s3.media.internal:8333"),
+        ),
+        Expect(JobPhase.PENDING, memory="1Gi", view=JobState.PENDING),
+    ),
+    row(
         "job already waiting in a Draining queue -> still Pending",
         Given(clip().pending(), queue=work_queue().state("Draining")),
         Expect(JobPhase.PENDING, memory="1Gi", view=JobState.PENDING),

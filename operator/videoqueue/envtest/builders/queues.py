@@ -99,6 +99,11 @@ class MakeQueue(MakeObject):
         """`spec.worker`, the sandbox handed to the worker (fileRoots, allowedHosts, ...)."""
         return self.spec(worker=settings)
 
+    def s3_storage(self, secret: str = "media-s3", **fields: Any) -> Self:
+        """`spec.storage.s3` with credentials Secret `secret` and other fields as given
+        (endpoint, region, addressingStyle)."""
+        return self.spec(storage={"s3": {"secretRef": {"name": secret}, **fields}})
+
     def template(
         self,
         *containers: dict[str, Any],

@@ -33,6 +33,7 @@ from videoqueue.scheduling.jobs.model import (
 )
 from videoqueue.scheduling.memory import PodOverhead
 from videoqueue.scheduling.snapshot import JobState
+from videoqueue.scheduling.storage import REASON_STORAGE_NOT_CONFIGURED, storage_refusal
 
 
 def reject_with(
@@ -159,7 +160,8 @@ def assess_waiting(
     cycle: Sequence[str] | None,
 ) -> Assessment:
     """The job has no attempt in flight: cancelled with its queue, turned away for good
-    (Draining queue, memory over the queue's limits, a dependency cycle or failure), or
+    (Draining queue, s3:// URLs without the queue's spec.storage.s3, memory over the queue's
+    limits, a dependency cycle or failure), or
     waiting for its queue, its dependencies, its backoff or start time, or admission."""
     if queue is not None and queue.metadata.deletion_timestamp is not None:
         status.phase = JobPhase.CANCELLED
@@ -195,6 +197,12 @@ def assess_waiting(
             "queue, or set the queue's spec.state to Active and recreate the job"
         )
         return reject_with(status, "QueueDraining", message, now, condition, notices)
+
+    # Checked before every admission, not only the first: storage removed from the queue
+    # after the job arrived would otherwise fail every attempt in the worker.
+    refusal = storage_refusal(job.spec, queue.spec.storage, job.spec.queue_name)
+    if refusal is not None:
+        return reject_with(status, REASON_STORAGE_NOT_CONFIGURED, refusal, now, condition, notices)
 
     memory = effective_memory(job, status, queue)
     status.effective_memory_bytes = memory
