@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from videoqueue_worker.errors import WorkerError, invalid
@@ -275,10 +282,12 @@ class Rendition(Params):
     name: str | None = Field(default=None, pattern=RENDITION_NAME_PATTERN)
     """Its directory in the package; default `<height>p`."""
 
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        _even("height", self.height)
-        return self
+    @field_validator("height")
+    @classmethod
+    def _even_height(cls, height: int) -> int:
+        if height % 2:  # 4:2:0 chroma subsampling needs even dimensions
+            raise ValueError("must be even for 4:2:0 video")
+        return height
 
     @property
     def effective_name(self) -> str:
