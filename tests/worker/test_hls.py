@@ -405,3 +405,13 @@ def test_publish_tree_refuses_a_scheme_it_cannot_write(tmp_path: Path) -> None:
     )  # fmt: skip
     with pytest.raises(WorkerError, match="file:// only"):
         hls.publish_tree(tmp_path, location, lambda _: None)
+
+
+def test_output_directory_that_is_a_file_is_refused(media: Path, tmp_path: Path) -> None:
+    taken = tmp_path / "pkg"
+    taken.write_bytes(b"not a directory")
+    run = run_worker(job_payload("hls", f"file://{media}", f"file://{taken}/", {}), tmp_path)
+    assert run.code == 2, run.log
+    assert run.message.startswith("spec.output.url: "), run.message
+    assert "needs a directory" in run.message
+    assert taken.read_bytes() == b"not a directory"

@@ -240,7 +240,8 @@ def staging_dir(output: transfer.Location, scratch: Path) -> Path:
         staging.mkdir()
     except (FileExistsError, NotADirectoryError):
         raise invalid(
-            output.field, f"{output.path} is a file; an hls package needs a directory"
+            output.field,
+            f"{output.path} (or a directory above it) is a file; an hls package needs a directory",
         ) from None
     except OSError as exc:
         raise WorkerError(f"cannot create {output.path}: {exc.strerror or exc}") from None
