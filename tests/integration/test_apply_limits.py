@@ -104,7 +104,8 @@ REFUSED = [
     # 2. The stock worker's schemes.
     pytest.param(
         MakeJob().input("ftp://media.example/in.mp4").obj(),
-        "spec.input.url of a stock job type (probe, transcode, thumbnail, audio, clip) must be",
+        "spec.input.url of a stock job type (probe, transcode, thumbnail, audio, clip, hls) "
+        "must be",
         id="ftp-input-for-transcode",
     ),
     pytest.param(

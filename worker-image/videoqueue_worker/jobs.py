@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from videoqueue_worker.errors import invalid
 from videoqueue_worker.media import duration_of, has_stream
@@ -20,6 +20,7 @@ from videoqueue_worker.params import (
     VIDEO_ENCODERS,
     AudioParams,
     ClipParams,
+    HlsParams,
     Params,
     ThumbnailParams,
     TranscodeParams,
@@ -30,6 +31,8 @@ X26X_PRESET = {"fastest": "veryfast", "fast": "fast", "medium": "medium", "slow"
 VP9_CPU_USED = {"fastest": "5", "fast": "4", "medium": "2", "slow": "1"}
 SVT_AV1_PRESET = {"fastest": "12", "fast": "10", "medium": "8", "slow": "5"}
 EXTENSIONS = {"mp4": "mp4", "mov": "mov", "mkv": "mkv", "webm": "webm"}
+TREE_OUTPUT_SCHEMES: Final = ("file",)
+"""Where a job that writes a directory tree (hls) can put it: `hls.publish_tree` writes these."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ def plan(params: Params, info: dict[str, Any], source: Path, dest: Path) -> Plan
     raise AssertionError(f"no plan for {type(params).__name__}")
 
 
-def _need_video(info: dict[str, Any]) -> None:
+def need_video(info: dict[str, Any]) -> None:
     if not has_stream(info, "video"):
         raise invalid("spec.input.url", "the input has no video stream")
 
@@ -100,7 +103,7 @@ def _scale(width: int | None, height: int | None) -> str | None:
 def _transcode(
     p: TranscodeParams, info: dict[str, Any], duration: float | None, source: Path, dest: Path
 ) -> Plan:
-    _need_video(info)
+    need_video(info)
     codec = p.effective_video_codec
     args = ["-i", str(source), "-map", "0:v:0", "-map", "0:a:0?"]
     args += ["-c:v", VIDEO_ENCODERS[codec], "-pix_fmt", "yuv420p"]
@@ -143,7 +146,7 @@ def _transcode(
 def _thumbnail(
     p: ThumbnailParams, info: dict[str, Any], duration: float | None, source: Path, dest: Path
 ) -> Plan:
-    _need_video(info)
+    need_video(info)
     codec = ["-c:v", "mjpeg", "-q:v", "3"] if p.format == "jpeg" else ["-c:v", "png"]
     scale = f"scale={p.width}:-2"
     if p.count == 1:
@@ -222,11 +225,26 @@ def is_series(params: Params) -> bool:
     return isinstance(params, ThumbnailParams) and params.count > 1 and not params.sprite
 
 
-def check_output_kind(params: Params, output_is_directory: bool) -> None:
-    """A series of thumbnails needs a directory (or prefix) URL to put its files under."""
+def check_output_kind(params: Params, output_is_directory: bool, scheme: str = "file") -> None:
+    """A series of thumbnails needs a directory (or prefix) URL to put its files under; an
+    HLS package needs a directory on a scheme that can hold a tree."""
     if is_series(params) and not output_is_directory:
         raise invalid(
             "spec.output.url",
             "count > 1 writes one file per frame: end the URL with '/' to name a directory "
             "or prefix, or set spec.params.sprite to true for one image",
         )
+    if isinstance(params, HlsParams):
+        schemes = " or ".join(f"{s}://" for s in TREE_OUTPUT_SCHEMES)
+        if scheme not in TREE_OUTPUT_SCHEMES:
+            raise invalid(
+                "spec.output.url",
+                f"an hls job writes a directory of playlists and segments, which this worker "
+                f"writes to {schemes} only, not {scheme}://",
+            )
+        if not output_is_directory:
+            raise invalid(
+                "spec.output.url",
+                "an hls job writes a directory (master.m3u8, one directory per rendition): "
+                "end the URL with '/'",
+            )

@@ -104,9 +104,11 @@ def run_ffmpeg(
     *,
     expected_seconds: float | None,
     on_fraction: Callable[[float], None],
+    cwd: Path | None = None,
 ) -> None:
-    """Run `ffmpeg <args>` reporting progress as a fraction 0..1 of `expected_seconds` of
-    output. Raises WorkerError with the end of ffmpeg's own error output when it fails."""
+    """Run `ffmpeg <args>` (in directory `cwd` if given) reporting progress as a fraction
+    0..1 of `expected_seconds` of output. Raises WorkerError with the end of ffmpeg's own
+    error output when it fails."""
     command = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-nostats"]
     command += ["-progress", "pipe:1"]
     for arg in args:  # every input is opened with INPUT_PROTOCOLS only
@@ -119,6 +121,7 @@ def run_ffmpeg(
             stderr=subprocess.PIPE,
             text=True,
             bufsize=1,
+            cwd=cwd,
         )
     except FileNotFoundError:
         raise WorkerError(f"{FFMPEG} is not installed") from None

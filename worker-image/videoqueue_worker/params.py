@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from videoqueue_worker.errors import WorkerError, invalid
@@ -18,6 +25,8 @@ AudioCodec = Literal["aac", "opus", "mp3", "flac"]
 Container = Literal["mp4", "mkv", "webm", "mov"]
 Speed = Literal["fastest", "fast", "medium", "slow"]
 BITRATE_PATTERN = r"^[1-9][0-9]*(\.[0-9]+)?[kKM]?$"
+RENDITION_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+MAX_RENDITIONS = 8
 
 # Which encoder implements each codec in Debian's ffmpeg, and its quality scale (CRF).
 VIDEO_ENCODERS: dict[str, str] = {
@@ -264,6 +273,79 @@ class ClipParams(Params):
         return self.duration if self.duration is not None else (self.end or 0) - self.start
 
 
+class Rendition(Params):
+    """One rung of an HLS ladder: H.264 at this height (width follows the aspect ratio)."""
+
+    height: int = Field(ge=64, le=4320)
+    video_bitrate: str = Field(pattern=BITRATE_PATTERN)
+    """Average video bit rate such as 2800k or 5M; the peak is held to 1.07x of it."""
+    name: str | None = Field(default=None, pattern=RENDITION_NAME_PATTERN)
+    """Its directory in the package; default `<height>p`."""
+
+    @field_validator("height")
+    @classmethod
+    def _even_height(cls, height: int) -> int:
+        if height % 2:  # 4:2:0 chroma subsampling needs even dimensions
+            raise ValueError("must be even for 4:2:0 video")
+        return height
+
+    @property
+    def effective_name(self) -> str:
+        return self.name or f"{self.height}p"
+
+
+def _rung(height: int, bitrate: str) -> Rendition:
+    return Rendition(height=height, video_bitrate=bitrate)
+
+
+LADDERS: dict[str, tuple[Rendition, ...]] = {
+    "standard": (
+        _rung(1080, "5000k"),
+        _rung(720, "2800k"),
+        _rung(480, "1400k"),
+        _rung(360, "800k"),
+    ),
+    "small": (_rung(480, "1400k"), _rung(360, "800k"), _rung(240, "400k")),
+}
+LadderName = Literal["standard", "small"]
+
+
+class HlsParams(Params):
+    """An adaptive-bitrate HLS package: H.264/AAC renditions from a ladder, cut into
+    segments of segmentSeconds, with a master playlist."""
+
+    ladder: LadderName | None = None
+    """A named ladder: standard (1080/720/480/360, the default) or small (480/360/240)."""
+    renditions: list[Rendition] | None = Field(
+        default=None, min_length=1, max_length=MAX_RENDITIONS
+    )
+    """The rungs, instead of a named ladder."""
+    segment_seconds: float = Field(default=6, ge=1, le=30)
+    audio_bitrate: str = Field(default="128k", pattern=BITRATE_PATTERN)
+    speed: Speed = "medium"
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.ladder is not None and self.renditions is not None:
+            raise ValueError("set ladder or renditions, not both")
+        names = [r.effective_name for r in self.rungs]
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(
+                f"renditions must have distinct names (each is a directory); {', '.join(twice)} "
+                "appears more than once: give each a name"
+            )
+        return self
+
+    @property
+    def rungs(self) -> tuple[Rendition, ...]:
+        """The ladder asked for, highest first."""
+        chosen = (
+            self.renditions if self.renditions is not None else LADDERS[self.ladder or "standard"]
+        )
+        return tuple(sorted(chosen, key=lambda r: -r.height))
+
+
 class ProbeParams(Params):
     """Metadata only; the full ffprobe JSON goes to output.url when one is set."""
 
@@ -274,6 +356,7 @@ PARAMS_MODELS: dict[str, type[Params]] = {
     "thumbnail": ThumbnailParams,
     "audio": AudioParams,
     "clip": ClipParams,
+    "hls": HlsParams,
 }
 
 

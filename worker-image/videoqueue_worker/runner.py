@@ -42,10 +42,10 @@ from videoqueue.api.worker import (
     ENV_DOWNLOAD_TIMEOUT_SECONDS,
     ENV_FILE_ROOTS,
 )
-from videoqueue_worker import jobs, media, transfer
+from videoqueue_worker import hls, jobs, media, transfer
 from videoqueue_worker.cgroup import peak_memory_bytes
 from videoqueue_worker.errors import ExitCode, WorkerError, invalid
-from videoqueue_worker.params import ProbeParams, ThumbnailParams, parse_params
+from videoqueue_worker.params import HlsParams, ProbeParams, ThumbnailParams, parse_params
 from videoqueue_worker.reporter import JobRef, RedisSettings, RedisSink, Reporter
 from videoqueue_worker.result import encode, error_message, media_summary, stream_summaries
 from videoqueue_worker.s3 import S3Settings
@@ -239,7 +239,7 @@ class Attempt:
                 "an s3://bucket/key URL or an http(s) URL that accepts PUT",
             )
         if output is not None:
-            jobs.check_output_kind(params, output.is_directory)
+            jobs.check_output_kind(params, output.is_directory, output.scheme)
 
         download_share = 0 if source.is_local else DOWNLOAD_SHARE
         upload_share = 0
@@ -269,6 +269,12 @@ class Attempt:
             return self._probe(info, output, upload_share)
 
         assert output is not None
+        if isinstance(params, HlsParams):  # a directory tree, not one file
+            return hls.package(
+                params, info, local_input, output, scratch=self.scratch, reporter=self.reporter,
+                on_work=lambda f: self._share(work_start, work_share, f),
+                on_publish=lambda f: self._share(100 - upload_share, upload_share, f),
+            )  # fmt: skip
         extension = jobs.output_extension(params)
         series = jobs.is_series(params)
         target = output.child(f"{self.job.name}.{extension}") if output.is_directory else output

@@ -48,7 +48,7 @@ __all__ = [
 
 JOB_KIND = "VideoJob"
 
-KNOWN_JOB_TYPES = ("probe", "transcode", "thumbnail", "audio", "clip")
+KNOWN_JOB_TYPES = ("probe", "transcode", "thumbnail", "audio", "clip", "hls")
 """Types the stock worker image runs; any other name is a custom type for a custom image."""
 JOB_TYPE_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 
@@ -259,7 +259,7 @@ class VideoJobSpec(ApiModel):
     priority: int = Field(default=DEFAULT_PRIORITY, ge=MIN_PRIORITY, le=MAX_PRIORITY)
     """0 to 10; higher runs first, first come first served within a priority."""
     type: str = Field(max_length=63, pattern=JOB_TYPE_PATTERN)
-    """What the worker does: probe, transcode, thumbnail, audio, clip, or a custom type."""
+    """What the worker does: probe, transcode, thumbnail, audio, clip, hls, or a custom type."""
     input: JobInput
     """The source media."""
     output: JobOutput | None = None

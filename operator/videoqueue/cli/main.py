@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit = add("submit", cmd_submit, "Create a job from flags or from a manifest file.")
     submit.add_argument("-f", "--filename", help="VideoJob manifest(s), YAML or JSON; - is stdin")
     submit.add_argument("-q", "--queue", help="spec.queueName")
-    submit.add_argument("--type", help="spec.type: probe, transcode, thumbnail, audio, clip, ...")
+    submit.add_argument(
+        "--type", help="spec.type: probe, transcode, thumbnail, audio, clip, hls, ..."
+    )
     submit.add_argument("--input", help="spec.input.url")
     submit.add_argument("--output-url", help="spec.output.url")
     submit.add_argument("--priority", type=int, help="spec.priority, 0-10 (default 5)")

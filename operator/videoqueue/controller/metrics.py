@@ -90,7 +90,10 @@ def _one_of(values: Iterable[str]) -> str:
 
 
 _QUEUE = "namespace and queue name the VideoQueue"
-_JOB = f"{_QUEUE}; type is the job's spec.type (probe, transcode, thumbnail, audio, clip or custom)"
+_JOB = (
+    f"{_QUEUE}; type is the job's spec.type "
+    "(probe, transcode, thumbnail, audio, clip, hls or custom)"
+)
 
 # Video work takes seconds (a probe) to hours (a long transcode), and waits as long.
 DURATION_BUCKETS = (
