@@ -287,7 +287,8 @@ def test_sigterm_removes_the_half_made_package(wide_media: Path, tmp_path: Path)
             "pkg", {}, "spec.output.url", "end the URL with '/'", id="output-not-a-directory",
         ),
         pytest.param(
-            "http://127.0.0.1:9/pkg/", {}, "spec.output.url", "file:// only", id="http-output",
+            "http://127.0.0.1:9/pkg/", {}, "spec.output.url", "file:// or s3:// only",
+            id="http-output",
         ),
     ],
 )  # fmt: skip
@@ -403,7 +404,7 @@ def test_publish_tree_refuses_a_scheme_it_cannot_write(tmp_path: Path) -> None:
         "https://media.example/pkg/", field="spec.output.url", allowed=("https",),
         sandbox=Sandbox(file_roots=()),
     )  # fmt: skip
-    with pytest.raises(WorkerError, match="file:// only"):
+    with pytest.raises(WorkerError, match="file:// or s3:// only"):
         hls.publish_tree(tmp_path, location, lambda _: None)
 
 

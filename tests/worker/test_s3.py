@@ -385,3 +385,45 @@ def test_transient_errors_are_retried_inside_the_attempt(
     # by the queue.
     assert seen[:3] == [seen[0]] * 3, seen
     assert run.result["duration"] > 0
+
+
+def test_hls_package_to_an_s3_prefix(
+    s3: S3Server, bucket: str, media: Path, tmp_path: Path
+) -> None:
+    """An hls job's package lands under an S3 prefix: playlists and segments with the content
+    types players expect, the master playlist naming renditions that are all there, and
+    what an earlier run left under a rendition's prefix is gone."""
+    s3.client().put_object(Bucket=bucket, Key="pkg/240p/seg_09999.ts", Body=b"stale")
+    s3.client().put_object(Bucket=bucket, Key="pkg/notes.txt", Body=b"not ours")
+    params = {"renditions": [{"height": 240, "videoBitrate": "300k"}], "segmentSeconds": 1}
+    payload = job_payload("hls", f"file://{media}", f"s3://{bucket}/pkg/", params, name="ladder")
+
+    run = run_worker(payload, tmp_path, storage_env(s3, tmp_path / "secret"))
+
+    assert run.code == 0, run.log
+    assert run.result["output"] == f"s3://{bucket}/pkg/master.m3u8"
+    client = s3.client()
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert "pkg/240p/seg_09999.ts" not in keys  # stale segment of an earlier run
+    assert "pkg/notes.txt" in keys  # not the package's: left alone
+    master = client.get_object(Bucket=bucket, Key="pkg/master.m3u8")
+    assert master["ContentType"] == "application/vnd.apple.mpegurl"
+    named = [line for line in master["Body"].read().decode().splitlines() if line.endswith(".m3u8")]
+    assert named == ["240p/index.m3u8"]
+    playlist = client.get_object(Bucket=bucket, Key="pkg/240p/index.m3u8")["Body"].read().decode()
+    segments = [line for line in playlist.splitlines() if line.endswith(".ts")]
+    assert segments
+    assert {f"pkg/240p/{s}" for s in segments} <= keys
+    first = get(s3, bucket, f"pkg/240p/{segments[0]}", tmp_path / "first.ts")
+    assert stream(ffprobe(first), "video")["height"] == 240
+    head = client.head_object(Bucket=bucket, Key=f"pkg/240p/{segments[0]}")
+    assert head["ContentType"] == "video/mp2t"
+    assert (
+        run.result["size"]
+        == sum(
+            o["Size"] for o in client.list_objects_v2(Bucket=bucket, Prefix="pkg/240p/")["Contents"]
+        )
+        + master["ContentLength"]
+    )
+    assert list((tmp_path / "work").iterdir()) == []
+    assert_no_secrets(run, s3.admin)

@@ -29,13 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from videoqueue_worker import media, transfer
+from videoqueue_worker import media, s3, transfer
 from videoqueue_worker.errors import WorkerError, invalid
 from videoqueue_worker.jobs import TREE_OUTPUT_SCHEMES, X26X_PRESET, need_video
 from videoqueue_worker.params import HlsParams
 from videoqueue_worker.reporter import Reporter
 
 MASTER: Final = "master.m3u8"
+# What S3 serves the package's objects as (players and CDNs go by it).
+CONTENT_TYPES: Final = {".m3u8": "application/vnd.apple.mpegurl", ".ts": "video/mp2t"}
 MEDIA_PLAYLIST: Final = "index.m3u8"
 SEGMENT_PATTERN: Final = "seg_%05d.ts"
 ENCODERS: Final = ("libx264", "aac")
@@ -249,10 +251,13 @@ def staging_dir(output: transfer.Location, scratch: Path) -> Path:
 
 
 def publish_tree(local_dir: Path, output: transfer.Location, on_progress: Fraction) -> None:
-    """Put the tree under local_dir at the output directory: each top-level directory
-    replaces the one of its name (no stale segments of an earlier run stay mixed in), then
-    each top-level file; other entries of the output directory are left alone. file://
-    only for now (TREE_OUTPUT_SCHEMES)."""
+    """Put the tree under local_dir at the output directory or S3 prefix: each top-level
+    directory replaces the one of its name (no stale segments of an earlier run stay mixed
+    in), then each top-level file (the master playlist last); other entries of the output
+    are left alone."""
+    if output.scheme == "s3" and output.s3 is not None:
+        _publish_to_s3(local_dir, output, on_progress)
+        return
     if output.scheme not in TREE_OUTPUT_SCHEMES or output.path is None:
         schemes = " or ".join(f"{s}://" for s in TREE_OUTPUT_SCHEMES)
         raise invalid(output.field, f"a directory tree is written to {schemes} only")
@@ -272,6 +277,43 @@ def publish_tree(local_dir: Path, output: transfer.Location, on_progress: Fracti
         raise WorkerError(f"writing {target}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(local_dir, ignore_errors=True)
+
+
+def _publish_to_s3(local_dir: Path, output: transfer.Location, on_progress: Fraction) -> None:
+    """Upload the package under the output prefix: every rendition's segments and playlist
+    first and the master playlist last, so a player that finds the master finds all it
+    names; then the objects an earlier run left under those renditions' prefixes and the new
+    run did not write are deleted. Progress is by bytes."""
+    assert output.s3 is not None
+    assert output.sandbox.s3 is not None  # parse_location refuses s3:// without settings
+    settings, prefix = output.sandbox.s3, output.s3
+    files = sorted(
+        (path for path in local_dir.rglob("*") if path.is_file()),
+        key=lambda path: (path.parent == local_dir, path.suffix == ".m3u8", str(path)),
+    )
+    total = sum(path.stat().st_size for path in files) or 1
+    sent = [0]  # bytes of the files already uploaded
+
+    def progress(done: int, _size: int | None) -> None:
+        on_progress((sent[0] + done) / total)
+
+    for path in files:
+        relative = path.relative_to(local_dir).as_posix()
+        target = s3.S3Object(prefix.bucket, prefix.key + relative)
+        size = path.stat().st_size
+        s3.upload(
+            settings, path, target, field=output.field,
+            timeout_seconds=output.sandbox.transfer_timeout_seconds, on_progress=progress,
+            content_type=CONTENT_TYPES.get(path.suffix, "application/octet-stream"),
+        )  # fmt: skip
+        sent[0] += size
+    renditions = {p.relative_to(local_dir).parts[0] for p in files if p.parent != local_dir}
+    written = {prefix.key + p.relative_to(local_dir).as_posix() for p in files}
+    s3.delete_stale(
+        settings, prefix.bucket, [f"{prefix.key}{name}/" for name in sorted(renditions)],
+        keep=written, field=output.field,
+    )  # fmt: skip
+    on_progress(1.0)
 
 
 def _replace(entry: Path, destination: Path, field: str) -> None:

@@ -31,7 +31,7 @@ X26X_PRESET = {"fastest": "veryfast", "fast": "fast", "medium": "medium", "slow"
 VP9_CPU_USED = {"fastest": "5", "fast": "4", "medium": "2", "slow": "1"}
 SVT_AV1_PRESET = {"fastest": "12", "fast": "10", "medium": "8", "slow": "5"}
 EXTENSIONS = {"mp4": "mp4", "mov": "mov", "mkv": "mkv", "webm": "webm"}
-TREE_OUTPUT_SCHEMES: Final = ("file",)
+TREE_OUTPUT_SCHEMES: Final = ("file", "s3")
 """Where a job that writes a directory tree (hls) can put it: `hls.publish_tree` writes these."""
 
 

@@ -284,6 +284,7 @@ def upload(
     field: str,
     timeout_seconds: float,
     on_progress: Progress,
+    content_type: str = "application/octet-stream",
 ) -> None:
     """Upload source to obj: one PUT below the multipart threshold, parts above it (an
     interrupted multipart upload is aborted by s3transfer, so no parts are left behind)."""
@@ -297,12 +298,32 @@ def upload(
                 str(source),
                 obj.bucket,
                 obj.key,
-                extra_args={"ContentType": "application/octet-stream"},
+                extra_args={"ContentType": content_type},
                 subscribers=[_subscriber(counter)],
             )
             with _bounded(future, timeout_seconds, expired):
                 future.result()
         on_progress(size, size)
+
+
+def delete_stale(
+    settings: S3Settings, bucket: str, prefixes: list[str], *, keep: set[str], field: str
+) -> None:
+    """Delete the objects under `prefixes` of `bucket` that are not in `keep` (what an earlier
+    run left beside a tree just uploaded over it), 1,000 keys per request."""
+    s3 = client(settings)
+    obj = S3Object(bucket, prefixes[0] if prefixes else "")
+    with _errors(s3, obj, f"listing s3://{bucket}/", field, SOCKET_TIMEOUT_SECONDS):
+        stale: list[str] = []
+        for prefix in prefixes:
+            pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for page in pages:
+                stale += [o["Key"] for o in page.get("Contents", []) if o["Key"] not in keep]
+        for start in range(0, len(stale), 1000):
+            batch = stale[start : start + 1000]
+            s3.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True}
+            )
 
 
 @contextmanager
