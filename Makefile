@@ -42,8 +42,12 @@ venv: ## Create .venv from uv.lock (exact pinned versions).
 	$(UV) sync --locked
 
 .PHONY: toolchain
-toolchain: ## Build etcd, Kubernetes, KWOK, Helm, Kueue and SeaweedFS from Go modules (cached per version).
+toolchain: ## Build etcd, Kubernetes, KWOK and Helm from Go modules (cached per version).
 	hack/build-toolchain.sh
+
+.PHONY: toolchain-peers
+toolchain-peers: ## The toolchain plus the servers tests and benchmarks run beside it: Kueue, SeaweedFS.
+	hack/build-toolchain.sh --peers
 
 ##@ Development
 
@@ -124,25 +128,25 @@ test-unit: venv ## Pure tests, no cluster.
 	$(RUN)/pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: test-worker
-test-worker: venv toolchain ## The worker with real ffmpeg, ffprobe, redis-server and SeaweedFS's S3 (no cluster).
+test-worker: venv toolchain-peers ## The worker with real ffmpeg, ffprobe, redis-server and SeaweedFS's S3 (no cluster).
 	$(RUN)/pytest tests/worker $(PYTEST_ARGS)
 
 .PHONY: test-integration
-test-integration: venv toolchain ## Tests against the local control plane (one per session).
+test-integration: venv toolchain-peers ## Tests against the local control plane (one per session).
 	$(RUN)/pytest tests/integration $(PYTEST_ARGS)
 
 .PHONY: test-e2e
-test-e2e: venv toolchain ## Real worker pods on a real node (kubelet + containerd; needs root).
+test-e2e: venv toolchain-peers ## Real worker pods on a real node (kubelet + containerd; needs root).
 	$(RUN)/pytest tests/e2e $(PYTEST_ARGS)
 
 ##@ Benchmarks
 
 .PHONY: bench-scale
-bench-scale: venv toolchain ## Scale benchmark (N=5,000 against the honest limit, batch Jobs and Kueue; 20,000 and 100,000 pending): table + benchmarks/scale/results.json.
+bench-scale: venv toolchain-peers ## Scale benchmark (N=5,000 against the honest limit, batch Jobs and Kueue; 20,000 and 100,000 pending): table + benchmarks/scale/results.json.
 	$(RUN)/python -m benchmarks.scale.run
 
 .PHONY: bench-scale-quick
-bench-scale-quick: venv toolchain ## Scale benchmark, quick mode (N=200 incl. Kueue, 2,000 pending): figures only, no timing assertion.
+bench-scale-quick: venv toolchain-peers ## Scale benchmark, quick mode (N=200 incl. Kueue, 2,000 pending): figures only, no timing assertion.
 	$(RUN)/python -m benchmarks.scale.run --quick --out $(CURDIR)/.dev/bench-scale-quick.json
 
 .PHONY: bench-chaos

@@ -11,6 +11,7 @@
 # weed binary is the S3 server of the s3:// storage tests (envtest/s3_server.py).
 #
 # Usage: hack/build-toolchain.sh            build what is missing, print the bin dir
+#        hack/build-toolchain.sh --peers    also Kueue and SeaweedFS (tests and benchmarks)
 #        hack/build-toolchain.sh --print    only print the bin dir (fails if not built)
 set -euo pipefail
 
@@ -225,7 +226,19 @@ build_helm() {
         "-X $pkg.version=$HELM_VERSION -X $pkg.gitCommit=$commit -X $pkg.gitTreeState=clean"
 }
 
-if [[ ${1:-} != --print ]]; then
+# --peers: also the servers only some suites and benchmarks run beside the control plane
+# (Kueue for bench-scale, SeaweedFS for the s3:// tests); `make dev` does without them.
+peers=0
+print_only=0
+for arg in "$@"; do
+    case $arg in
+        --peers) peers=1 ;;
+        --print) print_only=1 ;;
+        *) log "unknown argument $arg (use --peers, --print)"; exit 2 ;;
+    esac
+done
+
+if ((!print_only)); then
     build_component "etcd-$ETCD_VERSION" etcd -- build_etcd
     build_component "kwok-$KWOK_VERSION" kwok -- build_kwok
     build_component "helm-$HELM_VERSION" helm -- build_helm
@@ -234,13 +247,23 @@ if [[ ${1:-} != --print ]]; then
     build_component "kubelet-$KUBERNETES_VERSION" kubelet -- build_kubelet
     build_component "kube-proxy-$KUBERNETES_VERSION" kube-proxy -- build_kube_proxy
     build_component "pause-$KUBERNETES_VERSION" pause.tar -- build_pause
-    build_component "kueue-$KUEUE_VERSION" kueue kueue-crds -- build_kueue
-    build_component "seaweedfs-$SEAWEEDFS_VERSION" weed -- build_seaweedfs
+    if ((peers)); then
+        build_component "kueue-$KUEUE_VERSION" kueue kueue-crds -- build_kueue
+        build_component "seaweedfs-$SEAWEEDFS_VERSION" weed -- build_seaweedfs
+    fi
 fi
 
-for b in etcd kwok helm kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy kueue weed; do
-    [[ -x "$bin/$b" ]] || { log "missing $bin/$b: run hack/build-toolchain.sh"; exit 1; }
+wanted=(etcd kwok helm kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
+build_command=hack/build-toolchain.sh
+if ((peers)); then
+    wanted+=(kueue weed)
+    build_command+=" --peers"
+fi
+for b in "${wanted[@]}"; do
+    [[ -x "$bin/$b" ]] || { log "missing $bin/$b: run $build_command"; exit 1; }
 done
-[[ -d "$bin/kueue-crds" ]] || { log "missing $bin/kueue-crds: run hack/build-toolchain.sh"; exit 1; }
+if ((peers)); then
+    [[ -d "$bin/kueue-crds" ]] || { log "missing $bin/kueue-crds: run hack/build-toolchain.sh --peers"; exit 1; }
+fi
 [[ -f "$bin/pause.tar" ]] || { log "missing $bin/pause.tar: run hack/build-toolchain.sh"; exit 1; }
 echo "$bin"
