@@ -77,6 +77,7 @@ ACTING = "acting: this replica now schedules"
 QUEUES = ["q-0", "q-1", "q-2"]
 # The key the queues sign their webhooks with (a Secret per namespace); the receiver verifies.
 WEBHOOK_SECRET_NAME = "chaos-webhook"
+SINGLE_LEASE_SECONDS = 60  # the standalone operator's Lease: its default --peering-lifetime
 WEBHOOK_SECRET = os.urandom(32)
 RUN_FOR = ("1s", "2s", "3s")
 
@@ -373,7 +374,10 @@ class Chaos:
 
     def start_replicas(self) -> list[OperatorProcess]:
         first = self.replica()
-        first.wait_for_log(ACTING, timeout=6 * self.args.peering_lifetime)
+        # The single operator frees its Lease when it stops cleanly; when it had to be
+        # killed, the first replica waits for that Lease to expire (the operator's default
+        # --peering-lifetime, 60 s, as the first replica sees it) before it may act.
+        first.wait_for_log(ACTING, timeout=SINGLE_LEASE_SECONDS + 6 * self.args.peering_lifetime)
         second = self.replica()
         second.wait_for_log("peering in ClusterKopfPeering", timeout=120)
         return [first, second]
