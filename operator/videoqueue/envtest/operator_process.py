@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from videoqueue.envtest.wait import poll
+from videoqueue.envtest.wait import end_process, poll
 
 # kopf's log lines start with their local time: "[2026-11-23 12:03:11,679] ...".
 _STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
@@ -124,15 +124,7 @@ class OperatorProcess:
 
     def stop(self, timeout: float = 20) -> None:
         """SIGTERM and wait (kopf's graceful exit); SIGKILL after `timeout`."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGCONT)  # a suspended process handles no SIGTERM
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        end_process(self.process, timeout)
 
     def restart(self) -> Self:
         if self.alive:

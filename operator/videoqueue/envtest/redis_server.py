@@ -18,6 +18,8 @@ from typing import Self
 
 import redis
 
+from videoqueue.envtest.wait import end_process
+
 
 @dataclass(frozen=True)
 class TlsFiles:
@@ -123,14 +125,7 @@ class RedisServer:
                 time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        end_process(self.process, grace=10)
 
     def kill(self) -> None:
         """SIGKILL: clients see their connections drop without a goodbye."""

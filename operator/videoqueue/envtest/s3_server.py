@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from videoqueue.envtest.binaries import find_optional
+from videoqueue.envtest.wait import end_process
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -205,13 +206,7 @@ class S3Server:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process, grace=15)
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

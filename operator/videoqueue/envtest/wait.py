@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -79,3 +81,17 @@ def wait_for_object(
             if event["type"] != "DELETED" and predicate(last):
                 return last
     raise WaitTimeoutError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last}")
+
+
+def end_process(process: subprocess.Popen[bytes] | None, grace: float) -> None:
+    """SIGTERM a child (SIGCONT first: a stopped process handles no SIGTERM) and wait for it
+    to exit; SIGKILL after `grace` seconds. Nothing to do for one that has ended."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGCONT)
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
