@@ -35,7 +35,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import random
 import sys
 import tempfile
@@ -49,6 +48,7 @@ from typing import Any
 from benchmarks.chaos.audit import TERMINAL, Audit, audit
 from benchmarks.chaos.plan import FaultKind, PlannedFault, plan_faults, plan_jobs
 from benchmarks.chaos.receiver import Receiver
+from benchmarks.results import write_results
 from benchmarks.scale.run import (
     IMAGE,
     PODS_PER_NODE,
@@ -614,29 +614,10 @@ def main(argv: list[str] | None = None) -> int:
             baseline = run.baseline()
     text = table(chaos, baseline, args, run.mix())
     print(text)
-    load = os.getloadavg()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "command": " ".join(["python -m benchmarks.chaos.run", *(argv or sys.argv[1:])]),
-                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "machine": {
-                    "cpus": os.cpu_count(),
-                    "python": platform.python_version(),
-                    "load_average_after": [round(x, 2) for x in load],
-                },
-                "settings": {
-                    k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                },
-                "chaos": asdict(chaos),
-                "baseline": None if baseline is None else asdict(baseline),
-                "table": text,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    write_results(
+        out, "benchmarks.chaos.run", argv or sys.argv[1:], args,
+        chaos=asdict(chaos), baseline=None if baseline is None else asdict(baseline), table=text,
+    )  # fmt: skip
     log(f"results written to {out}")
     drains = [chaos] if baseline is None else [chaos, baseline]
     ok = all(d.finished >= d.jobs and d.audit["clean"] for d in drains)

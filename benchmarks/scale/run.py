@@ -42,7 +42,6 @@ import functools
 import json
 import math
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -56,6 +55,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.results import write_results
 from benchmarks.scale import kueue
 from benchmarks.writes_per_job import (
     BACKGROUND,
@@ -919,12 +919,6 @@ def status_writes(port: int | None) -> float:
     return total
 
 
-def settings_value(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    return sorted(value) if isinstance(value, set) else value
-
-
 def cluster_writes(writes: Counter[WriteKey]) -> int:
     """Writes about the scenario's objects, whoever made them (no leases, node heartbeats)."""
     return sum(n for key, n in writes.items() if category(key) != BACKGROUND)
@@ -1141,28 +1135,11 @@ def main(argv: list[str] | None = None) -> int:
     checks = verdicts(scenarios, pending)
     text = table(scenarios, pending) + "\n" + verdict_text(checks)
     print(text)
-    load = os.getloadavg()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "command": " ".join(["python -m benchmarks.scale.run", *(argv or sys.argv[1:])]),
-                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "machine": {
-                    "cpus": os.cpu_count(),
-                    "python": platform.python_version(),
-                    "load_average_after": [round(x, 2) for x in load],
-                },
-                "settings": {k: settings_value(v) for k, v in vars(args).items()},
-                "scenarios": [asdict(s) for s in scenarios],
-                "pending": pending,
-                "targets": checks,
-                "table": text,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    figures = {"scenarios": [asdict(s) for s in scenarios], "pending": pending}
+    write_results(
+        out, "benchmarks.scale.run", argv or sys.argv[1:], args,
+        **figures, targets=checks, table=text,
+    )  # fmt: skip
     print(f"results written to {out}", file=sys.stderr)
     return 0 if all(s.done >= s.jobs for s in scenarios) else 1
 
