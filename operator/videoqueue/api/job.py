@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Final, Self
+from typing import Any, Final, Self
 
-from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AwareDatetime, ConfigDict, Field, model_validator
 
 from videoqueue.api.common import (
     CONDITION_LIST,
@@ -20,7 +20,14 @@ from videoqueue.api.common import (
     cel_rules,
     cel_string_list,
 )
-from videoqueue.api.job_payload import MAX_URL_BYTES, PARAMS_KEYS_AND_SIZE, Params, url_rules
+from videoqueue.api.job_input import (
+    FROM_JOB_IN_DEPENDS_ON,
+    JobInput,
+    JobOutput,
+    ObjectName,
+    ResolvedInput,
+)
+from videoqueue.api.job_payload import PARAMS_KEYS_AND_SIZE, Params
 from videoqueue.api.quantity import PositiveQuantity, Quantity, QuantityBytes, stored_bytes
 from videoqueue.api.queue_policies import Backoff, FinishedTTL
 
@@ -40,6 +47,7 @@ __all__ = [
     "ManualRetry",
     "NotificationState",
     "NotificationStatus",
+    "ResolvedInput",
     "VideoJob",
     "VideoJobSpec",
     "VideoJobStatus",
@@ -89,8 +97,6 @@ BACKOFF_OVERRIDE_INITIAL_WITHIN_MAX = CelRule(
     field_path=".initialSeconds",
 )
 
-ObjectName = Annotated[str, StringConstraints(max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
-
 STOCK_URL_PATTERN: Final = (
     r"^(/|(?i:file):(//(localhost)?/|/([^/]|$))|(?i:https?)://[^/?#]|(?i:s3)://[^/?#]+/)"
 )
@@ -118,7 +124,9 @@ def _stock_url_rule(field: str, expr: str, *, guard: str | None = None) -> CelRu
     )
 
 
-STOCK_INPUT_SCHEME = _stock_url_rule("spec.input.url", "self.input.url")
+STOCK_INPUT_SCHEME = _stock_url_rule(
+    "spec.input.url", "self.input.url", guard="has(self.input.url)"
+)
 STOCK_OUTPUT_SCHEME = _stock_url_rule(
     "spec.output.url", "self.output.url", guard="has(self.output)"
 )
@@ -185,30 +193,6 @@ class AttemptReason(StrEnum):
     CANCELLED = "Cancelled"
 
 
-class JobInput(ApiModel):
-    """Where the source media is."""
-
-    url: str = Field(
-        min_length=1, max_length=MAX_URL_BYTES, json_schema_extra=url_rules("spec.input.url")
-    )
-    """URL or path of the input the worker reads, e.g. https://media.example/in.mp4 or
-    /media/in.mp4 or s3://media/in.mp4. The stock types read an absolute path, file://,
-    http(s):// or s3://bucket/key (with the queue's spec.storage.s3); a custom type's image
-    may read other schemes. At most 4096 bytes."""
-
-
-class JobOutput(ApiModel):
-    """Where results go."""
-
-    url: str = Field(
-        min_length=1, max_length=MAX_URL_BYTES, json_schema_extra=url_rules("spec.output.url")
-    )
-    """URL or path prefix the worker writes to (a trailing '/' names a directory or prefix).
-    The stock types write to an absolute path, file://, http(s):// (PUT) or s3://bucket/key
-    (with the queue's spec.storage.s3); a custom type's image may write to other schemes. At
-    most 4096 bytes."""
-
-
 class JobResources(ApiModel):
     """Resources of the job's worker pod."""
 
@@ -247,7 +231,9 @@ class VideoJobSpec(ApiModel):
     """The work to do, in which queue, and how urgently."""
 
     model_config = ConfigDict(
-        json_schema_extra=cel_rules(STOCK_INPUT_SCHEME, STOCK_OUTPUT_SCHEME, PARAMS_KEYS_AND_SIZE)
+        json_schema_extra=cel_rules(
+            STOCK_INPUT_SCHEME, STOCK_OUTPUT_SCHEME, PARAMS_KEYS_AND_SIZE, FROM_JOB_IN_DEPENDS_ON
+        )
     )
 
     queue_name: str = Field(
@@ -261,7 +247,7 @@ class VideoJobSpec(ApiModel):
     type: str = Field(max_length=63, pattern=JOB_TYPE_PATTERN)
     """What the worker does: probe, transcode, thumbnail, audio, clip, hls, or a custom type."""
     input: JobInput
-    """The source media."""
+    """The source media: a URL, or the output of a job in dependsOn (fromJob)."""
     output: JobOutput | None = None
     """Where results go, for types that write files."""
     params: Params = Field(default_factory=dict)
@@ -296,6 +282,12 @@ class VideoJobSpec(ApiModel):
     ttl_seconds_after_finished: FinishedTTL | None = None
     """Delete the job this long after it finished; each outcome set here overrides the
     queue's."""
+
+    @model_validator(mode="after")
+    def _from_job_in_depends_on(self) -> Self:
+        if self.input.from_job is not None and self.input.from_job not in self.depends_on:
+            raise ValueError(FROM_JOB_IN_DEPENDS_ON.message)
+        return self
 
 
 class AttemptRecord(ApiModel):
@@ -421,7 +413,12 @@ class VideoJobStatus(ApiModel):
     run_seconds: float | None = Field(default=None, ge=0)
     """Seconds workers ran, all attempts together."""
     result: dict[str, Any] | None = Field(default=None, json_schema_extra=PRESERVE_UNKNOWN_FIELDS)
-    """What the worker returned (from its termination message)."""
+    """What the worker returned (from its termination message): for types that write files
+    the URL it wrote in `output` (a series: `outputs`), which jobs with spec.input.fromJob
+    read."""
+    resolved_input: ResolvedInput | None = None
+    """The input taken from spec.input.fromJob, set once when the job's dependencies have
+    succeeded; every attempt reads this URL."""
     manual_retry: ManualRetry | None = None
     """The last retry a user asked for with the videoqueue.dev/retry annotation."""
     notification: NotificationStatus | None = None

@@ -10,7 +10,15 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from videoqueue.api import BATCH_LABEL, RETRY_ANNOTATION, JobPhase, VideoJob, VideoQueue
+from videoqueue.api import (
+    BATCH_LABEL,
+    RETRY_ANNOTATION,
+    JobPhase,
+    VideoJob,
+    VideoJobSpec,
+    VideoJobStatus,
+    VideoQueue,
+)
 from videoqueue.cli.cluster import JOBS, QUEUES, CliError, Cluster
 from videoqueue.cli.estimate import JobEstimate, estimate_queue, run_times_from
 from videoqueue.cli.objects import (
@@ -156,7 +164,7 @@ def cmd_show(args: argparse.Namespace, cluster: Cluster, out: TextIO) -> int:
         ("Phase", _phase_line(phase, status.attempt, spec.max_attempts)),
         ("Stage", stage(status.stage, status.progress)),
         ("Message", status.message),
-        ("Input", spec.input.url),
+        ("Input", _input_line(spec, status)),
         ("Output", spec.output.url if spec.output else None),
         ("Memory", status.effective_memory or spec.resources.memory),
         ("Depends on", ", ".join(spec.depends_on)),
@@ -295,3 +303,14 @@ def _parse(text: str | None) -> float | None:
     if not text:
         return None
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _input_line(spec: VideoJobSpec, status: VideoJobStatus) -> str:
+    """spec.input.url, or which job's output it is and, once resolved, the URL taken."""
+    if spec.input.from_job is None:
+        return spec.input.url
+    which = spec.input.from_job
+    if spec.input.output_index is not None:
+        which += f" (output {spec.input.output_index})"
+    resolved = status.resolved_input
+    return f"{resolved.url} (from {which})" if resolved else f"the output of {which}"

@@ -41,6 +41,7 @@ from videoqueue.scheduling.cycle_rules import (
     oom_kill_times,
 )
 from videoqueue.scheduling.dependencies import find_cycle
+from videoqueue.scheduling.inputs import SourceJob
 from videoqueue.scheduling.jobs import (
     Assessment,
     stopping_pods,
@@ -246,6 +247,21 @@ class Index:
                 phases[name] = other.stored_phase
         return phases
 
+    def _source_job(self, job: VideoJob) -> SourceJob | None:
+        """The job named by spec.input.fromJob, as last assessed, while the input of `job`
+        (its status as the next assessment starts from it) is not resolved yet."""
+        name = job.spec.input.from_job
+        if name is None or job.status.resolved_input is not None:
+            return None
+        other = self.jobs.get(f"{job.metadata.namespace}/{name}")
+        if other is None:
+            return SourceJob(name, found=False)
+        if other.assessment is not None:
+            status: VideoJobStatus | None = other.assessment.status
+        else:
+            status = parsed.status if (parsed := other.job) is not None else None
+        return SourceJob(name, found=True, result=status.result if status is not None else None)
+
     def _dependency_cycle(
         self, entry: JobEntry, dependencies: dict[str, JobPhase | None]
     ) -> tuple[str, ...] | None:
@@ -428,6 +444,7 @@ class Index:
             pods=pods,
             dependencies=dependencies,
             cycle=self._dependency_cycle(job_entry, dependencies),
+            source=self._source_job(job),
             heard_at=heard_at,
             progress=progress,
             confirmed_missing=missing,

@@ -182,10 +182,10 @@ class _Cycle:
                 dependencies=facts.dependencies,
                 heard_at=facts.heard_at,
                 cycle=facts.cycle,
+                source=facts.source,
             )
             if assessment.unconfirmed_pod is not None:
-                # The index may lag behind (right after a restart): the API server is asked,
-                # and the job assessed again with its answer.
+                # The index may lag (after a restart): ask the API server, assess again.
                 confirm.append((facts.key, assessment.unconfirmed_pod))
                 continue
             if facts.progress is not None and not assessment.terminal:
@@ -396,6 +396,7 @@ class _Cycle:
                 memory_bytes=memory,
                 now_iso=self.at.isoformat().replace("+00:00", "Z"),
                 env=[dict(e) for e in self.view.worker_env],
+                input_url=resolved.url if (resolved := assessment.status.resolved_input) else None,
             )
         except JobNotDeliverable as e:
             # The job itself can never be handed to a worker: turn it away for good.

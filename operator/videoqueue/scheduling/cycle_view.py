@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from videoqueue.api import JobPhase, VideoJob, VideoJobStatus, VideoQueue
+from videoqueue.scheduling.inputs import SourceJob
 from videoqueue.scheduling.jobs import Assessment, Notice
 from videoqueue.scheduling.notifications import NotificationNews
 from videoqueue.scheduling.pod_outcome import PodOutcome
@@ -63,6 +64,7 @@ class JobFacts:
     pods: tuple[PodOutcome, ...] = ()
     dependencies: Mapping[str, JobPhase | None] = field(default_factory=dict)
     cycle: tuple[str, ...] | None = None  # a dependsOn cycle through the job
+    source: SourceJob | None = None  # the job named by spec.input.fromJob, until resolved
     heard_at: datetime.datetime | None = None  # its worker's last heartbeat
     progress: ProgressReport | None = None  # its worker's released progress
     confirmed_missing: frozenset[str] = frozenset()  # pods the API server said are gone

@@ -25,19 +25,29 @@ S3_CREDENTIALS_VOLUME: Final = "videoqueue-s3-credentials"
 REASON_STORAGE_NOT_CONFIGURED: Final = "StorageNotConfigured"
 
 
-def s3_urls(spec: VideoJobSpec) -> list[str]:
-    """The job's fields that name s3:// URLs (spec.input.url, spec.output.url)."""
+def s3_urls(spec: VideoJobSpec, resolved_input: str | None = None) -> list[str]:
+    """The job's fields that name s3:// URLs (spec.input.url or the input resolved from
+    spec.input.fromJob, spec.output.url)."""
     fields = []
-    if is_s3_url(spec.input.url):
+    if resolved_input is not None and is_s3_url(resolved_input):
+        fields.append(f"the output of spec.input.fromJob ({spec.input.from_job})")
+    elif is_s3_url(spec.input.url):
         fields.append("spec.input.url")
     if spec.output is not None and is_s3_url(spec.output.url):
         fields.append("spec.output.url")
     return fields
 
 
-def storage_refusal(spec: VideoJobSpec, storage: Storage | None, queue_name: str) -> str | None:
-    """Why the queue cannot run this job's s3:// URLs, or None when it can (or has none)."""
-    fields = s3_urls(spec)
+def storage_refusal(
+    spec: VideoJobSpec,
+    storage: Storage | None,
+    queue_name: str,
+    *,
+    resolved_input: str | None = None,
+) -> str | None:
+    """Why the queue cannot run this job's s3:// URLs, or None when it can (or has none).
+    `resolved_input` is the input taken from spec.input.fromJob (status.resolvedInput)."""
+    fields = s3_urls(spec, resolved_input)
     if not fields or (storage is not None and storage.s3 is not None):
         return None
     return (

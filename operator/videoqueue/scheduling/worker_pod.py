@@ -150,7 +150,13 @@ def worker_labels(*, queue_name: str, job_name: str, attempt: int) -> dict[str, 
 # --- Building the pod ------------------------------------------------------------------------
 
 
-def _job_payload(job: VideoJob, *, namespace: str, uid: str, attempt: int) -> str:
+def _job_payload(
+    job: VideoJob, *, namespace: str, uid: str, attempt: int, input_url: str | None = None
+) -> str:
+    spec = job.spec.to_dict()
+    if input_url is not None:
+        # The worker reads a URL; where it came from (fromJob) is the operator's business.
+        spec["input"] = {"url": input_url}
     payload = {
         "apiVersion": job.api_version,
         "kind": job.kind,
@@ -159,7 +165,7 @@ def _job_payload(job: VideoJob, *, namespace: str, uid: str, attempt: int) -> st
         "uid": uid,
         "attempt": attempt,
         # The validated spec, defaults filled in: the worker reads exactly what we checked.
-        "spec": job.spec.to_dict(),
+        "spec": spec,
     }
     text = json.dumps(payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
     size = len(text.encode())
@@ -305,6 +311,7 @@ def build_worker_pod(
     memory_bytes: int,
     now_iso: str | None = None,
     env: Sequence[Mapping[str, Any]] = (),
+    input_url: str | None = None,
 ) -> dict[str, Any]:
     """The worker pod for attempt `attempt` of `job`, built from `queue`'s `spec.template`.
 
@@ -332,7 +339,9 @@ def build_worker_pod(
     - `activeDeadlineSeconds`: the job's, else the queue's, else the template's own, else
       none;
     - the job as compact JSON in env `VIDEOQUEUE_JOB` ({apiVersion, kind, namespace, name,
-      uid, attempt, spec}; at most 32 KiB) and the attempt in `VIDEOQUEUE_ATTEMPT`;
+      uid, attempt, spec}; at most 32 KiB) and the attempt in `VIDEOQUEUE_ATTEMPT`; a job
+      with spec.input.fromJob gets `input_url` (else its status.resolvedInput.url) as
+      spec.input.url, the only input field the worker sees;
     - the queue's sandbox (spec.worker) in `VIDEOQUEUE_FILE_ROOTS` and
       `VIDEOQUEUE_ALLOWED_HOSTS` (JSON lists) and `VIDEOQUEUE_DOWNLOAD_TIMEOUT_SECONDS`;
       these and the two above replace same-named env entries of the template;
@@ -353,8 +362,8 @@ def build_worker_pod(
     container, or a container beside the worker or an init container without a memory
     limit; the message names the field and what to do. Raises JobNotDeliverable (a
     ValueError) when the job's spec is too large to hand over (more than 32 KiB as JSON).
-    Raises ValueError when the job has no uid or namespace, or `attempt` or `memory_bytes` is
-    not positive (the caller's mistakes).
+    Raises ValueError when the job has no uid or namespace, `attempt` or `memory_bytes` is
+    not positive, or its spec.input.fromJob is not resolved (the caller's mistakes).
     """
     video_job = VideoJob.model_validate(job)
     video_queue = VideoQueue.model_validate(queue)
@@ -366,6 +375,15 @@ def build_worker_pod(
     if memory_bytes <= 0:
         raise ValueError(f"memory_bytes must be positive, got {memory_bytes}")
     name = worker_pod_name(job_name, attempt)  # checks the attempt number too
+    if video_job.spec.input.from_job is None:
+        input_url = None
+    elif input_url is None and (resolved := video_job.status.resolved_input) is not None:
+        input_url = resolved.url
+    elif input_url is None:
+        raise ValueError(
+            f"VideoJob {job_name!r} takes its input from {video_job.spec.input.from_job} "
+            "(spec.input.fromJob) but it is not resolved yet (status.resolvedInput)"
+        )
 
     template = copy.deepcopy(video_queue.spec.template)
     template_meta: dict[str, Any] = template.get("metadata") or {}
@@ -400,7 +418,9 @@ def build_worker_pod(
             *(s3_env(s3) if s3 is not None else ()),
             {
                 "name": ENV_JOB,
-                "value": _job_payload(video_job, namespace=namespace, uid=uid, attempt=attempt),
+                "value": _job_payload(
+                    video_job, namespace=namespace, uid=uid, attempt=attempt, input_url=input_url
+                ),
             },
             {"name": ENV_ATTEMPT, "value": str(attempt)},
         ],

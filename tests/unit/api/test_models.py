@@ -159,7 +159,19 @@ def test_backoff_initial_may_not_exceed_max() -> None:
         pytest.param({"queueName": "q" * 64}, "queueName", id="queue-name-too-long"),
         pytest.param({"dependsOn": ["UPPER"]}, "dependsOn", id="dependency-not-a-name"),
         pytest.param({"startAfter": "2026-01-01T00:00:00"}, "startAfter", id="naive-timestamp"),
-        pytest.param({"input": {}}, "input.url", id="missing-input-url"),
+        pytest.param({"input": {}}, "input", id="no-input-url-nor-from-job"),
+        pytest.param(
+            {"input": {"url": "x", "fromJob": "a"}, "dependsOn": ["a"]},
+            "input",
+            id="input-url-and-from-job",
+        ),
+        pytest.param({"input": {"fromJob": "a"}}, "", id="from-job-not-in-depends-on"),
+        pytest.param({"input": {"url": "x", "outputIndex": 0}}, "input", id="index-without-job"),
+        pytest.param(
+            {"input": {"fromJob": "a", "outputIndex": -1}, "dependsOn": ["a"]},
+            "input.outputIndex",
+            id="negative-output-index",
+        ),
         pytest.param({"resources": {"memory": "1GB"}}, "resources.memory", id="bad-memory"),
     ],
 )

@@ -74,7 +74,7 @@ def test_missing_or_malformed_flags_are_usage_errors(flags: list[str], message: 
         pytest.param({"priority": 11}, "spec.priority", id="priority"),
         pytest.param({"resources": {"memory": "512m"}}, "spec.resources.memory", id="memory"),
         pytest.param({"type": "Transcode!"}, "spec.type", id="type"),
-        pytest.param({"input": {}}, "spec.input.url", id="input"),
+        pytest.param({"input": {}}, "spec.input", id="input"),
     ],
 )
 def test_invalid_jobs_are_refused_locally_naming_the_field(

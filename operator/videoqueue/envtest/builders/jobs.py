@@ -32,6 +32,14 @@ class MakeJob(MakeObject):
     def input(self, url: str) -> Self:
         return self.spec(input={"url": url})
 
+    def from_job(self, name: str, output_index: int | None = None) -> Self:
+        """Input from job `name`'s output (spec.input.fromJob), `name` added to dependsOn."""
+        source: dict[str, Any] = {"fromJob": name}
+        if output_index is not None:
+            source["outputIndex"] = output_index
+        depends_on = list(self._spec.get("dependsOn") or [])
+        return self.spec(input=source, dependsOn=[*depends_on, name])
+
     def output(self, url: str) -> Self:
         return self.spec(output={"url": url})
 

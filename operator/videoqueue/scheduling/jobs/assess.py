@@ -19,6 +19,7 @@ from videoqueue.api import (
     find_condition,
     is_condition_true,
 )
+from videoqueue.scheduling.inputs import SourceJob
 from videoqueue.scheduling.jobs.attempts import (
     assess_running,
     conclude,
@@ -50,6 +51,7 @@ class _Facts:
     dependencies: Mapping[str, JobPhase | None] | None
     heard_at: datetime.datetime | None
     cycle: Sequence[str] | None
+    source: SourceJob | None
 
 
 def assess_job(
@@ -62,6 +64,7 @@ def assess_job(
     dependencies: Mapping[str, JobPhase | None] | None = None,
     heard_at: datetime.datetime | None = None,
     cycle: Sequence[str] | None = None,
+    source: SourceJob | None = None,
 ) -> Assessment:
     """The job's status and place in its queue at `now`, with the kstatus conditions that
     follow from its phase and its pods that are still stopping.
@@ -74,6 +77,10 @@ def assess_job(
     job's dependencies have not all succeeded, a cycle fails it (reason DependencyCycle):
     no job of a cycle can ever start.
 
+    `source` is the job named by spec.input.fromJob (`videoqueue.scheduling.inputs`), read
+    once, when the dependencies have all succeeded: its output becomes status.resolvedInput,
+    or the job is rejected (InputNotResolved) when it has none that can be an input.
+
     A worker that exits with `EXIT_INVALID_JOB` (2) found the job itself wrong: the job
     fails at once (reason InvalidJob) with the worker's termination message, whatever
     attempts are left.
@@ -82,7 +89,7 @@ def assess_job(
     last event, or the channel's (re)connection if later); None without a channel or while it
     is down, which turns stalled-worker detection (progressDeadlineSeconds) off.
     """
-    facts = _Facts(confirmed_missing, dependencies, heard_at, cycle)
+    facts = _Facts(confirmed_missing, dependencies, heard_at, cycle, source)
     assessment = _assess_job(job, pods, queue, now, facts)
     if assessment.unconfirmed_pod is None:
         set_kstatus_conditions(assessment.status, now, job.metadata.generation)
@@ -203,5 +210,5 @@ def _assess_job(
         )
 
     return assess_waiting(
-        job, queue, status, now, condition, notices, facts.dependencies, facts.cycle
+        job, queue, status, now, condition, notices, facts.dependencies, facts.cycle, facts.source
     )

@@ -20,6 +20,12 @@ from videoqueue.api import (
 )
 from videoqueue.scheduling.admission import Rejection, never_admitted
 from videoqueue.scheduling.dependencies import describe_cycle
+from videoqueue.scheduling.inputs import (
+    REASON_INPUT_NOT_RESOLVED,
+    SourceJob,
+    Unresolved,
+    resolve_input,
+)
 from videoqueue.scheduling.jobs.model import (
     Assessment,
     ConditionSetter,
@@ -135,6 +141,33 @@ def check_dependencies(
     return Assessment(status=status, view=None, notices=tuple(notices))
 
 
+def take_input(
+    job: VideoJob,
+    queue: VideoQueue,
+    status: VideoJobStatus,
+    source: SourceJob | None,
+    now: datetime.datetime,
+    condition: Any,
+    notices: list[Notice],
+) -> Assessment | None:
+    """Resolve spec.input.fromJob into status.resolvedInput (its dependencies have all
+    succeeded); the job is rejected when the dependency's output cannot be its input."""
+    resolved = resolve_input(job.spec, source, now)
+    if isinstance(resolved, Unresolved):
+        return reject_with(
+            status, REASON_INPUT_NOT_RESOLVED, resolved.message, now, condition, notices
+        )
+    if resolved is None:
+        return None
+    refusal = storage_refusal(
+        job.spec, queue.spec.storage, job.spec.queue_name, resolved_input=resolved.url
+    )
+    if refusal is not None:
+        return reject_with(status, REASON_STORAGE_NOT_CONFIGURED, refusal, now, condition, notices)
+    status.resolved_input = resolved
+    return None
+
+
 def reject(
     job: VideoJob, status: VideoJobStatus, reason: str, message: str, now: datetime.datetime
 ) -> Assessment:
@@ -158,6 +191,7 @@ def assess_waiting(
     notices: list[Notice],
     dependencies: Mapping[str, JobPhase | None] | None,
     cycle: Sequence[str] | None,
+    source: SourceJob | None = None,
 ) -> Assessment:
     """The job has no attempt in flight: cancelled with its queue, turned away for good
     (Draining queue, s3:// URLs without the queue's spec.storage.s3, memory over the queue's
@@ -200,7 +234,10 @@ def assess_waiting(
 
     # Checked before every admission, not only the first: storage removed from the queue
     # after the job arrived would otherwise fail every attempt in the worker.
-    refusal = storage_refusal(job.spec, queue.spec.storage, job.spec.queue_name)
+    resolved = status.resolved_input.url if status.resolved_input is not None else None
+    refusal = storage_refusal(
+        job.spec, queue.spec.storage, job.spec.queue_name, resolved_input=resolved
+    )
     if refusal is not None:
         return reject_with(status, REASON_STORAGE_NOT_CONFIGURED, refusal, now, condition, notices)
 
@@ -232,6 +269,11 @@ def assess_waiting(
         held = check_dependencies(job, status, dependencies or {}, now, condition, notices)
         if held is not None:
             return held
+
+    if job.spec.input.from_job is not None and status.resolved_input is None:
+        taken = take_input(job, queue, status, source, now, condition, notices)
+        if taken is not None:
+            return taken
 
     eligible_at: datetime.datetime | None = None
     if status.next_attempt_time is not None and status.next_attempt_time > now:
