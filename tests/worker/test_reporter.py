@@ -107,3 +107,24 @@ def test_without_a_sink_nothing_runs() -> None:
         reporter.done("done", succeeded=True)
     assert reporter.sent == 0
     assert not [t for t in threading.enumerate() if t.name == "progress"]
+
+
+def test_no_heartbeat_follows_the_end() -> None:
+    """Between `done` and `close` (the worker writes its result in between) the heartbeat
+    keeps its beat; none may be published after DONE, which consumers take as the last word."""
+    sink = FlakySink()
+    with Reporter(JOB, sink, heartbeat_seconds=0.02) as reporter:
+        reporter.stage("processing")
+        poll(
+            lambda: any(e.kind == ProgressKind.HEARTBEAT for e in sink.accepted),
+            timeout=10,
+            what="a heartbeat before the end (the beat runs)",
+        )
+        reporter.done("done", succeeded=True)
+        poll(
+            lambda: any(e.kind == ProgressKind.DONE for e in sink.accepted),
+            timeout=10,
+            what="DONE to be published",
+        )
+        time.sleep(0.2)  # ten heartbeat intervals pass before close()
+    assert sink.accepted[-1].kind == ProgressKind.DONE

@@ -122,6 +122,7 @@ class Reporter:
         self._pending: collections.deque[ProgressEvent] = collections.deque()
         self._cond = threading.Condition()
         self._closing = False
+        self._finished = False  # DONE is queued: no heartbeat may follow it
         self._thread: threading.Thread | None = None
         self._last_error_log = -ERROR_LOG_INTERVAL_SECONDS
         self.sent = 0
@@ -184,6 +185,7 @@ class Reporter:
             if len(self._pending) >= MAX_PENDING_EVENTS:
                 self._drop_one()
             self._pending.append(event)
+            self._finished = self._finished or kind == ProgressKind.DONE
             self._cond.notify()
 
     def _drop_one(self) -> None:
@@ -205,7 +207,7 @@ class Reporter:
                     self._cond.wait(max(0.0, next_heartbeat - self._clock()))
                 if self._closing and not self._pending:
                     return
-                if not self._closing and self._clock() >= next_heartbeat:
+                if not (self._closing or self._finished) and self._clock() >= next_heartbeat:
                     # One waiting heartbeat says it all; an outage must not queue up more.
                     for stale in [e for e in self._pending if e.kind == ProgressKind.HEARTBEAT]:
                         self._pending.remove(stale)
