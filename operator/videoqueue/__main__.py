@@ -212,6 +212,10 @@ def run_operator(args: argparse.Namespace, **operator: Any) -> None:
         try:
             await kopf.operator(**operator)
         finally:
+            # kopf waits for a threading.Event stop flag in an executor thread; raise it, or
+            # asyncio.run would wait for that thread forever after a SIGTERM.
+            if isinstance(flag := operator.get("stop_flag"), threading.Event):
+                flag.set()
             await server.cleanup()
 
     with contextlib.suppress(asyncio.CancelledError):  # as kopf.run does
