@@ -392,7 +392,7 @@ REJECTED = [
     ),
     pytest.param(
         MakeJob().set("spec.input", {}).obj(),
-        "spec.input.url: Required value",
+        "spec.input needs exactly one of url (where the media is) and fromJob",
         id="missing-input-url",
     ),
     pytest.param(

@@ -4,13 +4,10 @@ preemption, aging, rate limit, TTL, batches, queue deletion."""
 from __future__ import annotations
 
 import datetime
-import itertools
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.integration.objects import (
     GROUP,
@@ -31,7 +28,6 @@ from videoqueue.envtest.kwok import EXIT_CODE, RUN_DURATION
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 FAIL_ONCE = {EXIT_CODE: "1", RUN_DURATION: "1s"}
 
 
@@ -117,38 +113,6 @@ def test_attempt_past_its_deadline_fails_with_deadline_exceeded_and_is_retried(
         timeout=60,
         what="the stopped workers to be gone",
     )
-
-
-def test_pipeline_example_runs_in_dependency_order(
-    operator: subprocess.Popen[bytes], custom: Any, namespace: str
-) -> None:
-    create(custom, namespace, "videoqueues", make_queue(concurrency=3, run_for="2s"))
-    pipeline = list(yaml.safe_load_all((EXAMPLES / "pipeline.yaml").read_text()))
-    # Created in reverse, so that only dependencies, not creation order, can explain the order.
-    for job in reversed(pipeline):
-        job["spec"]["queueName"] = "work"
-        create(custom, namespace, "videojobs", job)
-
-    probe, transcode, thumb = (job["metadata"]["name"] for job in pipeline)
-    waiting = wait_for_object(
-        custom.list_namespaced_custom_object,
-        GROUP,
-        VERSION,
-        namespace,
-        "videojobs",
-        name=thumb,
-        predicate=lambda j: j.get("status", {}).get("phase") == "Waiting",
-        timeout=30,
-        what="the thumbnail to wait for its dependency",
-    )
-    assert transcode in waiting["status"]["message"]
-    assert reason(waiting, "Admitted") == "WaitingForDependencies"
-
-    done = [wait_job(custom, namespace, name, "Complete") for name in (probe, transcode, thumb)]
-    for before, after in itertools.pairwise(done):
-        finished = timestamp(before["status"]["completionTime"])
-        started = timestamp(after["status"]["admittedTime"])
-        assert started >= finished, (before["metadata"]["name"], after["metadata"]["name"])
 
 
 def test_job_fails_with_dependency_failed_when_a_dependency_fails_for_good(
