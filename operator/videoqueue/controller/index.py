@@ -313,10 +313,10 @@ class Index:
         else:
             entry.oom_kills.pop(key, None)
         if assessment.terminal:
-            self._record_finished(entry, key, job_entry, assessment, now)
+            self._record_finished(entry, key, job_entry, assessment)
 
     def _record_finished(
-        self, entry: QueueEntry, key: str, job_entry: JobEntry, assessment: Assessment, now: float
+        self, entry: QueueEntry, key: str, job_entry: JobEntry, assessment: Assessment
     ) -> None:
         """Keep a finished job for the statistics until the queue's stored statistics count
         it, and schedule its deletion by TTL (once its terminal status is on record)."""
