@@ -78,6 +78,8 @@ def _objects(kind: str, node: Schema, path: str) -> Iterator[tuple[str, Schema]]
     yield full, node
     for name, child in node.get("properties", {}).items():
         target, suffix = (child["items"], "[]") if child.get("type") == "array" else (child, "")
+        if _map_values(child):  # a map of objects: its values' fields, as `name.<key>`
+            target, suffix = child["additionalProperties"], MAP_KEY
         if target.get("properties"):
             yield from _objects(kind, target, f"{path}.{name}{suffix}")
 
@@ -100,7 +102,22 @@ def _section(path: str, node: Schema) -> list[str]:
     return lines + _rules(node, "Rules")
 
 
+MAP_KEY = ".<key>"
+"""How a map's values are named in a section's path, e.g. VideoQueue.spec.types.<key>."""
+
+
+def _map_values(node: Schema) -> bool:
+    """Whether `node` is a map whose values are objects with declared fields."""
+    values = node.get("additionalProperties")
+    return isinstance(values, dict) and bool(values.get("properties"))
+
+
 def _type(path: str, name: str, node: Schema) -> str:
+    if _map_values(node):
+        text = f"map of [object](#{_anchor(f'{path}.{name}{MAP_KEY}')})"
+        if "maxProperties" in node:
+            text += f", at most {node['maxProperties']} entries"
+        return text
     if node.get("type") == "array":
         items = node["items"]
         if items.get("properties"):

@@ -197,7 +197,8 @@ class JobResources(ApiModel):
     """Resources of the job's worker pod."""
 
     memory: PositiveQuantity | None = None
-    """Memory request and limit of the worker; the queue's memory.defaultRequest if unset."""
+    """Memory request and limit of the worker; if unset, the queue's
+    types.<type>.memory.defaultRequest, else its memory.defaultRequest."""
 
     @property
     def memory_bytes(self) -> int | None:
@@ -259,11 +260,12 @@ class VideoJobSpec(ApiModel):
     resources: JobResources = Field(default_factory=JobResources)
     """Resources of the worker pod."""
     max_attempts: int | None = Field(default=None, ge=1, le=100)
-    """Overrides the queue's retry.maxAttempts."""
+    """Overrides the queue's types.<type>.maxAttempts and retry.maxAttempts."""
     backoff: BackoffOverride | None = None
     """Overrides parts of the queue's retry.backoff."""
     active_deadline_seconds: int | None = Field(default=None, ge=1)
-    """Time limit of one attempt; the queue's activeDeadlineSeconds if unset."""
+    """Time limit of one attempt; if unset, the queue's types.<type>.activeDeadlineSeconds,
+    else its activeDeadlineSeconds."""
     progress_deadline_seconds: int | None = Field(default=None, ge=1, le=86_400)
     """Heartbeat silence after which a running worker is stalled (its attempt fails with
     reason Stalled); the queue's progressDeadlineSeconds if unset. Needs the Redis channel."""

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
-from pydantic import AwareDatetime, Field, StringConstraints
+from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints, model_validator
 
 from videoqueue.api.common import (
     CONDITION_LIST,
@@ -16,6 +16,7 @@ from videoqueue.api.common import (
     ApiObject,
     CelRule,
     Condition,
+    cel_rules,
 )
 from videoqueue.api.quantity import Quantity, memory_quantity, stored_bytes
 from videoqueue.api.queue_policies import (
@@ -29,6 +30,13 @@ from videoqueue.api.queue_policies import (
     RateLimit,
     RetryPolicy,
     StatisticsPolicy,
+)
+from videoqueue.api.queue_types import (
+    MAX_QUEUE_TYPES,
+    TYPE_DEFAULT_REQUEST_WITHIN_MAX,
+    TYPE_KEYS,
+    QueueTypeSettings,
+    check_type_defaults,
 )
 from videoqueue.api.storage import Storage
 from videoqueue.api.worker import WorkerSettings
@@ -74,6 +82,8 @@ class QueueState(StrEnum):
 
 class VideoQueueSpec(ApiModel):
     """What the queue admits, how many at once, within which memory, and how it retries."""
+
+    model_config = ConfigDict(json_schema_extra=cel_rules(TYPE_DEFAULT_REQUEST_WITHIN_MAX))
 
     state: QueueState = QueueState.ACTIVE
     """Active admits jobs; Paused admits none but accepts new ones; Draining admits none and
@@ -137,6 +147,17 @@ class VideoQueueSpec(ApiModel):
     )
     """Pod template (metadata and spec) for worker pods: image, security context, node
     selection. The operator sets memory, restartPolicy, deadline and the job's input."""
+    types: dict[str, QueueTypeSettings] | None = Field(
+        default=None, max_length=MAX_QUEUE_TYPES, json_schema_extra=cel_rules(TYPE_KEYS)
+    )
+    """Settings per job type (keyed as VideoJob spec.type, at most 16): a patch over
+    spec.template, default memory, activeDeadlineSeconds and maxAttempts. For each setting
+    the job's own wins, then its type's, then the queue's (docs/queues.md)."""
+
+    @model_validator(mode="after")
+    def _type_defaults_within_max(self) -> Self:
+        check_type_defaults(self.types or {}, self.memory.max_bytes)
+        return self
 
 
 class QueueHealth(StrEnum):

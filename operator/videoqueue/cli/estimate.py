@@ -123,7 +123,7 @@ def estimate_queue(
         if job.spec.queue_name == name and not (job.status.phase and job.status.phase.is_terminal)
     ]
 
-    overhead = queue_overhead(queue)
+    overheads = {t: queue_overhead(queue, t) for t in {job.spec.type for job in mine}}
     active: dict[str, tuple[JobView, float]] = {}  # key -> (view, estimated finish)
     waiting: dict[str, JobView] = {}
     gated: dict[str, JobView] = {}  # waiting for dependencies
@@ -131,7 +131,7 @@ def estimate_queue(
     starts: dict[str, float] = {}
     for job in mine:
         key = job.metadata.name
-        view = _view(job, queue, overhead, now)
+        view = _view(job, queue, overheads[job.spec.type], now)
         if job.status.phase in RESERVING_PHASES:
             starts[key] = _started(job, now)
             mean = run_times.for_type(job.spec.type)

@@ -37,7 +37,7 @@ def queue_summary(queue: VideoQueue, jobs: Sequence[VideoJob], now: float) -> di
     # previous=empty: conditions and health are the operator's to report, not ours.
     computed = summarize_queue(
         queue,
-        [job.status for job in mine],
+        [(job.spec.type, job.status) for job in mine],
         _moment(now),
         previous=VideoQueueStatus(),
     )

@@ -194,7 +194,7 @@ class Index:
         keep holding their queue's slots and memory until they are gone."""
         queue.stopping.pop(job.key, None)
         pods = [read_pod_outcome(pod) for pod in job.pods.values()]
-        for pod in stopping_pods(VideoJobStatus(), pods, queue.queue):
+        for pod in stopping_pods(VideoJobStatus(), pods, queue.queue, job.type):
             pod_key = f"{job.namespace}/{pod.name}"
             queue.orphans[pod_key] = pod
             self._orphans[pod_key] = queue.key

@@ -382,18 +382,18 @@ def _index_metrics(controller: IndexView) -> Iterator[Metric]:
     )
     for key, entry in controller.queues.items():
         namespace, _sep, name = key.partition("/")
-        statuses: list[VideoJobStatus] = []
+        statuses: list[tuple[str, VideoJobStatus]] = []  # with their types: memory per type
         for job_key in entry.jobs:
             job_entry = controller.jobs.get(job_key)
             if job_entry is None:
                 continue
             ensure_job_series(namespace, name, job_entry.type)
             if (assessment := job_entry.assessment) is not None:
-                statuses.append(assessment.status)
+                statuses.append((job_entry.type, assessment.status))
             elif job_entry.job is not None:  # not assessed yet (just listed)
-                statuses.append(job_entry.job.status)
+                statuses.append((job_entry.type, job_entry.job.status))
         counts = dict.fromkeys(PHASES, 0)
-        for status in statuses:
+        for _, status in statuses:
             counts[(status.phase or JobPhase.PENDING).value] += 1
         for phase_name, count in counts.items():
             jobs.add_metric((namespace, name, phase_name), float(count))

@@ -454,7 +454,7 @@ class _Cycle:
             self.wake_at = earliest(self.wake_at, due)
             return False, None
         admitted = {pod.key: pod.admitted for pod in create}
-        statuses: list[VideoJobStatus] = []
+        statuses: list[tuple[str, VideoJobStatus]] = []  # with their types: memory per type
         batches: list[tuple[str, VideoJobStatus]] = []
         unschedulable = 0
         for key, job in self.view.jobs.items():
@@ -462,7 +462,7 @@ class _Cycle:
             if assessment is None:
                 continue
             status = assessment.status
-            statuses.append(status)
+            statuses.append((job.type, status))
             if job.batch is not None:
                 batches.append((job.batch, status))
             if status.phase == JobPhase.ADMITTED and any(

@@ -67,6 +67,7 @@ from videoqueue.api import (
     put_condition,
 )
 from videoqueue.scheduling.jobs import queue_overhead
+from videoqueue.scheduling.memory import PodOverhead
 from videoqueue.scheduling.pressure import PressureState, describe_pressure, pressure_since
 from videoqueue.scheduling.statistics import FinishedJob, count_finished
 
@@ -74,6 +75,10 @@ REASON_ACTIVE = "Active"
 REASON_PAUSED = "Paused"
 REASON_DRAINING = "Draining"
 REASON_RECONCILED = "Reconciled"
+
+JobStatuses = Iterable[VideoJobStatus | tuple[str | None, VideoJobStatus]]
+"""A queue's jobs' statuses, each alone or with its job's spec.type: the memory of a job whose
+type is given counts the worker pod of its type (spec.types), else of spec.template alone."""
 
 RESERVING_PHASES = frozenset({JobPhase.ADMITTED, JobPhase.RUNNING})
 """Phases whose jobs hold memory of the queue's budget (their worker pod exists)."""
@@ -107,7 +112,7 @@ class QueueFacts:
 
 def summarize_queue(
     queue: VideoQueue,
-    jobs: Iterable[VideoJobStatus],
+    jobs: JobStatuses,
     now: datetime.datetime,
     *,
     previous: VideoQueueStatus | None = None,
@@ -124,9 +129,9 @@ def summarize_queue(
     generation = queue.metadata.generation
     facts = facts or QueueFacts()
 
-    jobs = list(jobs)
-    counts: Counter[JobPhase] = Counter(job.phase or JobPhase.PENDING for job in jobs)
-    reserved = reserved_memory(queue, jobs) + facts.stopping_memory
+    typed = [_typed(job) for job in jobs]
+    counts: Counter[JobPhase] = Counter(job.phase or JobPhase.PENDING for _, job in typed)
+    reserved = reserved_memory(queue, typed) + facts.stopping_memory
 
     status = VideoQueueStatus(
         observed_generation=generation,
@@ -203,17 +208,26 @@ def summarize_queue(
     return status
 
 
-def reserved_memory(queue: VideoQueue, jobs: Iterable[VideoJobStatus]) -> int:
+def reserved_memory(queue: VideoQueue, jobs: JobStatuses) -> int:
     """The memory the queue's admitted and running jobs hold of its budget: each job's whole
-    worker pod, its effectiveMemory plus what the queue's template puts beside the worker
-    (`videoqueue.scheduling.jobs.queue_overhead`), as admission counts it."""
-    overhead = queue_overhead(queue)
-    held = (
-        job.effective_memory_bytes
-        for job in jobs
-        if (job.phase or JobPhase.PENDING) in RESERVING_PHASES
-    )
-    return sum(overhead.pod_memory(memory) for memory in held if memory is not None)
+    worker pod, its effectiveMemory plus what its type's template (or the queue's) puts
+    beside the worker (`videoqueue.scheduling.jobs.queue_overhead`), as admission counts it."""
+    overheads: dict[str | None, PodOverhead] = {}
+    total = 0
+    for job_type, job in (_typed(job) for job in jobs):
+        memory = job.effective_memory_bytes
+        if memory is None or (job.phase or JobPhase.PENDING) not in RESERVING_PHASES:
+            continue
+        if job_type not in overheads:
+            overheads[job_type] = queue_overhead(queue, job_type)
+        total += overheads[job_type].pod_memory(memory)
+    return total
+
+
+def _typed(
+    job: VideoJobStatus | tuple[str | None, VideoJobStatus],
+) -> tuple[str | None, VideoJobStatus]:
+    return (None, job) if isinstance(job, VideoJobStatus) else job
 
 
 def assess_health(

@@ -34,15 +34,12 @@ from videoqueue.api.worker import (
     OWN_ANNOTATION_DOMAIN,
     WorkerSettings,
 )
+from videoqueue.scheduling import job_types
+from videoqueue.scheduling.job_types import TemplateError as TemplateError
 from videoqueue.scheduling.memory import PodOverhead
 from videoqueue.scheduling.storage import mount_s3_credentials, s3_env
 
-# --- What cannot be built, and whose to fix --------------------------------------------------
-
-
-class TemplateError(ValueError):
-    """The queue's spec.template cannot make a worker pod: the queue's owner must fix it, and
-    no job of the queue can be admitted until then (the jobs are not at fault)."""
+# --- What cannot be built, and whose to fix (and TemplateError, from job_types) --------------
 
 
 class JobNotDeliverable(ValueError):  # noqa: N818 - reads as the condition it is
@@ -288,8 +285,11 @@ def overhead_of(
     return PodOverhead(sidecars=sidecars + started, init_peak=init_peak)
 
 
-def pod_memory_overhead(template: Mapping[str, Any], *, strict: bool = True) -> PodOverhead:
-    """What the worker pods built from `template` (a queue's spec.template) hold beside their
+def pod_memory_overhead(
+    template: Mapping[str, Any], *, strict: bool = True, path: str = "spec.template.spec"
+) -> PodOverhead:
+    """What the worker pods built from `template` (a queue's spec.template, or the template
+    of a job type, `videoqueue.scheduling.job_types.worker_template`) hold beside their
     worker container, from the other containers' and init containers' memory limits; the
     memory a job counts against its queue's budget is `.pod_memory(worker memory)` (see
     `videoqueue.scheduling.memory`).
@@ -297,10 +297,11 @@ def pod_memory_overhead(template: Mapping[str, Any], *, strict: bool = True) -> 
     Raises TemplateError when a container other than the worker, or an init container, has
     no memory limit (or one that is not a quantity): its pods could use any amount, which no
     budget can count. `strict=False` counts such a container as 0 instead (for a figure
-    while the template is broken; no pod is built from it).
+    while the template is broken; no pod is built from it). `path` names the template's pod
+    spec in messages.
     """
     spec: Mapping[str, Any] = template.get("spec") or {}
-    return overhead_of(spec, WORKER_CONTAINER, strict=strict, path="spec.template.spec")
+    return overhead_of(spec, WORKER_CONTAINER, strict=strict, path=path)
 
 
 def build_worker_pod(
@@ -313,7 +314,9 @@ def build_worker_pod(
     env: Sequence[Mapping[str, Any]] = (),
     input_url: str | None = None,
 ) -> dict[str, Any]:
-    """The worker pod for attempt `attempt` of `job`, built from `queue`'s `spec.template`.
+    """The worker pod for attempt `attempt` of `job`, built from `queue`'s `spec.template`
+    with the job type's `spec.types.<type>.template` merged over it, if any
+    (`videoqueue.scheduling.job_types.worker_template`).
 
     `job` and `queue` are the VideoJob and VideoQueue as the API server returns them; neither
     is modified (the template is deep-copied). The choices:
@@ -336,8 +339,8 @@ def build_worker_pod(
       the whole pod, `pod_memory_overhead(template).pod_memory(memory_bytes)`, against the
       budget;
     - `restartPolicy: Never`: retries are the operator's, with backoff and memory growth;
-    - `activeDeadlineSeconds`: the job's, else the queue's, else the template's own, else
-      none;
+    - `activeDeadlineSeconds`: the job's, else its type's (spec.types), else the queue's,
+      else the template's own, else none;
     - the job as compact JSON in env `VIDEOQUEUE_JOB` ({apiVersion, kind, namespace, name,
       uid, attempt, spec}; at most 32 KiB) and the attempt in `VIDEOQUEUE_ATTEMPT`; a job
       with spec.input.fromJob gets `input_url` (else its status.resolvedInput.url) as
@@ -358,9 +361,10 @@ def build_worker_pod(
     - `enableServiceLinks: false` and `automountServiceAccountToken: false` unless the
       template sets them: a worker needs neither service env vars nor API credentials.
 
-    Raises TemplateError (a ValueError) when the queue's template cannot make a pod: no
-    container, or a container beside the worker or an init container without a memory
-    limit; the message names the field and what to do. Raises JobNotDeliverable (a
+    Raises TemplateError (a ValueError) when the queue's template, or the type's patch over
+    it, cannot make a pod: no container, a container beside the worker or an init container
+    without a memory limit, a patch whose containers cannot be merged; the message names the
+    field (spec.template, or spec.types.<type>.template) and what to do. Raises JobNotDeliverable (a
     ValueError) when the job's spec is too large to hand over (more than 32 KiB as JSON).
     Raises ValueError when the job has no uid or namespace, `attempt` or `memory_bytes` is
     not positive, or its spec.input.fromJob is not resolved (the caller's mistakes).
@@ -385,20 +389,33 @@ def build_worker_pod(
             "(spec.input.fromJob) but it is not resolved yet (status.resolvedInput)"
         )
 
-    template = copy.deepcopy(video_queue.spec.template)
+    queue_ref = f"VideoQueue {namespace}/{video_queue.metadata.name}"
+    job_type = video_job.spec.type
+    source = job_types.template_source(job_type, video_queue)
+    try:
+        template = job_types.worker_template(video_queue, job_type)
+    except TemplateError as e:
+        raise TemplateError(f"{queue_ref}: {e}") from None
     template_meta: dict[str, Any] = template.get("metadata") or {}
     spec: dict[str, Any] = template.get("spec") or {}
     containers: list[dict[str, Any]] = spec.get("containers") or []
-    queue_ref = f"VideoQueue {namespace}/{video_queue.metadata.name}"
     if not containers:
         raise TemplateError(
-            f"{queue_ref}: spec.template.spec.containers is empty; the worker pod template "
-            f"needs at least one container (the worker, preferably named {WORKER_CONTAINER!r})"
+            f"{queue_ref}: spec.template.spec.containers is empty"
+            + ("" if source == "spec.template" else f" ({source})")
+            + "; the worker pod template needs at least one container (the worker, preferably "
+            f"named {WORKER_CONTAINER!r})"
         )
     try:
         pod_memory_overhead(template)
     except TemplateError as e:
-        raise TemplateError(f"{queue_ref}: {e}") from None
+        if source == "spec.template":
+            raise TemplateError(f"{queue_ref}: {e}") from None
+        # The merged list's index is not the patch's: name the merged template and the fix.
+        raise TemplateError(
+            f"{queue_ref}: the worker pod template of type {job_type!r} ({source}): {e}; fix "
+            f"it in spec.types.{job_type}.template or spec.template"
+        ) from None
     worker = worker_container(containers)
 
     memory = memory_quantity(memory_bytes)
@@ -430,9 +447,7 @@ def build_worker_pod(
 
     spec["containers"] = containers
     spec["restartPolicy"] = "Never"
-    deadline = video_job.spec.active_deadline_seconds
-    if deadline is None:
-        deadline = video_queue.spec.active_deadline_seconds
+    deadline = job_types.active_deadline_seconds(video_job, video_queue)
     if deadline is not None:
         spec["activeDeadlineSeconds"] = deadline
     spec.setdefault("enableServiceLinks", False)

@@ -269,7 +269,7 @@ def test_memory_after_an_oom_kill_grows_only_as_far_as_the_pod_still_fits() -> N
 
     assert assessment.status.phase == JobPhase.BACKOFF
     assert assessment.status.effective_memory == format_bytes(6 * Gi)  # not 8Gi: 8 + 2 > 8
-    assert queue_overhead(queue.model()).pod_memory(6 * Gi) == 8 * Gi
+    assert queue_overhead(queue.model(), "clip").pod_memory(6 * Gi) == 8 * Gi
 
 
 # --- Worker pods still stopping ------------------------------------------------------------
@@ -308,6 +308,8 @@ def test_running_job_counts_only_the_pods_of_earlier_attempts() -> None:
     assert assessment.view.state is JobState.RUNNING
     assert assessment.stopping == (StoppingPod("clip-a1", Gi),)
     assert (
-        stopping_pods(assessment.status, [with_phase(earlier, "Succeeded"), current], queue.model())
+        stopping_pods(
+            assessment.status, [with_phase(earlier, "Succeeded"), current], queue.model(), "clip"
+        )
         == ()
     )

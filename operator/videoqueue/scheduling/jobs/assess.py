@@ -93,21 +93,25 @@ def assess_job(
     assessment = _assess_job(job, pods, queue, now, facts)
     if assessment.unconfirmed_pod is None:
         set_kstatus_conditions(assessment.status, now, job.metadata.generation)
-    stopping = stopping_pods(assessment.status, pods, queue)
+    stopping = stopping_pods(assessment.status, pods, queue, job.spec.type)
     return replace(assessment, stopping=stopping) if stopping else assessment
 
 
 def stopping_pods(
-    status: VideoJobStatus, pods: Sequence[PodOutcome], queue: VideoQueue | None
+    status: VideoJobStatus,
+    pods: Sequence[PodOutcome],
+    queue: VideoQueue | None,
+    job_type: str | None,
 ) -> tuple[StoppingPod, ...]:
     """The job's worker pods that have not terminated although their attempt is over: every
     pod of a job that is not admitted or running, and the pods of earlier attempts of one
     that is. A deleted pod runs on through its grace period (preStop hooks, the worker
     finishing its write), so admission keeps counting its memory until the kubelet reports
     it terminated or it is gone. Each counts its whole pod as it is (the queue's template
-    may have changed since), as admission counted it while it ran."""
+    may have changed since), as admission counted it while it ran; a pod that does not say
+    counts as the template of the job's type (`job_type`) would make it."""
     busy = status.phase in (JobPhase.ADMITTED, JobPhase.RUNNING)
-    overhead = queue_overhead(queue) if queue is not None else PodOverhead()
+    overhead = queue_overhead(queue, job_type) if queue is not None else PodOverhead()
     return tuple(
         StoppingPod(pod.name, pod.pod_memory or overhead.pod_memory(pod.memory))
         for pod in pods

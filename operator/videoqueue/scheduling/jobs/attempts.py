@@ -23,6 +23,7 @@ from videoqueue.api import (
     set_condition,
 )
 from videoqueue.api.worker import EXIT_INVALID_JOB
+from videoqueue.scheduling.job_types import active_deadline_seconds, max_attempts
 from videoqueue.scheduling.jobs.model import (
     MAX_HISTORY,
     Admission,
@@ -202,7 +203,7 @@ def fail_attempt(
     record = finish_attempt(status, attempt, now, reason=reason, message=detail, pod=pod)
     condition(JobConditionType.RUNNING, False, reason.value, detail)
     retry = queue.spec.retry if queue is not None else None
-    max_attempts = job.spec.max_attempts or (retry.max_attempts if retry else 1)
+    allowed = max_attempts(job, queue)  # the job's, else its type's, else the queue's
     if status.attempts_used is None:  # written before the counter existed: from the history
         after = status.manual_retry.after_attempt if status.manual_retry else 0
         used = sum(
@@ -213,12 +214,10 @@ def fail_attempt(
     else:
         used = status.attempts_used + (1 if consumes_attempt(reason) else 0)
     status.attempts_used = used
-    if not should_retry(used, max_attempts, reason.value):
+    if not should_retry(used, allowed, reason.value):
         status.phase = JobPhase.FAILED
         status.completion_time = now
-        message = (
-            f"attempt {used} of {max_attempts} ended {reason.value}: {detail}; no attempts left"
-        )
+        message = f"attempt {used} of {allowed} ended {reason.value}: {detail}; no attempts left"
         status.message = message
         condition(JobConditionType.FAILED, True, reason.value, message)
         return [Notice("Warning", "Failed", message)]
@@ -234,14 +233,14 @@ def fail_attempt(
         and (before := record.memory_bytes) is not None
     ):
         # Never so much that the pod could not fit the budget (the job would be rejected).
-        fits = queue_overhead(queue).largest_worker(queue.spec.memory.budget_bytes)
+        fits = queue_overhead(queue, job.spec.type).largest_worker(queue.spec.memory.budget_bytes)
         limit = min(queue.spec.memory.max_bytes, max(fits, before))
         after = next_memory_after_oom(before, queue.spec.memory.oom_retry_multiplier, limit)
         status.effective_memory_bytes = after
         grown = f"; next attempt gets {format_bytes(after)} instead of {format_bytes(before)}"
     requeue(status, now, delay)
     counted = (
-        f"attempt {used} of {max_attempts}"
+        f"attempt {used} of {allowed}"
         if consumes_attempt(reason)
         else "a disruption (no attempt used)"
     )
@@ -321,12 +320,6 @@ def progress_deadline(job: VideoJob, queue: VideoQueue | None) -> int | None:
     return queue.spec.progress_deadline_seconds if queue is not None else None
 
 
-def active_deadline(job: VideoJob, queue: VideoQueue | None) -> int | None:
-    if job.spec.active_deadline_seconds is not None:
-        return job.spec.active_deadline_seconds
-    return queue.spec.active_deadline_seconds if queue is not None else None
-
-
 def assess_running(
     job: VideoJob,
     queue: VideoQueue | None,
@@ -361,7 +354,7 @@ def assess_running(
         view = None if terminal else pending_view(job, status, queue, now)
         return Assessment(status, view, tuple(notices), terminal=terminal, stop_pods=(pod.name,))
 
-    deadline = active_deadline(job, queue)
+    deadline = active_deadline_seconds(job, queue)  # the job's, else its type's, else the queue's
     started = (record.start_time if record is not None else None) or parse_time(pod.start_time)
     recheck_at: datetime.datetime | None = None
     if running and deadline is not None and started is not None:
@@ -397,7 +390,7 @@ def assess_running(
     if pod.pod_memory >= memory and pod.memory:
         beside = pod.pod_memory - memory
     else:
-        beside = queue_overhead(queue).beside(memory) if queue is not None else 0
+        beside = queue_overhead(queue, job.spec.type).beside(memory) if queue is not None else 0
     state = JobState.RUNNING if running else JobState.ADMITTED
     view = job_view(job, status, now, memory=memory, overhead=beside, state=state)
     return Assessment(status=status, view=view, notices=tuple(notices), recheck_at=recheck_at)

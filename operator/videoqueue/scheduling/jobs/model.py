@@ -21,6 +21,7 @@ from videoqueue.api import (
     find_condition,
     put_condition,
 )
+from videoqueue.scheduling.job_types import TemplateError, type_default_memory, worker_template
 from videoqueue.scheduling.memory import PodOverhead
 from videoqueue.scheduling.snapshot import JobState, JobView, QueuePolicy, StoppingPod
 from videoqueue.scheduling.worker_pod import pod_memory_overhead
@@ -94,15 +95,21 @@ def effective_memory(job: VideoJob, status: VideoJobStatus, queue: VideoQueue) -
         return grown_to
     if (requested := job.spec.resources.memory_bytes) is not None:
         return requested
-    return queue.spec.memory.default_request_bytes
+    return type_default_memory(queue, job.spec.type)  # the type's default, else the queue's
 
 
-def queue_overhead(queue: VideoQueue) -> PodOverhead:
-    """What the queue's worker pods hold beside the worker (sidecars, init containers), as
-    the budget counts it. A template that `build_worker_pod` refuses (a container without a
-    memory limit) counts those containers as 0 here: its jobs are held when their pod is
-    refused, so no memory is really at stake."""
-    return pod_memory_overhead(queue.spec.template, strict=False)
+def queue_overhead(queue: VideoQueue, job_type: str | None) -> PodOverhead:
+    """What the queue's worker pods for jobs of `job_type` hold beside the worker (sidecars,
+    init containers, which a type's template patch may change), as the budget counts it;
+    `job_type` None: the queue's spec.template alone. A template that `build_worker_pod`
+    refuses (a container without a memory limit, a patch that cannot be merged) counts
+    what it can here: its jobs are held when their pod is refused, so no memory is really
+    at stake."""
+    try:
+        template = worker_template(queue, job_type)
+    except TemplateError:
+        template = queue.spec.template
+    return pod_memory_overhead(template, strict=False)
 
 
 def queue_policy(queue: VideoQueue, *, concurrency: int | None = None) -> QueuePolicy:
@@ -202,6 +209,6 @@ def pending_view(
         status,
         now,
         memory=memory,
-        overhead=queue_overhead(queue).beside(memory),
+        overhead=queue_overhead(queue, job.spec.type).beside(memory),
         eligible_at=eligible if eligible and eligible > now else None,
     )

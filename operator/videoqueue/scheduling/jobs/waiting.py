@@ -243,7 +243,7 @@ def assess_waiting(
 
     memory = effective_memory(job, status, queue)
     status.effective_memory_bytes = memory
-    overhead = queue_overhead(queue)
+    overhead = queue_overhead(queue, job.spec.type)
     beside = overhead.beside(memory)
     # Whether it can ever be admitted is admission's rule; the messages here name the fields.
     view = job_view(job, status, now, memory=memory, overhead=beside)
