@@ -129,6 +129,26 @@ class MakeQueue(MakeObject):
         """The whole `spec.template` as given, well-formed or not."""
         return self.spec(template=template)
 
+    def job_type(
+        self,
+        name: str,
+        *,
+        template: dict[str, Any] | None = None,
+        default_request: str | None = None,
+        deadline: int | None = None,
+        max_attempts: int | None = None,
+    ) -> Self:
+        """`spec.types.<name>`: a template patch over spec.template, the type's default
+        memory, activeDeadlineSeconds and maxAttempts (those left out are not set)."""
+        settings: dict[str, Any] = present(
+            template=template, activeDeadlineSeconds=deadline, maxAttempts=max_attempts
+        )
+        if default_request is not None:
+            settings["memory"] = {"defaultRequest": default_request}
+        types = dict(self._spec.get("types") or {})
+        types[name] = settings
+        return self.spec(types=types)
+
     def status(self, status: VideoQueueStatus | dict[str, Any]) -> Self:
         body = status.to_dict() if isinstance(status, VideoQueueStatus) else status
         return self.set("status", copy.deepcopy(body))
