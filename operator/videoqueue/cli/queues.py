@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from videoqueue.api import BATCH_LABEL, BatchProgress, QueueState
 from videoqueue.cli.cluster import JOBS, QUEUES, CliError, Cluster
@@ -104,8 +104,48 @@ def cmd_stats(args: argparse.Namespace, cluster: Cluster, out: TextIO) -> int:
             ],
             out,
         )
+    if s["types"]:
+        _types_table(s["types"], out)
     conditions_table(queue.status.conditions, now, out)
     return 0
+
+
+def _types_table(types: list[dict[str, Any]], out: TextIO) -> None:
+    """Per-type settings (spec.types over the queue's; `(queue)`: no entry of its own) and
+    usage: image when the type patches it, CPU request, default memory, deadline, attempts,
+    running and pending jobs and the memory they reserve."""
+    out.write("Types (settings: the job's own win, then the type's, then the queue's):\n")
+    table(
+        [
+            "  TYPE",
+            "IMAGE",
+            "CPU",
+            "MEMORY",
+            "DEADLINE",
+            "ATTEMPTS",
+            "RUNNING",
+            "PENDING",
+            "RESERVED",
+        ],
+        [
+            [
+                f"  {t['type']}" + ("" if t["declared"] else " (queue)"),
+                t["image"] or "-",
+                t["cpu"] or "-",
+                t["defaultMemory"],
+                _seconds(t["activeDeadlineSeconds"]) or "-",
+                t["maxAttempts"],
+                t["running"],
+                t["pending"],
+                t["reserved"],
+            ]
+            for t in types
+        ],
+        out,
+    )
+    for t in types:
+        if t["templateError"]:
+            out.write(f"  {t['type']}: cannot make a worker pod: {t['templateError']}\n")
 
 
 def cmd_set_state(args: argparse.Namespace, cluster: Cluster, out: TextIO) -> int:

@@ -25,6 +25,7 @@ from videoqueue.api import (
 )
 from videoqueue.cli.objects import created
 from videoqueue.cli.render import duration
+from videoqueue.cli.type_summary import type_summaries
 from videoqueue.scheduling.queue_status import batch_progress, summarize_queue
 from videoqueue.scheduling.statistics import FinishedJob, finished_record, rolling_statistics
 
@@ -63,6 +64,7 @@ def queue_summary(queue: VideoQueue, jobs: Sequence[VideoJob], now: float) -> di
         "successRate": statistics.success_rate,
         "throughputPerMinute": statistics.throughput_per_minute,
         "byType": by_type,
+        "types": type_summaries(queue, jobs),  # settings and usage per job type
     }
 
 

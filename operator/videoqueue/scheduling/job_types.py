@@ -27,7 +27,9 @@ __all__ = [
     "max_attempts",
     "merge_template",
     "template_source",
+    "type_deadline_seconds",
     "type_default_memory",
+    "type_max_attempts",
     "type_settings",
     "worker_template",
 ]
@@ -149,17 +151,30 @@ def type_default_memory(queue: VideoQueue, job_type: str | None) -> int:
     return queue.spec.memory.default_request_bytes
 
 
+def type_deadline_seconds(queue: VideoQueue, job_type: str | None) -> int | None:
+    """Time limit of one attempt of a job of `job_type` that sets none: its type's
+    activeDeadlineSeconds, else the queue's; None for no limit."""
+    settings = type_settings(queue, job_type)
+    if settings is not None and settings.active_deadline_seconds is not None:
+        return settings.active_deadline_seconds
+    return queue.spec.active_deadline_seconds
+
+
+def type_max_attempts(queue: VideoQueue, job_type: str | None) -> int:
+    """Attempts a job of `job_type` gets that sets none: its type's maxAttempts, else the
+    queue's retry.maxAttempts."""
+    settings = type_settings(queue, job_type)
+    if settings is not None and settings.max_attempts is not None:
+        return settings.max_attempts
+    return queue.spec.retry.max_attempts
+
+
 def active_deadline_seconds(job: VideoJob, queue: VideoQueue | None) -> int | None:
     """Time limit of one attempt of `job`: its spec.activeDeadlineSeconds, else its type's
     in `queue`, else the queue's; None for no limit (or no queue)."""
     if job.spec.active_deadline_seconds is not None:
         return job.spec.active_deadline_seconds
-    if queue is None:
-        return None
-    settings = type_settings(queue, job.spec.type)
-    if settings is not None and settings.active_deadline_seconds is not None:
-        return settings.active_deadline_seconds
-    return queue.spec.active_deadline_seconds
+    return None if queue is None else type_deadline_seconds(queue, job.spec.type)
 
 
 def max_attempts(job: VideoJob, queue: VideoQueue | None) -> int:
@@ -167,9 +182,4 @@ def max_attempts(job: VideoJob, queue: VideoQueue | None) -> int:
     the queue's retry.maxAttempts; 1 without a queue."""
     if job.spec.max_attempts is not None:
         return job.spec.max_attempts
-    if queue is None:
-        return 1
-    settings = type_settings(queue, job.spec.type)
-    if settings is not None and settings.max_attempts is not None:
-        return settings.max_attempts
-    return queue.spec.retry.max_attempts
+    return 1 if queue is None else type_max_attempts(queue, job.spec.type)
