@@ -398,3 +398,15 @@ def test_a_types_default_must_fit_memory_max(
         return
     with pytest.raises(ValidationError, match=r"spec\.types\.transcode\.memory\.defaultRequest"):
         VideoQueueSpec.model_validate(spec)
+
+
+def test_a_type_whose_pod_could_never_fit_rejects_only_that_types_jobs() -> None:
+    patch = {"spec": {"containers": [container("gpu-exporter", "7Gi")]}}
+    queue = typed_queue().budget("8Gi").job_type("transcode", template=patch, default_request="2Gi")
+
+    transcode = assess_job(job("transcode").model(), [], queue.model(), NOW)
+    probe = assess_job(job("probe").model(), [], queue.model(), NOW)
+
+    assert transcode.status.phase == JobPhase.REJECTED
+    assert "spec.types.transcode.template" in (transcode.status.message or "")
+    assert probe.status.phase == JobPhase.PENDING

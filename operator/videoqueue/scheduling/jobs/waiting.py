@@ -65,7 +65,8 @@ def pod_exceeds_budget(job: VideoJob, memory: int, overhead: PodOverhead, budget
     return (
         f"its worker pod needs {format_bytes(pod)}: the job's {format_bytes(memory)} plus "
         f"{format_bytes(overhead.beside(memory))} for the sidecar and init containers of queue "
-        f"{job.spec.queue_name}'s template (their memory limits), more than the queue's whole "
+        f"{job.spec.queue_name}'s pod template for {job.spec.type} jobs (their memory limits, in "
+        f"spec.template or spec.types.{job.spec.type}.template), more than the queue's whole "
         f"memory budget of {format_bytes(budget)} (spec.memory.budget); lower "
         "spec.resources.memory, or have the queue's budget raised or its sidecars' limits "
         "lowered"
