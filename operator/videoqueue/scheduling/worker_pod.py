@@ -392,6 +392,7 @@ def build_worker_pod(
     queue_ref = f"VideoQueue {namespace}/{video_queue.metadata.name}"
     job_type = video_job.spec.type
     source = job_types.template_source(job_type, video_queue)
+    typed = source != "spec.template"  # the type's patch is merged over spec.template
     try:
         template = job_types.worker_template(video_queue, job_type)
     except TemplateError as e:
@@ -402,16 +403,15 @@ def build_worker_pod(
     if not containers:
         raise TemplateError(
             f"{queue_ref}: spec.template.spec.containers is empty"
-            + ("" if source == "spec.template" else f" ({source})")
+            + (f" ({source})" if typed else "")
             + "; the worker pod template needs at least one container (the worker, preferably "
             f"named {WORKER_CONTAINER!r})"
         )
-    try:
-        pod_memory_overhead(template)
+    try:  # a merged template's container index is not the patch's: "spec.containers[i]"
+        pod_memory_overhead(template, path="spec" if typed else "spec.template.spec")
     except TemplateError as e:
-        if source == "spec.template":
+        if not typed:
             raise TemplateError(f"{queue_ref}: {e}") from None
-        # The merged list's index is not the patch's: name the merged template and the fix.
         raise TemplateError(
             f"{queue_ref}: the worker pod template of type {job_type!r} ({source}): {e}; fix "
             f"it in spec.types.{job_type}.template or spec.template"

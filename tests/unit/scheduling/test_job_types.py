@@ -313,7 +313,8 @@ def test_a_type_sidecar_without_a_memory_limit_is_the_types_template_error() -> 
     message = str(raised.value)
 
     assert message.startswith("VideoQueue media/work: the worker pod template of type 'transcode'")
-    assert "container 'shipper' has no memory limit" in message
+    assert "container 'shipper' has no memory limit (spec.containers[1]." in message
+    assert "spec.template.spec.containers[1]" not in message  # not the queue's template's
     assert "fix it in spec.types.transcode.template or spec.template" in message
     # The queue's other types are not affected.
     build_worker_pod(job("probe").obj(), queue.obj(), attempt=1, memory_bytes=Gi)
