@@ -6,12 +6,13 @@ of what the operator reads and writes. Wire names are camelCase, Python names sn
 """
 
 # Each module says what it exports (`__all__`); the package exports all of it, once.
-from videoqueue.api import common, job, quantity, queue, queue_policies, storage
+from videoqueue.api import common, job, quantity, queue, queue_policies, sizing, storage
 from videoqueue.api.common import *  # noqa: F403
 from videoqueue.api.job import *  # noqa: F403
 from videoqueue.api.quantity import *  # noqa: F403
 from videoqueue.api.queue import *  # noqa: F403
 from videoqueue.api.queue_policies import *  # noqa: F403
+from videoqueue.api.sizing import *  # noqa: F403
 from videoqueue.api.storage import *  # noqa: F403
 
 __all__ = [
@@ -20,5 +21,6 @@ __all__ = [
     *quantity.__all__,
     *queue.__all__,
     *queue_policies.__all__,
+    *sizing.__all__,
     *storage.__all__,
 ]

@@ -26,6 +26,7 @@ from videoqueue.api import (
 from videoqueue.cli.objects import created
 from videoqueue.cli.render import duration
 from videoqueue.scheduling.queue_status import batch_progress, summarize_queue
+from videoqueue.scheduling.sizing import sizing_key
 from videoqueue.scheduling.statistics import FinishedJob, finished_record, rolling_statistics
 
 
@@ -92,6 +93,7 @@ def finished_jobs(jobs: Sequence[VideoJob]) -> list[FinishedJob]:
             f"{job.metadata.namespace}/{job.metadata.name}",
             job.spec.type,
             job.status,
+            sizing_key=sizing_key(job.spec.type, job.spec.params),
         )
         for job in jobs
     )
