@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from videoqueue.api import BATCH_LABEL, BatchProgress, QueueState
 from videoqueue.cli.cluster import JOBS, QUEUES, CliError, Cluster
@@ -104,8 +104,33 @@ def cmd_stats(args: argparse.Namespace, cluster: Cluster, out: TextIO) -> int:
             ],
             out,
         )
+    _sizing_table(s["sizing"], out)
     conditions_table(queue.status.conditions, now, out)
     return 0
+
+
+def _sizing_table(sizing: dict[str, Any], out: TextIO) -> None:
+    """Learned memory sizing per key: observations, the percentile and the size it gives."""
+    if not sizing["keys"]:
+        return
+    pct = f"P{sizing['percentile']}"
+    out.write(
+        f"Memory sizing ({sizing['mode']}: {pct.lower()} x {sizing['headroom']:g} once a key "
+        f"has {sizing['minObservations']} observations):\n"
+    )
+    table(
+        ["  KEY", "OBSERVATIONS", pct, "SIZE"],
+        [
+            [
+                f"  {k['key']}",
+                k["observations"],
+                f"{k['percentileMi']}Mi" if k["percentileMi"] is not None else None,
+                k["size"] or "default",
+            ]
+            for k in sizing["keys"]
+        ],
+        out,
+    )
 
 
 def cmd_set_state(args: argparse.Namespace, cluster: Cluster, out: TextIO) -> int:

@@ -22,11 +22,12 @@ from videoqueue.api import (
     VideoJobStatus,
     VideoQueue,
     VideoQueueStatus,
+    format_bytes,
 )
 from videoqueue.cli.objects import created
 from videoqueue.cli.render import duration
 from videoqueue.scheduling.queue_status import batch_progress, summarize_queue
-from videoqueue.scheduling.sizing import sizing_key
+from videoqueue.scheduling.sizing import learned_memory, percentile, sizing_key
 from videoqueue.scheduling.statistics import FinishedJob, finished_record, rolling_statistics
 
 
@@ -64,6 +65,37 @@ def queue_summary(queue: VideoQueue, jobs: Sequence[VideoJob], now: float) -> di
         "successRate": statistics.success_rate,
         "throughputPerMinute": statistics.throughput_per_minute,
         "byType": by_type,
+        "sizing": sizing_summary(queue),
+    }
+
+
+def sizing_summary(queue: VideoQueue) -> dict[str, Any]:
+    """What learned memory sizing knows (the queue's status.sizing) and the size each key
+    gives a job without resources.memory now (`videoqueue.scheduling.sizing`)."""
+    memory = queue.spec.memory
+    learned = memory.learned
+    keys = []
+    for entry in queue.status.sizing:
+        decided = learned_memory(queue, entry.key)
+        keys.append(
+            {
+                "key": entry.key,
+                "observations": entry.observations,
+                "percentileMi": percentile(entry.peaks_mi, learned.percentile)
+                if entry.peaks_mi
+                else None,
+                "size": format_bytes(decided.memory) if decided.memory is not None else None,
+                "source": decided.source
+                if decided.memory is not None
+                else f"spec.memory.defaultRequest{decided.source}",
+            }
+        )
+    return {
+        "mode": memory.sizing.value,
+        "percentile": learned.percentile,
+        "headroom": learned.headroom,
+        "minObservations": learned.min_observations,
+        "keys": keys,
     }
 
 
