@@ -10,6 +10,7 @@ plane of its own (as tests/integration/test_queue_statistics.py does).
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from videoqueue.cli.main import main
 from videoqueue.envtest import LocalCluster, poll
 from videoqueue.envtest.builders import MakeJob
 from videoqueue.envtest.kwok import MESSAGE
@@ -135,6 +137,16 @@ def test_learned_sizing_from_finished_jobs_survives_restart_and_deletion(
     (entry,) = final["status"]["sizing"]
     assert entry["peaksMi"] == [*entry["peaksMi"][:3], 400, 100]
     assert sorted(entry["peaksMi"][:3]) == [100, 200, 300]
+
+    # kubectl videoqueue stats shows it: key, observations, p95 and the size it gives.
+    out = io.StringIO()
+    assert (
+        main(["--kubeconfig", str(cluster.kubeconfig), "-n", namespace, "stats", "work"], out=out)
+        == 0
+    )
+    shown = out.getvalue().splitlines()
+    assert "Memory sizing (Learned: p95 x 1.5 once a key has 3 observations):" in shown
+    assert ["probe", "5", "400Mi", "600Mi"] in [line.split() for line in shown]
 
 
 def test_static_sizing_keeps_the_default(
