@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -26,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from videoqueue.envtest.worker import job_payload, make_media, worker_env
+from videoqueue.envtest.worker import TEST_FILE_ROOT, job_payload, make_media, worker_env
 
 MIB = 1 << 20
 INPUTS = {"1080p": "1920x1080", "720p": "1280x720", "480p": "854x480"}
@@ -133,24 +134,25 @@ def main() -> None:
         )
         print(json.dumps(figures))
         return
-    from videoqueue.envtest.worker import TEST_FILE_ROOT
-
     root = Path(tempfile.mkdtemp(prefix="vq-worker-memory-", dir=TEST_FILE_ROOT))
-    clips = {
-        name: make_media(root / f"{name}.mp4", seconds=args.seconds, size=size)
-        for name, size in INPUTS.items()
-    }
-    print(f"inputs: {args.seconds:g} s test patterns, {', '.join(INPUTS.values())}; MiB")
-    print("| case | input | cgroup peak | largest process rss |")
-    print("| --- | --- | ---: | ---: |")
-    for name, job_type, source, params in CASES:
-        out = root / "out" / name.replace(" ", "-")
-        out.mkdir(parents=True)
-        payload = job_payload(job_type, f"file://{clips[source]}", f"file://{out}/", params)
-        runs = [measure(payload, root) for _ in range(args.repeat)]
-        cgroup_mib = _mib([r["cgroup"] for r in runs])
-        rss_mib = _mib([r["rss"] for r in runs])
-        print(f"| {name} | {source} | {cgroup_mib} | {rss_mib} |", flush=True)
+    try:
+        clips = {
+            name: make_media(root / f"{name}.mp4", seconds=args.seconds, size=size)
+            for name, size in INPUTS.items()
+        }
+        print(f"inputs: {args.seconds:g} s test patterns, {', '.join(INPUTS.values())}; MiB")
+        print("| case | input | cgroup peak | largest process rss |")
+        print("| --- | --- | ---: | ---: |")
+        for name, job_type, source, params in CASES:
+            out = root / "out" / name.replace(" ", "-")
+            out.mkdir(parents=True)
+            payload = job_payload(job_type, f"file://{clips[source]}", f"file://{out}/", params)
+            runs = [measure(payload, root) for _ in range(args.repeat)]
+            cgroup_mib = _mib([r["cgroup"] for r in runs])
+            rss_mib = _mib([r["rss"] for r in runs])
+            print(f"| {name} | {source} | {cgroup_mib} | {rss_mib} |", flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

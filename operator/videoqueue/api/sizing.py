@@ -15,6 +15,7 @@ from videoqueue.api.quantity import PositiveQuantity, parse_quantity
 __all__ = [
     "MAX_SIZING_KEYS",
     "MAX_SIZING_PEAKS",
+    "SIZING_KEY_MAX_LENGTH",
     "LearnedSizing",
     "MemorySizing",
     "SizingSummary",

@@ -40,6 +40,7 @@ from typing import Any
 from videoqueue.api import (
     MAX_SIZING_KEYS,
     MAX_SIZING_PEAKS,
+    SIZING_KEY_MAX_LENGTH,
     MemorySizing,
     SizingSummary,
     VideoJobStatus,
@@ -62,7 +63,8 @@ MIB = 1 << 20
 SOURCE_REQUESTED = "spec.resources.memory"
 SOURCE_GROWN = "grown after OOMKilled"
 HEIGHT_BUCKETS = (480, 720, 1080, 1440, 2160)
-_PRESET = re.compile(r"^(?P<codec>[a-z0-9]+)-(?P<height>[0-9]+)p$")
+_PRESET = re.compile(r"^(?P<codec>[a-z0-9]{1,16})-(?P<height>[0-9]{1,5})p$")
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,24}")
 
 
 def _height_bucket(height: int) -> str:
@@ -74,17 +76,27 @@ def sizing_key(job_type: str, params: Mapping[str, Any] | None) -> str:
     """The key a job's peaks are learned under (see the module's docstring). Params are read
     as the job gives them; a preset (`h264-720p`) fills in codec and height not given."""
     p = params or {}
+    speed = _token(p.get("speed"), "medium")
     if job_type == "transcode":
         preset = _PRESET.match(str(p.get("preset") or ""))
-        codec = p.get("videoCodec") or (preset["codec"] if preset else "unknown")
+        codec = _token(p.get("videoCodec"), preset["codec"] if preset else "unknown")
         height = p.get("height")
         if not isinstance(height, int) and preset is not None and p.get("width") is None:
             height = int(preset["height"])
         size = _height_bucket(height) if isinstance(height, int) else "source"
-        return f"transcode/{size}/{codec}/{p.get('speed') or 'medium'}"
+        return f"transcode/{size}/{codec}/{speed}"
     if job_type == "hls":
-        return f"hls/{p.get('speed') or 'medium'}"
-    return job_type
+        return f"hls/{speed}"
+    return job_type[:SIZING_KEY_MAX_LENGTH]
+
+
+def _token(value: Any, default: str) -> str:
+    """A param's value as a part of a key: `default` when unset, `other` when it is not a
+    short name (the worker rejects such jobs; the key must stay short all the same)."""
+    if value is None or value == "":
+        return default
+    text = str(value)
+    return text if _NAME.fullmatch(text) else "other"
 
 
 def attempt_peaks(status: VideoJobStatus) -> tuple[int, ...]:

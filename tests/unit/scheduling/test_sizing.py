@@ -73,6 +73,12 @@ KEY = "transcode/720p/h264/medium"
         pytest.param("thumbnail", {"count": 16, "sprite": True}, "thumbnail", id="thumbnail"),
         pytest.param("audio", {"codec": "aac"}, "audio", id="audio"),
         pytest.param("my-custom", None, "my-custom", id="custom-type"),
+        pytest.param(
+            "transcode",
+            {"videoCodec": "x" * 500, "speed": {"a": 1}, "height": 720},
+            "transcode/720p/other/other",
+            id="hostile-params-keep-the-key-short",
+        ),
     ],
 )
 def test_sizing_key(job_type: str, params: dict[str, Any] | None, key: str) -> None:
