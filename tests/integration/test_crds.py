@@ -70,6 +70,8 @@ def test_valid_queue_and_job_are_accepted_with_defaults(
             "defaultRequest": "1Gi",
             "oomRetryMultiplier": 2,
             "backfillSeconds": 300,
+            "sizing": "Learned",
+            "learned": {"percentile": 95, "headroom": 1.2, "minObservations": 10, "floor": "64Mi"},
         },
         "retry": {
             "maxAttempts": 3,
@@ -122,6 +124,8 @@ FULL_QUEUE_SPEC: dict[str, Any] = {
         "max": "16Gi",
         "oomRetryMultiplier": 1.5,
         "backfillSeconds": 0,
+        "sizing": "Static",
+        "learned": {"percentile": 99, "headroom": 2.0, "minObservations": 1, "floor": "128Mi"},
     },
     "retry": {"maxAttempts": 5, "backoff": {"initialSeconds": 1, "factor": 3, "maxSeconds": 60}},
     "activeDeadlineSeconds": 3600,
@@ -203,6 +207,7 @@ FULL_JOB_STATUS: dict[str, Any] = {
         }
     ],
     "effectiveMemory": "4Gi",
+    "memorySource": "grown after OOMKilled",
     "stage": "encode",
     "progress": 40,
     "message": "retrying in 10s",
@@ -349,6 +354,26 @@ REJECTED = [
         MakeQueue().set("spec.memory.budget", "512Mi").obj(),
         "spec.memory.defaultRequest (1Gi unless set) must not exceed spec.memory.budget",
         id="default-request-over-budget",
+    ),
+    pytest.param(
+        MakeQueue().max("1Gi").default_request("512Mi").sizing("Learned", floor="2Gi").obj(),
+        "spec.memory.learned.floor (64Mi unless set) must not exceed spec.memory.max",
+        id="learned-floor-over-max",
+    ),
+    pytest.param(
+        MakeQueue().budget("1Gi").default_request("512Mi").sizing("Static", floor="2Gi").obj(),
+        "spec.memory.learned.floor (64Mi unless set) must not exceed spec.memory.max",
+        id="learned-floor-over-budget",
+    ),
+    pytest.param(
+        MakeQueue().sizing("Learned", percentile=101).obj(),
+        "spec.memory.learned.percentile in body should be less than or equal to 100",
+        id="learned-percentile-over-100",
+    ),
+    pytest.param(
+        MakeQueue().sizing("Auto").obj(),
+        'spec.memory.sizing: Unsupported value: "Auto"',
+        id="sizing-unknown",
     ),
     pytest.param(
         MakeQueue().set("spec.memory.oomRetryMultiplier", 1).obj(),

@@ -6,13 +6,23 @@ of what the operator reads and writes. Wire names are camelCase, Python names sn
 """
 
 # Each module says what it exports (`__all__`); the package exports all of it, once.
-from videoqueue.api import common, job, quantity, queue, queue_policies, queue_types, storage
+from videoqueue.api import (
+    common,
+    job,
+    quantity,
+    queue,
+    queue_policies,
+    queue_types,
+    sizing,
+    storage,
+)
 from videoqueue.api.common import *  # noqa: F403
 from videoqueue.api.job import *  # noqa: F403
 from videoqueue.api.quantity import *  # noqa: F403
 from videoqueue.api.queue import *  # noqa: F403
 from videoqueue.api.queue_policies import *  # noqa: F403
 from videoqueue.api.queue_types import *  # noqa: F403
+from videoqueue.api.sizing import *  # noqa: F403
 from videoqueue.api.storage import *  # noqa: F403
 
 __all__ = [
@@ -22,5 +32,6 @@ __all__ = [
     *queue.__all__,
     *queue_policies.__all__,
     *queue_types.__all__,
+    *sizing.__all__,
     *storage.__all__,
 ]

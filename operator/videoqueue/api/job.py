@@ -394,6 +394,9 @@ class VideoJobStatus(ApiModel):
     (disruptions do not count). Kept apart from `attempts`, which holds only the last ones."""
     effective_memory: Quantity | None = None
     """Memory of the current or next attempt (grows after OOMKilled)."""
+    memory_source: str | None = Field(default=None, max_length=256)
+    """Where effectiveMemory came from, e.g. "spec.resources.memory", "p95 of 24 past
+    transcode/720p jobs x 1.2", "grown after OOMKilled"."""
     stage: str | None = Field(default=None, max_length=63)
     """Current stage as the worker reports it, e.g. download, encode, upload."""
     progress: int | None = Field(default=None, ge=0, le=100)

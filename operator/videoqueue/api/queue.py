@@ -38,6 +38,7 @@ from videoqueue.api.queue_types import (
     QueueTypeSettings,
     check_type_defaults,
 )
+from videoqueue.api.sizing import MAX_SIZING_KEYS, SizingSummary
 from videoqueue.api.storage import Storage
 from videoqueue.api.worker import WorkerSettings
 
@@ -358,6 +359,9 @@ class VideoQueueStatus(ApiModel):
     """Rolling statistics of finished jobs."""
     batches: list[BatchProgress] = Field(default_factory=list, max_length=MAX_BATCHES)
     """Progress of batches with unfinished jobs (the oldest first, at most 20)."""
+    sizing: list[SizingSummary] = Field(default_factory=list, max_length=MAX_SIZING_KEYS)
+    """What learned memory sizing knows per sizing key (at most 32 keys, the one updated
+    longest ago first): fed once per finished job, kept across restarts and job deletion."""
 
 
 class VideoQueue(ApiObject):

@@ -18,6 +18,7 @@ from videoqueue.api.common import (
     cel_rules,
 )
 from videoqueue.api.quantity import PositiveQuantity, parse_quantity
+from videoqueue.api.sizing import LearnedSizing, MemorySizing
 
 __all__ = [
     "Aging",
@@ -74,6 +75,20 @@ DEFAULT_REQUEST_WITHIN_BUDGET = CelRule(
         "or raise budget"
     ),
     field_path=".defaultRequest",
+)
+LEARNED_FLOOR_WITHIN_MAX = CelRule(
+    rule=(
+        f"!has(self.learned) || !has(self.learned.floor) || "
+        f"!{cel_is_quantity('self.learned.floor')} || "
+        f"!{cel_is_quantity('has(self.max) ? self.max : self.budget')} || "
+        f"{cel_quantity('self.learned.floor')}.compareTo("
+        f"{cel_quantity('has(self.max) ? self.max : self.budget')}) <= 0"
+    ),
+    message=(
+        "spec.memory.learned.floor (64Mi unless set) must not exceed spec.memory.max (budget "
+        "unless set): learned sizes could never fit; lower learned.floor or raise max"
+    ),
+    field_path=".learned.floor",
 )
 BACKOFF_INITIAL_WITHIN_MAX = CelRule(
     rule="self.initialSeconds <= self.maxSeconds",
@@ -141,14 +156,18 @@ class QueueMemory(ApiModel):
 
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
-            MEMORY_MAX_WITHIN_BUDGET, DEFAULT_REQUEST_WITHIN_MAX, DEFAULT_REQUEST_WITHIN_BUDGET
+            MEMORY_MAX_WITHIN_BUDGET,
+            DEFAULT_REQUEST_WITHIN_MAX,
+            DEFAULT_REQUEST_WITHIN_BUDGET,
+            LEARNED_FLOOR_WITHIN_MAX,
         )
     )
 
     budget: PositiveQuantity
     """Total memory of the queue's admitted and running jobs, e.g. 64Gi."""
     default_request: PositiveQuantity = "1Gi"
-    """Memory of a job that does not set resources.memory."""
+    """Memory of a job that does not set resources.memory (with sizing Learned: until its
+    sizing key has learned.minObservations)."""
     max: PositiveQuantity | None = None
     """Largest memory a single job may use; larger jobs are Rejected. Defaults to budget."""
     oom_retry_multiplier: float = Field(default=2.0, gt=1, le=16)
@@ -157,6 +176,14 @@ class QueueMemory(ApiModel):
     """Starvation guard: while the first job in order does not fit the free memory, smaller
     jobs behind it are still admitted for this many seconds; after that memory is held back
     for it until it fits. 0 disables backfill."""
+    sizing: MemorySizing = MemorySizing.LEARNED
+    """Learned: a job without resources.memory gets a size learned from the peaks of past
+    jobs of its sizing key (see learned) once there are enough, else defaultRequest. Static:
+    always defaultRequest. resources.memory and the growth after an OOM kill win either way."""
+    learned: LearnedSizing = Field(
+        default_factory=LearnedSizing, json_schema_extra={"default": LearnedSizing().to_dict()}
+    )
+    """How sizes are learned (with sizing Learned)."""
 
     @property
     def budget_bytes(self) -> int:
@@ -183,6 +210,8 @@ class QueueMemory(ApiModel):
                 raise ValueError(DEFAULT_REQUEST_WITHIN_MAX.message)
         if default > budget:
             raise ValueError(DEFAULT_REQUEST_WITHIN_BUDGET.message)
+        if self.learned.floor_bytes > self.max_bytes:
+            raise ValueError(LEARNED_FLOOR_WITHIN_MAX.message)
         return self
 
 

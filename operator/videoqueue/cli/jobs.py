@@ -166,7 +166,7 @@ def cmd_show(args: argparse.Namespace, cluster: Cluster, out: TextIO) -> int:
         ("Message", status.message),
         ("Input", _input_line(spec, status)),
         ("Output", spec.output.url if spec.output else None),
-        ("Memory", status.effective_memory or spec.resources.memory),
+        ("Memory", _memory_line(status.effective_memory or spec.resources.memory, status)),
         ("Depends on", ", ".join(spec.depends_on)),
         ("Batch", meta.labels.get(BATCH_LABEL)),
         ("CI run", meta.annotations.get(CI_RUN_ANNOTATION)),
@@ -314,3 +314,10 @@ def _input_line(spec: VideoJobSpec, status: VideoJobStatus) -> str:
         which += f" (output {spec.input.output_index})"
     resolved = status.resolved_input
     return f"{resolved.url} (from {which})" if resolved else f"the output of {which}"
+
+
+def _memory_line(memory: str | None, status: VideoJobStatus) -> str | None:
+    """The job's memory and where it came from (status.memorySource)."""
+    if memory is None or not status.memory_source:
+        return memory
+    return f"{memory} ({status.memory_source})"

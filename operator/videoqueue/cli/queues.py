@@ -106,6 +106,7 @@ def cmd_stats(args: argparse.Namespace, cluster: Cluster, out: TextIO) -> int:
         )
     if s["types"]:
         _types_table(s["types"], out)
+    _sizing_table(s["sizing"], out)
     conditions_table(queue.status.conditions, now, out)
     return 0
 
@@ -146,6 +147,30 @@ def _types_table(types: list[dict[str, Any]], out: TextIO) -> None:
     for t in types:
         if t["templateError"]:
             out.write(f"  {t['type']}: cannot make a worker pod: {t['templateError']}\n")
+
+
+def _sizing_table(sizing: dict[str, Any], out: TextIO) -> None:
+    """Learned memory sizing per key: observations, the percentile and the size it gives."""
+    if not sizing["keys"]:
+        return
+    pct = f"P{sizing['percentile']}"
+    out.write(
+        f"Memory sizing ({sizing['mode']}: {pct.lower()} x {sizing['headroom']:g} once a key "
+        f"has {sizing['minObservations']} observations):\n"
+    )
+    table(
+        ["  KEY", "OBSERVATIONS", pct, "SIZE"],
+        [
+            [
+                f"  {k['key']}",
+                k["observations"],
+                f"{k['percentileMi']}Mi" if k["percentileMi"] is not None else None,
+                k["size"] or "default",
+            ]
+            for k in sizing["keys"]
+        ],
+        out,
+    )
 
 
 def cmd_set_state(args: argparse.Namespace, cluster: Cluster, out: TextIO) -> int:

@@ -22,11 +22,13 @@ from videoqueue.api import (
     VideoJobStatus,
     VideoQueue,
     VideoQueueStatus,
+    format_bytes,
 )
 from videoqueue.cli.objects import created
 from videoqueue.cli.render import duration
 from videoqueue.cli.type_summary import type_summaries
 from videoqueue.scheduling.queue_status import batch_progress, summarize_queue
+from videoqueue.scheduling.sizing import learned_memory, percentile, sizing_key
 from videoqueue.scheduling.statistics import FinishedJob, finished_record, rolling_statistics
 
 
@@ -65,6 +67,37 @@ def queue_summary(queue: VideoQueue, jobs: Sequence[VideoJob], now: float) -> di
         "throughputPerMinute": statistics.throughput_per_minute,
         "byType": by_type,
         "types": type_summaries(queue, jobs),  # settings and usage per job type
+        "sizing": sizing_summary(queue),
+    }
+
+
+def sizing_summary(queue: VideoQueue) -> dict[str, Any]:
+    """What learned memory sizing knows (the queue's status.sizing) and the size each key
+    gives a job without resources.memory now (`videoqueue.scheduling.sizing`)."""
+    memory = queue.spec.memory
+    learned = memory.learned
+    keys = []
+    for entry in queue.status.sizing:
+        decided = learned_memory(queue, entry.key)
+        keys.append(
+            {
+                "key": entry.key,
+                "observations": entry.observations,
+                "percentileMi": percentile(entry.peaks_mi, learned.percentile)
+                if entry.peaks_mi
+                else None,
+                "size": format_bytes(decided.memory) if decided.memory is not None else None,
+                "source": decided.source
+                if decided.memory is not None
+                else f"spec.memory.defaultRequest{decided.source}",
+            }
+        )
+    return {
+        "mode": memory.sizing.value,
+        "percentile": learned.percentile,
+        "headroom": learned.headroom,
+        "minObservations": learned.min_observations,
+        "keys": keys,
     }
 
 
@@ -94,6 +127,7 @@ def finished_jobs(jobs: Sequence[VideoJob]) -> list[FinishedJob]:
             f"{job.metadata.namespace}/{job.metadata.name}",
             job.spec.type,
             job.status,
+            sizing_key=sizing_key(job.spec.type, job.spec.params),
         )
         for job in jobs
     )

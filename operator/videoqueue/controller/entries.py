@@ -32,6 +32,7 @@ from videoqueue.scheduling.notifications import NotificationNews
 from videoqueue.scheduling.pressure import (
     PressureState,
 )
+from videoqueue.scheduling.sizing import sizing_key
 from videoqueue.scheduling.statistics import FinishedJob
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ class JobEntry:
         self.generation: int | None = meta.get("generation")
         self.queue_key = f"{self.namespace}/{spec.get('queueName', '')}"
         self.type: str = spec.get("type", "")
+        params = spec.get("params")
+        self.sizing_key = sizing_key(self.type, params if isinstance(params, dict) else None)
         self.depends_on: tuple[str, ...] = tuple(spec.get("dependsOn") or ())
         self.batch: str | None = (meta.get("labels") or {}).get(BATCH_LABEL)
         status = body.get("status") or {}

@@ -320,7 +320,13 @@ class Index:
     ) -> None:
         """Keep a finished job for the statistics until the queue's stored statistics count
         it, and schedule its deletion by TTL (once its terminal status is on record)."""
-        found = finished_record(job_entry.uid, key, job_entry.type, assessment.status)
+        found = finished_record(
+            job_entry.uid,
+            key,
+            job_entry.type,
+            assessment.status,
+            sizing_key=job_entry.sizing_key,
+        )
         if found is not None and (
             entry.counted_through is None or found.completed > entry.counted_through
         ):

@@ -114,7 +114,11 @@ def statistics_step(
     records = dict(view.uncounted)
     for key, assessment in decided.items():
         job = view.jobs.get(key)
-        found = finished_record(job.uid, key, job.type, assessment.status) if job else None
+        found = (
+            finished_record(job.uid, key, job.type, assessment.status, sizing_key=job.sizing_key)
+            if job
+            else None
+        )
         if found is not None:
             records.setdefault(found.record_key, found)
     queue = view.queue

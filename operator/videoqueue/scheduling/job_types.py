@@ -29,6 +29,7 @@ __all__ = [
     "template_source",
     "type_deadline_seconds",
     "type_default_memory",
+    "type_default_memory_source",
     "type_max_attempts",
     "type_settings",
     "worker_template",
@@ -144,11 +145,16 @@ def _merge_named(base: Any, patch: Any, path: tuple[str, ...], where: str) -> li
 def type_default_memory(queue: VideoQueue, job_type: str | None) -> int:
     """Memory in bytes of a job of `job_type` that does not set spec.resources.memory: its
     type's memory.defaultRequest, else the queue's memory.defaultRequest."""
+    return type_default_memory_source(queue, job_type)[0]
+
+
+def type_default_memory_source(queue: VideoQueue, job_type: str | None) -> tuple[int, str]:
+    """`type_default_memory` and the field it came from, for status.memorySource."""
     settings = type_settings(queue, job_type)
     memory = settings.memory if settings is not None else None
     if memory is not None and (default := memory.default_request_bytes) is not None:
-        return default
-    return queue.spec.memory.default_request_bytes
+        return default, f"spec.types.{job_type}.memory.defaultRequest"
+    return queue.spec.memory.default_request_bytes, "spec.memory.defaultRequest"
 
 
 def type_deadline_seconds(queue: VideoQueue, job_type: str | None) -> int | None:

@@ -25,6 +25,9 @@ same per job type (the 16 busiest types). They are counters kept in the status i
 fixed time buckets (`videoqueue.scheduling.statistics`): the previous status's counters plus
 the finished jobs the cycle passes in (`QueueFacts.finished`).
 
+Sizing (`status.sizing`): the per-key summary of past peaks learned memory sizing sizes jobs
+from (`videoqueue.scheduling.sizing`), fed from the same finished jobs as the statistics.
+
 Batches (`status.batches`): jobs labelled `videoqueue.dev/batch` are counted per label value;
 only batches with unfinished jobs are listed, the 20 with the most unfinished jobs.
 
@@ -69,7 +72,8 @@ from videoqueue.api import (
 from videoqueue.scheduling.jobs import queue_overhead
 from videoqueue.scheduling.memory import PodOverhead
 from videoqueue.scheduling.pressure import PressureState, describe_pressure, pressure_since
-from videoqueue.scheduling.statistics import FinishedJob, count_finished
+from videoqueue.scheduling.sizing import observe
+from videoqueue.scheduling.statistics import FinishedJob, count_finished, fresh_finished
 
 REASON_ACTIVE = "Active"
 REASON_PAUSED = "Paused"
@@ -130,6 +134,9 @@ def summarize_queue(
     facts = facts or QueueFacts()
 
     typed = [_typed(job) for job in jobs]
+    fresh = fresh_finished(
+        base.statistics, facts.finished, unconfirmed_since=facts.unconfirmed_since
+    )
     counts: Counter[JobPhase] = Counter(job.phase or JobPhase.PENDING for _, job in typed)
     reserved = reserved_memory(queue, typed) + facts.stopping_memory
 
@@ -152,12 +159,14 @@ def summarize_queue(
         effective_concurrency_since=pressure_since(facts.pressure, queue.spec.concurrency),
         statistics=count_finished(
             base.statistics,
-            facts.finished,
+            fresh,
             unconfirmed_since=facts.unconfirmed_since,
             window_seconds=queue.spec.statistics.window_seconds,
             now=now,
         ),
         batches=batch_progress(facts.batches),
+        # Fed from the same fresh jobs as the statistics, so exactly once (see there).
+        sizing=observe(base.sizing, ((job.sizing_key, job.peaks_mib) for job in fresh)),
     )
 
     def condition(type_: QueueConditionType, value: bool, reason: str, message: str) -> None:

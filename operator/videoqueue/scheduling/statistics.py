@@ -19,7 +19,9 @@ on record and counted, and a restarted operator (or the replica taking over) rea
 and watermark back and counts only the jobs that finished after it. completionTime is
 written with microseconds and compared as written, so jobs that finished in the same cycle
 (the same completionTime) are counted together or not at all. A job deleted before it was
-counted is counted as the operator saw it finish, unless the operator restarts first.
+counted is counted as the operator saw it finish, unless the operator restarts first. Learned memory
+sizing (`status.sizing`) is fed from the same jobs (`fresh_finished`) in the same status
+write, so it is exactly once too (`videoqueue.scheduling.sizing`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from videoqueue.api import (
     TypeTotals,
     VideoJobStatus,
 )
+from videoqueue.scheduling.sizing import attempt_peaks
 
 __all__ = [
     "BUCKETS_PER_WINDOW",
@@ -48,6 +51,7 @@ __all__ = [
     "bucket_seconds",
     "count_finished",
     "finished_record",
+    "fresh_finished",
     "rolling_statistics",
     "split_uncounted",
     "statistics_leave_at",
@@ -68,6 +72,10 @@ class FinishedJob:
     succeeded: bool
     wait_seconds: float | None
     run_seconds: float | None
+    # What learned memory sizing learns from it (`videoqueue.scheduling.sizing`): its sizing
+    # key and its attempts' peaks in MiB.
+    sizing_key: str = ""
+    peaks_mib: tuple[int, ...] = ()
 
     @property
     def record_key(self) -> str:
@@ -76,10 +84,16 @@ class FinishedJob:
 
 
 def finished_record(
-    uid: str | None, key: str, job_type: str, status: VideoJobStatus
+    uid: str | None,
+    key: str,
+    job_type: str,
+    status: VideoJobStatus,
+    *,
+    sizing_key: str | None = None,
 ) -> FinishedJob | None:
     """What a job whose status is Succeeded or Failed counts as; None for anything else
-    (a cancelled or rejected job says nothing about the workers)."""
+    (a cancelled or rejected job says nothing about the workers). `sizing_key`: the job's
+    (`videoqueue.scheduling.sizing.sizing_key`), its type unless given."""
     if status.completion_time is None or status.phase not in _COUNTED:
         return None
     return FinishedJob(
@@ -90,6 +104,8 @@ def finished_record(
         succeeded=status.phase == JobPhase.SUCCEEDED,
         wait_seconds=status.wait_seconds,
         run_seconds=status.run_seconds,
+        sizing_key=sizing_key if sizing_key is not None else job_type,
+        peaks_mib=attempt_peaks(status),
     )
 
 
@@ -190,6 +206,29 @@ def _read_buckets(stored: QueueStatistics | None, width: int) -> dict[int, _Buck
     return buckets
 
 
+def fresh_finished(
+    stored: QueueStatistics | None,
+    confirmed: Iterable[FinishedJob],
+    *,
+    unconfirmed_since: datetime.datetime | None,
+) -> list[FinishedJob]:
+    """The `confirmed` jobs `count_finished` adds to the `stored` statistics, oldest first:
+    those that finished after its watermark and before `unconfirmed_since`. Whatever else is
+    fed from finished jobs exactly once (learned memory sizing) is fed from these, in the same
+    status write."""
+    watermark = stored.counted_through if stored is not None else None
+    return sorted(
+        (
+            job
+            for job in confirmed
+            if (watermark is None or job.completed > watermark)
+            # Counted once everything that finished before it is on record too.
+            and (unconfirmed_since is None or job.completed < unconfirmed_since)
+        ),
+        key=lambda job: job.completed,
+    )
+
+
 def count_finished(
     stored: QueueStatistics | None,
     confirmed: Iterable[FinishedJob],
@@ -204,16 +243,7 @@ def count_finished(
     terminal status is not stored yet; buckets that left the window are dropped."""
     width = bucket_seconds(window_seconds)
     watermark = stored.counted_through if stored is not None else None
-    fresh = sorted(
-        (
-            job
-            for job in confirmed
-            if (watermark is None or job.completed > watermark)
-            # Counted once everything that finished before it is on record too.
-            and (unconfirmed_since is None or job.completed < unconfirmed_since)
-        ),
-        key=lambda job: job.completed,
-    )
+    fresh = fresh_finished(stored, confirmed, unconfirmed_since=unconfirmed_since)
     if not fresh and _unchanged(stored, window_seconds, width, now.timestamp()):
         return stored  # (the common case, so it costs no rebuilding)
     buckets = _read_buckets(stored, width)

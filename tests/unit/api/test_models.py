@@ -310,6 +310,8 @@ QUEUE_OBJECT: dict[str, Any] = {
             "max": "16Gi",
             "oomRetryMultiplier": 1.5,
             "backfillSeconds": 120,
+            "sizing": "Learned",
+            "learned": {"percentile": 90, "headroom": 1.5, "minObservations": 5, "floor": "128Mi"},
         },
         "retry": {
             "maxAttempts": 4,
@@ -422,6 +424,9 @@ QUEUE_OBJECT: dict[str, Any] = {
         "batches": [
             {"name": "ep-7", "total": 12, "pending": 3, "running": 2, "succeeded": 7, "failed": 0}
         ],
+        "sizing": [
+            {"key": "transcode/720p/h264/medium", "observations": 40, "peaksMi": [250, 263]}
+        ],
     },
 }
 
@@ -478,6 +483,7 @@ JOB_OBJECT: dict[str, Any] = {
             {"attempt": 2, "pod": "encode-42-a2", "memory": "4608Mi", "reason": "Completed"},
         ],
         "effectiveMemory": "4608Mi",
+        "memorySource": "grown after OOMKilled",
         "stage": "upload",
         "progress": 100,
         "message": "finished",

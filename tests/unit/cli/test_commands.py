@@ -187,7 +187,13 @@ def test_show_lists_each_attempts_memory_and_peak() -> None:
         "kind": "VideoJob",
         "metadata": {"name": "clip", "namespace": "media"},
         "spec": {"queueName": "work", "type": "probe", "input": {"url": "file:///a.mp4"}},
-        "status": {"phase": "Succeeded", "attempt": 2, "attempts": attempts},
+        "status": {
+            "phase": "Succeeded",
+            "attempt": 2,
+            "attempts": attempts,
+            "effectiveMemory": "256Mi",
+            "memorySource": "grown after OOMKilled",
+        },
     }
     out = io.StringIO()
     args = argparse.Namespace(job="clip", output="table")
@@ -195,6 +201,7 @@ def test_show_lists_each_attempts_memory_and_peak() -> None:
     assert cmd_show(args, cast(Any, OneJob(job)), out) == 0
 
     lines = out.getvalue().splitlines()
+    assert "256Mi (grown after OOMKilled)" in next(ln for ln in lines if ln.startswith("Memory:"))
     header = lines.index("Attempts:") + 1
     rows = [line.split() for line in lines[header : header + 3]]
     assert [row[:5] for row in rows] == [

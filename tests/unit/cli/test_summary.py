@@ -4,10 +4,12 @@ written a queue's status they show what it will write, and after, what it wrote.
 from __future__ import annotations
 
 import datetime
+import io
 from typing import Any
 
-from videoqueue.api import BATCH_LABEL, VideoJob, VideoQueue
-from videoqueue.cli.summary import batches, finished_jobs, queue_summary
+from videoqueue.api import BATCH_LABEL, SizingSummary, VideoJob, VideoQueue
+from videoqueue.cli.queues import _sizing_table
+from videoqueue.cli.summary import batches, finished_jobs, queue_summary, sizing_summary
 from videoqueue.scheduling.queue_status import QueueFacts, summarize_queue
 
 NOW = 1_800_000_000.0
@@ -101,3 +103,32 @@ def test_a_batch_whose_jobs_all_ended_is_still_shown() -> None:
         {"name": "done", "total": 2, "pending": 0, "running": 0, "succeeded": 1, "failed": 1},
         {"name": "busy", "total": 1, "pending": 0, "running": 1, "succeeded": 0, "failed": 0},
     ]
+
+
+def test_stats_show_what_memory_sizing_learned_per_key_and_the_size_it_gives() -> None:
+    learned = queue(memory={"budget": "8Gi", "learned": {"minObservations": 3}})
+    learned.status.sizing = [
+        SizingSummary(key="transcode/720p/h264/medium", observations=40, peaks_mi=[250, 263]),
+        SizingSummary(key="probe", observations=2, peaks_mi=[40, 41]),
+    ]
+
+    sizing = sizing_summary(learned)
+    out = io.StringIO()
+    _sizing_table(sizing, out)
+
+    assert sizing["keys"][0] == {
+        "key": "transcode/720p/h264/medium",
+        "observations": 40,
+        "percentileMi": 263,
+        "size": "316Mi",  # 263 x 1.2, rounded up
+        "source": "p95 of 2 past transcode/720p/h264/medium jobs x 1.2",
+    }
+    assert sizing["keys"][1]["size"] is None
+    assert sizing["keys"][1]["source"] == (
+        "spec.memory.defaultRequest (2 of 3 observations of probe)"
+    )
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "Memory sizing (Learned: p95 x 1.2 once a key has 3 observations):"
+    assert lines[1].split() == ["KEY", "OBSERVATIONS", "P95", "SIZE"]
+    assert lines[2].split() == ["transcode/720p/h264/medium", "40", "263Mi", "316Mi"]
+    assert lines[3].split() == ["probe", "2", "41Mi", "default"]

@@ -14,6 +14,7 @@ from videoqueue.scheduling.cycle import CyclePlan, JobFacts, QueueView, plan_cyc
 from videoqueue.scheduling.cycle_rules import QUEUE_FINALIZER
 from videoqueue.scheduling.jobs import Assessment, assess_job
 from videoqueue.scheduling.jobs.model import parse_time
+from videoqueue.scheduling.sizing import sizing_key
 
 NS = "media"
 T0 = datetime.datetime(2026, 1, 1, 10, 0, tzinfo=datetime.UTC)
@@ -51,6 +52,10 @@ class Job:
     @property
     def type(self) -> str:
         return str(self.body["spec"]["type"])
+
+    @property
+    def sizing_key(self) -> str:
+        return sizing_key(self.type, self.body["spec"].get("params"))
 
     @property
     def generation(self) -> int | None:

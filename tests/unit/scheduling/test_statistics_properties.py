@@ -1,17 +1,27 @@
 """Exactly once, whatever happens in between: a simulation of the counting protocol
 (`split_uncounted`, `count_finished`, the watermark) through random outcome writes, lost
 queue status writes, restarts that lose the outcomes not yet stored, and TTL deletions of
-counted jobs. At the end every job is counted once, with its last outcome."""
+counted jobs. At the end every job is counted once, with its last outcome, and learned
+memory sizing (fed in the same queue status, by `summarize_queue`) has observed each job's
+peak once."""
 
 from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from videoqueue.api import JobPhase, QueueStatistics, VideoJobStatus
+from videoqueue.api import (
+    JobPhase,
+    QueueStatistics,
+    SizingSummary,
+    VideoJobStatus,
+    VideoQueue,
+    VideoQueueStatus,
+)
+from videoqueue.scheduling.queue_status import QueueFacts, summarize_queue
 from videoqueue.scheduling.statistics import (
     FinishedJob,
     awaits_count,
@@ -21,6 +31,12 @@ from videoqueue.scheduling.statistics import (
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 WINDOW = 86_400
+QUEUE = VideoQueue.model_validate(
+    {
+        "metadata": {"name": "q", "namespace": "ns"},
+        "spec": {"memory": {"budget": "8Gi"}, "statistics": {"windowSeconds": WINDOW}},
+    }
+)
 
 
 @dataclass
@@ -36,7 +52,13 @@ class Job:
     @property
     def record(self) -> FinishedJob:
         assert self.completed is not None
-        return FinishedJob(self.uid, self.uid, self.completed, "t", self.ok, 1.0, 2.0)
+        return FinishedJob(
+            self.uid, self.uid, self.completed, "t", self.ok, 1.0, 2.0, "t", (self.peak,)
+        )
+
+    @property
+    def peak(self) -> int:
+        return 100 + int(self.uid[1:])  # MiB, one per job
 
 
 @dataclass
@@ -57,15 +79,18 @@ steps = st.lists(
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.booleans(), min_size=1, max_size=10), steps)
+# Two jobs finish together, only one outcome is stored: neither counts (nor feeds sizing) yet.
+@example([False, False], [("finish", 0, 0), ("finish", 1, 0), ("store", 0, 0), ("count", 0, 0)])
 def test_every_job_is_counted_exactly_once(
     outcomes: list[bool], script: list[tuple[str, int, int]]
 ) -> None:
     jobs = {f"j{i}": Job(f"j{i}", ok) for i, ok in enumerate(outcomes)}
     now = T0
     stored: QueueStatistics | None = None  # the queue's status as the API server has it
+    sizing: list[SizingSummary] = []
 
     def count(write: bool) -> None:
-        nonlocal stored
+        nonlocal stored, sizing
         known = [j for j in jobs.values() if j.completed is not None]
         latest = {
             j.uid: Latest(
@@ -77,8 +102,17 @@ def test_every_job_is_counted_exactly_once(
         counted = count_finished(
             stored, confirmed, unconfirmed_since=waiting, window_seconds=WINDOW, now=now
         )
+        status = summarize_queue(
+            QUEUE,
+            [],
+            now,
+            previous=VideoQueueStatus(statistics=stored, sizing=sizing),
+            facts=QueueFacts(finished=tuple(confirmed), unconfirmed_since=waiting),
+        )
+        assert status.statistics == counted  # the queue's status counts the same
         if write:
-            stored = QueueStatistics.model_validate(counted.to_dict())
+            written = VideoQueueStatus.model_validate(status.to_dict())
+            stored, sizing = written.statistics, written.sizing
 
     for action, index, passes in script:
         now += datetime.timedelta(microseconds=passes)
@@ -110,3 +144,6 @@ def test_every_job_is_counted_exactly_once(
     assert stored is not None
     assert stored.finished == len(jobs) + deleted == len(outcomes)
     assert stored.succeeded == sum(outcomes)
+    (learned,) = sizing
+    assert learned.observations == len(outcomes)
+    assert sorted(learned.peaks_mi) == [100 + i for i in range(len(outcomes))]

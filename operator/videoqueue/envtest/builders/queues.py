@@ -40,6 +40,12 @@ class MakeQueue(MakeObject):
     def oom_multiplier(self, multiplier: float) -> Self:
         return self.set("spec.memory.oomRetryMultiplier", multiplier)
 
+    def sizing(self, mode: str, **learned: Any) -> Self:
+        """`spec.memory.sizing` (Static | Learned) and `spec.memory.learned` fields, e.g.
+        `sizing("Learned", minObservations=3, headroom=1.5)`."""
+        self.set("spec.memory.sizing", mode)
+        return self.set("spec.memory.learned", learned) if learned else self
+
     def backfill(self, seconds: int) -> Self:
         return self.set("spec.memory.backfillSeconds", seconds)
 

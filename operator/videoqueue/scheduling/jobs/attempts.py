@@ -45,6 +45,7 @@ from videoqueue.scheduling.retry import (
     next_memory_after_oom,
     should_retry,
 )
+from videoqueue.scheduling.sizing import SOURCE_GROWN
 from videoqueue.scheduling.snapshot import JobState, StoppingPod
 from videoqueue.scheduling.worker_pod import MAX_MESSAGE_LENGTH
 
@@ -237,6 +238,7 @@ def fail_attempt(
         limit = min(queue.spec.memory.max_bytes, max(fits, before))
         after = next_memory_after_oom(before, queue.spec.memory.oom_retry_multiplier, limit)
         status.effective_memory_bytes = after
+        status.memory_source = SOURCE_GROWN
         grown = f"; next attempt gets {format_bytes(after)} instead of {format_bytes(before)}"
     requeue(status, now, delay)
     counted = (

@@ -21,8 +21,18 @@ from videoqueue.api import (
     find_condition,
     put_condition,
 )
-from videoqueue.scheduling.job_types import TemplateError, type_default_memory, worker_template
+from videoqueue.scheduling.job_types import (
+    TemplateError,
+    type_default_memory_source,
+    worker_template,
+)
 from videoqueue.scheduling.memory import PodOverhead
+from videoqueue.scheduling.sizing import (
+    SOURCE_GROWN,
+    SOURCE_REQUESTED,
+    learned_memory,
+    sizing_key,
+)
 from videoqueue.scheduling.snapshot import JobState, JobView, QueuePolicy, StoppingPod
 from videoqueue.scheduling.worker_pod import pod_memory_overhead
 
@@ -87,15 +97,28 @@ def job_key(job: VideoJob) -> str:
 
 
 def effective_memory(job: VideoJob, status: VideoJobStatus, queue: VideoQueue) -> int:
-    """Memory of the job's next attempt: what it grew to after OOM kills (as recorded in
-    `status`, the status being assessed), else what the job asks for now (a pending job's
-    spec.resources.memory may still be edited)."""
+    """Memory of the job's next attempt (`memory_decision`)."""
+    return memory_decision(job, status, queue)[0]
+
+
+def memory_decision(job: VideoJob, status: VideoJobStatus, queue: VideoQueue) -> tuple[int, str]:
+    """Memory of the job's next attempt and where it came from (status.memorySource): what
+    it grew to after OOM kills (as recorded in `status`, the status being assessed), else
+    what the job asks for now (a pending job's spec.resources.memory may still be edited),
+    else what the queue learned for its sizing key (`videoqueue.scheduling.sizing`), else
+    the default."""
     grown = any(r.reason == AttemptReason.OOM_KILLED for r in status.attempts)
     if grown and (grown_to := status.effective_memory_bytes) is not None:
-        return grown_to
+        return grown_to, SOURCE_GROWN
     if (requested := job.spec.resources.memory_bytes) is not None:
-        return requested
-    return type_default_memory(queue, job.spec.type)  # the type's default, else the queue's
+        return requested, SOURCE_REQUESTED
+    learned = learned_memory(queue, sizing_key(job.spec.type, job.spec.params))
+    if learned.memory is not None:
+        return learned.memory, learned.source
+    default, source = type_default_memory_source(
+        queue, job.spec.type
+    )  # the type's, else the queue's
+    return default, source + learned.source
 
 
 def queue_overhead(queue: VideoQueue, job_type: str | None) -> PodOverhead:

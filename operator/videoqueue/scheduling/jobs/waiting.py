@@ -31,8 +31,8 @@ from videoqueue.scheduling.jobs.model import (
     ConditionSetter,
     Notice,
     condition_setter,
-    effective_memory,
     job_view,
+    memory_decision,
     queue_overhead,
     queue_policy,
     set_kstatus_conditions,
@@ -242,7 +242,7 @@ def assess_waiting(
     if refusal is not None:
         return reject_with(status, REASON_STORAGE_NOT_CONFIGURED, refusal, now, condition, notices)
 
-    memory = effective_memory(job, status, queue)
+    memory, status.memory_source = memory_decision(job, status, queue)
     status.effective_memory_bytes = memory
     overhead = queue_overhead(queue, job.spec.type)
     beside = overhead.beside(memory)
