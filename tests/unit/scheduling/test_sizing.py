@@ -285,3 +285,18 @@ def test_learned_is_the_default() -> None:
     assert memory.sizing.value == "Learned"
     assert (memory.learned.percentile, memory.learned.headroom) == (95, 1.2)
     assert (memory.learned.min_observations, memory.learned.floor) == (10, "64Mi")
+
+
+def test_until_learned_a_job_gets_its_types_default_and_says_which() -> None:
+    queue = learned_queue([200, 210]).job_type("transcode", default_request="512Mi")
+    assert decide(transcode(), queue) == (
+        512 * Mi,
+        f"spec.types.transcode.memory.defaultRequest (2 of 3 observations of {KEY})",
+    )
+    learned = learned_queue([250, 263, 249]).job_type("transcode", default_request="512Mi")
+    assert decide(transcode(), learned) == (316 * Mi, f"p95 of 3 past {KEY} jobs x 1.2")
+    static = learned_queue([200] * 5).job_type("transcode", default_request="512Mi")
+    assert decide(transcode(), static.sizing("Static")) == (
+        512 * Mi,
+        "spec.types.transcode.memory.defaultRequest",
+    )
