@@ -28,6 +28,7 @@ __all__ = [
     "MAX_BUDGETS",
     "Budgets",
     "QueueBudgetStatus",
+    "budget_units",
     "format_resource",
     "resource_units",
 ]

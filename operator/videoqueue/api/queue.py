@@ -83,7 +83,7 @@ class VideoQueueSpec(ApiModel):
     """Most jobs admitted or running at once."""
     memory: QueueMemory
     """Memory budget and per-job memory rules."""
-    budgets: Budgets = Field(default_factory=dict)
+    budgets: Budgets | None = None
     """Caps on the total CPU and extended resources (e.g. nvidia.com/gpu) that admitted and
     running worker pods request, e.g. {cpu: "8", nvidia.com/gpu: "2"} (docs/queues.md)."""
     retry: RetryPolicy = Field(
@@ -328,9 +328,9 @@ class VideoQueueStatus(ApiModel):
     """Jobs the queue can never run."""
     memory: QueueMemoryStatus | None = None
     """Memory reserved by admitted and running jobs, and the budget."""
-    budgets: list[QueueBudgetStatus] = Field(default_factory=list, max_length=MAX_BUDGETS)
+    budgets: list[QueueBudgetStatus] | None = Field(default=None, max_length=MAX_BUDGETS)
     """Requested by admitted and running worker pods of each resource in spec.budgets, and
-    the budget."""
+    the budget; unset without spec.budgets."""
     health_reasons: list[Annotated[str, StringConstraints(max_length=256)]] = Field(
         default_factory=list, max_length=8
     )

@@ -3,8 +3,10 @@ desired statuses and the time.
 
 `summarize_queue` counts the jobs by phase, adds up the memory of the admitted and running
 ones (each job's whole worker pod: its effectiveMemory plus what the queue's template puts
-beside the worker, sidecars and init containers, as admission counts it), and sets the
-conditions kstatus readers (Flux, kpt, `kubectl wait`) look for:
+beside the worker, sidecars and init containers, as admission counts it) and, for each
+resource in spec.budgets, what their pods request (`status.budgets`, counted as admission
+counts it, `videoqueue.scheduling.pod_requests`), and sets the conditions kstatus readers
+(Flux, kpt, `kubectl wait`) look for:
 
 - `Ready`: True with reason `Active`, `Paused` or `Draining` (the state is a choice, not a
   fault: kstatus, hence Flux, reads a False Ready as "in progress" and would wait forever on
@@ -49,13 +51,14 @@ from __future__ import annotations
 
 import datetime
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from videoqueue.api import (
     MAX_BATCHES,
     BatchProgress,
     JobPhase,
+    QueueBudgetStatus,
     QueueConditionType,
     QueueHealth,
     QueueMemoryStatus,
@@ -63,11 +66,14 @@ from videoqueue.api import (
     VideoJobStatus,
     VideoQueue,
     VideoQueueStatus,
+    budget_units,
     find_condition,
     put_condition,
 )
 from videoqueue.scheduling.jobs import queue_overhead
+from videoqueue.scheduling.pod_requests import pod_requests
 from videoqueue.scheduling.pressure import PressureState, describe_pressure, pressure_since
+from videoqueue.scheduling.snapshot import StoppingPod
 from videoqueue.scheduling.statistics import FinishedJob, count_finished
 
 REASON_ACTIVE = "Active"
@@ -100,9 +106,13 @@ class QueueFacts:
     batches: tuple[tuple[str, VideoJobStatus], ...] = ()  # (label value, status)
     unschedulable: int = 0  # admitted jobs whose worker pod cannot be scheduled
     pressure: PressureState | None = None
-    # Held by worker pods still terminating although their attempt is over (admission counts
-    # it: `videoqueue.scheduling.StoppingPod`).
-    stopping_memory: int = 0
+    # Worker pods still terminating although their attempt is over: they hold memory and
+    # their requests until gone (admission counts them: `videoqueue.scheduling.StoppingPod`).
+    stopping: tuple[StoppingPod, ...] = ()
+
+    @property
+    def stopping_memory(self) -> int:
+        return sum(pod.memory for pod in self.stopping)
 
 
 def summarize_queue(
@@ -141,6 +151,7 @@ def summarize_queue(
         cancelled=counts[JobPhase.CANCELLED],
         rejected=counts[JobPhase.REJECTED],
         memory=QueueMemoryStatus.of(reserved=reserved, budget=queue.spec.memory.budget_bytes),
+        budgets=budget_status(queue, reserved_requests(queue, jobs, facts.stopping)),
         effective_concurrency=(
             facts.pressure.effective if facts.pressure is not None else queue.spec.concurrency
         ),
@@ -214,6 +225,35 @@ def reserved_memory(queue: VideoQueue, jobs: Iterable[VideoJobStatus]) -> int:
         if (job.phase or JobPhase.PENDING) in RESERVING_PHASES
     )
     return sum(overhead.pod_memory(memory) for memory in held if memory is not None)
+
+
+def reserved_requests(
+    queue: VideoQueue, jobs: Iterable[VideoJobStatus], stopping: Iterable[StoppingPod] = ()
+) -> dict[str, int]:
+    """What the queue's admitted and running jobs' pods, and the pods still `stopping`,
+    request of each resource in spec.budgets (CPU in millicores, others in whole units), as
+    admission counts it."""
+    # Every job's pod is built from the queue's template (its statuses do not say more).
+    requests = pod_requests(queue.spec.template, queue.spec.budgets or {})  # per-type template
+    held = sum(1 for job in jobs if (job.phase or JobPhase.PENDING) in RESERVING_PHASES)
+    pods = list(stopping)
+    return {
+        name: held * request + sum(pod.requests.get(name, 0) for pod in pods)
+        for name, request in requests.items()
+    }
+
+
+def budget_status(queue: VideoQueue, reserved: Mapping[str, int]) -> list[QueueBudgetStatus] | None:
+    """status.budgets: reserved and budget of each resource in spec.budgets, cpu first;
+    None without spec.budgets."""
+    if not queue.spec.budgets:
+        return None
+    budgets = budget_units(queue.spec.budgets)
+    order = sorted(budgets, key=lambda name: (name != "cpu", name))
+    return [
+        QueueBudgetStatus.of(name, reserved=reserved.get(name, 0), budget=budgets[name])
+        for name in order
+    ]
 
 
 def assess_health(

@@ -26,6 +26,7 @@ from videoqueue.scheduling.jobs.model import (
     Notice,
     effective_memory,
     job_key,
+    job_requests,
     queue_overhead,
     queue_policy,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "effective_memory",
     "explain_refusal",
     "job_key",
+    "job_requests",
     "preempt",
     "queue_overhead",
     "queue_policy",
