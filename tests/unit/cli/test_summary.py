@@ -101,3 +101,16 @@ def test_a_batch_whose_jobs_all_ended_is_still_shown() -> None:
         {"name": "done", "total": 2, "pending": 0, "running": 0, "succeeded": 1, "failed": 1},
         {"name": "busy", "total": 1, "pending": 0, "running": 1, "succeeded": 0, "failed": 0},
     ]
+
+
+def test_stats_show_what_is_reserved_of_each_budget() -> None:
+    worker = {"name": "worker", "image": "w", "resources": {"requests": {"cpu": "1500m"}}}
+    budgeted = queue(
+        budgets={"cpu": "4", "example.com/gpu": 2}, template={"spec": {"containers": [worker]}}
+    )
+
+    summary = queue_summary(budgeted, JOBS, NOW)
+
+    # Two busy jobs of 1500m each; the workers request no GPU.
+    assert summary["budgets"] == {"cpu": "3/4", "example.com/gpu": "0/2"}
+    assert queue_summary(queue(), JOBS, NOW)["budgets"] == {}
