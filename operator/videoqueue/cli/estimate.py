@@ -359,6 +359,9 @@ def _admissible(view: JobView, policy: QueuePolicy, notes: dict[str, str]) -> bo
             f"will be rejected: needs {format_bytes(view.memory)}, more than the queue's "
             f"memory.max of {format_bytes(policy.memory_max)}"
         )
+    elif never.reason is BlockReason.EXCEEDS_RESOURCE_BUDGET:
+        # It waits until spec.budgets is raised or the template requests less.
+        notes[view.key] = f"will not start: {never.message}"
     else:
         # Admission never starts it, and the operator rejects it (PodExceedsBudget).
         notes[view.key] = (

@@ -74,14 +74,17 @@ Rate limit
     exceed it wait with reason `RateLimited` until the oldest start leaves the window.
 
 Preemption
-    With `preempt_lower_priority`, the first job in the order that waits for a slot or for
-    memory (the *preemptor*) may evict admitted or running jobs of strictly lower
-    `priority` (the job's own, not aged). Victims come from the lowest priority tier that
-    suffices: the smallest L such that evicting every candidate of priority <= L would give
-    the preemptor a slot and enough memory; within that pool the fewest jobs that make room
-    are taken, largest memory first, then lower priority, then most recently admitted (least
-    work lost). The preemptor is admitted on the next decision, once the victims count as
-    pending again; it is not preempted for while the rate limit holds everything back.
+    With `preempt_lower_priority`, the first job in the order that waits for a slot, for
+    memory or for a budgeted resource (the *preemptor*) may evict admitted or running jobs
+    of strictly lower `priority` (the job's own, not aged). Victims come from the lowest
+    priority tier that suffices: the smallest L such that evicting every candidate of
+    priority <= L would give the preemptor a slot, enough memory and enough of every budgeted
+    resource; within that pool the fewest jobs that make room are taken, largest memory
+    first, then lower priority, then most recently admitted (least work lost). When it lacks
+    a budgeted resource too, the victims are found greedily over every resource it lacks,
+    each one needed (`budgets.fewest_victims`). The preemptor is admitted on the
+    next decision, once the victims count as pending again; it is not preempted for while
+    the rate limit holds everything back.
 """
 
 from __future__ import annotations
