@@ -70,6 +70,7 @@ from videoqueue.api import (
     find_condition,
     put_condition,
 )
+from videoqueue.scheduling.budgets import resource_order
 from videoqueue.scheduling.jobs import queue_overhead
 from videoqueue.scheduling.pod_requests import pod_requests
 from videoqueue.scheduling.pressure import PressureState, describe_pressure, pressure_since
@@ -249,10 +250,9 @@ def budget_status(queue: VideoQueue, reserved: Mapping[str, int]) -> list[QueueB
     if not queue.spec.budgets:
         return None
     budgets = budget_units(queue.spec.budgets)
-    order = sorted(budgets, key=lambda name: (name != "cpu", name))
     return [
         QueueBudgetStatus.of(name, reserved=reserved.get(name, 0), budget=budgets[name])
-        for name in order
+        for name in resource_order(budgets)
     ]
 
 
