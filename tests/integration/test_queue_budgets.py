@@ -108,6 +108,40 @@ class RequestRecorder:
                 self.most[queue][resource] = max(self.most[queue][resource], total)
 
 
+class ReasonRecorder:
+    """Watches the namespace's VideoJobs and keeps every (reason, message) their Admitted
+    condition had: a wait is seen however briefly it lasted, whatever the test's timing."""
+
+    def __init__(self, custom: Any, namespace: str) -> None:
+        self.custom, self.namespace = custom, namespace
+        self.reasons: dict[str, dict[str, str]] = defaultdict(dict)
+        self._watch = watch.Watch()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ReasonRecorder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._watch.stop()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        with contextlib.suppress(ProtocolError):
+            for event in self._watch.stream(
+                self.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                self.namespace,
+                "videojobs",
+                timeout_seconds=900,
+            ):
+                job = event["object"]
+                if (found := condition(job, "Admitted")) is not None:
+                    name = job["metadata"]["name"]
+                    self.reasons[name].setdefault(found["reason"], found.get("message", ""))
+
+
 @pytest.fixture
 def gpu_pool(cluster: ClusterBase, namespace: str) -> Iterator[str]:
     """A KWOK node of its own pool that advertises 8 example.com/gpu."""
@@ -130,7 +164,7 @@ def test_cpu_and_gpu_budgets_are_never_exceeded_and_every_job_finishes(
         "gpu-bound": {"cpu": "4", GPU: 2},
     }
     jobs = {queue: [f"{queue}-{i}" for i in range(5)] for queue in queues}
-    with RequestRecorder(core, namespace) as recorder:
+    with RequestRecorder(core, namespace) as recorder, ReasonRecorder(custom, namespace) as seen:
         for queue, budgets in queues.items():
             create(custom, namespace, "videoqueues", budget_queue(queue, budgets, gpu_pool))
             for i, name in enumerate(jobs[queue]):
@@ -138,8 +172,6 @@ def test_cpu_and_gpu_budgets_are_never_exceeded_and_every_job_finishes(
                 job = MakeJob(name, queue=queue).priority(1 if i == 4 else 5).obj()
                 create(custom, namespace, "videojobs", job)
 
-        cpu_wait = wait_admitted_reason(custom, namespace, "cpu-bound-4", "WaitingForCPU")
-        gpu_wait = wait_admitted_reason(custom, namespace, "gpu-bound-4", "WaitingForResource")
         reserved = wait_for_object(
             custom.list_namespaced_custom_object,
             GROUP,
@@ -166,10 +198,13 @@ def test_cpu_and_gpu_budgets_are_never_exceeded_and_every_job_finishes(
         assert most[GPU] <= resource_units(GPU, budgets[GPU]), (queue, most)
         # Both queues fit 2 workers at once, which they reach (the budget is really used).
         assert most == {"cpu": 1000, GPU: 2}, (queue, most)
-    message = condition(cpu_wait, "Admitted")["message"]  # type: ignore[index]
-    assert message.startswith("waiting for cpu: needs 500m, 0 free of 1"), message
-    message = condition(gpu_wait, "Admitted")["message"]  # type: ignore[index]
-    assert message.startswith(f"waiting for {GPU}: needs 1, 0 free of 2"), message
+    # The lowest-priority job of each queue waits for the others, for the queue's tighter
+    # resource (the CPU budget of one, the GPU budget of the other).
+    message = seen.reasons["cpu-bound-4"].get("WaitingForCPU", "")
+    assert message.startswith("waiting for cpu: needs 500m, 0 free of 1"), seen.reasons
+    message = seen.reasons["gpu-bound-4"].get("WaitingForResource", "")
+    assert message.startswith(f"waiting for {GPU}: needs 1, 0 free of 2"), seen.reasons
+    assert "WaitingForResource" not in seen.reasons["cpu-bound-4"], seen.reasons
     assert all(job["status"]["phase"] == "Succeeded" for job in done.values())
     assert len(recorder.seen) == 10, sorted(recorder.seen)  # one pod per job: no retries
     budgets = reserved["status"]["budgets"]
