@@ -231,6 +231,8 @@ def indexed(ns: str) -> Controller:
         .concurrency(3)
         .state("Paused")
         .status({"health": "Warning"})
+        .budgets({"cpu": "2", "example.com/gpu": 1})
+        .template({"name": "worker", "image": "w", "resources": {"requests": {"cpu": "500m"}}})
     )
     entry = controller.queues[f"{ns}/work"] = QueueEntry(f"{ns}/work", body={}, queue=queue.model())
     phases = {
@@ -285,6 +287,19 @@ def test_state_collector_reads_the_index(ns: str, acting: Controller) -> None:
     assert sample("videoqueue_queue_memory_reserved_bytes", namespace=ns, queue="work") == 3 * 2**30
     assert sample("videoqueue_queue_memory_budget_bytes", namespace=ns, queue="work") == 8 * 2**30
     assert sample("videoqueue_queue_concurrency", namespace=ns, queue="work") == 3
+    # Budgets beyond memory: CPU in cores (two busy jobs of 500m), extended resources in units.
+    reserved = {
+        r: sample("videoqueue_queue_resource_reserved", namespace=ns, queue="work", resource=r)
+        for r in ("cpu", "example.com/gpu")
+    }
+    budgets = {
+        r: sample("videoqueue_queue_resource_budget", namespace=ns, queue="work", resource=r)
+        for r in ("cpu", "example.com/gpu")
+    }
+    assert (reserved, budgets) == (
+        {"cpu": 1.0, "example.com/gpu": 0.0},
+        {"cpu": 2.0, "example.com/gpu": 1.0},
+    )
     # A queue that does not exist has jobs but no state, health or memory.
     assert sample("videoqueue_queue_state", namespace=ns, queue="gone", state="Active") is None
     assert sample("videoqueue_operator_active") == 1.0

@@ -76,6 +76,8 @@ def test_the_expected_families_are_served(families: list[Metric]) -> None:
         "videoqueue_queue_health",
         "videoqueue_queue_memory_reserved_bytes",
         "videoqueue_queue_memory_budget_bytes",
+        "videoqueue_queue_resource_reserved",
+        "videoqueue_queue_resource_budget",
         "videoqueue_queue_concurrency",
         "videoqueue_operator_active",
         "videoqueue_api_requests",

@@ -7,6 +7,7 @@ of what the operator reads and writes. Wire names are camelCase, Python names sn
 
 # Each module says what it exports (`__all__`); the package exports all of it, once.
 from videoqueue.api import (
+    budgets,
     common,
     job,
     quantity,
@@ -16,6 +17,7 @@ from videoqueue.api import (
     sizing,
     storage,
 )
+from videoqueue.api.budgets import *  # noqa: F403
 from videoqueue.api.common import *  # noqa: F403
 from videoqueue.api.job import *  # noqa: F403
 from videoqueue.api.quantity import *  # noqa: F403
@@ -26,6 +28,7 @@ from videoqueue.api.sizing import *  # noqa: F403
 from videoqueue.api.storage import *  # noqa: F403
 
 __all__ = [
+    *budgets.__all__,
     *common.__all__,
     *job.__all__,
     *quantity.__all__,

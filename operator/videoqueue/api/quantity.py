@@ -53,16 +53,17 @@ _MAX_EXPONENT = 60
 _CONTEXT = Context(prec=120)
 
 
-def parse_quantity(value: str | int) -> int:
+def parse_quantity(value: str | int, *, per_unit: int = 1) -> int:
     """Return a Kubernetes quantity in whole units (bytes, for memory), rounded up.
 
     Rounding up (away from zero) matches what Kubernetes does when it turns a quantity into
-    an integer, so `0.5` is 1 byte, never 0.
+    an integer, so `0.5` is 1 byte, never 0. `per_unit` counts in smaller units: 1000 gives
+    thousandths (CPU millicores: `500m` is 500, `2` is 2000).
     """
     if isinstance(value, bool):  # bool is an int subclass; True is not a memory size
         raise TypeError(f"quantity must be a string or an integer, not {value!r}")
     if isinstance(value, int):
-        return value
+        return value * per_unit
     match = _QUANTITY_RE.fullmatch(value)
     if match is None:
         raise ValueError(f"{value!r} is not a Kubernetes quantity (examples: 512Mi, 2Gi, 1.5G)")
@@ -78,7 +79,7 @@ def parse_quantity(value: str | int) -> int:
         if abs(exponent) > _MAX_EXPONENT:
             raise ValueError(f"{value!r} is out of range for a quantity")
         scale = Decimal(10) ** exponent
-    exact = _CONTEXT.multiply(number, scale)
+    exact = _CONTEXT.multiply(_CONTEXT.multiply(number, scale), Decimal(per_unit))
     return int(exact.to_integral_value(rounding=ROUND_UP, context=_CONTEXT))
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints, model_validator
 
+from videoqueue.api.budgets import MAX_BUDGETS, Budgets, QueueBudgetStatus
 from videoqueue.api.common import (
     CONDITION_LIST,
     MAX_CONDITIONS,
@@ -93,6 +94,9 @@ class VideoQueueSpec(ApiModel):
     """Most jobs admitted or running at once."""
     memory: QueueMemory
     """Memory budget and per-job memory rules."""
+    budgets: Budgets | None = None
+    """Caps on the total CPU and extended resources (e.g. nvidia.com/gpu) that admitted and
+    running worker pods request, e.g. {cpu: "8", nvidia.com/gpu: "2"} (docs/queues.md)."""
     retry: RetryPolicy = Field(
         default_factory=RetryPolicy, json_schema_extra={"default": RetryPolicy().to_dict()}
     )
@@ -346,6 +350,9 @@ class VideoQueueStatus(ApiModel):
     """Jobs the queue can never run."""
     memory: QueueMemoryStatus | None = None
     """Memory reserved by admitted and running jobs, and the budget."""
+    budgets: list[QueueBudgetStatus] | None = Field(default=None, max_length=MAX_BUDGETS)
+    """Requested by admitted and running worker pods of each resource in spec.budgets, and
+    the budget; unset without spec.budgets."""
     health_reasons: list[Annotated[str, StringConstraints(max_length=256)]] = Field(
         default_factory=list, max_length=8
     )

@@ -41,7 +41,12 @@ from videoqueue.scheduling import (
     decide_admissions,
     never_admitted,
 )
-from videoqueue.scheduling.jobs import effective_memory, queue_overhead, queue_policy
+from videoqueue.scheduling.jobs import (
+    effective_memory,
+    job_requests,
+    queue_overhead,
+    queue_policy,
+)
 from videoqueue.scheduling.queue_status import RESERVING_PHASES
 
 # The replay stops after this many decision steps: a queue of thousands of jobs needs one
@@ -331,9 +336,16 @@ def _behind_may_start(
     slots = policy.concurrency - len(busy) - len(admitted)
     if slots <= 0:
         return False
-    used = sum(v.pod_memory for v in busy) + sum(v.pod_memory for v in head if v.key in admitted)
-    free = policy.memory_budget - used
-    return any(v.pod_memory <= free for v in ready[len(head) :])
+    holding = [*busy, *(v for v in head if v.key in admitted)]
+    free = policy.memory_budget - sum(v.pod_memory for v in holding)
+    left = {
+        name: budget - sum(v.requests.get(name, 0) for v in holding)
+        for name, budget in policy.budgets.items()
+    }
+    return any(
+        v.pod_memory <= free and all(v.requests.get(n, 0) <= left[n] for n in left)
+        for v in ready[len(head) :]
+    )
 
 
 def _admissible(view: JobView, policy: QueuePolicy, notes: dict[str, str]) -> bool:
@@ -347,6 +359,9 @@ def _admissible(view: JobView, policy: QueuePolicy, notes: dict[str, str]) -> bo
             f"will be rejected: needs {format_bytes(view.memory)}, more than the queue's "
             f"memory.max of {format_bytes(policy.memory_max)}"
         )
+    elif never.reason is BlockReason.EXCEEDS_RESOURCE_BUDGET:
+        # It waits until spec.budgets is raised or the template requests less.
+        notes[view.key] = f"will not start: {never.message}"
     else:
         # Admission never starts it, and the operator rejects it (PodExceedsBudget).
         notes[view.key] = (
@@ -380,6 +395,7 @@ def _view(job: VideoJob, queue: VideoQueue, overhead: PodOverhead, now: float) -
         if status.phase == JobPhase.ADMITTED
         else JobState.PENDING,
         eligible_at=eligible,
+        requests=job_requests(job, queue),
     )
 
 

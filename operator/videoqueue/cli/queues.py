@@ -74,6 +74,7 @@ def cmd_stats(args: argparse.Namespace, cluster: Cluster, out: TextIO) -> int:
             ),
         ),
         ("Memory", f"{s['memory']} reserved"),
+        ("Budgets", ", ".join(f"{name} {used} reserved" for name, used in s["budgets"].items())),
         ("Jobs", counts),
         ("Mean wait", _seconds(s["meanWaitSeconds"])),
         ("Mean run", _seconds(s["meanRunSeconds"])),

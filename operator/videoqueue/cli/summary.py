@@ -46,6 +46,9 @@ def queue_summary(queue: VideoQueue, jobs: Sequence[VideoJob], now: float) -> di
     )
     counted = status if status.observed_generation is not None else computed
     memory = status.memory if status.memory and status.memory.summary else computed.memory
+    # Reserved of each spec.budgets resource (the jobs alone cannot tell what pods still
+    # stopping hold: the status can).
+    budgets = status.budgets if status.budgets is not None else computed.budgets
     statistics, source = queue_statistics(queue, jobs, now)
     by_type = [t.to_dict() for t in statistics.by_type]
     for entry in by_type:
@@ -58,6 +61,7 @@ def queue_summary(queue: VideoQueue, jobs: Sequence[VideoJob], now: float) -> di
         "concurrency": queue.spec.concurrency,
         "effectiveConcurrency": status.effective_concurrency,
         "memory": memory.summary if memory else None,
+        "budgets": {b.resource: f"{b.reserved}/{b.budget}" for b in budgets or ()},
         # VideoQueueStatus counts each phase in a field of its name.
         "jobs": {p.value.lower(): getattr(counted, p.value.lower()) for p in JobPhase},
         "statisticsSource": source,

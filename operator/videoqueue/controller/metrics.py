@@ -46,10 +46,11 @@ from videoqueue.api import (
     VideoJob,
     VideoJobStatus,
     VideoQueue,
+    budget_units,
 )
 from videoqueue.scheduling import StoppingPod
 from videoqueue.scheduling.cycle_view import IndexedJob
-from videoqueue.scheduling.queue_status import reserved_memory
+from videoqueue.scheduling.queue_status import reserved_memory, reserved_requests
 
 if TYPE_CHECKING:
     from videoqueue.controller.kube import KubeClient
@@ -380,6 +381,19 @@ def _index_metrics(controller: IndexView) -> Iterator[Metric]:
         f"The queue's spec.concurrency: most jobs admitted or running at once. {_QUEUE}.",
         labels=QUEUE_LABELS,
     )
+    resource_reserved = GaugeMetricFamily(
+        "videoqueue_queue_resource_reserved",
+        "What the queue's admitted and running jobs' pods, and worker pods still terminating, "
+        "request of each resource in spec.budgets; resource is cpu (in cores) or an extended "
+        f"resource's name (in units). {_QUEUE}.",
+        labels=(*QUEUE_LABELS, "resource"),
+    )
+    resource_budget = GaugeMetricFamily(
+        "videoqueue_queue_resource_budget",
+        "The queue's spec.budgets; resource is cpu (in cores) or an extended resource's name "
+        f"(in units). {_QUEUE}.",
+        labels=(*QUEUE_LABELS, "resource"),
+    )
     for key, entry in controller.queues.items():
         namespace, _sep, name = key.partition("/")
         statuses: list[tuple[str, VideoJobStatus]] = []  # with their types: memory per type
@@ -411,7 +425,15 @@ def _index_metrics(controller: IndexView) -> Iterator[Metric]:
         reserved.add_metric((namespace, name), float(reserved_memory(queue, statuses) + stopping))
         budget.add_metric((namespace, name), float(queue.spec.memory.budget_bytes))
         concurrency.add_metric((namespace, name), float(queue.spec.concurrency))
+        if queue.spec.budgets:
+            held = reserved_requests(queue, statuses, entry.stopping_pods())
+            for resource, units in budget_units(queue.spec.budgets or {}).items():
+                scale = 1000.0 if resource == "cpu" else 1.0  # millicores to cores
+                labels = (namespace, name, resource)
+                resource_reserved.add_metric(labels, held.get(resource, 0) / scale)
+                resource_budget.add_metric(labels, units / scale)
     yield from (jobs, state, health, reserved, budget, concurrency)
+    yield from (resource_reserved, resource_budget)
 
 
 def _api_metrics(kube: KubeClient) -> Iterator[Metric]:

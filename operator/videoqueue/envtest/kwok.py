@@ -53,10 +53,13 @@ class NodeSpec:
     memory: str = "64Gi"
     pods: int = 500
     labels: dict[str, str] = field(default_factory=dict)
+    extended: dict[str, str] = field(default_factory=dict)
+    """Extended resources the node advertises, e.g. {"example.com/gpu": "4"}."""
 
 
 def build_node_manifest(spec: NodeSpec) -> dict[str, Any]:
     resources_ = {"cpu": spec.cpu, "memory": spec.memory, "pods": str(spec.pods)}
+    resources_.update(spec.extended)
     return {
         "apiVersion": "v1",
         "kind": "Node",

@@ -11,11 +11,15 @@ Order
     that is re-queued goes back to its old place.
 
 Limits, never exceeded
-    Admitted plus running jobs never number more than `concurrency`, and the memory of their
+    Admitted plus running jobs never number more than `concurrency`, the memory of their
     pods (`JobView.pod_memory`: the worker's memory plus the rest of the pod) never sums to
-    more than `memory_budget`. Pods of attempts that are over but still terminating
-    (`Snapshot.stopping`: a grace period, a preStop hook) count like running jobs until they
-    are gone, since their containers still run and hold memory. When the queue is already
+    more than `memory_budget`, and what their pods request of each resource in `budgets`
+    (`JobView.requests`: CPU, extended resources) never sums to more than its budget.
+    Pods of attempts that are over but still terminating (`Snapshot.stopping`: a grace
+    period, a preStop hook) count like running jobs until they are gone, since their
+    containers still run and hold memory (and their requests). Wherever memory is said
+    below, the budgeted resources are meant too: a job fits when its memory and each of its
+    requests fit what is left (`videoqueue.scheduling.budgets`). When the queue is already
     over a limit (the limit was lowered), nothing is admitted until enough jobs finish.
 
 Rejection
@@ -23,7 +27,8 @@ Rejection
     is rejected. A job within `memory_max` whose pod is bigger than the whole `memory_budget`
     is not rejected here (the controller, which knows what the rest of the pod is, rejects
     it with a message saying so); it waits, and because it cannot fit it never holds up
-    other jobs.
+    other jobs. So does a job whose pod requests more of a resource than its whole budget
+    (`EXCEEDS_RESOURCE_BUDGET`: its requests come from the queue's template).
 
 Backfill and the starvation guard
     Jobs are admitted in order while they fit. A job that does not fit the free memory does
@@ -69,14 +74,17 @@ Rate limit
     exceed it wait with reason `RateLimited` until the oldest start leaves the window.
 
 Preemption
-    With `preempt_lower_priority`, the first job in the order that waits for a slot or for
-    memory (the *preemptor*) may evict admitted or running jobs of strictly lower
-    `priority` (the job's own, not aged). Victims come from the lowest priority tier that
-    suffices: the smallest L such that evicting every candidate of priority <= L would give
-    the preemptor a slot and enough memory; within that pool the fewest jobs that make room
-    are taken, largest memory first, then lower priority, then most recently admitted (least
-    work lost). The preemptor is admitted on the next decision, once the victims count as
-    pending again; it is not preempted for while the rate limit holds everything back.
+    With `preempt_lower_priority`, the first job in the order that waits for a slot, for
+    memory or for a budgeted resource (the *preemptor*) may evict admitted or running jobs
+    of strictly lower `priority` (the job's own, not aged). Victims come from the lowest
+    priority tier that suffices: the smallest L such that evicting every candidate of
+    priority <= L would give the preemptor a slot, enough memory and enough of every budgeted
+    resource; within that pool the fewest jobs that make room are taken, largest memory
+    first, then lower priority, then most recently admitted (least work lost). When it lacks
+    a budgeted resource too, the victims are found greedily over every resource it lacks,
+    each one needed (`budgets.fewest_victims`). The preemptor is admitted on the
+    next decision, once the victims count as pending again; it is not preempted for while
+    the rate limit holds everything back.
 """
 
 from __future__ import annotations
@@ -86,7 +94,16 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from videoqueue.api import format_bytes
+from videoqueue.api import CPU, format_bytes, format_resource
+from videoqueue.scheduling.budgets import (
+    MEMORY,
+    fewest_victims,
+    free_of,
+    over_budget,
+    resource_order,
+    short_of,
+    take,
+)
 from videoqueue.scheduling.snapshot import JobState, JobView, QueuePolicy, Snapshot
 from videoqueue.scheduling.units import format_seconds
 
@@ -96,8 +113,11 @@ class BlockReason(enum.StrEnum):
 
     WAITING_FOR_SLOT = "WaitingForSlot"
     WAITING_FOR_MEMORY = "WaitingForMemory"
+    WAITING_FOR_CPU = "WaitingForCPU"
+    WAITING_FOR_RESOURCE = "WaitingForResource"  # an extended resource, named in the message
     MEMORY_RESERVED = "MemoryReserved"
     EXCEEDS_BUDGET = "ExceedsMemoryBudget"
+    EXCEEDS_RESOURCE_BUDGET = "ExceedsResourceBudget"
     QUEUE_NOT_ADMITTING = "QueueNotAdmitting"
     RATE_LIMITED = "RateLimited"
 
@@ -164,11 +184,14 @@ def never_admitted(job: JobView, policy: QueuePolicy) -> Rejection | Blocked | N
     """Why `job` can never be admitted under `policy`, whatever runs or finishes (see
     "Rejection"): a Rejection when its worker asks for more than `memory_max`; Blocked
     (`EXCEEDS_BUDGET`) when its whole pod is bigger than the whole `memory_budget`, which is
-    not rejected here; None when it can start once there is room."""
+    not rejected here, and (`EXCEEDS_RESOURCE_BUDGET`) when its pod requests more of a
+    resource than the whole budget of it; None when it can start once there is room."""
     if job.memory > policy.memory_max:
         return _rejection(job, policy)
     if job.pod_memory > policy.memory_budget:
         return _exceeds_budget(job, policy)
+    if (resource := over_budget(job, policy)) is not None:
+        return _exceeds_resource_budget(job, policy, resource)
     return None
 
 
@@ -183,6 +206,8 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
     stopping_memory = sum(pod.memory for pod in snapshot.stopping)
     slots_free = policy.concurrency - len(active) - stopping
     memory_free = policy.memory_budget - sum(job.pod_memory for job in active) - stopping_memory
+    free, stopping_held = free_of(policy, active, snapshot.stopping)  # the other budgets
+    order = resource_order(policy.budgets)
 
     # 2. Candidates: pending jobs that can run at all and are eligible now. The others either
     #    are rejected for good or set a time to look again. A job bigger than the budget stays
@@ -247,7 +272,9 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
             preemptor = preemptor or job
             no_slot = no_slot or _no_slot(policy, slots_free, stopping)
             blocked_reasons[job.key] = no_slot
-        elif job.pod_memory > memory_free:
+        elif (
+            short := MEMORY if job.pod_memory > memory_free else short_of(job, free, order)
+        ) is not None:
             preemptor = preemptor or job
             if blocked_head is None:
                 # 5. Starvation guard: the first job that does not fit may be overtaken only
@@ -259,13 +286,17 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
                     behind_reservation = _behind_reservation(job, policy)
                 elif math.isfinite(deadline):  # backfill_seconds inf: never reserved
                     wake_times.append(deadline)
-            blocked_reasons[job.key] = _no_memory(
-                job, policy, memory_free, stopping_memory, reserved=reserved_for is job
-            )
+            reserved = reserved_for is job
+            if short == MEMORY:
+                blocked = _no_memory(job, policy, memory_free, stopping_memory, reserved=reserved)
+            else:
+                blocked = _no_resource(job, policy, short, free, stopping_held, reserved=reserved)
+            blocked_reasons[job.key] = blocked
         else:
             admit.append(job.key)
             slots_free -= 1
             memory_free -= job.pod_memory
+            take(job, free)
             starts_left -= 1
 
     if rate_limited is not None and policy.starts_per_minute is not None:
@@ -279,7 +310,11 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
     victims: tuple[str, ...] = ()
     if policy.preempt_lower_priority and preemptor is not None:
         victims = choose_victims(
-            preemptor, active, slots_free + stopping, memory_free + stopping_memory
+            preemptor,
+            active,
+            slots_free + stopping,
+            memory_free + stopping_memory,
+            {name: free[name] + stopping_held[name] for name in free},
         )
 
     # 7. Result.
@@ -295,16 +330,33 @@ def decide_admissions(snapshot: Snapshot, now: float) -> AdmissionDecision:
 
 
 def choose_victims(
-    preemptor: JobView, active: list[JobView], slots_free: int, memory_free: int
+    preemptor: JobView,
+    active: list[JobView],
+    slots_free: int,
+    memory_free: int,
+    free: Mapping[str, int] | None = None,
 ) -> tuple[str, ...]:
     """The jobs to evict so that `preemptor` fits (see "Preemption" above), or () when
-    evicting every lower-priority job would still not make room."""
+    evicting every lower-priority job would still not make room. `free` is what is left of
+    each budget beyond memory; when the preemptor lacks some of that too, the fewest
+    victims are found greedily over every resource (`budgets.fewest_victims`)."""
     slots_needed = 1 if slots_free <= 0 else 0
     slots_needed += max(0, -slots_free)  # the queue is over a lowered concurrency
     memory_needed = preemptor.pod_memory - memory_free
+    lacking = {
+        name: need
+        for name, left in (free or {}).items()
+        if (need := preemptor.requests.get(name, 0) - left) > 0
+    }
     lower = [job for job in active if job.priority < preemptor.priority]
     for tier in sorted({job.priority for job in lower}):
         pool = [job for job in lower if job.priority <= tier]
+        if lacking:
+            needed = {MEMORY: memory_needed, **lacking}
+            victims = fewest_victims(pool, slots_needed, needed)
+            if victims is None:
+                continue
+            return tuple(job.key for job in victims)
         if len(pool) < slots_needed or sum(job.pod_memory for job in pool) < memory_needed:
             continue
         # The fewest jobs that free enough memory: the largest ones first.
@@ -344,6 +396,43 @@ def _exceeds_budget(job: JobView, policy: QueuePolicy) -> Blocked:
         f"{format_bytes(policy.memory_budget)}; it can start only if the budget is raised"
     )
     return Blocked(BlockReason.EXCEEDS_BUDGET, message)
+
+
+def _exceeds_resource_budget(job: JobView, policy: QueuePolicy, resource: str) -> Blocked:
+    needs = format_resource(resource, job.requests.get(resource, 0))
+    budget = format_resource(resource, policy.budgets[resource])
+    message = (
+        f"its worker pod requests {needs} {resource}, more than the queue's whole budget of "
+        f"{budget} (spec.budgets); it can start only if the budget is raised or the queue's "
+        "template requests less"
+    )
+    return Blocked(BlockReason.EXCEEDS_RESOURCE_BUDGET, message)
+
+
+def _no_resource(
+    job: JobView,
+    policy: QueuePolicy,
+    resource: str,
+    free: Mapping[str, int],
+    stopping_held: Mapping[str, int],
+    *,
+    reserved: bool,
+) -> Blocked:
+    def show(units: int) -> str:
+        return format_resource(resource, units)
+
+    message = (
+        f"waiting for {resource}: needs {show(job.requests.get(resource, 0))}, "
+        f"{show(max(free[resource], 0))} free of {show(policy.budgets[resource])}"
+    )
+    if held := stopping_held.get(resource, 0):
+        message += f" ({show(held)} held by worker pods still stopping)"
+    if reserved:
+        message += f"; {resource} is reserved for it, no job behind it starts first"
+    cpu = resource == CPU
+    return Blocked(
+        BlockReason.WAITING_FOR_CPU if cpu else BlockReason.WAITING_FOR_RESOURCE, message
+    )
 
 
 def _needs(job: JobView) -> str:
@@ -391,6 +480,7 @@ def _rate_limited(policy: QueuePolicy) -> Blocked:
 def _behind_reservation(head: JobView, policy: QueuePolicy) -> Blocked:
     message = (
         f"waiting behind {head.key}, which has waited over "
-        f"{format_seconds(policy.backfill_seconds)} and has the free memory reserved"
+        f"{format_seconds(policy.backfill_seconds)} and has the free memory"
+        f"{''.join(f', {name}' for name in resource_order(policy.budgets))} reserved"
     )
     return Blocked(BlockReason.MEMORY_RESERVED, message)

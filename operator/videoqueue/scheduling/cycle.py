@@ -475,7 +475,7 @@ class _Cycle:
             batches=tuple(batches),
             unschedulable=unschedulable,
             pressure=pressure,
-            stopping_memory=sum(pod.memory for pod in self._stopping_pods()),
+            stopping=self._stopping_pods(),
         )
         desired: VideoQueueStatus = summarize_queue(queue, statuses, self.at, facts=facts)
         return True, status_patch(body.get("status") or {}, desired)

@@ -5,10 +5,12 @@ Pure functions on plain dicts."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal, cast, get_args
 
 from videoqueue.api import AttemptReason
+from videoqueue.scheduling.pod_requests import pod_requests, requested_resources
 from videoqueue.scheduling.retry import consumes_attempt
 from videoqueue.scheduling.worker_pod import (
     ANNOTATION_ADMITTED_AT,
@@ -71,6 +73,10 @@ class PodOutcome:
     """The most memory the worker container used, in bytes: what the worker reported with its
     result (`PEAK_MEMORY_FIELD`) rounded up to a whole MiB but never above the limit, the
     limit when it was OOM-killed, else None."""
+    requests: Mapping[str, int] = field(default_factory=dict)
+    """What the pod requests of each resource other than memory (CPU in millicores, others in
+    whole units), as Kubernetes counts a pod's request (`videoqueue.scheduling.pod_requests`):
+    what the attempt holds of its queue's spec.budgets."""
 
     @property
     def disruption(self) -> bool:
@@ -296,6 +302,7 @@ def read_pod_outcome(pod: dict[str, Any]) -> PodOutcome:
         deleted=deleted,
         admitted_at=(metadata.get("annotations") or {}).get(ANNOTATION_ADMITTED_AT),
         pod_memory=_pod_memory(pod, memory),
+        requests=pod_requests(pod, requested_resources(pod)),
         peak_memory=peak,
     )
 

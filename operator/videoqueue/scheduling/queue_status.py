@@ -3,8 +3,10 @@ desired statuses and the time.
 
 `summarize_queue` counts the jobs by phase, adds up the memory of the admitted and running
 ones (each job's whole worker pod: its effectiveMemory plus what the queue's template puts
-beside the worker, sidecars and init containers, as admission counts it), and sets the
-conditions kstatus readers (Flux, kpt, `kubectl wait`) look for:
+beside the worker, sidecars and init containers, as admission counts it) and, for each
+resource in spec.budgets, what their pods request (`status.budgets`, counted as admission
+counts it, `videoqueue.scheduling.pod_requests`), and sets the conditions kstatus readers
+(Flux, kpt, `kubectl wait`) look for:
 
 - `Ready`: True with reason `Active`, `Paused` or `Draining` (the state is a choice, not a
   fault: kstatus, hence Flux, reads a False Ready as "in progress" and would wait forever on
@@ -52,13 +54,14 @@ from __future__ import annotations
 
 import datetime
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from videoqueue.api import (
     MAX_BATCHES,
     BatchProgress,
     JobPhase,
+    QueueBudgetStatus,
     QueueConditionType,
     QueueHealth,
     QueueMemoryStatus,
@@ -66,13 +69,16 @@ from videoqueue.api import (
     VideoJobStatus,
     VideoQueue,
     VideoQueueStatus,
+    budget_units,
     find_condition,
     put_condition,
 )
-from videoqueue.scheduling.jobs import queue_overhead
+from videoqueue.scheduling.budgets import resource_order
+from videoqueue.scheduling.jobs import queue_overhead, type_requests
 from videoqueue.scheduling.memory import PodOverhead
 from videoqueue.scheduling.pressure import PressureState, describe_pressure, pressure_since
 from videoqueue.scheduling.sizing import observe
+from videoqueue.scheduling.snapshot import StoppingPod
 from videoqueue.scheduling.statistics import FinishedJob, count_finished, fresh_finished
 
 REASON_ACTIVE = "Active"
@@ -109,9 +115,13 @@ class QueueFacts:
     batches: tuple[tuple[str, VideoJobStatus], ...] = ()  # (label value, status)
     unschedulable: int = 0  # admitted jobs whose worker pod cannot be scheduled
     pressure: PressureState | None = None
-    # Held by worker pods still terminating although their attempt is over (admission counts
-    # it: `videoqueue.scheduling.StoppingPod`).
-    stopping_memory: int = 0
+    # Worker pods still terminating although their attempt is over: they hold memory and
+    # their requests until gone (admission counts them: `videoqueue.scheduling.StoppingPod`).
+    stopping: tuple[StoppingPod, ...] = ()
+
+    @property
+    def stopping_memory(self) -> int:
+        return sum(pod.memory for pod in self.stopping)
 
 
 def summarize_queue(
@@ -153,6 +163,7 @@ def summarize_queue(
         cancelled=counts[JobPhase.CANCELLED],
         rejected=counts[JobPhase.REJECTED],
         memory=QueueMemoryStatus.of(reserved=reserved, budget=queue.spec.memory.budget_bytes),
+        budgets=budget_status(queue, reserved_requests(queue, typed, facts.stopping)),
         effective_concurrency=(
             facts.pressure.effective if facts.pressure is not None else queue.spec.concurrency
         ),
@@ -237,6 +248,40 @@ def _typed(
     job: VideoJobStatus | tuple[str | None, VideoJobStatus],
 ) -> tuple[str | None, VideoJobStatus]:
     return (None, job) if isinstance(job, VideoJobStatus) else job
+
+
+def reserved_requests(
+    queue: VideoQueue, jobs: JobStatuses, stopping: Iterable[StoppingPod] = ()
+) -> dict[str, int]:
+    """What the queue's admitted and running jobs' pods (as their type's template makes them,
+    `videoqueue.scheduling.jobs.type_requests`), and the pods still `stopping`, request of
+    each resource in spec.budgets (CPU in millicores, others in whole units), as admission
+    counts it."""
+    if not queue.spec.budgets:
+        return {}
+    per_type: dict[str | None, dict[str, int]] = {}
+    held: Counter[str] = Counter()
+    for job_type, job in (_typed(job) for job in jobs):
+        if (job.phase or JobPhase.PENDING) not in RESERVING_PHASES:
+            continue
+        if job_type not in per_type:
+            per_type[job_type] = type_requests(queue, job_type)
+        held.update(per_type[job_type])
+    for pod in stopping:
+        held.update(pod.requests)
+    return {name: held[name] for name in budget_units(queue.spec.budgets)}
+
+
+def budget_status(queue: VideoQueue, reserved: Mapping[str, int]) -> list[QueueBudgetStatus] | None:
+    """status.budgets: reserved and budget of each resource in spec.budgets, cpu first;
+    None without spec.budgets."""
+    if not queue.spec.budgets:
+        return None
+    budgets = budget_units(queue.spec.budgets)
+    return [
+        QueueBudgetStatus.of(name, reserved=reserved.get(name, 0), budget=budgets[name])
+        for name in resource_order(budgets)
+    ]
 
 
 def assess_health(

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 
 class JobState(enum.Enum):
@@ -34,7 +35,9 @@ class QueuePolicy:
     `backfill_seconds` is how long the first job that does not fit may be overtaken by smaller
     jobs before memory is reserved for it (see `videoqueue.scheduling.admission`); use
     `math.inf` to never reserve and 0 to never backfill. `admitting` is False while the queue
-    is Paused or Draining.
+    is Paused or Draining. `budgets` caps, per resource, what admitted and running jobs'
+    pods request (`JobView.requests`; CPU in millicores, others in whole units), as
+    `memory_budget` caps their memory (the queue's spec.budgets).
     """
 
     concurrency: int
@@ -51,11 +54,14 @@ class QueuePolicy:
     starts_per_minute: int | None = None
     # Evict lower-priority running jobs to make room for the first job that does not fit.
     preempt_lower_priority: bool = False
+    budgets: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("concurrency", "memory_budget", "memory_max"):
             if (value := getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
+        if any(value < 0 for value in self.budgets.values()) or "memory" in self.budgets:
+            raise ValueError(f"budgets must be >= 0 and leave out memory, got {self.budgets}")
         if math.isnan(self.backfill_seconds) or self.backfill_seconds < 0:
             raise ValueError(f"backfill_seconds must be >= 0, got {self.backfill_seconds}")
         if self.aging_interval is not None and not self.aging_interval > 0:
@@ -75,7 +81,9 @@ class JobView:
     after an OOM): what its worker container gets. `overhead` is what the rest of its pod
     holds beside the worker (sidecars, init containers; see `videoqueue.scheduling.memory`),
     so `pod_memory`, the sum, is what the job counts against the queue's memory budget. A
-    pending job is not admitted before `eligible_at` (backoff, delayed start).
+    pending job is not admitted before `eligible_at` (backoff, delayed start). `requests`
+    is what its pod requests of each resource the queue budgets (`QueuePolicy.budgets`;
+    `videoqueue.scheduling.pod_requests`); a resource left out counts 0.
     """
 
     key: str
@@ -88,12 +96,15 @@ class JobView:
     admitted_at: float | None = None  # admitted and running jobs: when (preemption prefers
     # the most recently admitted victims, which lose the least work)
     overhead: int = 0
+    requests: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.memory < 0:
             raise ValueError(f"{self.key}: memory must be >= 0, got {self.memory}")
         if self.overhead < 0:
             raise ValueError(f"{self.key}: overhead must be >= 0, got {self.overhead}")
+        if any(value < 0 for value in self.requests.values()):
+            raise ValueError(f"{self.key}: requests must be >= 0, got {self.requests}")
 
     @property
     def pod_memory(self) -> int:
@@ -106,10 +117,12 @@ class StoppingPod:
     """A worker pod whose attempt is over (cancelled, preempted, past its deadline, stalled,
     or replaced by a retry) but which has not terminated yet: its containers run on through
     their grace period and preStop hooks, and the kernel still charges their memory. It holds
-    a slot and `memory` (its whole pod, in bytes) until the kubelet reports it gone."""
+    a slot and `memory` (its whole pod, in bytes) and `requests` (of the budgeted resources,
+    as `JobView.requests`) until the kubelet reports it gone."""
 
     name: str
     memory: int
+    requests: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.memory < 0:

@@ -132,3 +132,16 @@ def test_stats_show_what_memory_sizing_learned_per_key_and_the_size_it_gives() -
     assert lines[1].split() == ["KEY", "OBSERVATIONS", "P95", "SIZE"]
     assert lines[2].split() == ["transcode/720p/h264/medium", "40", "263Mi", "316Mi"]
     assert lines[3].split() == ["probe", "2", "41Mi", "default"]
+
+
+def test_stats_show_what_is_reserved_of_each_budget() -> None:
+    worker = {"name": "worker", "image": "w", "resources": {"requests": {"cpu": "1500m"}}}
+    budgeted = queue(
+        budgets={"cpu": "4", "example.com/gpu": 2}, template={"spec": {"containers": [worker]}}
+    )
+
+    summary = queue_summary(budgeted, JOBS, NOW)
+
+    # Two busy jobs of 1500m each; the workers request no GPU.
+    assert summary["budgets"] == {"cpu": "3/4", "example.com/gpu": "0/2"}
+    assert queue_summary(queue(), JOBS, NOW)["budgets"] == {}

@@ -47,6 +47,7 @@ class MakeJobView:
         self._overhead = 0
         self._state = JobState.PENDING
         self._eligible_at: float | None = None
+        self._requests: dict[str, int] = {}
 
     def priority(self, priority: int) -> Self:
         self._priority = priority
@@ -68,6 +69,12 @@ class MakeJobView:
     def overhead(self, memory: int | str) -> Self:
         """What the rest of the job's pod holds beside its worker (sidecars)."""
         self._overhead = parse_memory(memory)
+        return self
+
+    def requests(self, **requests: int) -> Self:
+        """What its pod requests of budgeted resources: cpu in millicores, gpu (the extended
+        resource example.com/gpu) in units."""
+        self._requests.update(_resources(requests))
         return self
 
     def admitted(self) -> Self:
@@ -92,7 +99,15 @@ class MakeJobView:
             state=self._state,
             eligible_at=self._eligible_at,
             overhead=self._overhead,
+            requests=dict(self._requests),
         )
+
+
+GPU = "example.com/gpu"
+
+
+def _resources(values: dict[str, int]) -> dict[str, int]:
+    return {GPU if name == "gpu" else name: value for name, value in values.items()}
 
 
 class MakeQueuePolicy:
@@ -102,6 +117,8 @@ class MakeQueuePolicy:
         self._max: int | None = None
         self._backfill = math.inf
         self._admitting = True
+        self._budgets: dict[str, int] = {}
+        self._preempt = False
 
     def concurrency(self, concurrency: int) -> Self:
         self._concurrency = concurrency
@@ -119,6 +136,15 @@ class MakeQueuePolicy:
         self._backfill = seconds
         return self
 
+    def budgets(self, **budgets: int) -> Self:
+        """Budgets beyond memory: cpu in millicores, gpu (example.com/gpu) in units."""
+        self._budgets.update(_resources(budgets))
+        return self
+
+    def preempting(self) -> Self:
+        self._preempt = True
+        return self
+
     def paused(self) -> Self:
         self._admitting = False
         return self
@@ -130,6 +156,8 @@ class MakeQueuePolicy:
             memory_max=self._budget if self._max is None else self._max,
             backfill_seconds=self._backfill,
             admitting=self._admitting,
+            budgets=dict(self._budgets),
+            preempt_lower_priority=self._preempt,
         )
 
 

@@ -8,7 +8,7 @@ relies on `wake_at` being right: a missed wake-up shows as a job that never star
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from videoqueue.scheduling import (
@@ -33,6 +33,7 @@ class Arrival:
     run_seconds: float
     priority: int = 0
     start_after: float = 0.0  # delayed start: not eligible before at + start_after
+    requests: Mapping[str, int] = field(default_factory=dict)  # of the budgeted resources
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class _Job:
             memory=self.arrival.memory,
             state=self.state,
             eligible_at=self.eligible_at,
+            requests=self.arrival.requests,
         )
 
 

@@ -13,10 +13,20 @@ from tests.unit.scheduling.checks import (
     assert_admissions_within_limits,
     assert_follows_the_order,
     candidates,
+    over_a_budget,
+    resource_usage,
+    resources_fit,
     usage,
 )
 from tests.unit.scheduling.simulator import Arrival, Step, simulate
-from tests.unit.scheduling.strategies import arrivals, memories, policies, snapshots, times
+from tests.unit.scheduling.strategies import (
+    arrivals,
+    memories,
+    policies,
+    roomy_snapshots,
+    snapshots,
+    times,
+)
 from videoqueue.scheduling import (
     Blocked,
     BlockReason,
@@ -34,18 +44,19 @@ TIMELINES = settings(max_examples=60, deadline=None)
 
 
 @SNAPSHOTS
-@given(snapshots(), times)
+@given(snapshots() | roomy_snapshots(), times)
 def test_admissions_never_take_the_queue_over_a_limit(state: Snapshot, now: float) -> None:
     decision = decide(state, now)
 
     assert_admissions_within_limits(state, decision)
     jobs, memory = usage(state)
-    if jobs > state.policy.concurrency or memory > state.policy.memory_budget:
+    over = over_a_budget(state.policy, resource_usage(state))
+    if jobs > state.policy.concurrency or memory > state.policy.memory_budget or over:
         assert decision.admit == (), "nothing starts while the queue is over a limit"
 
 
 @SNAPSHOTS
-@given(snapshots(), times)
+@given(snapshots() | roomy_snapshots(), times)
 def test_every_job_is_admitted_or_skipped_for_a_reason_at_its_turn(
     state: Snapshot, now: float
 ) -> None:
@@ -53,22 +64,25 @@ def test_every_job_is_admitted_or_skipped_for_a_reason_at_its_turn(
 
 
 @SNAPSHOTS
-@given(snapshots(admitting=True), times)
+@given(snapshots(admitting=True) | roomy_snapshots(), times)
 def test_nothing_left_waiting_would_fit_in_what_remains(state: Snapshot, now: float) -> None:
     decision = decide(state, now)
     jobs, memory = usage(state, decision.admit)
     slots_free, memory_free = state.policy.concurrency - jobs, state.policy.memory_budget - memory
+    used = resource_usage(state, decision.admit)
+    free = {name: budget - used[name] for name, budget in state.policy.budgets.items()}
     order = candidates(state, now)
     if decision.reserved_for is not None:  # jobs behind a reservation wait whatever fits
         order = order[: [job.key for job in order].index(decision.reserved_for)]
 
     for job in order:
         if job.key not in decision.admit:
-            assert slots_free <= 0 or job.pod_memory > memory_free, job
+            fits = job.pod_memory <= memory_free and resources_fit(job, free)
+            assert slots_free <= 0 or not fits, job
 
 
 @SNAPSHOTS
-@given(snapshots(), times, memories)
+@given(snapshots() | roomy_snapshots(), times, memories)
 def test_fifo_and_priority_order_when_memory_is_uniform(
     state: Snapshot, now: float, memory: int
 ) -> None:
@@ -76,7 +90,9 @@ def test_fifo_and_priority_order_when_memory_is_uniform(
     # happen, so the admitted jobs are exactly the first ones in the order.
     uniform = dataclasses.replace(
         state,
-        jobs=tuple(dataclasses.replace(job, memory=memory, overhead=0) for job in state.jobs),
+        jobs=tuple(
+            dataclasses.replace(job, memory=memory, overhead=0, requests={}) for job in state.jobs
+        ),
     )
     order = [job.key for job in candidates(uniform, now)]
 
@@ -86,7 +102,7 @@ def test_fifo_and_priority_order_when_memory_is_uniform(
 
 
 @SNAPSHOTS
-@given(snapshots(), times, st.data())
+@given(snapshots() | roomy_snapshots(), times, st.data())
 def test_same_input_same_decision_whatever_the_job_order(
     state: Snapshot, now: float, data: st.DataObject
 ) -> None:
@@ -96,7 +112,7 @@ def test_same_input_same_decision_whatever_the_job_order(
 
 
 @SNAPSHOTS
-@given(snapshots(), times)
+@given(snapshots() | roomy_snapshots(), times)
 def test_every_pending_job_is_admitted_blocked_rejected_or_not_yet_eligible(
     state: Snapshot, now: float
 ) -> None:
@@ -111,7 +127,7 @@ def test_every_pending_job_is_admitted_blocked_rejected_or_not_yet_eligible(
 
 
 @SNAPSHOTS
-@given(snapshots(), times)
+@given(snapshots() | roomy_snapshots(), times)
 def test_never_admitted_agrees_with_the_decision(state: Snapshot, now: float) -> None:
     # The exported rule (the plugin's estimate uses it) says what decide_admissions does.
     decision = decide(state, now)
@@ -136,7 +152,7 @@ def test_never_admitted_agrees_with_the_decision(state: Snapshot, now: float) ->
 
 
 @SNAPSHOTS
-@given(snapshots(), times, st.none() | st.sampled_from([1.0, 30.0, 600.0]))
+@given(snapshots() | roomy_snapshots(), times, st.none() | st.sampled_from([1.0, 30.0, 600.0]))
 def test_admissions_follow_admission_order(
     state: Snapshot, now: float, aging_interval: float | None
 ) -> None:
@@ -149,7 +165,7 @@ def test_admissions_follow_admission_order(
 
 
 @SNAPSHOTS
-@given(snapshots(), times, st.floats(0, 1, exclude_max=True))
+@given(snapshots() | roomy_snapshots(), times, st.floats(0, 1, exclude_max=True))
 def test_decision_holds_until_wake_at_and_changes_then(
     state: Snapshot, now: float, fraction: float
 ) -> None:
@@ -169,6 +185,7 @@ def _check_step(policy: QueuePolicy) -> Callable[[Step], None]:
         jobs, memory = usage(step.snapshot)
         assert jobs <= policy.concurrency
         assert memory <= policy.memory_budget
+        assert not over_a_budget(policy, resource_usage(step.snapshot))
         assert_admissions_within_limits(step.snapshot, step.decision)
         assert_follows_the_order(step.snapshot, step.now, step.decision)
 
@@ -197,5 +214,10 @@ def test_simulated_queue_keeps_its_limits_and_runs_every_job_that_can_run(
     )
 
     fits_at_all = min(policy.memory_max, policy.memory_budget)
-    assert set(timeline.finished_at) == {a.key for a in jobs if a.memory <= fits_at_all}
+    assert set(timeline.finished_at) == {
+        a.key
+        for a in jobs
+        if a.memory <= fits_at_all
+        and all(a.requests.get(name, 0) <= budget for name, budget in policy.budgets.items())
+    }
     assert timeline.rejected == {a.key for a in jobs if a.memory > policy.memory_max}

@@ -22,8 +22,13 @@ from videoqueue.scheduling.job_types import (
     type_default_memory,
     worker_template,
 )
-from videoqueue.scheduling.jobs import assess_job, effective_memory, queue_overhead
-from videoqueue.scheduling.queue_status import reserved_memory
+from videoqueue.scheduling.jobs import (
+    assess_job,
+    effective_memory,
+    job_requests,
+    queue_overhead,
+)
+from videoqueue.scheduling.queue_status import reserved_memory, reserved_requests
 from videoqueue.scheduling.worker_pod import build_worker_pod
 
 T0 = datetime.datetime(2026, 1, 1, 10, 0, 0, tzinfo=datetime.UTC)
@@ -339,6 +344,18 @@ def test_a_type_sidecar_counts_for_that_types_jobs_only() -> None:
         2 * Gi + 256 * Mi
     )
     assert reserved_memory(queue, [running, running]) == 2 * Gi  # no type: the queue's
+
+
+def test_budgets_count_each_types_own_requests() -> None:
+    queue = typed_queue().budgets({"cpu": "8"}).model()  # transcode's patch asks for 4 CPUs
+    running = VideoJobStatus(phase=JobPhase.RUNNING, effective_memory="1Gi")
+
+    assert job_requests(job("transcode").model(), queue) == {"cpu": 4000}
+    assert job_requests(job("probe").model(), queue) == {"cpu": 0}  # WORKER requests none
+    assert reserved_requests(queue, [("transcode", running), ("transcode", running)]) == {
+        "cpu": 8000
+    }
+    assert reserved_requests(queue, [("transcode", running), ("probe", running)]) == {"cpu": 4000}
 
 
 def test_a_broken_type_patch_counts_what_the_queues_template_holds() -> None:

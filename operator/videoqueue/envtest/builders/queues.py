@@ -131,6 +131,10 @@ class MakeQueue(MakeObject):
         containers.append(container(name, memory))
         return self
 
+    def budgets(self, budgets: dict[str, str | int]) -> Self:
+        """spec.budgets, e.g. {"cpu": "2", "nvidia.com/gpu": 1}."""
+        return self.spec(budgets=dict(budgets))
+
     def template_body(self, template: dict[str, Any]) -> Self:
         """The whole `spec.template` as given, well-formed or not."""
         return self.spec(template=template)

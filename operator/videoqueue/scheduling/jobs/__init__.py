@@ -26,9 +26,11 @@ from videoqueue.scheduling.jobs.model import (
     Notice,
     effective_memory,
     job_key,
+    job_requests,
     memory_decision,
     queue_overhead,
     queue_policy,
+    type_requests,
 )
 from videoqueue.scheduling.jobs.waiting import explain_refusal, reject, waiting_because
 
@@ -42,11 +44,13 @@ __all__ = [
     "effective_memory",
     "explain_refusal",
     "job_key",
+    "job_requests",
     "memory_decision",
     "preempt",
     "queue_overhead",
     "queue_policy",
     "reject",
     "stopping_pods",
+    "type_requests",
     "waiting_because",
 ]

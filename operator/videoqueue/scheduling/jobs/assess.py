@@ -113,7 +113,7 @@ def stopping_pods(
     busy = status.phase in (JobPhase.ADMITTED, JobPhase.RUNNING)
     overhead = queue_overhead(queue, job_type) if queue is not None else PodOverhead()
     return tuple(
-        StoppingPod(pod.name, pod.pod_memory or overhead.pod_memory(pod.memory))
+        StoppingPod(pod.name, pod.pod_memory or overhead.pod_memory(pod.memory), pod.requests)
         for pod in pods
         if pod.phase not in ("Succeeded", "Failed") and not (busy and pod.attempt == status.attempt)
     )

@@ -312,7 +312,11 @@ def preempt(
         view,
         (*assessment.notices, Notice("Warning", "Preempted", message)),
         stop_pods=(pod_name,),
-        stopping=(StoppingPod(pod_name, running.pod_memory),) if running is not None else (),
+        stopping=(
+            (StoppingPod(pod_name, running.pod_memory, running.requests),)
+            if running is not None
+            else ()
+        ),
     )
 
 
@@ -394,5 +398,8 @@ def assess_running(
     else:
         beside = queue_overhead(queue, job.spec.type).beside(memory) if queue is not None else 0
     state = JobState.RUNNING if running else JobState.ADMITTED
-    view = job_view(job, status, now, memory=memory, overhead=beside, state=state)
+    # Its requests as its pod has them (the template may have changed since it was built).
+    view = job_view(
+        job, status, now, memory=memory, overhead=beside, state=state, requests=pod.requests
+    )
     return Assessment(status=status, view=view, notices=tuple(notices), recheck_at=recheck_at)

@@ -4,7 +4,7 @@ shares: a job's key, its memory, its queue's policy and pod overhead, its kstatu
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,6 +18,7 @@ from videoqueue.api import (
     VideoJob,
     VideoJobStatus,
     VideoQueue,
+    budget_units,
     find_condition,
     put_condition,
 )
@@ -27,6 +28,7 @@ from videoqueue.scheduling.job_types import (
     worker_template,
 )
 from videoqueue.scheduling.memory import PodOverhead
+from videoqueue.scheduling.pod_requests import pod_requests
 from videoqueue.scheduling.sizing import (
     SOURCE_GROWN,
     SOURCE_REQUESTED,
@@ -135,6 +137,28 @@ def queue_overhead(queue: VideoQueue, job_type: str | None) -> PodOverhead:
     return pod_memory_overhead(template, strict=False)
 
 
+def job_requests(job: VideoJob, queue: VideoQueue) -> dict[str, int]:
+    """What `job`'s worker pods request of each resource in the queue's spec.budgets
+    (`type_requests` of its type)."""
+    return type_requests(queue, job.spec.type)
+
+
+def type_requests(queue: VideoQueue, job_type: str | None) -> dict[str, int]:
+    """What the worker pods of `job_type`'s jobs request of each resource in the queue's
+    spec.budgets (CPU in millicores, others in whole units), counted from the template they
+    are built from (the type's patch over the queue's) as Kubernetes counts a pod's request
+    (`videoqueue.scheduling.pod_requests`). The one place a job's requests are counted; the
+    worker's memory is counted apart (`effective_memory`). A patch that cannot be merged
+    counts the queue's template: its jobs are held when their pod is refused."""
+    if not queue.spec.budgets:
+        return {}
+    try:
+        template = worker_template(queue, job_type)
+    except TemplateError:
+        template = queue.spec.template
+    return pod_requests(template, queue.spec.budgets)
+
+
 def queue_policy(queue: VideoQueue, *, concurrency: int | None = None) -> QueuePolicy:
     """The scheduling policy of `queue`; `concurrency` overrides spec.concurrency (the
     effective value under memory pressure). The one conversion used by the controller and
@@ -153,6 +177,7 @@ def queue_policy(queue: VideoQueue, *, concurrency: int | None = None) -> QueueP
         aging_max_boost=aging.max_boost if aging else 10,
         starts_per_minute=rate_limit.starts_per_minute if rate_limit else None,
         preempt_lower_priority=queue.spec.preemption == PreemptionPolicy.LOWER_PRIORITY,
+        budgets=budget_units(queue.spec.budgets or {}),
     )
 
 
@@ -197,9 +222,11 @@ def job_view(
     overhead: int,
     state: JobState = JobState.PENDING,
     eligible_at: datetime.datetime | None = None,
+    requests: Mapping[str, int] | None = None,
 ) -> JobView:
     """The job as admission sees it (`videoqueue.scheduling.JobView`): its place in the order
-    (priority, creation, when it was last queued) and its pod's memory."""
+    (priority, creation, when it was last queued), its pod's memory and its pod's requests
+    of the budgeted resources (`job_requests`)."""
     created = job.metadata.creation_timestamp or now
     admitted = status.admitted_time if state is not JobState.PENDING else None
     return JobView(
@@ -212,6 +239,7 @@ def job_view(
         eligible_at=eligible_at.timestamp() if eligible_at else None,
         admitted_at=admitted.timestamp() if admitted else None,
         overhead=overhead,
+        requests=dict(requests or {}),
     )
 
 
@@ -234,4 +262,5 @@ def pending_view(
         memory=memory,
         overhead=queue_overhead(queue, job.spec.type).beside(memory),
         eligible_at=eligible if eligible and eligible > now else None,
+        requests=job_requests(job, queue),
     )

@@ -18,7 +18,7 @@ from videoqueue.api import (
     format_bytes,
     is_condition_true,
 )
-from videoqueue.scheduling.admission import Rejection, never_admitted
+from videoqueue.scheduling.admission import BlockReason, Rejection, never_admitted
 from videoqueue.scheduling.dependencies import describe_cycle
 from videoqueue.scheduling.inputs import (
     REASON_INPUT_NOT_RESOLVED,
@@ -31,6 +31,7 @@ from videoqueue.scheduling.jobs.model import (
     ConditionSetter,
     Notice,
     condition_setter,
+    job_requests,
     job_view,
     memory_decision,
     queue_overhead,
@@ -246,8 +247,9 @@ def assess_waiting(
     status.effective_memory_bytes = memory
     overhead = queue_overhead(queue, job.spec.type)
     beside = overhead.beside(memory)
+    requests = job_requests(job, queue)
     # Whether it can ever be admitted is admission's rule; the messages here name the fields.
-    view = job_view(job, status, now, memory=memory, overhead=beside)
+    view = job_view(job, status, now, memory=memory, overhead=beside, requests=requests)
     verdict = never_admitted(view, queue_policy(queue))
     if isinstance(verdict, Rejection):
         limit = queue.spec.memory.max_bytes
@@ -257,7 +259,11 @@ def assess_waiting(
             "spec.resources.memory or raise the queue's memory.max"
         )
         return reject_with(status, verdict.reason.value, message, now, condition, notices)
-    if verdict is not None:  # its whole pod is bigger than the whole budget: turned away
+    if verdict is not None and verdict.reason is BlockReason.EXCEEDS_BUDGET:
+        # Its whole pod is bigger than the whole memory budget: turned away. A pod that
+        # requests more CPU or of an extended resource than its budget waits instead (its
+        # requests are the queue's template's, so the queue's owner has it to fix; admission
+        # says so, ExceedsResourceBudget).
         budget = queue.spec.memory.budget_bytes
         message = pod_exceeds_budget(job, memory, overhead, budget)
         return reject_with(status, "PodExceedsBudget", message, now, condition, notices)
@@ -288,7 +294,15 @@ def assess_waiting(
         status.phase = JobPhase.PENDING
     if not any(c.type == JobConditionType.ADMITTED for c in status.conditions):
         condition(JobConditionType.ADMITTED, False, "Pending", "waiting for admission")
-    view = job_view(job, status, now, memory=memory, overhead=beside, eligible_at=eligible_at)
+    view = job_view(
+        job,
+        status,
+        now,
+        memory=memory,
+        overhead=beside,
+        eligible_at=eligible_at,
+        requests=requests,
+    )
     return Assessment(status=status, view=view, notices=tuple(notices))
 
 
