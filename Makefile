@@ -45,8 +45,12 @@ venv: ## Create .venv from uv.lock (exact pinned versions).
 toolchain: ## Build etcd, Kubernetes, KWOK and Helm from Go modules (cached per version).
 	hack/build-toolchain.sh
 
+.PHONY: toolchain-s3
+toolchain-s3: ## The toolchain plus SeaweedFS, the S3 server of the s3:// tests.
+	hack/build-toolchain.sh --s3
+
 .PHONY: toolchain-peers
-toolchain-peers: ## The toolchain plus the servers tests and benchmarks run beside it: Kueue, SeaweedFS.
+toolchain-peers: ## The toolchain plus the servers tests and benchmarks run beside it: SeaweedFS, Kueue.
 	hack/build-toolchain.sh --peers
 
 ##@ Development
@@ -128,15 +132,15 @@ test-unit: venv ## Pure tests, no cluster.
 	$(RUN)/pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: test-worker
-test-worker: venv toolchain-peers ## The worker with real ffmpeg, ffprobe, redis-server and SeaweedFS's S3 (no cluster).
+test-worker: venv toolchain-s3 ## The worker with real ffmpeg, ffprobe, redis-server and SeaweedFS's S3 (no cluster).
 	$(RUN)/pytest tests/worker $(PYTEST_ARGS)
 
 .PHONY: test-integration
-test-integration: venv toolchain-peers ## Tests against the local control plane (one per session).
+test-integration: venv toolchain-s3 ## Tests against the local control plane (one per session).
 	$(RUN)/pytest tests/integration $(PYTEST_ARGS)
 
 .PHONY: test-e2e
-test-e2e: venv toolchain-peers ## Real worker pods on a real node (kubelet + containerd; needs root).
+test-e2e: venv toolchain-s3 ## Real worker pods on a real node (kubelet + containerd; needs root).
 	$(RUN)/pytest tests/e2e $(PYTEST_ARGS)
 
 ##@ Benchmarks

@@ -11,8 +11,13 @@
 # weed binary is the S3 server of the s3:// storage tests (envtest/s3_server.py).
 #
 # Usage: hack/build-toolchain.sh            build what is missing, print the bin dir
-#        hack/build-toolchain.sh --peers    also Kueue and SeaweedFS (tests and benchmarks)
+#        hack/build-toolchain.sh --s3       also SeaweedFS (the test suites)
+#        hack/build-toolchain.sh --peers    also SeaweedFS and Kueue (the scale benchmark)
+#        hack/build-toolchain.sh --only kueue   only that component (.ci/run builds Kueue in
+#                                           the background while the tests run)
 #        hack/build-toolchain.sh --print    only print the bin dir (fails if not built)
+# Concurrent runs are safe: each component is built under its own lock, and a run that finds
+# another building it waits for that build instead of starting its own.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -50,7 +55,9 @@ build_component() {
     local bins=()
     while [[ $1 != -- ]]; do bins+=("$1"); shift; done
     shift
-    local dest="$cache/$key"
+    local dest="$cache/$key" lock
+    exec {lock}>"$cache/.$key.lock"
+    flock "$lock"
     if [[ -f "$dest/.complete" ]]; then
         log "$key: cached"
     else
@@ -65,6 +72,7 @@ build_component() {
     fi
     local b
     for b in "${bins[@]}"; do ln -sfn "$dest/$b" "$bin/$b"; done
+    exec {lock}>&-
 }
 
 # origin <module@version>: prints "<commit> <time>" of the tag, from the proxy's .info file,
@@ -226,17 +234,31 @@ build_helm() {
         "-X $pkg.version=$HELM_VERSION -X $pkg.gitCommit=$commit -X $pkg.gitTreeState=clean"
 }
 
-# --peers: also the servers only some suites and benchmarks run beside the control plane
-# (Kueue for bench-scale, SeaweedFS for the s3:// tests); `make dev` does without them.
-peers=0
+# --s3 / --peers: also the servers only some suites and benchmarks run beside the control
+# plane (SeaweedFS for the s3:// tests, Kueue for bench-scale); `make dev` does without them.
+s3=0
+kueue=0
 print_only=0
-for arg in "$@"; do
-    case $arg in
-        --peers) peers=1 ;;
+only=
+while (($#)); do
+    case $1 in
+        --s3) s3=1 ;;
+        --peers) s3=1 kueue=1 ;;
         --print) print_only=1 ;;
-        *) log "unknown argument $arg (use --peers, --print)"; exit 2 ;;
+        --only) only=${2:-}; shift ;;
+        *) log "unknown argument $1 (use --s3, --peers, --only kueue, --print)"; exit 2 ;;
     esac
+    shift
 done
+
+if [[ -n $only ]]; then
+    case $only in
+        kueue) build_component "kueue-$KUEUE_VERSION" kueue kueue-crds -- build_kueue ;;
+        seaweedfs) build_component "seaweedfs-$SEAWEEDFS_VERSION" weed -- build_seaweedfs ;;
+        *) log "--only takes kueue or seaweedfs, not $only"; exit 2 ;;
+    esac
+    exit 0
+fi
 
 if ((!print_only)); then
     build_component "etcd-$ETCD_VERSION" etcd -- build_etcd
@@ -247,23 +269,28 @@ if ((!print_only)); then
     build_component "kubelet-$KUBERNETES_VERSION" kubelet -- build_kubelet
     build_component "kube-proxy-$KUBERNETES_VERSION" kube-proxy -- build_kube_proxy
     build_component "pause-$KUBERNETES_VERSION" pause.tar -- build_pause
-    if ((peers)); then
-        build_component "kueue-$KUEUE_VERSION" kueue kueue-crds -- build_kueue
+    if ((s3)); then
         build_component "seaweedfs-$SEAWEEDFS_VERSION" weed -- build_seaweedfs
+    fi
+    if ((kueue)); then
+        build_component "kueue-$KUEUE_VERSION" kueue kueue-crds -- build_kueue
     fi
 fi
 
 wanted=(etcd kwok helm kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 build_command=hack/build-toolchain.sh
-if ((peers)); then
+if ((kueue)); then
     wanted+=(kueue weed)
     build_command+=" --peers"
+elif ((s3)); then
+    wanted+=(weed)
+    build_command+=" --s3"
 fi
 for b in "${wanted[@]}"; do
     [[ -x "$bin/$b" ]] || { log "missing $bin/$b: run $build_command"; exit 1; }
 done
-if ((peers)); then
-    [[ -d "$bin/kueue-crds" ]] || { log "missing $bin/kueue-crds: run hack/build-toolchain.sh --peers"; exit 1; }
+if ((kueue)); then
+    [[ -d "$bin/kueue-crds" ]] || { log "missing $bin/kueue-crds: run $build_command"; exit 1; }
 fi
 [[ -f "$bin/pause.tar" ]] || { log "missing $bin/pause.tar: run hack/build-toolchain.sh"; exit 1; }
 echo "$bin"
