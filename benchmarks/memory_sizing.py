@@ -28,13 +28,13 @@ Per mode (figures from each VideoJob's status.attempts: `memory` and the real cg
 (median, p90), first-attempt OOM rate (overall, and of the jobs after the first --warmup of
 their kind), jobs finished per hour (all jobs over the drain: first create to last
 completion). Then learned/static and learned/oracle, and the issue's targets as verdicts
-(printed, not asserted). Results: the table and benchmarks/memory_sizing_results.json.
+(printed, not asserted). Results: the table and benchmarks/memory_sizing_results.json
+(quick: memory_sizing_results_quick.json).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -43,6 +43,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client
 
 from benchmarks.memory_sizing_figures import (
@@ -70,6 +71,7 @@ from videoqueue.envtest.worker import make_media
 REPO = Path(__file__).resolve().parents[1]
 GROUP, VERSION = "videoqueue.dev", "v1alpha1"
 OUT = REPO / "benchmarks" / "memory_sizing_results.json"
+OUT_QUICK = REPO / "benchmarks" / "memory_sizing_results_quick.json"
 
 
 def log(text: str) -> None:
@@ -77,7 +79,7 @@ def log(text: str) -> None:
 
 
 class SizingError(SystemExit):
-    """The run cannot measure what it claims to (exit status 2, with the reason)."""
+    """The run cannot measure what it claims to (exit status 1, with the reason)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(f"memory_sizing: {message}")
@@ -106,13 +108,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--headroom", type=float, default=1.2, help="learned: headroom")
     parser.add_argument("--floor", default="64Mi", help="learned: floor")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per mode")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--out", type=Path, help=f"default {OUT.name}, quick {OUT_QUICK.name} (in benchmarks/)"
+    )
     args = parser.parse_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if unknown := set(args.modes) - set(MODES):
         parser.error(f"--modes: unknown {sorted(unknown)}; choose from {', '.join(MODES)}")
     quick = args.quick
     args.max = args.max or args.budget
+    args.out = args.out or (OUT_QUICK if quick else OUT)
     args.jobs = args.jobs or (40 if quick else 150)
     args.input_seconds = args.input_seconds or (2.0 if quick else 3.0)
     args.warmup = args.warmup if args.warmup is not None else (3 if quick else 10)
@@ -129,7 +134,7 @@ class Bench:
         self.media = media
         self.api = cluster.api_client()
         self.custom = client.CustomObjectsApi(self.api)
-        self.sizing_field = crd_has_sizing(cluster)
+        self.sizing_field = crd_has_sizing()
 
     # -- objects --------------------------------------------------------------------------
 
@@ -248,11 +253,9 @@ def _terminal(job: dict[str, Any]) -> bool:
     return any(c["type"] in ("Complete", "Failed") and c["status"] == "True" for c in conditions)
 
 
-def crd_has_sizing(cluster: LocalCluster) -> bool:
-    """Whether the cluster's VideoQueue CRD has spec.memory.sizing (learned sizing merged)."""
-    crd = json.loads(
-        cluster.kubectl("get", "crd", "videoqueues.videoqueue.dev", "-o", "json").stdout
-    )
+def crd_has_sizing(crds: Path = REPO / "crds") -> bool:
+    """Whether the VideoQueue CRD the run applies has spec.memory.sizing (learned sizing)."""
+    crd = yaml.safe_load((crds / "videoqueue.dev_videoqueues.yaml").read_text())
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     memory = schema["properties"]["spec"]["properties"]["memory"]["properties"]
     return "sizing" in memory
@@ -279,6 +282,11 @@ def make_inputs(media: Path, seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if "learned" in args.modes and not crd_has_sizing():
+        raise SizingError(
+            "--modes includes learned, but the VideoQueue CRD in crds/ has no "
+            "spec.memory.sizing (learned sizing not merged): run --modes static,oracle"
+        )
     stream = plan_stream(args.seed, args.jobs)
     figures: dict[str, ModeFigures] = {}
     peaks: dict[tuple[str, str], int] = {}
@@ -296,11 +304,6 @@ def main(argv: list[str] | None = None) -> int:
             operator.wait_for_log("acting: this replica now schedules", timeout=60)
             bench = Bench(cluster, args, image.tag, media)
             log(f"VideoQueue CRD has spec.memory.sizing: {bench.sizing_field}")
-            if "learned" in args.modes and not bench.sizing_field:
-                raise SizingError(
-                    "--modes includes learned, but the VideoQueue CRD in crds/ has no "
-                    "spec.memory.sizing (learned sizing not merged): run --modes static,oracle"
-                )
             if "oracle" in args.modes:
                 log(f"calibration: {len(distinct_jobs(stream))} distinct jobs ...")
                 peaks = bench.calibrate(stream)

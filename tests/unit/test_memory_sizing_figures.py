@@ -4,9 +4,12 @@ statuses as the operator writes them."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from benchmarks.memory_sizing import crd_has_sizing
 from benchmarks.memory_sizing_figures import (
     KINDS,
     ModeFigures,
@@ -174,3 +177,16 @@ def test_verdicts_say_not_run_without_the_learned_mode() -> None:
     assert ratios(figures) == {}
     assert {v for _, _, v in verdicts(figures, 10)} == {"not run"}
     assert "not run" in table(figures, 10)
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"), [(["budget"], False), (["budget", "sizing"], True)]
+)
+def test_the_benchmark_knows_whether_the_crd_has_learned_sizing(
+    tmp_path: Path, fields: list[str], expected: bool
+) -> None:
+    memory = {"properties": {name: {"type": "string"} for name in fields}}
+    schema = {"properties": {"spec": {"properties": {"memory": memory}}}}
+    crd = {"spec": {"versions": [{"schema": {"openAPIV3Schema": schema}}]}}
+    (tmp_path / "videoqueue.dev_videoqueues.yaml").write_text(yaml.safe_dump(crd))
+    assert crd_has_sizing(tmp_path) is expected
