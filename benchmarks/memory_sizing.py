@@ -66,6 +66,7 @@ from videoqueue.envtest.builders import MakeQueue
 from videoqueue.envtest.images import import_worker_image
 from videoqueue.envtest.operator_process import OperatorProcess
 from videoqueue.envtest.real_worker import REAL_NODE, real_node_worker_template
+from videoqueue.envtest.realnode import CGROUP_FS
 from videoqueue.envtest.worker import make_media
 
 REPO = Path(__file__).resolve().parents[1]
@@ -181,6 +182,16 @@ class Bench:
                 "(issue 19) and regenerate crds/, or run --modes static,oracle"
             )
 
+    def node_cpu_seconds(self) -> float | None:
+        """CPU seconds used so far by every pod of the real node (cgroup v1 cpuacct of the
+        kubelet's cgroup root), or None where there is no such file."""
+        root = self.cluster.real_node_layout(REAL_NODE).cgroup_root.lstrip("/")
+        for hierarchy in CGROUP_FS.iterdir():
+            usage = hierarchy / root / "cpuacct.usage"
+            if "cpuacct" in hierarchy.name.split(",") and usage.exists():
+                return int(usage.read_text()) / 1e9
+        return None
+
     # -- running a stream -------------------------------------------------------------------
 
     def drain(
@@ -236,8 +247,13 @@ class Bench:
         if mode == "oracle":
             memory = {job.name: oracle_memory(peaks[job.distinct]) for job in stream}
         log(f"{mode}: draining {len(stream)} jobs ...")
+        cpu_before = self.node_cpu_seconds()
         jobs, started = self.drain(namespace, stream, memory)
+        cpu_after = self.node_cpu_seconds()
         figures = mode_figures(mode, outcomes(stream, jobs), started, self.args.warmup)
+        if cpu_before is not None and cpu_after is not None and figures.drain_seconds > 0:
+            figures.worker_cpu_seconds = round(cpu_after - cpu_before, 1)
+            figures.worker_cores_busy = round(figures.worker_cpu_seconds / figures.drain_seconds, 2)
         log(f"{mode}: {figures.jobs_per_hour:.0f} jobs/h, drain {figures.drain_seconds:.0f}s")
         if mode == "learned" and set(figures.memory_sources) == {"(none)"}:
             raise SizingError(

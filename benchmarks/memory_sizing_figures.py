@@ -193,6 +193,10 @@ class ModeFigures:
     jobs_after_warmup: int
     mean_running_workers: float  # summed run time / drain time
     per_key: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # CPU time of every process in the real node's pods during the drain (its cgroup root's
+    # cpuacct.usage), and that over the drain: the cores the workers kept busy.
+    worker_cpu_seconds: float | None = None
+    worker_cores_busy: float | None = None
     memory_sources: dict[str, int] = field(default_factory=dict)
 
 
@@ -309,6 +313,7 @@ def table(figures: dict[str, ModeFigures], warmup: int) -> str:
         ("drain (s)", *(f"{figures[m].drain_seconds:.0f}" for m in modes)),
         ("jobs finished per hour", *(f"{figures[m].jobs_per_hour:.0f}" for m in modes)),
         ("mean running workers", *(f"{figures[m].mean_running_workers:.2f}" for m in modes)),
+        ("worker CPU s (cores busy)", *(_cpu(figures[m]) for m in modes)),
         ("reserved/peak median", *(str(figures[m].reserved_over_peak_median) for m in modes)),
         ("reserved/peak p90", *(str(figures[m].reserved_over_peak_p90) for m in modes)),
         (
@@ -343,6 +348,12 @@ def table(figures: dict[str, ModeFigures], warmup: int) -> str:
     lines += ["", "targets (issue 19):"]
     lines += [f"  {t:52} {m:>10}  {v}" for t, m, v in verdicts(figures, warmup)]
     return "\n".join(lines)
+
+
+def _cpu(figures: ModeFigures) -> str:
+    if figures.worker_cpu_seconds is None or figures.worker_cores_busy is None:
+        return "-"
+    return f"{figures.worker_cpu_seconds:.0f} ({figures.worker_cores_busy:.2f})"
 
 
 def _after_warmup(figures: ModeFigures) -> str:
