@@ -274,6 +274,11 @@ class Bench:
                 "learned: no job has status.memorySource, so the operator does not size "
                 "memory from history (is learned sizing merged into this checkout?)"
             )
+        if mode == "learned" and not figures.learned_sized:
+            log(
+                "WARNING learned: no job was sized by the queue's model (every memorySource "
+                f"is another: {figures.memory_sources}); see the table"
+            )
         self.cluster.delete_namespace(namespace)
         return figures
 

@@ -16,6 +16,7 @@ from videoqueue.api import parse_quantity
 
 Mi = 1024**2
 ORACLE_HEADROOM = 1.05
+LEARNED_SOURCE = re.compile(r"p\d+ of \d+ past ")  # status.memorySource of a learned size
 MODES = ("static", "learned", "oracle")
 
 
@@ -198,6 +199,8 @@ class ModeFigures:
     worker_cpu_seconds: float | None = None
     worker_cores_busy: float | None = None
     memory_sources: dict[str, int] = field(default_factory=dict)
+    # Jobs whose status.memorySource says the queue's model sized them ("p95 of 24 past ...").
+    learned_sized: int = 0
 
 
 def _rate(flags: list[bool]) -> float | None:
@@ -249,6 +252,7 @@ def mode_figures(mode: str, found: list[JobOutcome], started_at: float, warmup: 
         else 0.0,
         per_key=per_key,
         memory_sources=dict(sources.most_common(8)),
+        learned_sized=sum(bool(LEARNED_SOURCE.match(o.memory_source or "")) for o in found),
     )
 
 
@@ -314,6 +318,7 @@ def table(figures: dict[str, ModeFigures], warmup: int) -> str:
         ("jobs finished per hour", *(f"{figures[m].jobs_per_hour:.0f}" for m in modes)),
         ("mean running workers", *(f"{figures[m].mean_running_workers:.2f}" for m in modes)),
         ("worker CPU s (cores busy)", *(_cpu(figures[m]) for m in modes)),
+        ("sized by the model", *(str(figures[m].learned_sized) for m in modes)),
         ("reserved/peak median", *(str(figures[m].reserved_over_peak_median) for m in modes)),
         ("reserved/peak p90", *(str(figures[m].reserved_over_peak_p90) for m in modes)),
         (

@@ -120,7 +120,7 @@ def stream_and_jobs() -> tuple[list[PlannedJob], dict[str, dict[str, Any]]]:
     transcode that failed."""
     stream = [PlannedJob(f"p{i}", "probe", "in-720.mp4") for i in range(4)]
     stream.append(PlannedJob("t0", "transcode/480p", "in-720.mp4"))
-    oom, learned = ("OOMKilled", "64Mi", "64Mi"), "p95 of 2 x 1.2"
+    oom, learned = ("OOMKilled", "64Mi", "64Mi"), "p95 of 2 past probe jobs x 1.2"
     jobs = {
         "p0": finished_job("p0", oom, ("Completed", "128Mi", "100Mi"), done_at=20),
         "p1": finished_job("p1", ("Completed", "200Mi", "100Mi"), done_at=30),
@@ -148,7 +148,8 @@ def test_mode_figures_from_job_statuses() -> None:
     assert figures.mean_running_workers == round(70 / 60, 2)  # 7 attempts of 10 s
     assert figures.per_key["probe"]["first_attempt_ooms"] == 2
     assert figures.per_key["transcode/480p"]["peak_mib_median"] is None
-    assert figures.memory_sources == {"(none)": 4, "p# of # x #": 1}
+    assert figures.memory_sources == {"(none)": 4, "p# of # past probe jobs x #": 1}
+    assert figures.learned_sized == 1
 
 
 def figures_with(mode: str, jobs_per_hour: float, median: float, oom: float) -> ModeFigures:
