@@ -347,7 +347,9 @@ def main(argv: list[str] | None = None) -> int:
                 ))  # fmt: skip
             for mode in [m for m in MODES if m in args.modes]:
                 figures[mode] = bench.run_mode(mode, stream, peaks)
-        shutil.rmtree(media / "out", ignore_errors=True)
+    # The media and the cluster's state (etcd, PKI) go; the logs stay in `workdir`.
+    shutil.rmtree(media, ignore_errors=True)
+    shutil.rmtree(workdir / "cluster", ignore_errors=True)
     text = table(figures, args.warmup)
     if args.warm and "learned" in figures:
         text = "learned: --warm (the queue drained the stream once, unmeasured, first)\n" + text
