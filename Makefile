@@ -15,6 +15,8 @@ REAL_NODES ?= 0
 export VIDEOQUEUE_CACHE ?= $(HOME)/.cache/videoqueue
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 PYTEST_ARGS ?=
+# Extra arguments of a benchmark target, e.g. BENCH_ARGS="--modes static,oracle".
+BENCH_ARGS ?=
 LOCAL_KUBECONFIG := $(CURDIR)/$(CLUSTER_DIR)/kubeconfig
 KUBECONFIG ?= $(LOCAL_KUBECONFIG)
 KUBECTL = KUBECONFIG=$(KUBECONFIG) $(VIDEOQUEUE_CACHE)/bin/kubectl
@@ -160,6 +162,14 @@ bench-chaos: venv toolchain ## Chaos benchmark (2,000 jobs, 30 faults, then a fa
 .PHONY: bench-chaos-quick
 bench-chaos-quick: venv toolchain ## Chaos benchmark, quick mode (200 jobs, 9 faults): fails only on a nonzero count or jobs not finishing.
 	$(RUN)/python -m benchmarks.chaos.run --quick --out $(CURDIR)/.dev/bench-chaos-quick.json
+
+.PHONY: bench-sizing
+bench-sizing: venv toolchain ## Memory sizing benchmark on a real node (root): static, learned, oracle, 150 real ffmpeg jobs each: table + benchmarks/memory_sizing_results.json.
+	$(RUN)/python -m benchmarks.memory_sizing $(BENCH_ARGS)
+
+.PHONY: bench-sizing-quick
+bench-sizing-quick: venv toolchain ## Memory sizing benchmark, quick mode (40 jobs a mode, warm-up 3): figures in .dev/bench-sizing-quick.json.
+	$(RUN)/python -m benchmarks.memory_sizing --quick --out $(CURDIR)/.dev/bench-sizing-quick.json $(BENCH_ARGS)
 
 .PHONY: images
 images: venv ## Build the operator and worker images with the local Docker engine (never pulls).

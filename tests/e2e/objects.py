@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.objects import GROUP, VERSION
-from videoqueue.envtest.realnode import REAL_NODE_PLACEMENT
+from videoqueue.envtest.real_worker import REAL_NODE, WORKER_UID, real_node_worker_template
 
-REAL_NODE = "real-node-0"
-WORKER_UID = 10001  # the worker image's USER
+__all__ = ["REAL_NODE", "WORKER_UID", "elapsed", "real_queue", "termination_message", "video_job"]
 
 
 def real_queue(
@@ -26,16 +25,8 @@ def real_queue(
     max_attempts: int = 3,
     **spec: Any,
 ) -> dict[str, Any]:
-    """A VideoQueue whose workers run on the real node: its nodeSelector and toleration, the
-    imported worker image (never pulled), scratch on an emptyDir at /work, the host's `media`
-    directory at /media (the default file root; an emptyDir when `media` is None, as Pod
-    Security `restricted` allows no hostPath), a security context that `restricted` accepts,
-    the user being the image's own non-root one."""
-    media_volume: dict[str, Any] = (
-        {"name": "media", "hostPath": {"path": str(media), "type": "Directory"}}
-        if media is not None
-        else {"name": "media", "emptyDir": {}}
-    )
+    """A VideoQueue whose workers run on the real node (`real_node_worker_template`: the
+    host's `media` directory at /media, an emptyDir when None)."""
     memory: dict[str, Any] = {"budget": budget, "defaultRequest": default_request, "max": max_}
     if oom_retry_multiplier is not None:
         memory["oomRetryMultiplier"] = oom_retry_multiplier
@@ -50,34 +41,7 @@ def real_queue(
                 "maxAttempts": max_attempts,
                 "backoff": {"initialSeconds": 1, "factor": 2, "maxSeconds": 5},
             },
-            "template": {
-                "spec": {
-                    **REAL_NODE_PLACEMENT,
-                    # No runAsUser: the kubelet checks the image's USER against runAsNonRoot.
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "fsGroup": WORKER_UID,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "containers": [
-                        {
-                            "name": "worker",
-                            "image": image,
-                            "imagePullPolicy": "Never",
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "readOnlyRootFilesystem": True,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
-                            "volumeMounts": [
-                                {"name": "work", "mountPath": "/work"},
-                                {"name": "media", "mountPath": "/media"},
-                            ],
-                        }
-                    ],
-                    "volumes": [{"name": "work", "emptyDir": {}}, media_volume],
-                }
-            },
+            "template": real_node_worker_template(image, media),
             **spec,
         },
     }
