@@ -166,3 +166,38 @@ def test_static_sizing_keeps_the_default(
         "1Gi",
         "spec.memory.defaultRequest",
     )
+
+
+def test_jobs_already_waiting_are_sized_once_their_key_is_learned(
+    cluster: LocalCluster, custom: Any, namespace: str, tmp_path: Path
+) -> None:
+    """A job's memory is decided when it is assessed; jobs that queued before their key was
+    learned are assessed again when its learned size changes (not only jobs created later)."""
+    operator = OperatorProcess(cluster.kubeconfig, tmp_path / "operator.log", ["--standalone"])
+    with operator:
+        operator.wait_for_log("videoqueue controller started", timeout=60)
+        learned = {"minObservations": 1, "headroom": 1.0}
+        memory = {"budget": "4Gi", "defaultRequest": "1Gi", "sizing": "Learned", "learned": learned}
+        create(custom, namespace, "videoqueues", make_queue(concurrency=1, memory=memory))
+        names = [f"w{i}" for i in range(1, 7)]
+        for name in names:  # all at once: w2..w6 wait for the one slot
+            create(custom, namespace, "videojobs", probe(name, 100))
+        first = wait_memory(custom, namespace, "w1")
+        assert first["effectiveMemory"] == "1Gi"
+        wait_queue(custom, namespace, observed("probe", 1), "w1's peak learned")
+        # The last one waited through four more jobs after w1's peak was counted.
+        last: dict[str, Any] = poll(
+            lambda: (
+                (
+                    (s := get_job(custom, namespace, "w6").get("status") or {}).get("phase")
+                    in ("Admitted", "Running", "Succeeded")
+                    and s
+                )
+                or None
+            ),
+            timeout=120,
+            what="w6 admitted",
+        )
+    # (Every peak is 100Mi; how many were counted by then depends on timing.)
+    assert last["effectiveMemory"] == "100Mi", last
+    assert re.fullmatch(r"p95 of [1-5] past probe jobs x 1", last["memorySource"]), last

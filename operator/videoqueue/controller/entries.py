@@ -231,6 +231,19 @@ class QueueEntry:
     def stopping_pods(self) -> tuple[StoppingPod, ...]:
         return (*(pod for pods in self.stopping.values() for pod in pods), *self.orphans.values())
 
+    def resize(self, jobs: dict[str, JobEntry], keys: frozenset[str]) -> None:
+        """Re-assess this queue's waiting jobs of these sizing keys: their learned memory
+        changed (`videoqueue.scheduling.sizing.sizes_changed`)."""
+        for key in self.jobs:
+            job = jobs.get(key)
+            if job is None or job.sizing_key not in keys:
+                continue
+            if (phase := job.stored_phase) is None or not (
+                phase in BUSY_PHASES or phase.is_terminal
+            ):
+                self.changed.add(key)
+        self.wake.set()
+
 
 def slim(raw: Any) -> dict[str, Any]:
     """The object without metadata.managedFields, which nothing here reads: the index keeps

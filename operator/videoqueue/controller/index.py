@@ -34,25 +34,16 @@ from videoqueue.controller.entries import (
 )
 from videoqueue.scheduling import JobState
 from videoqueue.scheduling.cycle import IndexedJob, JobFacts, QueueView
-from videoqueue.scheduling.cycle_rules import (
-    due_at,
-    earliest,
-    expires_at,
-    oom_kill_times,
-)
+from videoqueue.scheduling.cycle_rules import due_at, earliest, expires_at, oom_kill_times
 from videoqueue.scheduling.dependencies import find_cycle
 from videoqueue.scheduling.inputs import SourceJob
-from videoqueue.scheduling.jobs import (
-    Assessment,
-    stopping_pods,
-)
+from videoqueue.scheduling.jobs import Assessment, stopping_pods
 from videoqueue.scheduling.pod_outcome import pod_essentials, read_pod_outcome
 from videoqueue.scheduling.pressure import pressure_from_status
 from videoqueue.scheduling.progress_board import ProgressReport
+from videoqueue.scheduling.sizing import sizes_changed
 from videoqueue.scheduling.statistics import finished_record
-from videoqueue.scheduling.worker_pod import (
-    ANNOTATION_JOB_NAME,
-)
+from videoqueue.scheduling.worker_pod import ANNOTATION_JOB_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +80,7 @@ class Index:
                 or generation_of(body) != generation_of(entry.body)
                 or is_deleting(body) != is_deleting(entry.body)
             )
-            entry.body = body
+            entry.body, before = body, entry.queue
             try:
                 entry.queue = VideoQueue.model_validate(body)
             except ValidationError:
@@ -98,8 +89,10 @@ class Index:
             if entry.pressure is None and entry.queue is not None:
                 entry.pressure = pressure_from_status(entry.queue)  # as a predecessor left it
             self.statistics_stored(entry)
-            if not spec_changed:
-                return  # our own status write coming back: nothing to re-decide
+            if not spec_changed:  # our own status write coming back: only sizes to re-decide
+                if resized := sizes_changed(before, entry.queue):
+                    entry.resize(self.jobs, resized)
+                return
             # A new template may cure refused worker pods: try again now.
             entry.held.clear()
             entry.refused_until = 0.0

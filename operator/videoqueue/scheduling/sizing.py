@@ -169,3 +169,18 @@ def learned_memory(queue: VideoQueue, key: str) -> LearnedMemory:
     elif memory < raw:
         source += f", capped at memory.max {format_bytes(memory)}"
     return LearnedMemory(memory, source[:256])
+
+
+def sizes_changed(before: VideoQueue | None, after: VideoQueue | None) -> frozenset[str]:
+    """The sizing keys whose learned size differs between two versions of a queue (its
+    status.sizing or its spec.memory moved on): waiting jobs of those keys are sized again,
+    since a job's memory is decided when it is assessed. Only a changed size counts, not a
+    new observation that leaves it as it was, so a busy queue re-assesses rarely."""
+    if before is None or after is None:
+        return frozenset()
+    keys = {s.key for s in before.status.sizing} | {s.key for s in after.status.sizing}
+    return frozenset(
+        key
+        for key in keys
+        if learned_memory(before, key).memory != learned_memory(after, key).memory
+    )

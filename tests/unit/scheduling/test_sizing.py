@@ -23,7 +23,13 @@ from videoqueue.api import (
 from videoqueue.envtest.builders import WORKER, MakeJob, MakePod, MakeQueue
 from videoqueue.scheduling.jobs import assess_job, memory_decision
 from videoqueue.scheduling.queue_status import QueueFacts, summarize_queue
-from videoqueue.scheduling.sizing import attempt_peaks, observe, percentile, sizing_key
+from videoqueue.scheduling.sizing import (
+    attempt_peaks,
+    observe,
+    percentile,
+    sizes_changed,
+    sizing_key,
+)
 from videoqueue.scheduling.statistics import finished_record
 
 T0 = datetime.datetime(2026, 1, 1, 10, 0, 0, tzinfo=datetime.UTC)
@@ -300,3 +306,16 @@ def test_until_learned_a_job_gets_its_types_default_and_says_which() -> None:
         512 * Mi,
         "spec.types.transcode.memory.defaultRequest",
     )
+
+
+def test_sizes_changed_names_the_keys_whose_learned_size_moved() -> None:
+    two = learned_queue([200, 210]).model()  # below minObservations: no learned size
+    three = learned_queue([200, 210, 220]).model()  # 220 x 1.2 = 264Mi
+    same_size = learned_queue([200, 220, 210]).model()  # a new peak, the same p95
+    bigger = learned_queue([200, 210, 220, 400]).model()
+
+    assert sizes_changed(two, three) == {KEY}
+    assert sizes_changed(three, same_size) == frozenset()
+    assert sizes_changed(three, bigger) == {KEY}
+    assert sizes_changed(None, three) == frozenset()
+    assert sizes_changed(three, learned_queue([200, 210, 220]).sizing("Static").model()) == {KEY}
