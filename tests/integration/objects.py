@@ -8,7 +8,8 @@ import json
 import threading
 import time
 from collections import defaultdict
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Self
 
 from kubernetes import watch
 from urllib3.exceptions import ProtocolError
@@ -134,6 +135,37 @@ def wait_queue(
         what=what,
     )
     return found
+
+
+class WatchRecorder:
+    """A watch of one list call (`list_call(*args)`) on a thread of its own while the `with`
+    block runs: each event's type and object, as a dict, go to `record`, in the API server's
+    order. Subclasses say what they keep."""
+
+    def __init__(self, list_call: Callable[..., Any], *args: Any) -> None:
+        self._list, self._args = list_call, args
+        self._watch = watch.Watch()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._watch.stop()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        with contextlib.suppress(ProtocolError):  # the stream ends when the test stops it
+            for event in self._watch.stream(self._list, *self._args, timeout_seconds=900):
+                found = event["object"]
+                if not isinstance(found, dict):  # a typed client's model
+                    client = self._list.__self__.api_client  # type: ignore[attr-defined]
+                    found = client.sanitize_for_serialization(found)
+                self.record(event["type"], found)
+
+    def record(self, type_: str, found: dict[str, Any]) -> None:
+        raise NotImplementedError
 
 
 class PodRecorder:

@@ -6,7 +6,6 @@ a budget at `kubectl apply` time."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import threading
@@ -16,14 +15,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kubernetes import watch
 from kubernetes.client.rest import ApiException
-from urllib3.exceptions import ProtocolError
 
 from tests.integration.objects import (
     GROUP,
     RESULT,
     VERSION,
+    WatchRecorder,
     condition,
     create,
     wait_admitted_reason,
@@ -63,38 +61,20 @@ def budget_queue(name: str, budgets: dict[str, str | int], pool: str) -> dict[st
     )
 
 
-class RequestRecorder:
+class RequestRecorder(WatchRecorder):
     """Watches the namespace's worker pods and keeps, per queue, the most CPU and GPU that
     pods not yet finished requested at once (as Kubernetes counts a pod's request, from the
     pod as the API server stored it). Events come in the API server's order, so the active
     set is exact at every step."""
 
     def __init__(self, core: Any, namespace: str) -> None:
-        self.core, self.namespace = core, namespace
+        super().__init__(core.list_namespaced_pod, namespace)
         self.active: dict[str, dict[str, dict[str, int]]] = defaultdict(dict)
         self.most: dict[str, dict[str, int]] = defaultdict(lambda: {"cpu": 0, GPU: 0})
         self.seen: set[str] = set()
-        self._watch = watch.Watch()
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> RequestRecorder:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._watch.stop()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        with contextlib.suppress(ProtocolError):
-            for event in self._watch.stream(
-                self.core.list_namespaced_pod, self.namespace, timeout_seconds=900
-            ):
-                pod = self.core.api_client.sanitize_for_serialization(event["object"])
-                self._record(event["type"], pod)
-
-    def _record(self, type_: str, pod: dict[str, Any]) -> None:
+    def record(self, type_: str, pod: dict[str, Any]) -> None:
         queue = pod["metadata"].get("labels", {}).get(LABEL_QUEUE, "")
         name = pod["metadata"]["name"]
         with self._lock:
@@ -108,38 +88,20 @@ class RequestRecorder:
                 self.most[queue][resource] = max(self.most[queue][resource], total)
 
 
-class ReasonRecorder:
+class ReasonRecorder(WatchRecorder):
     """Watches the namespace's VideoJobs and keeps every (reason, message) their Admitted
     condition had: a wait is seen however briefly it lasted, whatever the test's timing."""
 
     def __init__(self, custom: Any, namespace: str) -> None:
-        self.custom, self.namespace = custom, namespace
+        super().__init__(
+            custom.list_namespaced_custom_object, GROUP, VERSION, namespace, "videojobs"
+        )
         self.reasons: dict[str, dict[str, str]] = defaultdict(dict)
-        self._watch = watch.Watch()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> ReasonRecorder:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._watch.stop()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        with contextlib.suppress(ProtocolError):
-            for event in self._watch.stream(
-                self.custom.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                self.namespace,
-                "videojobs",
-                timeout_seconds=900,
-            ):
-                job = event["object"]
-                if (found := condition(job, "Admitted")) is not None:
-                    name = job["metadata"]["name"]
-                    self.reasons[name].setdefault(found["reason"], found.get("message", ""))
+    def record(self, type_: str, job: dict[str, Any]) -> None:
+        if (found := condition(job, "Admitted")) is not None:
+            name = job["metadata"]["name"]
+            self.reasons[name].setdefault(found["reason"], found.get("message", ""))
 
 
 @pytest.fixture
