@@ -201,6 +201,8 @@ class ModeFigures:
     memory_sources: dict[str, int] = field(default_factory=dict)
     # Jobs whose status.memorySource says the queue's model sized them ("p95 of 24 past ...").
     learned_sized: int = 0
+    # Reserved/peak of the jobs past the first `warmup` of their key (as the OOM rate).
+    reserved_over_peak_median_after_warmup: float | None = None
 
 
 def _rate(flags: list[bool]) -> float | None:
@@ -218,6 +220,9 @@ def mode_figures(mode: str, found: list[JobOutcome], started_at: float, warmup: 
     drain = max(finished) - started_at if finished else math.nan
     oom = [o.first_reason == "OOMKilled" for o in found]
     later = [o.first_reason == "OOMKilled" for o in found if o.index_in_key >= warmup]
+    later_ratios = [
+        o.memory / o.peak for o in found if o.index_in_key >= warmup and o.memory and o.peak
+    ]
     per_key: dict[str, dict[str, Any]] = {}
     for key in dict.fromkeys(o.key for o in found):
         mine = [o for o in found if o.key == key]
@@ -253,6 +258,7 @@ def mode_figures(mode: str, found: list[JobOutcome], started_at: float, warmup: 
         per_key=per_key,
         memory_sources=dict(sources.most_common(8)),
         learned_sized=sum(bool(LEARNED_SOURCE.match(o.memory_source or "")) for o in found),
+        reserved_over_peak_median_after_warmup=_round(nearest_rank(later_ratios, 50)),
     )
 
 
@@ -294,6 +300,11 @@ def verdicts(figures: dict[str, ModeFigures], warmup: int) -> list[tuple[str, st
         ("learned reserved/peak median <= 1.35",
          *check(median, median is not None and median <= 1.35, f"{median}"))
     )  # fmt: skip
+    later = learned.reserved_over_peak_median_after_warmup if learned else None
+    rows.append(
+        (f"learned reserved/peak median <= 1.35 after {warmup} jobs per key",
+         *check(later, later is not None and later <= 1.35, f"{later}"))
+    )  # fmt: skip
     oom = learned.first_attempt_oom_rate_after_warmup if learned else None
     rows.append(
         (f"learned first-attempt OOM <= 2 % after {warmup} jobs per key",
@@ -321,6 +332,10 @@ def table(figures: dict[str, ModeFigures], warmup: int) -> str:
         ("sized by the model", *(str(figures[m].learned_sized) for m in modes)),
         ("reserved/peak median", *(str(figures[m].reserved_over_peak_median) for m in modes)),
         ("reserved/peak p90", *(str(figures[m].reserved_over_peak_p90) for m in modes)),
+        (
+            f"  median after {warmup} jobs per key",
+            *(str(figures[m].reserved_over_peak_median_after_warmup) for m in modes),
+        ),
         (
             "first-attempt OOM",
             *(f"{figures[m].first_attempt_oom_rate * 100:.1f} %" for m in modes),

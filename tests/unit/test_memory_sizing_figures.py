@@ -145,6 +145,7 @@ def test_mode_figures_from_job_statuses() -> None:
     assert figures.first_attempt_oom_rate == 2 / 5
     # Past the first 3 of each key: p3 alone, OOM-killed.
     assert (figures.first_attempt_oom_rate_after_warmup, figures.jobs_after_warmup) == (1.0, 1)
+    assert figures.reserved_over_peak_median_after_warmup == 1.8  # p3's 180Mi / 100Mi
     assert figures.mean_running_workers == round(70 / 60, 2)  # 7 attempts of 10 s
     assert figures.per_key["probe"]["first_attempt_ooms"] == 2
     assert figures.per_key["transcode/480p"]["peak_mib_median"] is None
@@ -158,6 +159,7 @@ def figures_with(mode: str, jobs_per_hour: float, median: float, oom: float) -> 
         jobs_per_hour=jobs_per_hour, reserved_over_peak_median=median,
         reserved_over_peak_p90=median, first_attempt_oom_rate=oom,
         first_attempt_oom_rate_after_warmup=oom, jobs_after_warmup=50, mean_running_workers=2,
+        reserved_over_peak_median_after_warmup=median,
     )  # fmt: skip
 
 
@@ -169,7 +171,7 @@ def test_verdicts_against_the_issue_targets() -> None:
     }
     assert ratios(figures)["throughput_learned_over_static"] == 1.6
     assert ratios(figures)["throughput_learned_over_oracle"] == 0.8
-    assert [v for _, _, v in verdicts(figures, 10)] == ["MET", "MISSED", "MET", "MISSED"]
+    assert [v for _, _, v in verdicts(figures, 10)] == ["MET", "MET", "MISSED", "MET", "MISSED"]
     assert "learned throughput >= 1.5x static" in table(figures, 10)
 
 
