@@ -26,6 +26,10 @@ from videoqueue.envtest.pki import ClusterPKI, kubeconfig_document
 from videoqueue.envtest.realnode import RealNodeLayout
 from videoqueue.envtest.wait import poll
 
+# What a kubelet logs when it met containerd's CRI service before it had initialized.
+CRI_NOT_READY = "server is not initialized yet"
+KUBELET_STARTS = 30
+
 
 class RealNodesMixin(SupervisorMixin, ClusterBase):
     """LocalCluster's real nodes and the kube-proxy that serves their pods."""
@@ -203,11 +207,24 @@ class RealNodesMixin(SupervisorMixin, ClusterBase):
 
     def _wait_real_node_ready(self, name: str) -> None:
         kubelet = next(c for c in self.components if c.name == f"kubelet-{name}")
+        starts = 1
         with self.api_client() as api:
             core = client.CoreV1Api(api)
 
             def ready() -> bool:
+                nonlocal kubelet, starts
                 if not _alive(kubelet):
+                    # containerd answers `ctr` before its CRI service has initialized (slow
+                    # on a loaded machine), and a kubelet that meets that gives up at once:
+                    # start it again, a bounded number of times.
+                    last = self.log_tail(kubelet.name, 3)
+                    if CRI_NOT_READY in last and starts < KUBELET_STARTS:
+                        self._terminate_named(kubelet.name)
+                        self._launch(kubelet.name, kubelet.argv)
+                        self._save_state()
+                        kubelet = self.components[-1]
+                        starts += 1
+                        return False
                     raise ClusterError(
                         f"kubelet of {name} exited:\n{self.log_tail(kubelet.name, 40)}"
                     )
