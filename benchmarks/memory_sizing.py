@@ -114,7 +114,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--percentile", type=int, default=95, help="learned: percentile")
     parser.add_argument("--headroom", type=float, default=1.2, help="learned: headroom")
-    parser.add_argument("--floor", default="64Mi", help="learned: floor")
+    parser.add_argument("--floor", default="32Mi", help="learned: floor")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per mode")
     parser.add_argument(
         "--out", type=Path, help=f"default {OUT.name}, quick {OUT_QUICK.name} (in benchmarks/)"

@@ -71,7 +71,7 @@ def test_valid_queue_and_job_are_accepted_with_defaults(
             "oomRetryMultiplier": 2,
             "backfillSeconds": 300,
             "sizing": "Learned",
-            "learned": {"percentile": 95, "headroom": 1.2, "minObservations": 10, "floor": "64Mi"},
+            "learned": {"percentile": 95, "headroom": 1.2, "minObservations": 10, "floor": "32Mi"},
         },
         "retry": {
             "maxAttempts": 3,
@@ -357,12 +357,12 @@ REJECTED = [
     ),
     pytest.param(
         MakeQueue().max("1Gi").default_request("512Mi").sizing("Learned", floor="2Gi").obj(),
-        "spec.memory.learned.floor (64Mi unless set) must not exceed spec.memory.max",
+        "spec.memory.learned.floor (32Mi unless set) must not exceed spec.memory.max",
         id="learned-floor-over-max",
     ),
     pytest.param(
         MakeQueue().budget("1Gi").default_request("512Mi").sizing("Static", floor="2Gi").obj(),
-        "spec.memory.learned.floor (64Mi unless set) must not exceed spec.memory.max",
+        "spec.memory.learned.floor (32Mi unless set) must not exceed spec.memory.max",
         id="learned-floor-over-budget",
     ),
     pytest.param(

@@ -85,7 +85,7 @@ LEARNED_FLOOR_WITHIN_MAX = CelRule(
         f"{cel_quantity('has(self.max) ? self.max : self.budget')}) <= 0"
     ),
     message=(
-        "spec.memory.learned.floor (64Mi unless set) must not exceed spec.memory.max (budget "
+        "spec.memory.learned.floor (32Mi unless set) must not exceed spec.memory.max (budget "
         "unless set): learned sizes could never fit; lower learned.floor or raise max"
     ),
     field_path=".learned.floor",

@@ -47,8 +47,9 @@ class LearnedSizing(ApiModel):
     min_observations: int = Field(default=10, ge=1, le=1000)
     """Observed attempts of a key before its jobs are sized from them (until then they get
     the default)."""
-    floor: PositiveQuantity = "64Mi"
-    """Least memory a learned size gives; must not exceed memory.max."""
+    floor: PositiveQuantity = "32Mi"
+    """Least memory a learned size gives (a guard against nonsense peaks; the stock worker
+    alone peaks at 37-40 MiB); must not exceed memory.max."""
 
     @property
     def floor_bytes(self) -> int:

@@ -290,7 +290,7 @@ def test_learned_is_the_default() -> None:
     memory = QueueMemory.model_validate({"budget": "8Gi"})
     assert memory.sizing.value == "Learned"
     assert (memory.learned.percentile, memory.learned.headroom) == (95, 1.2)
-    assert (memory.learned.min_observations, memory.learned.floor) == (10, "64Mi")
+    assert (memory.learned.min_observations, memory.learned.floor) == (10, "32Mi")
 
 
 def test_until_learned_a_job_gets_its_types_default_and_says_which() -> None:
