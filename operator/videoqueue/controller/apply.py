@@ -39,7 +39,6 @@ from videoqueue.scheduling.cycle import CyclePlan, PodToCreate
 from videoqueue.scheduling.cycle_rules import earliest
 from videoqueue.scheduling.jobs import Assessment, explain_refusal
 from videoqueue.scheduling.pod_outcome import pod_essentials
-from videoqueue.scheduling.sizing import sizes_changed
 
 logger = logging.getLogger(__name__)
 
@@ -316,9 +315,7 @@ class Writes(OwedNotifications):
         if updated is not None and is_newer(updated, entry.body):
             entry.body = updated
             before, entry.queue = entry.queue, VideoQueue.model_validate(updated)
-            self.statistics_stored(entry)
-            if resized := sizes_changed(before, entry.queue):  # waiting jobs sized again
-                entry.resize(self.jobs, resized)
+            self.queue_read(entry, before)
 
     async def _write_finalizers(self, entry: QueueEntry, finalizers: list[str]) -> None:
         """Keep QUEUE_FINALIZER on the queue, or remove it from a deleted queue whose jobs

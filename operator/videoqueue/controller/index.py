@@ -88,11 +88,9 @@ class Index:
                 entry.queue = None
             if entry.pressure is None and entry.queue is not None:
                 entry.pressure = pressure_from_status(entry.queue)  # as a predecessor left it
-            self.statistics_stored(entry)
-            if not spec_changed:  # our own status write coming back: only sizes to re-decide
-                if resized := sizes_changed(before, entry.queue):
-                    entry.resize(self.jobs, resized)
-                return
+            self.queue_read(entry, before)
+            if not spec_changed:
+                return  # our own status write coming back: nothing more to re-decide
             # A new template may cure refused worker pods: try again now.
             entry.held.clear()
             entry.refused_until = 0.0
@@ -326,6 +324,14 @@ class Index:
             entry.uncounted[found.record_key] = found
         if (expires := self._expires_at(entry, job_entry)) is not None:
             heapq.heappush(entry.expiries, (expires, key))
+
+    def queue_read(self, entry: QueueEntry, before: VideoQueue | None) -> None:
+        """The queue's stored object was read (a watch event, a write's response) in place
+        of `before`: release what its statistics count now, and size again the waiting jobs
+        whose key's learned size moved (their memory is decided when they are assessed)."""
+        self.statistics_stored(entry)
+        if resized := sizes_changed(before, entry.queue):
+            entry.resize(self.jobs, resized)
 
     def statistics_stored(self, entry: QueueEntry, *, again: bool = False) -> None:
         """The queue's status as stored was read (a watch event, a write's response): let go
