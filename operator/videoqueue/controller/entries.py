@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from videoqueue.api import (
@@ -105,7 +105,7 @@ class JobEntry:
             if self.stored_phase in _COUNTED_PHASES
             else None
         )
-        self._raw = json.dumps(body, separators=(",", ":")).encode()
+        self._raw = orjson.dumps(body)
         # Not kept: a queue's jobs arrive by the thousand (a listing, a burst of status
         # echoes) and are assessed one at a time; parsing again costs less than the peak.
         self._body: dict[str, Any] | None = None
@@ -132,7 +132,7 @@ class JobEntry:
     @property
     def body(self) -> dict[str, Any]:
         if self._body is None:
-            self._body = json.loads(self._raw)
+            self._body = orjson.loads(self._raw)
         return self._body
 
     @property

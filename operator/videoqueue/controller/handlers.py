@@ -1,28 +1,32 @@
-"""kopf glue: watch events feed the controller's index; nothing here decides or writes.
+"""kopf glue and the watch streams: events feed the controller's index; nothing here decides
+or writes.
 
-Only `on.event` handlers are used: they need no finalizers and no progress annotations, so
-watching costs no API writes (kopf's per-object state annotations would cost one or two
-writes per job).
+Streams. kopf watches queues and nodes (few events) with `on.event` handlers only: they
+need no finalizers and no progress annotations, so watching costs no API writes. Jobs and
+worker pods, thousands of events a second under load, are watched by the operator's own
+streams (`videoqueue.controller.watch`), started from the resourceVersions of the listings
+that primed the controller.
 
 Activation. The controller decides on its index, so the index must be whole before the
 first decision: a job that is running but not yet indexed would leave its slot looking free,
 and a worker pod whose admission is not yet in its job's status (the pod is created first)
-is the only record of that admission. kopf delivers its initial listing as one event per
-object, spread over three watch streams, with nothing to say when a listing is complete.
-So a controller is primed when this replica starts acting: queues, jobs and worker pods are
-listed (three GETs), fed to a fresh controller without yielding in between (its scheduler
-loops first run once everything is indexed), and the kopf events that arrived meanwhile
-are replayed on top (stale ones are ignored by resourceVersion).
+is the only record of that admission. So a controller is primed when this replica starts
+acting: queues, jobs and worker pods are listed (three GETs, paged), fed to a fresh
+controller without yielding in between (its scheduler loops first run once everything is
+indexed); the job and pod streams then start from their listings' versions, and the kopf
+queue and node events that arrived meanwhile are replayed on top (stale ones are ignored by
+resourceVersion). A stream whose version has expired (410) primes a fresh controller the
+same way.
 
 Peering (several replicas, one acting; see `videoqueue.__main__`). kopf pauses a replica
 that is outranked by closing its watch streams, and re-lists everything when it resumes.
-The scheduler loops are ours, not kopf's, so pausing the streams alone would leave them
-acting on an index that no longer changes. So when kopf pauses, the controller is stopped
-and dropped (its index would miss deletions that happen while paused), and when kopf
-resumes, a fresh one is primed as above, after `TAKEOVER_SETTLE_SECONDS` so that the writes
-the previous replica still had in flight have landed. kopf announces pauses and resumptions
-only in its log (there is no API for them), so `PeeringSwitch` listens to kopf's peering
-logger. A standalone operator is primed once, at startup, before kopf starts watching.
+The scheduler loops and the job and pod streams are ours, not kopf's, so when kopf pauses,
+the controller and its streams are stopped and dropped (its index would miss deletions that
+happen while paused), and when kopf resumes, a fresh one is primed as above, after
+`TAKEOVER_SETTLE_SECONDS` so that the writes the previous replica still had in flight have
+landed. kopf announces pauses and resumptions only in its log (there is no API for them), so
+`PeeringSwitch` listens to kopf's peering logger. A standalone operator is primed once, at
+startup, before kopf starts watching.
 
 Fencing (`videoqueue.controller.fencing`). Every replica reads the Lease from startup; a
 replica told to act first takes the Lease (waiting for the previous holder's to expire, as
@@ -55,6 +59,7 @@ from videoqueue.controller.kube_helpers import (
 from videoqueue.controller.loop import Controller
 from videoqueue.controller.metrics import Activity
 from videoqueue.controller.progress_settings import ProgressSettings
+from videoqueue.controller.watch import WatchStream
 from videoqueue.scheduling.worker_pod import LABEL_JOB
 
 logger = logging.getLogger(__name__)
@@ -80,7 +85,9 @@ class _State:
         self.kube: KubeClient | None = None
         # The acting controller, with a whole index; None while standing by or priming.
         self.controller: Controller | None = None
-        # Events that arrive while a controller is being primed, replayed on top of it.
+        # The acting controller's job and pod streams.
+        self.streams: list[asyncio.Task[None]] = []
+        # kopf's events that arrive while a controller is being primed, replayed on top.
         self.buffer: list[tuple[Kind, dict[str, Any], bool]] | None = None
         self.activation: asyncio.Task[None] | None = None
         # Queues this replica has announced it schedules, since it last became active.
@@ -141,23 +148,33 @@ async def _activate(settle: float) -> None:
         )
         listed: dict[tuple[Kind, str], int] = {}
         counts: dict[Kind, int] = {}
+        feeds: list[_Feed] = []
         try:
             for kind, resource, selector in listings:
-                async for items, _ in kube.list_pages(resource, label_selector=selector):
+                version = ""
+                async for items, page_version in kube.list_pages(resource, label_selector=selector):
+                    version = page_version
                     if items is None:
                         raise _ListingRestartedError  # prime afresh: deletions meanwhile are unseen
                     for body in items:
                         listed[(kind, _key(body))] = _version(body)
                         _observe(fresh, kind, slim(body), deleted=False)
                     counts[kind] = counts.get(kind, 0) + len(items)
+                if kind != "queue":
+                    # Watched from its listing's version at once (a version the server has
+                    # forgotten cannot be resumed); events are held until priming is done.
+                    feeds.append(_Feed(fresh, kube, kind, resource, version, selector))
             break
         except _ListingRestartedError:
-            await fresh.stop()
+            await _stop(fresh, feeds)
         except KubeError as e:
-            await fresh.stop()
+            await _stop(fresh, feeds)
             logger.warning("cannot list what to schedule (%s); retrying in %.0fs", e, RETRY_SECONDS)
             await asyncio.sleep(RETRY_SECONDS)
-    # From here on no awaits: the buffered events go on top, then the loops start.
+    # From here on no awaits: what the streams and kopf brought meanwhile goes on top, then
+    # the loops start.
+    for feed in feeds:
+        feed.release()
     for kind, body, deleted in _state.buffer or ():
         # A deletion older than what was listed is of an object since re-created.
         if deleted and _version(body) < listed.get((kind, _key(body)), -1):
@@ -172,6 +189,82 @@ async def _activate(settle: float) -> None:
         counts.get("job", 0),
         counts.get("pod", 0),
     )
+
+
+class _Feed:
+    """A watch stream of jobs or pods for the controller `target`: its events are held while
+    `target` is being primed, then delivered as they come; it goes quiet once `target` no
+    longer acts (its task is cancelled then, but may still hold an event in hand)."""
+
+    def __init__(
+        self,
+        target: Controller,
+        kube: KubeClient,
+        kind: Kind,
+        resource: Resource,
+        version: str,
+        selector: str | None,
+    ) -> None:
+        self.target = target
+        self.kind = kind
+        self.held: list[tuple[dict[str, Any], bool]] | None = []
+        stream = WatchStream(
+            kube,
+            resource,
+            version,
+            on_event=self.deliver,
+            on_expired=self.expired,
+            label_selector=selector,
+        )
+        self.task = _spawn(stream.run())
+        _state.streams.append(self.task)  # stopped by `_retire` whatever happens to priming
+
+    def deliver(self, body: dict[str, Any], deleted: bool) -> None:
+        if self.held is not None:
+            self.held.append((body, deleted))
+        elif _state.controller is self.target:
+            _observe(self.target, self.kind, body, deleted=deleted)
+
+    def release(self) -> None:
+        for body, deleted in self.held or ():
+            _observe(self.target, self.kind, body, deleted=deleted)
+        self.held = None
+
+    def expired(self) -> None:
+        if self.held is not None or _state.controller is self.target:
+            _reprime()
+
+
+async def _stop(controller: Controller, feeds: list[_Feed]) -> None:
+    for feed in feeds:
+        feed.task.cancel()
+        _state.streams.remove(feed.task)
+    await controller.stop()
+
+
+def _retire() -> Controller | None:
+    """Detach the acting controller and stop its streams (a priming one's too); the caller
+    stops the controller."""
+    for task in _state.streams:
+        task.cancel()
+    _state.streams = []
+    stopping, _state.controller = _state.controller, None
+    return stopping
+
+
+def _reprime() -> None:
+    """Replace the acting controller with one primed from fresh listings, keeping the Lease."""
+    stopping = _retire()
+    if _state.activation is not None:
+        _state.activation.cancel()  # a priming whose stream expired starts over
+    _state.buffer = []
+
+    async def again() -> None:
+        if stopping is not None:
+            await stopping.stop()
+        await _activate(settle=0.0)
+
+    _state.activation = _spawn(again())
 
 
 class _ListingRestartedError(Exception):
@@ -189,7 +282,7 @@ def _pause() -> None:
     if _state.activation is not None:
         _state.activation.cancel()
         _state.activation = None
-    stopping, _state.controller = _state.controller, None
+    stopping = _retire()
     _state.buffer = None
     _state.announced.clear()
     logger.info("standing by: another replica acts; scheduler loops stopped")
@@ -296,7 +389,7 @@ async def _start_fence(
 async def stop(**_: Any) -> None:
     if _state.activation is not None:
         _state.activation.cancel()
-    stopping, _state.controller = _state.controller, None
+    stopping = _retire()
     if _state.standing_down is not None:
         await asyncio.shield(_state.standing_down)
     await _stand_down(stopping)
@@ -351,16 +444,6 @@ def _dispatch(kind: Kind, event: kopf.RawEvent) -> None:
 @kopf.on.event(GROUP, VERSION, "videoqueues")
 async def queue_event(event: kopf.RawEvent, **_: Any) -> None:
     _dispatch("queue", event)
-
-
-@kopf.on.event(GROUP, VERSION, "videojobs")
-async def job_event(event: kopf.RawEvent, **_: Any) -> None:
-    _dispatch("job", event)
-
-
-@kopf.on.event("", "v1", "pods", labels={LABEL_JOB: kopf.PRESENT})
-async def pod_event(event: kopf.RawEvent, **_: Any) -> None:
-    _dispatch("pod", event)
 
 
 # Nodes only for their MemoryPressure condition (queues lower their concurrency under it).

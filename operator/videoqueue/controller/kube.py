@@ -1,8 +1,9 @@
 """The operator's own Kubernetes API I/O: one small async client on aiohttp.
 
-kopf runs the watches; every other request the operator makes (creating pods, patching
+Every request the operator makes (listing, watching jobs and pods, creating pods, patching
 status, deleting, posting Events) goes through `KubeClient`, so connection pooling, retries,
-timeouts, write concurrency and request counting live in one place.
+timeouts, write concurrency and request counting live in one place; kopf watches only queues
+and nodes, and runs peering.
 
 Return conventions, chosen so that callers branch on values rather than exceptions for the
 outcomes a controller expects:
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import random
@@ -35,6 +35,7 @@ from typing import Any, Self, TypedDict, Unpack
 
 import aiohttp
 import kopf
+import orjson
 
 from videoqueue import __version__
 
@@ -298,6 +299,58 @@ class KubeClient:
                 yield items, ""
         raise KubeApiError(410, "Expired", f"listing {resource.plural} kept expiring", {})
 
+    async def watch_lines(
+        self,
+        resource: Resource,
+        version: str,
+        *,
+        label_selector: str | None = None,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[bytes]:
+        """One watch request over all namespaces from resourceVersion `version`, bookmarks
+        asked for: yields each event's JSON line until the server ends the stream (after
+        about `timeout_seconds`). One attempt, no retries (`videoqueue.controller.watch`
+        decides when to open the next); a refusal raises KubeApiError (410: `version` is too
+        old), a failed connection KubeConnectionError."""
+        params = {
+            "watch": "1",
+            "allowWatchBookmarks": "true",
+            "resourceVersion": version,
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        if label_selector:
+            params["labelSelector"] = label_selector
+        headers = {}
+        if authorization := self._current_authorization():
+            headers["Authorization"] = authorization
+        # No total timeout: a quiet stream may only carry a bookmark a minute.
+        timeout = aiohttp.ClientTimeout(
+            sock_connect=self.settings.connect_timeout, sock_read=timeout_seconds + 30
+        )
+        url = self.server + resource.path(None)
+        try:
+            async with self._session.get(
+                url, params=params, headers=headers, timeout=timeout
+            ) as response:
+                self.request_counts["watch", resource.plural, status_class(response.status)] += 1
+                if response.status != 200:
+                    if response.status == 401 and self._token_file is not None:
+                        self._reload_token()
+                    raise KubeApiError.from_response(response.status, await response.read())
+                # Split by hand: aiohttp's readline refuses lines over 128 KiB.
+                pending = bytearray()
+                async for chunk in response.content.iter_any():
+                    pending += chunk
+                    start = 0
+                    while (end := pending.find(b"\n", start)) >= 0:
+                        if end > start:
+                            yield bytes(pending[start:end])
+                        start = end + 1
+                    del pending[:start]
+        except _TRANSPORT_ERRORS as error:
+            self.request_counts["watch", resource.plural, "error"] += 1
+            raise KubeConnectionError(f"watching {resource.plural}: {error!r}") from error
+
     async def patch(
         self,
         resource: Resource,
@@ -410,7 +463,7 @@ class KubeClient:
         """One API call with retries; returns the final (status, body) for the caller to
         interpret, raising only when no response could be had."""
         url = self.server + path
-        data = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
+        data = orjson.dumps(body) if body is not None else None
         settings = self.settings
         token_reloaded = False
         attempt = 0
@@ -490,6 +543,6 @@ class KubeClient:
 
 def _ok(status: int, raw: bytes) -> Obj:
     if 200 <= status < 300:
-        result: Obj = json.loads(raw) if raw else {}
+        result: Obj = orjson.loads(raw) if raw else {}
         return result
     raise KubeApiError.from_response(status, raw)

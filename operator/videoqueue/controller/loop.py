@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 # A cycle that assesses thousands of jobs (a burst of new ones, a restart) lets the watch
 # streams be read at least this often: the API server closes a watch whose reader falls a
-# few dozen events behind, and kopf then lists every object again.
+# few dozen events behind (ours reopen from their last version; kopf's re-list).
 CYCLE_SLICE_SECONDS = 0.05
 
 

@@ -76,7 +76,7 @@ RETRY_REASONS: tuple[str, ...] = tuple(
 )
 STATES: tuple[str, ...] = tuple(s.value for s in QueueState)
 HEALTHS: tuple[str, ...] = tuple(h.value for h in QueueHealth)
-API_VERBS: tuple[str, ...] = ("get", "list", "create", "patch", "delete")
+API_VERBS: tuple[str, ...] = ("get", "list", "watch", "create", "patch", "delete")
 API_CODES: tuple[str, ...] = ("2xx", "3xx", "4xx", "5xx", "error")
 # The API server failed (5xx) or could not be reached (error): worth an alert. 4xx answers
 # are mostly expected (404 for a pod already gone, 409 for a pod that exists).
