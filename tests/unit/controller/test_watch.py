@@ -91,8 +91,9 @@ class Seen:
         self.expired += 1
 
 
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
+async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
+    """Poll `condition` until it holds; fail after `within` seconds."""
+    deadline = time.monotonic() + within
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.01)
@@ -169,9 +170,7 @@ async def test_failures_are_retried_with_backoff_and_a_bad_event_does_not_stop_i
             raise RuntimeError("a defect in handling one object")
         seen.on_event(body, deleted)
 
-    watch = WatchStream(
-        await kube(server), PODS, "10", on_event=picky, on_expired=seen.on_expired
-    )
+    watch = WatchStream(await kube(server), PODS, "10", on_event=picky, on_expired=seen.on_expired)
     started = time.monotonic()
     task = asyncio.create_task(watch.run())
     await until(lambda: bool(seen.events))
