@@ -441,6 +441,8 @@ class Bench:
 
     def profile(self, operator: OperatorProcess, name: str) -> Profile:
         out = self.args.profile / f"{name}.txt" if self.args.profile else None
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
         return Profile(operator.pid, out)
 
     def operator(self, name: str) -> OperatorProcess:
