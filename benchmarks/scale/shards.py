@@ -59,13 +59,12 @@ from benchmarks.scale.run import (
 )
 from benchmarks.writes_per_job import GROUP, VERSION, WriteKey, subtract
 from videoqueue.controller.kube import KubeClient
-from videoqueue.controller.kube_helpers import VIDEOJOBS, VIDEOQUEUES, Resource
+from videoqueue.controller.kube_helpers import VIDEOJOBS, VIDEOQUEUES
 from videoqueue.envtest import ClusterConfig, LocalCluster, NodeSpec, poll
 from videoqueue.envtest.operator_process import OperatorProcess
 from videoqueue.scheduling.sharding import queue_key, shard_of
 
 REPO = Path(__file__).resolve().parents[2]
-NAMESPACES = Resource("", "v1", "namespaces", namespaced=False)
 QUEUE = "bench"
 CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok")
 
@@ -126,8 +125,6 @@ class ShardBench:
     async def create_queues(self, namespaces: list[str], per_queue: int) -> None:
         async with await KubeClient.from_kubeconfig(self.cluster.kubeconfig) as kube:
             for ns in namespaces:
-                await kube.create(NAMESPACES, None, {"metadata": {"name": ns}})
-            for ns in namespaces:
                 await kube.create(VIDEOQUEUES, ns, self.bench.queue(QUEUE, concurrency=per_queue))
 
     async def create_jobs(self, namespaces: list[str], names: list[str]) -> None:
@@ -176,6 +173,8 @@ class ShardBench:
             )
             for i in range(k)
         ]
+        for ns in namespaces:
+            self.cluster.create_namespace(ns)  # and waits for its default ServiceAccount
         with contextlib.ExitStack() as stack:
             for operator in operators:
                 stack.enter_context(operator)
