@@ -56,6 +56,10 @@ worker detection; everything else works. While Redis is down, jobs run and finis
 Metrics and probes: every replica serves, on --metrics-bind:--metrics-port (default
 0.0.0.0:8080), Prometheus metrics on /metrics (docs/metrics.md), liveness on /healthz and
 readiness on /readyz (ready once it acts on a primed index, or stands by for another replica).
+
+Sharding simulation: `--shard INDEX/COUNT` (with --standalone) schedules only the queues that
+hash to that shard, for measuring several processes side by side (benchmarks/scale/shards.py);
+it is not high availability and takes no queue over from another process (docs/sharding.md).
 """
 
 from __future__ import annotations
@@ -86,6 +90,8 @@ from videoqueue.controller.progress_settings import (
     ProgressSettings,
     settings_from_options,
 )
+from videoqueue.controller.sharding import ShardFilter
+from videoqueue.scheduling.sharding import Shard
 
 logger = logging.getLogger("videoqueue")
 
@@ -239,6 +245,17 @@ def resolve_progress(
         parser.error(str(e))
 
 
+def resolve_shard(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ShardFilter | None:
+    if args.shard is None:
+        return None
+    if not args.standalone:
+        parser.error("--shard needs --standalone: it simulates sharding, one process per shard")
+    try:
+        return ShardFilter(Shard.parse(args.shard))
+    except ValueError as e:
+        parser.error(f"--shard: {e}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="videoqueue", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -285,6 +302,13 @@ def main(argv: list[str] | None = None) -> None:
         default=8080,
         metavar="PORT",
         help="port of /metrics, /healthz and /readyz (default 8080)",
+    )
+    parser.add_argument(
+        "--shard",
+        metavar="INDEX/COUNT",
+        help="schedule only the queues that hash to shard INDEX of COUNT (0/2, 1/2); a "
+        "simulation for measurement (benchmarks/scale/shards.py), not high availability: "
+        "no Lease per shard, no takeover (docs/sharding.md); only with --standalone",
     )
     redis = parser.add_argument_group("progress channel (Redis)")
     redis.add_argument(
@@ -339,6 +363,7 @@ def main(argv: list[str] | None = None) -> None:
             f"--metrics-port must be a port number from 1 to 65535, not {args.metrics_port}"
         )
     progress = resolve_progress(parser, args)
+    shard = resolve_shard(parser, args)
     # kopf.configure installs the one root handler; a basicConfig handler would print twice.
     kopf.configure(verbose=args.verbose)
     if not args.verbose:
@@ -358,6 +383,7 @@ def main(argv: list[str] | None = None) -> None:
         lease=resolve_lease(args, identity),
         on_stale=fenced,
         user_agent=f"videoqueue-operator/{__version__} ({identity})",
+        shard=shard,
     )
     common: dict[str, Any] = {
         "clusterwide": True,

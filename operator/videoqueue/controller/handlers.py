@@ -59,6 +59,7 @@ from videoqueue.controller.kube_helpers import (
 from videoqueue.controller.loop import Controller
 from videoqueue.controller.metrics import Activity
 from videoqueue.controller.progress_settings import ProgressSettings
+from videoqueue.controller.sharding import ShardFilter
 from videoqueue.controller.watch import WatchStream
 from videoqueue.scheduling.worker_pod import LABEL_JOB
 
@@ -100,6 +101,8 @@ class _State:
         self.fence_loop: asyncio.Task[None] | None = None
         # Stopping the last controller and freeing the Lease: done before acting again.
         self.standing_down: asyncio.Task[None] | None = None
+        # --shard (a simulation, videoqueue.controller.sharding): the queues kept; None: all.
+        self.shard: ShardFilter | None = None
 
 
 _state = _State()
@@ -356,6 +359,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     user_agent: str | None = memo.get("user_agent")
     _state.kube = await KubeClient.from_kubeconfig(settings=ClientSettings(user_agent=user_agent))
     _state.progress = memo.get("progress")
+    _state.shard = memo.get("shard")
     lease: LeaseSettings | None = memo.get("lease")
     if lease is not None:
         _state.fence = await _start_fence(lease, user_agent, memo["on_stale"])
@@ -418,6 +422,8 @@ def _version(body: dict[str, Any]) -> int:
 
 
 def _observe(target: Controller, kind: Kind, body: dict[str, Any], *, deleted: bool) -> None:
+    if _state.shard is not None and not _state.shard.wants(kind, body):
+        return  # another shard's queue, job or pod
     if kind == "queue":
         key = _key(body)
         if key not in _state.announced and not deleted:
