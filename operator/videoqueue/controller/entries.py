@@ -175,6 +175,7 @@ class QueueEntry:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     cycle_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    planning_seconds: float = 0.0  # what the last cycle spent observing and planning
     all_changed: bool = True  # re-assess every job (the queue's spec changed)
     new_jobs: bool = False  # new jobs arrived since spec.maxPending was last checked
     changed: set[str] = field(default_factory=set)  # jobs to re-assess

@@ -40,6 +40,18 @@ logger = logging.getLogger(__name__)
 # streams be read at least this often: the API server closes a watch whose reader falls a
 # few dozen events behind (ours reopen from their last version; kopf's re-list).
 CYCLE_SLICE_SECONDS = 0.05
+# Part of a cycle's cost still grows with the queue (the decision reads every competing job),
+# so a big queue's cycles are paced: after a cycle that planned for `p` seconds the next
+# waits `p` more, and the events meanwhile are coalesced into it. Planning then takes at most
+# half of the loop's time however fast events come; a small queue's cycles (a millisecond)
+# are not delayed.
+PACE_FROM_SECONDS = 0.005
+PACE_MAX_SECONDS = 0.25
+
+
+def pace_after(planning: float) -> float:
+    """How long the next cycle waits after one that spent `planning` seconds planning."""
+    return 0.0 if planning < PACE_FROM_SECONDS else min(planning, PACE_MAX_SECONDS)
 
 
 class Controller(Writes):
@@ -113,6 +125,8 @@ class Controller(Writes):
                 wake_at = await self.reconcile_queue(entry)
                 metrics.record_cycle(entry.key, time.monotonic() - started)
                 failures = 0
+                if pause := pace_after(entry.planning_seconds):
+                    await asyncio.sleep(pause)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -132,6 +146,7 @@ class Controller(Writes):
         """Observe, plan, apply; a queue with more changed jobs than a slice takes (a
         restart, a burst) goes round again after letting the watch streams be read: the
         plan only decides admissions once every changed job is assessed."""
+        entry.planning_seconds = 0.0
         while True:
             now = self.clock()
             started = time.monotonic()
@@ -141,6 +156,7 @@ class Controller(Writes):
             except Exception:
                 self.give_back(entry, view, now)  # the retry (with backoff) sees them again
                 raise
+            entry.planning_seconds += time.monotonic() - started
             if view.changed:
                 # About CYCLE_SLICE_SECONDS worth of jobs per slice, judged by what the last
                 # slices cost per job.

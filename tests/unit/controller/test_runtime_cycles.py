@@ -19,7 +19,7 @@ from videoqueue.controller import loop as scheduler_loop
 from videoqueue.controller.entries import JobEntry, QueueEntry
 from videoqueue.controller.kube import KubeClient
 from videoqueue.controller.kube_helpers import Resource
-from videoqueue.controller.loop import Controller
+from videoqueue.controller.loop import PACE_MAX_SECONDS, Controller, pace_after
 from videoqueue.envtest.builders import MakeJob, MakeQueue, container
 from videoqueue.scheduling.cycle import QueueView
 
@@ -263,3 +263,9 @@ async def test_a_cycle_that_fails_gives_its_jobs_back_for_the_retry(
     await controller.reconcile_queue(entry)
     await drain_writes(entry)
     assert kube.calls["patch videojobs/status"] == 200
+
+
+def test_only_costly_cycles_are_paced_and_never_for_long() -> None:
+    assert pace_after(0.001) == 0.0  # a small queue's cycle: the next one may follow at once
+    assert pace_after(0.02) == pytest.approx(0.02)  # planning at most half of the time
+    assert pace_after(3.0) == PACE_MAX_SECONDS
