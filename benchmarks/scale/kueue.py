@@ -35,7 +35,7 @@ def install_crds(cluster: LocalCluster) -> None:
     crds = cluster.binaries["kueue-crds"].resolve()  # kubectl reads a symlink as a file
     cluster.kubectl("apply", "--server-side", "-f", str(crds))
     names = [f"crd/{p.stem.split('_', 1)[1]}.kueue.x-k8s.io" for p in sorted(crds.glob("*.yaml"))]
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=300s", *names)
 
 
 def configuration(webhook_port: int, health_port: int, cert_dir: Path) -> dict[str, Any]:
