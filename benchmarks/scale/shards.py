@@ -244,8 +244,8 @@ class ShardBench:
 def table(rounds: list[Round]) -> str:
     header = (
         f"{'processes':>9}{'jobs':>7}{'done':>7}{'wall s':>8}{'jobs/s':>8}{'largest':>9}"
-        f"{'op CPU s':>10}{'ms/job':>8}{'max proc s':>11}{'apiserver s':>12}{'etcd s':>8}"
-        f"{'harness s':>10}{'busy':>7}{'writes/job':>11}"
+        f"{'op CPU s':>10}{'ms/job':>8}{'max proc s':>11}{'max util':>9}{'apiserver s':>12}"
+        f"{'etcd s':>8}{'harness s':>10}{'busy':>7}{'writes/job':>11}"
     )
     lines = [header, "-" * len(header)]
     for r in rounds:
@@ -255,6 +255,7 @@ def table(rounds: list[Round]) -> str:
             f"{fmt(r.jobs_per_second, 1):>8}{fmt(r.largest_shard_share):>9}"
             f"{fmt(r.operator_cpu_seconds, 1):>10}{fmt(r.operator_cpu_ms_per_job, 1):>8}"
             f"{fmt(r.max_process_cpu_seconds, 1):>11}"
+            f"{fmt(r.max_process_cpu_seconds / r.wall_seconds):>9}"
             f"{fmt(cpu.get('kube-apiserver', math.nan), 1):>12}"
             f"{fmt(cpu.get('etcd', math.nan), 1):>8}{fmt(cpu.get('harness', math.nan), 1):>10}"
             f"{fmt(r.machine_busy):>7}{fmt(r.writes_per_job):>11}"
@@ -262,6 +263,8 @@ def table(rounds: list[Round]) -> str:
     lines += [
         "largest: the largest shard's share of the jobs (queues assigned by the operator's "
         "hash); op CPU s: all operator processes together; max proc s: the busiest one;",
+        "max util: the busiest process's CPU over the drain's wall time (1.00: one core, "
+        "the most a Python process can use);",
         f"busy: share of the machine's {os.cpu_count()} cores busy over the drain (everyone: "
         "control plane, operators, harness); writes/job: Events included",
     ]
