@@ -153,7 +153,8 @@ class ShardBench:
         return seen == wanted
 
     async def round(self, k: int) -> Round:
-        n, q = self.args.jobs, self.args.queues
+        n: int = self.args.jobs
+        q: int = self.args.queues
         namespaces = [f"shards{k}-{i:02d}" for i in range(q)]
         names = [f"vj{k}-{i:05d}" for i in range(n)]
         per_queue = math.ceil(n / q)
