@@ -10,8 +10,8 @@ for each process count K of `--processes` (default 1,2,4) a round of its own:
 - 40 VideoQueues, one in each of 40 fresh namespaces, each with room for all its jobs
   (concurrency and budget of N/40 jobs of 1Gi), so only the controllers limit the drain;
 - K operator processes, `--standalone --no-fencing --shard i/K` (with K = 1 no --shard),
-  started and settled before the round (each lists and indexes the earlier rounds' finished
-  jobs: a start's cost, not the drain's);
+  started and settled before the round; after it they are stopped and the round's
+  namespaces deleted, so each round starts on an emptied cluster;
 - N VideoJobs created round-robin over the queues (`--parallelism` creates in flight), each
   pod running `--run-for` on KWOK; the drain is timed from the first create to the last job's
   Complete=True on a watch (stamp_watch.py, in a process of its own).
@@ -175,7 +175,7 @@ class ShardBench:
             for i in range(k)
         ]
         for ns in namespaces:
-            self.cluster.create_namespace(ns)  # and waits for its default ServiceAccount
+            self.bench.namespace(ns)  # waits for its default ServiceAccount
         with contextlib.ExitStack() as stack:
             for operator in operators:
                 stack.enter_context(operator)
@@ -214,6 +214,9 @@ class ShardBench:
             after = self.bench.settled_writes()
             components_after = component_cpu(self.cluster)
             stats = [proc_stats(pid) for pid in pids]
+        # With the operators stopped: the next round starts on an emptied cluster (finished
+        # objects left behind cost the API server and every next operator's intake).
+        self.bench.clear_namespaces()
         result.jobs_per_second = n / result.wall_seconds
         result.machine_busy = (busy_after - busy_before) / (total_after - total_before)
         spent = zip(stats, cpu_before, strict=True)
