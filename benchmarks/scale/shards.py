@@ -10,8 +10,8 @@ for each process count K of `--processes` (default 1,2,4) a round of its own:
 - 40 VideoQueues, one in each of 40 fresh namespaces, each with room for all its jobs
   (concurrency and budget of N/40 jobs of 1Gi), so only the controllers limit the drain;
 - K operator processes, `--standalone --no-fencing --shard i/K` (with K = 1 no --shard),
-  started and settled before the round (each lists and indexes the earlier rounds' finished
-  jobs: a start's cost, not the drain's);
+  started and settled before the round; after it they are stopped and the round's
+  namespaces deleted, so each round starts on an emptied cluster;
 - N VideoJobs created round-robin over the queues (`--parallelism` creates in flight), each
   pod running `--run-for` on KWOK; the drain is timed from the first create to the last job's
   Complete=True on a watch (stamp_watch.py, in a process of its own).
@@ -153,7 +153,8 @@ class ShardBench:
         return seen == wanted
 
     async def round(self, k: int) -> Round:
-        n, q = self.args.jobs, self.args.queues
+        n: int = self.args.jobs
+        q: int = self.args.queues
         namespaces = [f"shards{k}-{i:02d}" for i in range(q)]
         names = [f"vj{k}-{i:05d}" for i in range(n)]
         per_queue = math.ceil(n / q)
@@ -174,7 +175,7 @@ class ShardBench:
             for i in range(k)
         ]
         for ns in namespaces:
-            self.cluster.create_namespace(ns)  # and waits for its default ServiceAccount
+            self.bench.namespace(ns)  # waits for its default ServiceAccount
         with contextlib.ExitStack() as stack:
             for operator in operators:
                 stack.enter_context(operator)
@@ -213,6 +214,9 @@ class ShardBench:
             after = self.bench.settled_writes()
             components_after = component_cpu(self.cluster)
             stats = [proc_stats(pid) for pid in pids]
+        # With the operators stopped: the next round starts on an emptied cluster (finished
+        # objects left behind cost the API server and every next operator's intake).
+        self.bench.clear_namespaces()
         result.jobs_per_second = n / result.wall_seconds
         result.machine_busy = (busy_after - busy_before) / (total_after - total_before)
         spent = zip(stats, cpu_before, strict=True)
@@ -244,8 +248,8 @@ class ShardBench:
 def table(rounds: list[Round]) -> str:
     header = (
         f"{'processes':>9}{'jobs':>7}{'done':>7}{'wall s':>8}{'jobs/s':>8}{'largest':>9}"
-        f"{'op CPU s':>10}{'ms/job':>8}{'max proc s':>11}{'apiserver s':>12}{'etcd s':>8}"
-        f"{'harness s':>10}{'busy':>7}{'writes/job':>11}"
+        f"{'op CPU s':>10}{'ms/job':>8}{'max proc s':>11}{'max util':>9}{'apiserver s':>12}"
+        f"{'etcd s':>8}{'harness s':>10}{'busy':>7}{'writes/job':>11}"
     )
     lines = [header, "-" * len(header)]
     for r in rounds:
@@ -255,6 +259,7 @@ def table(rounds: list[Round]) -> str:
             f"{fmt(r.jobs_per_second, 1):>8}{fmt(r.largest_shard_share):>9}"
             f"{fmt(r.operator_cpu_seconds, 1):>10}{fmt(r.operator_cpu_ms_per_job, 1):>8}"
             f"{fmt(r.max_process_cpu_seconds, 1):>11}"
+            f"{fmt(r.max_process_cpu_seconds / r.wall_seconds):>9}"
             f"{fmt(cpu.get('kube-apiserver', math.nan), 1):>12}"
             f"{fmt(cpu.get('etcd', math.nan), 1):>8}{fmt(cpu.get('harness', math.nan), 1):>10}"
             f"{fmt(r.machine_busy):>7}{fmt(r.writes_per_job):>11}"
@@ -262,6 +267,8 @@ def table(rounds: list[Round]) -> str:
     lines += [
         "largest: the largest shard's share of the jobs (queues assigned by the operator's "
         "hash); op CPU s: all operator processes together; max proc s: the busiest one;",
+        "max util: the busiest process's CPU over the drain's wall time (1.00: one core, "
+        "the most a Python process can use);",
         f"busy: share of the machine's {os.cpu_count()} cores busy over the drain (everyone: "
         "control plane, operators, harness); writes/job: Events included",
     ]

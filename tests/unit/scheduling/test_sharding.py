@@ -15,7 +15,7 @@ from videoqueue.scheduling.sharding import Shard, owner, queue_key, shard_name, 
 PROPERTIES = settings(max_examples=200, deadline=None)
 NAMES = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?", fullmatch=True)
 KEYS = st.builds(queue_key, NAMES, NAMES)
-# The benchmark's layout (benchmarks/scale/shards.py): 40 queues in 40 namespaces.
+# Laid out like the benchmark's (benchmarks/scale/shards.py): 40 queues in 40 namespaces.
 FORTY = [queue_key(f"shards-{i:02d}", "bench") for i in range(40)]
 
 
