@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.unit.controller.test_watch import until
+from tests.unit.controller.test_watch import serve_get, until
 from videoqueue.controller import handlers
 from videoqueue.controller.kube import KubeClient
 from videoqueue.controller.kube_helpers import PODS as POD_RESOURCE
@@ -65,13 +65,7 @@ async def api() -> AsyncIterator[Callable[[ApiServer], Any]]:
 
     async def start(server: ApiServer) -> None:
         servers.append(server)
-        app = web.Application()
-        app.router.add_route("GET", "/{tail:.*}", server.handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        url = await serve_get(server.handle, runners)
         handlers._state.kube = KubeClient(url, aiohttp.ClientSession())
 
     yield start

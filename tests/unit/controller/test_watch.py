@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,19 +54,27 @@ class Server:
         return response
 
 
+async def serve_get(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]], runners: list[web.AppRunner]
+) -> str:
+    """Answer every GET with `handler` on a loopback port; returns the server's URL. The
+    caller cleans up `runners`."""
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    runners.append(runner)
+    return f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
 @pytest.fixture
 async def kube() -> AsyncIterator[Callable[[Server], Any]]:
     runners: list[web.AppRunner] = []
     clients: list[KubeClient] = []
 
     async def start(server: Server) -> KubeClient:
-        app = web.Application()
-        app.router.add_route("GET", "/{tail:.*}", server.handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-        client = KubeClient(f"http://127.0.0.1:{runner.addresses[0][1]}", aiohttp.ClientSession())
+        client = KubeClient(await serve_get(server.handle, runners), aiohttp.ClientSession())
         clients.append(client)
         return client
 
