@@ -1073,6 +1073,7 @@ async def run(
         for n in args.pending:
             print(f"[{time.strftime('%H:%M:%S')}] pending {n} ...", file=sys.stderr, flush=True)
             pending.append(await bench.pending(n))
+            print(f"  {pending[-1]}", file=sys.stderr, flush=True)  # kept if a later one fails
     return scenarios, pending
 
 
