@@ -160,7 +160,8 @@ async def _activate(settle: float) -> None:
                     if items is None:
                         raise _ListingRestartedError  # prime afresh: deletions meanwhile are unseen
                     for body in items:
-                        listed[(kind, _key(body))] = _version(body)
+                        if kind == "queue":  # only kopf's queue events are buffered
+                            listed[(kind, _key(body))] = _version(body)
                         _observe(fresh, kind, slim(body), deleted=False)
                     counts[kind] = counts.get(kind, 0) + len(items)
                 if kind != "queue":
