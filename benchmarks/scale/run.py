@@ -879,12 +879,13 @@ class Bench:
             # Each new job's first status (Pending, why it waits) is written after the queue
             # counts it: read the RSS once those writes are done, not during them.
             assert operator.metrics_port is not None
-            poll(
-                lambda: status_writes(operator.metrics_port) >= n,
-                timeout=self.args.timeout,
-                what=f"the operator to write {n} job statuses",
-                interval=1.0,
-            )
+            with self.profile(operator, f"pending-{n}-statuses"):
+                poll(
+                    lambda: status_writes(operator.metrics_port) >= n,
+                    timeout=self.args.timeout,
+                    what=f"the operator to write {n} job statuses",
+                    interval=1.0,
+                )
             figures["status_written_seconds"] = time.monotonic() - started
             await asyncio.sleep(5)  # let the start-up burst's garbage go before reading RSS
             assert operator.pid is not None
@@ -904,12 +905,13 @@ class Bench:
             )
             restart = time.time()
             operator.start()
-            first = poll(
-                lambda: min(pods.first_pod.values(), default=None),
-                timeout=self.args.timeout,
-                what="the first admission after the restart",
-                interval=0.1,
-            )
+            with self.profile(operator, f"pending-{n}-restart"):
+                first = poll(
+                    lambda: min(pods.first_pod.values(), default=None),
+                    timeout=self.args.timeout,
+                    what="the first admission after the restart",
+                    interval=0.1,
+                )
             figures["restart_to_admission_seconds"] = first - restart
             assert operator.pid is not None
             figures["restart_peak_rss_mib"] = proc_stats(operator.pid).peak_rss_mib
