@@ -81,6 +81,7 @@ import kopf
 from videoqueue import __version__
 from videoqueue.controller import handlers, metrics_server  # importing handlers registers them
 from videoqueue.controller.fencing import LeaseSettings
+from videoqueue.controller.gc_settings import tune_garbage_collection
 from videoqueue.controller.kube import KubeApiError, KubeClient
 from videoqueue.controller.kube_helpers import Resource
 from videoqueue.controller.kubeconfig import SERVICE_ACCOUNT_DIR
@@ -224,6 +225,7 @@ def run_operator(args: argparse.Namespace, **operator: Any) -> None:
                 flag.set()
             await server.cleanup()
 
+    tune_garbage_collection()
     with contextlib.suppress(asyncio.CancelledError):  # as kopf.run does
         asyncio.run(run())
 

@@ -27,6 +27,7 @@ __all__ = [
     "max_attempts",
     "merge_template",
     "template_source",
+    "template_to_read",
     "type_deadline_seconds",
     "type_default_memory",
     "type_default_memory_source",
@@ -77,6 +78,16 @@ def worker_template(queue: VideoQueue, job_type: str | None) -> dict[str, Any]:
     if settings is None or settings.template is None:
         return copy.deepcopy(base)
     return merge_template(base, settings.template, where=f"spec.types.{job_type}.template")
+
+
+def template_to_read(queue: VideoQueue, job_type: str | None) -> Mapping[str, Any]:
+    """`worker_template` for reading only: the queue's own template, not a copy, when the
+    type has no patch (every assessment of a waiting job reads it; copying it was a tenth of
+    the cost of assessing a queue of waiting jobs)."""
+    settings = type_settings(queue, job_type)
+    if settings is None or settings.template is None:
+        return queue.spec.template
+    return worker_template(queue, job_type)
 
 
 def merge_template(

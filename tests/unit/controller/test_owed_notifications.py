@@ -20,8 +20,9 @@ from videoqueue.controller.entries import JobEntry, QueueEntry
 from videoqueue.controller.kube import KubeClient
 from videoqueue.controller.loop import Controller
 from videoqueue.envtest.builders import MakeJob, MakeQueue, container
+from videoqueue.envtest.recording_kube import RecordingKube
 
-from .test_runtime_cycles import NOW, NS, RecordingKube, drain_writes
+from .test_runtime_cycles import NOW, NS, drain_writes
 
 JOBS = 12
 

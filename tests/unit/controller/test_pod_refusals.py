@@ -15,7 +15,6 @@ import pytest
 from tests.unit.controller.test_runtime_cycles import (
     NOW,
     NS,
-    RecordingKube,
     drain_writes,
     job_body,
     queue_body,
@@ -27,6 +26,7 @@ from videoqueue.controller.entries import JobEntry, QueueEntry
 from videoqueue.controller.kube import KubeApiError, KubeClient
 from videoqueue.controller.kube_helpers import Resource
 from videoqueue.controller.loop import Controller
+from videoqueue.envtest.recording_kube import RecordingKube
 
 FORBIDDEN = 'pods "a-a1" is forbidden: violates PodSecurity "restricted:latest": privileged'
 

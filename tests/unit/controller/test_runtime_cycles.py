@@ -21,48 +21,11 @@ from videoqueue.controller.kube import KubeClient
 from videoqueue.controller.kube_helpers import Resource
 from videoqueue.controller.loop import PACE_MAX_SECONDS, Controller, pace_after
 from videoqueue.envtest.builders import MakeJob, MakeQueue, container
+from videoqueue.envtest.recording_kube import RecordingKube
 from videoqueue.scheduling.cycle import QueueView
 
 NS = "media"
 NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC)
-
-
-class RecordingKube:
-    """Answers writes like an API server would (the object back, a new resourceVersion)."""
-
-    def __init__(self, objects: dict[str, dict[str, Any]]) -> None:
-        self.objects = objects
-        self.calls: Counter[str] = Counter()
-        self.version = 1000
-
-    async def patch(
-        self, resource: Resource, namespace: str, name: str, patch: Any, subresource: str = ""
-    ) -> dict[str, Any] | None:
-        self.calls[f"patch {resource.plural}/{subresource}"] += 1
-        body = self.objects.get(f"{namespace}/{name}")
-        if body is None:
-            return None
-        updated = copy.deepcopy(body)
-        for key, value in patch.get("status", {}).items():
-            updated.setdefault("status", {})[key] = value
-        self.version += 1
-        updated["metadata"]["resourceVersion"] = str(self.version)
-        self.objects[f"{namespace}/{name}"] = updated
-        return updated
-
-    async def create(self, resource: Resource, namespace: str, body: Any) -> tuple[Any, bool]:
-        self.calls[f"create {resource.plural}"] += 1
-        created = copy.deepcopy(body)
-        created["metadata"].setdefault("namespace", namespace)
-        created["metadata"]["uid"] = f"uid-{created['metadata']['name']}"
-        created["metadata"]["resourceVersion"] = "1"
-        return created, True
-
-    async def post_event(self, involved: Any, **_: Any) -> None:
-        self.calls["event"] += 1
-
-    async def get(self, *_: Any) -> None:
-        return None
 
 
 def queue_body(state: str) -> dict[str, Any]:

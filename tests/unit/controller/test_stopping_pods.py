@@ -11,7 +11,6 @@ from typing import Any, cast
 from tests.unit.controller.test_runtime_cycles import (
     NOW,
     NS,
-    RecordingKube,
     drain_writes,
     job_body,
     queue_body,
@@ -22,6 +21,7 @@ from videoqueue.controller.entries import JobEntry, QueueEntry
 from videoqueue.controller.kube import KubeClient
 from videoqueue.controller.kube_helpers import Resource
 from videoqueue.controller.loop import Controller
+from videoqueue.envtest.recording_kube import RecordingKube
 
 
 class DeletingKube(RecordingKube):

@@ -32,6 +32,7 @@ from videoqueue.scheduling.jobs.model import (
     Assessment,
     Notice,
     condition_setter,
+    editable_status,
     history,
     parse_time,
     queue_overhead,
@@ -127,7 +128,7 @@ def _assess_job(
     facts: _Facts,
 ) -> Assessment:
     """`assess_job` without the kstatus conditions and stopping pods."""
-    status = job.status.model_copy(deep=True)
+    status = editable_status(job.status)
     generation = job.metadata.generation
     status.observed_generation = generation
     created = job.metadata.creation_timestamp or now

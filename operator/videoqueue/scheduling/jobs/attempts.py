@@ -31,6 +31,7 @@ from videoqueue.scheduling.jobs.model import (
     ConditionSetter,
     Notice,
     condition_setter,
+    editable_status,
     history,
     job_view,
     parse_time,
@@ -260,7 +261,7 @@ def admit(
     generation: int | None,
 ) -> VideoJobStatus:
     """The status after the scheduler admitted the job and its pod was created."""
-    admitted = status.model_copy(deep=True)
+    admitted = editable_status(status)
     admitted.attempt = admission.attempt
     record_admission(admitted, pod_name, admission.memory, now)
     admitted.conditions = set_condition(
@@ -290,7 +291,7 @@ def preempt(
     pod keeps its memory and slot counted (`stopping`) until it has terminated; a job that no
     longer fits the queue's memory.max (lowered meanwhile) does not compete again before its
     next assessment turns it away."""
-    status = assessment.status.model_copy(deep=True)
+    status = editable_status(assessment.status)
     generation = job.metadata.generation
 
     condition = condition_setter(status, now, generation)

@@ -24,8 +24,8 @@ from videoqueue.api import (
 )
 from videoqueue.scheduling.job_types import (
     TemplateError,
+    template_to_read,
     type_default_memory_source,
-    worker_template,
 )
 from videoqueue.scheduling.memory import PodOverhead
 from videoqueue.scheduling.pod_requests import pod_requests
@@ -94,6 +94,17 @@ def condition_setter(
     return condition
 
 
+def editable_status(status: VideoJobStatus) -> VideoJobStatus:
+    """A copy of `status` for an assessment to change. The state machine sets the status's
+    own fields, replaces its conditions list (`put_condition` returns a new one) and its
+    other parts whole, and changes attempt records in place: those are copied, the rest is
+    shared. A deep copy cost a third of assessing a waiting job."""
+    copied = status.model_copy()
+    copied.conditions = list(status.conditions)
+    copied.attempts = [record.model_copy() for record in status.attempts]
+    return copied
+
+
 def job_key(job: VideoJob) -> str:
     return f"{job.metadata.namespace}/{job.metadata.name}"
 
@@ -131,7 +142,7 @@ def queue_overhead(queue: VideoQueue, job_type: str | None) -> PodOverhead:
     what it can here: its jobs are held when their pod is refused, so no memory is really
     at stake."""
     try:
-        template = worker_template(queue, job_type)
+        template = template_to_read(queue, job_type)
     except TemplateError:
         template = queue.spec.template
     return pod_memory_overhead(template, strict=False)
@@ -153,7 +164,7 @@ def type_requests(queue: VideoQueue, job_type: str | None) -> dict[str, int]:
     if not queue.spec.budgets:
         return {}
     try:
-        template = worker_template(queue, job_type)
+        template = template_to_read(queue, job_type)
     except TemplateError:
         template = queue.spec.template
     return pod_requests(template, queue.spec.budgets)

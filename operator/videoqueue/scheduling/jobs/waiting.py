@@ -31,6 +31,7 @@ from videoqueue.scheduling.jobs.model import (
     ConditionSetter,
     Notice,
     condition_setter,
+    editable_status,
     job_requests,
     job_view,
     memory_decision,
@@ -174,7 +175,7 @@ def reject(
     job: VideoJob, status: VideoJobStatus, reason: str, message: str, now: datetime.datetime
 ) -> Assessment:
     """The assessment of a job the queue turns away for good (e.g. QueueFull)."""
-    status = status.model_copy(deep=True)
+    status = editable_status(status)
     generation = job.metadata.generation
 
     condition = condition_setter(status, now, generation)
@@ -315,7 +316,7 @@ def waiting_because(
 ) -> Assessment:
     """The assessment with why the job waits: its message (cut to what status.message holds)
     and the Admitted=False condition."""
-    status = assessment.status.model_copy(deep=True)
+    status = editable_status(assessment.status)
     status.message = message[:1024]
     condition_setter(status, now, generation)(JobConditionType.ADMITTED, False, reason, message)
     return replace(assessment, status=status)
