@@ -155,13 +155,14 @@ def test_writes_per_job_from_the_api_servers_request_metrics(
     report(f"writes per successful job (20 jobs, apiserver_request_total):\n{result.table()}")
     assert result.succeeded == 20
     assert result.by_category["pods"] == 20  # one worker pod per job, created once
-    # A job done within 5 s of its admission costs one status write (Admitted and Running
-    # are held that long, docs/operations.md); a few pods may start late on a loaded machine
-    # and cost one more each (Admitted). Two or three writes per job (no hold) fail.
+    # A job done within 5 s of its start costs one status write (Admitted is held while its
+    # pod starts, Running for 5 s, docs/operations.md); a few pods may start very late on a
+    # loaded machine and cost one more each (Admitted). Two or three writes per job (no hold)
+    # fail.
     assert result.by_category["videojobs/status"] <= 30
-    assert job_events == ["Completed"] * 20  # one Event per job: its outcome
+    assert job_events == []  # a first attempt's success is in its status, not an Event
     per_job = (result.by_category["videojobs/status"] + 20 + len(job_events)) / 20
-    assert per_job <= 4  # the issue's target (status, pod, Event)
+    assert per_job <= 3  # issue 17's target (status, pod; Events included)
     assert result.operator_writes < 20 * 20  # and no runaway write loop
 
 

@@ -22,6 +22,7 @@ from videoqueue.controller import metrics
 from videoqueue.controller.entries import (
     ADMISSION_WRITE_DELAY,
     BUSY_PHASES,
+    POD_START_WRITE_DELAY,
     JobEntry,
     QueueEntry,
     advances,
@@ -38,7 +39,7 @@ from videoqueue.controller.progress import ProgressChannel
 from videoqueue.scheduling.cycle import CyclePlan, PodToCreate
 from videoqueue.scheduling.cycle_rules import earliest
 from videoqueue.scheduling.jobs import Assessment, explain_refusal
-from videoqueue.scheduling.pod_outcome import pod_essentials
+from videoqueue.scheduling.pod_outcome import pod_essentials, pod_unschedulable
 
 logger = logging.getLogger(__name__)
 
@@ -290,7 +291,7 @@ class Writes(OwedNotifications):
             return
         # The next assessment starts from this (the pod may linger while it stops).
         job_entry.unwritten = job_entry.assessment.status
-        job_entry.admitted_hold = 0.0
+        job_entry.admitted_at = 0.0
         metrics.record_preemption(job_entry.job)
         logger.info("preempted %s (%s)", key, job_entry.assessment.status.message)
 
@@ -369,7 +370,7 @@ class Writes(OwedNotifications):
         queue.changed.add(entry.key)  # re-assess from the pod before the next decision
         # Most workers start within a moment: wait that long, and write Running (which
         # records the admission too, from the pod) instead of Admitted and then Running.
-        entry.admitted_hold = self.clock() + ADMISSION_WRITE_DELAY
+        entry.admitted_at = self.clock()
         entry.unwritten = admitted.status
         if planned.notice is not None:
             notice = planned.notice
@@ -447,15 +448,19 @@ def doubling(failures: int, initial: float, cap: float) -> float:
 
 def write_hold(entry: JobEntry) -> float:
     """Until when the job's status write waits: a retry's delay, a fresh admission's hold
-    while it is admitted or running, and a fresh start's while it is running (see
+    while it is admitted (POD_START_WRITE_DELAY, ADMISSION_WRITE_DELAY once its pod is
+    unschedulable) or running, and a fresh start's while it is running (see
     ADMISSION_WRITE_DELAY)."""
     assessment = entry.assessment
     if assessment is None or assessment.status.phase not in BUSY_PHASES:
         return entry.write_after
-    hold = max(entry.write_after, entry.admitted_hold)
-    attempts = assessment.status.attempts
-    if assessment.status.phase is JobPhase.RUNNING and attempts and attempts[-1].start_time:
-        hold = max(hold, attempts[-1].start_time.timestamp() + ADMISSION_WRITE_DELAY)
+    hold = max(entry.write_after, entry.admitted_at + ADMISSION_WRITE_DELAY)
+    status = assessment.status
+    starting = status.phase is JobPhase.ADMITTED and entry.admitted_at
+    if starting and not any(pod_unschedulable(pod) for pod in entry.pods.values()):
+        hold = max(hold, entry.admitted_at + POD_START_WRITE_DELAY)
+    if status.phase is JobPhase.RUNNING and status.attempts and status.attempts[-1].start_time:
+        hold = max(hold, status.attempts[-1].start_time.timestamp() + ADMISSION_WRITE_DELAY)
     return hold
 
 

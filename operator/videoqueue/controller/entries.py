@@ -44,6 +44,12 @@ logger = logging.getLogger(__name__)
 # start (Admitted, then the outcome), instead of three. Outcomes and anything else are
 # written at once.
 ADMISSION_WRITE_DELAY = 5.0
+# An Admitted status whose pod has not started yet (being scheduled or pulling its image on
+# a busy cluster) waits longer, up to this long after the admission: the pod is the record
+# of the admission and the queue's status counts it. A pod the scheduler reports
+# unschedulable ends the wait (ADMISSION_WRITE_DELAY): the user must see that. At N=5,000
+# most pods started 5-30 s after their admission, and each such job cost an Admitted write.
+POD_START_WRITE_DELAY = 30.0
 BUSY_PHASES = frozenset({JobPhase.ADMITTED, JobPhase.RUNNING})
 
 
@@ -58,7 +64,7 @@ class JobEntry:
         "_body",
         "_job",
         "_raw",
-        "admitted_hold",
+        "admitted_at",
         "assessment",
         "batch",
         "confirmed_missing",
@@ -93,9 +99,10 @@ class JobEntry:
         self.due_at: float | None = None  # when it is next re-assessed although nothing changed
         self.write_after = 0.0  # no status write before this time (a failed write's retry)
         self.write_failures = 0  # status writes failed in a row
-        # While the status is only Admitted or Running, its write waits until then
-        # (ADMISSION_WRITE_DELAY).
-        self.admitted_hold = 0.0
+        # When this operator admitted it (0: not since its last start): while the status is
+        # only Admitted or Running, its write waits (ADMISSION_WRITE_DELAY and
+        # POD_START_WRITE_DELAY from then).
+        self.admitted_at = 0.0
         # The status decided but not yet written (a deferred admission): what the next
         # assessment starts from, since part of it (e.g. a disrupted attempt) is nowhere else.
         self.unwritten: VideoJobStatus | None = None

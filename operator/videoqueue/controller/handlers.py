@@ -56,6 +56,7 @@ from videoqueue.controller.kube_helpers import (
     ClientSettings,
     Resource,
 )
+from videoqueue.controller.kubeconfig import find_connection_info
 from videoqueue.controller.loop import Controller
 from videoqueue.controller.metrics import Activity
 from videoqueue.controller.progress_settings import ProgressSettings
@@ -341,6 +342,14 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         pass
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf's own watches (queues, nodes, peering) connect as the operator's client does:
+    one place for credentials (`find_connection_info`), so kopf needs neither the kubernetes
+    nor the pykube client to log in (`videoqueue.__main__` keeps them out of the process)."""
+    return find_connection_info()[0]
 
 
 @kopf.on.startup()

@@ -67,11 +67,8 @@ from videoqueue.controller.kube_helpers import (
 from videoqueue.controller.kubeconfig import (
     SERVICE_ACCOUNT_DIR,
     authorization_header,
-    connection_info_from_kubeconfig,
-    in_cluster_connection_info,
+    find_connection_info,
     is_service_account_token,
-    kubeconfig_paths,
-    load_kubeconfig,
     ssl_context,
 )
 
@@ -176,17 +173,8 @@ class KubeClient:
         settings: ClientSettings | None = None,
     ) -> Self:
         """A client from `path`, else $KUBECONFIG (several files merged), else
-        ~/.kube/config, else the pod's service account."""
-        paths = kubeconfig_paths(path)
-        if paths:
-            info, token_file = connection_info_from_kubeconfig(
-                load_kubeconfig(paths), context=context
-            )
-        else:
-            found = in_cluster_connection_info()
-            if found is None:
-                raise KubeConfigError("no kubeconfig found and not running in a pod")
-            info, token_file = found
+        ~/.kube/config, else the pod's service account (`find_connection_info`)."""
+        info, token_file = find_connection_info(path, context=context)
         return await cls.from_kopf(info, settings=settings, token_file=token_file)
 
     async def close(self) -> None:

@@ -121,6 +121,21 @@ def connection_info_from_kubeconfig(
     return info, token_file
 
 
+def find_connection_info(
+    path: str | os.PathLike[str] | None = None, *, context: str | None = None
+) -> tuple[kopf.ConnectionInfo, Path | None]:
+    """Where to connect and how, for the operator's own client and for kopf's watches alike:
+    `path`, else $KUBECONFIG (several files merged), else ~/.kube/config, else the pod's
+    service account; and the token file to re-read, if any."""
+    paths = kubeconfig_paths(path)
+    if paths:
+        return connection_info_from_kubeconfig(load_kubeconfig(paths), context=context)
+    found = in_cluster_connection_info()
+    if found is None:
+        raise KubeConfigError("no kubeconfig found and not running in a pod")
+    return found
+
+
 def in_cluster_connection_info(
     account_dir: Path = SERVICE_ACCOUNT_DIR, environ: Mapping[str, str] | None = None
 ) -> tuple[kopf.ConnectionInfo, Path] | None:

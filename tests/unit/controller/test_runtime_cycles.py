@@ -168,42 +168,73 @@ def with_status(pod: dict[str, Any], phase: str, started: float | None) -> dict[
     return pod
 
 
-async def test_a_short_job_whose_pod_starts_late_costs_two_status_writes_and_one_event() -> None:
-    """Admitted waits 5 s after the admission and Running 5 s after the start, outcomes go at
-    once: a 1 s job whose pod starts 20 s after its admission (a busy cluster) writes Admitted
-    and then Succeeded, never Running, and posts one Event (its outcome)."""
-    objects = {f"{NS}/short": job_body("short")}
-    kube = RecordingKube(objects)
-    now = [NOW.timestamp()]
-    controller = Controller(cast(KubeClient, kube), clock=lambda: now[0])
-    body = queue_body("Active")
-    entry = QueueEntry(f"{NS}/work", body=body, queue=VideoQueue.model_validate(body))
-    controller.queues[entry.key] = entry
-    controller.jobs[f"{NS}/short"] = JobEntry(copy.deepcopy(objects[f"{NS}/short"]))
-    entry.jobs.add(f"{NS}/short")
-    admitted_at = now[0]
+class OneJob:
+    """An Active queue with one job, cycled by hand at chosen moments."""
 
-    async def cycle_at(moment: float, pod: dict[str, Any] | None = None) -> str | None:
-        now[0] = moment
+    def __init__(self) -> None:
+        objects = {f"{NS}/short": job_body("short")}
+        self.kube = RecordingKube(objects)
+        self.now = NOW.timestamp()
+        self.controller = Controller(cast(KubeClient, self.kube), clock=lambda: self.now)
+        body = queue_body("Active")
+        self.entry = QueueEntry(f"{NS}/work", body=body, queue=VideoQueue.model_validate(body))
+        self.controller.queues[self.entry.key] = self.entry
+        self.controller.jobs[f"{NS}/short"] = JobEntry(copy.deepcopy(objects[f"{NS}/short"]))
+        self.entry.jobs.add(f"{NS}/short")
+
+    async def cycle_at(self, moment: float, pod: dict[str, Any] | None = None) -> str | None:
+        """The job's phase as stored after a cycle at `moment` (after `pod` is observed)."""
+        self.now = moment
         if pod is not None:
-            controller.observe_pod(pod, deleted=False)
-        await controller.reconcile_queue(entry)
-        await drain_writes(entry)
-        return cast(str | None, kube.objects[f"{NS}/short"].get("status", {}).get("phase"))
+            self.controller.observe_pod(pod, deleted=False)
+        await self.controller.reconcile_queue(self.entry)
+        await drain_writes(self.entry)
+        return cast(str | None, self.kube.objects[f"{NS}/short"].get("status", {}).get("phase"))
 
-    assert await cycle_at(admitted_at) is None  # admitted: the pod is created, status held
-    assert kube.calls["create pods"] == 1
-    (created,) = controller.jobs[f"{NS}/short"].pods.values()
-    assert await cycle_at(admitted_at + 1, with_status(created, "Pending", None)) is None
-    pending = with_status(created, "Pending", None)
-    assert await cycle_at(admitted_at + 6, pending) == "Admitted"  # the pod is slow to start
+    def pod(self) -> dict[str, Any]:
+        (created,) = self.controller.jobs[f"{NS}/short"].pods.values()
+        return created
+
+
+async def test_a_short_job_whose_pod_starts_late_costs_one_status_write_and_no_event() -> None:
+    """Admitted waits while the pod starts (up to 30 s after the admission) and Running 5 s
+    after the start, outcomes go at once: a 1 s job whose pod starts 20 s after its admission
+    (a busy cluster) writes only Succeeded, and a first attempt's success posts no Event."""
+    one = OneJob()
+    admitted_at = one.now
+    assert await one.cycle_at(admitted_at) is None  # admitted: the pod is created, status held
+    assert one.kube.calls["create pods"] == 1
+    pending = with_status(one.pod(), "Pending", None)
+    assert await one.cycle_at(admitted_at + 1, pending) is None
+    assert await one.cycle_at(admitted_at + 6, pending) is None  # its pod is still starting
     started = admitted_at + 20
     running = with_status(pending, "Running", started)
-    assert await cycle_at(started + 1, running) == "Admitted"  # Running waits 5 s from start
+    assert await one.cycle_at(started + 1, running) is None  # Running waits 5 s from start
     done = with_status(running, "Succeeded", started)
-    assert await cycle_at(started + 2, done) == "Succeeded"
-    assert kube.calls["patch videojobs/status"] == 2
-    assert kube.calls["event"] == 1  # Completed; the first admission has no Event
+    assert await one.cycle_at(started + 2, done) == "Succeeded"
+    assert one.kube.calls["patch videojobs/status"] == 1
+    assert one.kube.calls["event"] == 0  # the status says it; the first admission has none
+
+
+async def test_an_admitted_status_is_written_once_its_pod_is_unschedulable_or_slow() -> None:
+    """The hold ends at once when the scheduler finds no node for the pod, and after 30 s
+    for a pod that is still not running."""
+    one = OneJob()
+    admitted_at = one.now
+    assert await one.cycle_at(admitted_at) is None
+    unschedulable = with_status(one.pod(), "Pending", None)
+    unschedulable["status"]["conditions"] = [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}
+    ]
+    assert await one.cycle_at(admitted_at + 2, unschedulable) is None  # (5 s as ever)
+    assert await one.cycle_at(admitted_at + 6) == "Admitted"
+
+    slow = OneJob()
+    assert await slow.cycle_at(admitted_at) is None
+    pending = with_status(slow.pod(), "Pending", None)
+    assert await slow.cycle_at(admitted_at + 29, pending) is None
+    assert await slow.cycle_at(admitted_at + 31) == "Admitted"
+    assert slow.kube.calls["patch videojobs/status"] == 1
 
 
 async def test_a_cycle_that_fails_gives_its_jobs_back_for_the_retry(

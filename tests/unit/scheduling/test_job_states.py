@@ -333,6 +333,21 @@ RUNNING_ROWS = [
             attempt=1,
             attempts=((1, "Completed"),),
             memory="1Gi",
+            notices=(),  # the status says it: no Event for a first attempt's success
+            condition=("Complete", "True", "Completed"),
+        ),
+    ),
+    row(
+        "worker of attempt 2 succeeded -> Succeeded, with an Event (after retries)",
+        Given(
+            clip().running(2, "2Gi", earlier="Error"),
+            pods=(pod(2, "2Gi").running().succeeded(),),
+        ),
+        Expect(
+            SUCCEEDED,
+            attempt=2,
+            attempts=((1, "Error"), (2, "Completed")),
+            memory="2Gi",
             notices=("Completed",),
             condition=("Complete", "True", "Completed"),
         ),
@@ -345,7 +360,7 @@ RUNNING_ROWS = [
             attempt=1,
             attempts=((1, "Completed"),),
             memory="1Gi",
-            notices=("Completed",),
+            notices=(),
         ),
     ),
 ]
@@ -793,7 +808,7 @@ CANCEL_AND_SUSPEND = [
             attempt=1,
             attempts=((1, "Completed"),),
             memory="1Gi",
-            notices=("Completed",),
+            notices=(),
         ),
     ),
     row(

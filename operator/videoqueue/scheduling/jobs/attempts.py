@@ -169,7 +169,14 @@ def conclude(
         status.progress = 100
         condition(JobConditionType.RUNNING, False, "Completed", "")
         condition(JobConditionType.COMPLETE, True, "Completed", f"worker pod {pod.name} succeeded")
-        return [Notice("Normal", "Completed", f"worker pod {pod.name} succeeded")]
+        if attempt == 1:
+            # The status says it (phase, Complete condition, result). An Event per success
+            # was a quarter of the API writes of a job at scale; a success after retries is
+            # worth one, as a retry's admission is.
+            return []
+        return [
+            Notice("Normal", "Completed", f"worker pod {pod.name} succeeded at attempt {attempt}")
+        ]
 
     detail = pod.message or f"exit code {pod.exit_code}"
     if reason == AttemptReason.ERROR and pod.exit_code == EXIT_INVALID_JOB:
