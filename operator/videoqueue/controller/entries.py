@@ -51,6 +51,8 @@ ADMISSION_WRITE_DELAY = 5.0
 # most pods started 5-30 s after their admission, and each such job cost an Admitted write.
 POD_START_WRITE_DELAY = 30.0
 BUSY_PHASES = frozenset({JobPhase.ADMITTED, JobPhase.RUNNING})
+# Every job without pods confirmed missing holds this one (each `frozenset()` is 216 bytes).
+NONE_MISSING: frozenset[str] = frozenset()
 
 
 class JobEntry:
@@ -111,7 +113,7 @@ class JobEntry:
         self.refusal: tuple[str, str] | None = None  # the last refusal's reason and message
         # Pods of its current attempt the API server said are gone (the index had not seen
         # them go): told to its next assessment.
-        self.confirmed_missing: frozenset[str] = frozenset()
+        self.confirmed_missing = NONE_MISSING
         # What became of its owed notification, until its status records it.
         self.notification_news: NotificationNews | None = None
         self.update(body)

@@ -25,6 +25,7 @@ from videoqueue.api import (
 )
 from videoqueue.api.progress import ProgressEvent
 from videoqueue.controller.entries import (
+    NONE_MISSING,
     JobEntry,
     QueueEntry,
     advances,
@@ -37,7 +38,7 @@ from videoqueue.scheduling.cycle import IndexedJob, JobFacts, QueueView
 from videoqueue.scheduling.cycle_rules import due_at, earliest, expires_at, oom_kill_times
 from videoqueue.scheduling.dependencies import find_cycle
 from videoqueue.scheduling.inputs import SourceJob
-from videoqueue.scheduling.jobs import Assessment, stopping_pods
+from videoqueue.scheduling.jobs import Assessment, keep_status, stopping_pods
 from videoqueue.scheduling.pod_outcome import pod_essentials, read_pod_outcome
 from videoqueue.scheduling.pressure import pressure_from_status
 from videoqueue.scheduling.progress_board import ProgressReport
@@ -279,6 +280,7 @@ class Index:
     ) -> None:
         """Make `assessment` the job's and keep the queue's bookkeeping in step with it.
         `counted`: the queue's status already counts it (an admission its plan foresaw)."""
+        keep_status(assessment.status)
         job_entry.assessment = assessment
         entry.explained.pop(key, None)  # a new assessment may say otherwise
         entry.mark_unsaved(key)
@@ -442,7 +444,7 @@ class Index:
         # than status says (a pod created just before a restart).
         attempt = max([job.status.attempt, *(pod.attempt or 0 for pod in pods)])
         heard_at, progress = self._worker_news(job, attempt)
-        missing, job_entry.confirmed_missing = job_entry.confirmed_missing, frozenset()
+        missing, job_entry.confirmed_missing = job_entry.confirmed_missing, NONE_MISSING
         return JobFacts(
             key=job_entry.key,
             job=job,
