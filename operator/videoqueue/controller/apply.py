@@ -189,16 +189,19 @@ class Writes(OwedNotifications):
             self._submit_owed(entry)  # e.g. found Owed after a restart or a takeover
             await self._stop_pods(entry, assessment)
             return
-        meta = entry.body["metadata"]
+        body = entry.body
+        meta = body["metadata"]
         logger.debug("writing status of %s: %s", entry.key, patch)
-        previous = entry.job  # before the write: its watch event may replace entry.job
+        # The status replaced (its watch event may replace entry.body meanwhile).
+        previous: dict[str, Any] = body.get("status") or {}
         updated = await self.kube.patch(
             VIDEOJOBS, meta["namespace"], meta["name"], {"status": patch}, subresource="status"
         )
         if entry.unwritten is unwritten:
             entry.unwritten = None
-        if updated is not None and previous is not None:
-            metrics.record_status_written(previous, assessment.status)
+        if updated is not None:
+            labels = (entry.namespace, entry.queue_key.partition("/")[2], entry.type)
+            metrics.record_stored_status_written(labels, previous, assessment.status)
         if updated is not None and advances(
             updated["metadata"].get("resourceVersion"), entry.resource_version
         ):

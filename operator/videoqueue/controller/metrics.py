@@ -23,7 +23,7 @@ import importlib.metadata
 import platform
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -242,9 +242,36 @@ def record_status_written(job: VideoJob, written: VideoJobStatus) -> None:
     Attempts that gained an end reason are attempt endings (and retries when the job goes on);
     a first final phase is a finished job, with its run time.
     """
-    labels = _job_labels(job)
     before = job.status
     ended_before = {r.attempt for r in before.attempts if r.reason is not None}
+    was_final = before.phase is not None and before.phase.is_terminal
+    _count_written(_job_labels(job), ended_before, was_final, written)
+
+
+def record_stored_status_written(
+    labels: tuple[str, str, str], stored: Mapping[str, Any], written: VideoJobStatus
+) -> None:
+    """`record_status_written` from the replaced status as stored (its JSON) and the job's
+    (namespace, queue, type): the index keeps those without the parsed job, which costs a
+    parse per status write otherwise."""
+    ensure_job_series(*labels)
+    ended_before = {
+        r.get("attempt") for r in stored.get("attempts") or () if r.get("reason") is not None
+    }
+    phase = stored.get("phase")
+    was_final = phase in _FINAL_PHASES
+    _count_written(labels, ended_before, was_final, written)
+
+
+_FINAL_PHASES = frozenset(phase.value for phase in JobPhase if phase.is_terminal)
+
+
+def _count_written(
+    labels: tuple[str, str, str],
+    ended_before: set[Any],
+    was_final: bool,
+    written: VideoJobStatus,
+) -> None:
     requeued = written.phase is not None and not written.phase.is_terminal
     for record in written.attempts:
         if record.reason is None or record.attempt in ended_before:
@@ -252,7 +279,6 @@ def record_status_written(job: VideoJob, written: VideoJobStatus) -> None:
         ATTEMPTS.labels(*labels, record.reason.value).inc()
         if requeued and record.reason.value in RETRY_REASONS:
             RETRIES.labels(*labels, record.reason.value).inc()
-    was_final = before.phase is not None and before.phase.is_terminal
     if written.phase is not None and written.phase.is_terminal and not was_final:
         JOBS_FINISHED.labels(*labels, written.phase.value).inc()
         if written.phase in (JobPhase.SUCCEEDED, JobPhase.FAILED):

@@ -235,8 +235,9 @@ def reserved_memory(queue: VideoQueue, jobs: JobStatuses) -> int:
     overheads: dict[str | None, PodOverhead] = {}
     total = 0
     for job_type, job in (_typed(job) for job in jobs):
-        memory = job.effective_memory_bytes
-        if memory is None or (job.phase or JobPhase.PENDING) not in RESERVING_PHASES:
+        if (job.phase or JobPhase.PENDING) not in RESERVING_PHASES:
+            continue  # (before parsing the quantity: most of a long queue only waits)
+        if (memory := job.effective_memory_bytes) is None:
             continue
         if job_type not in overheads:
             overheads[job_type] = queue_overhead(queue, job_type)
