@@ -73,7 +73,7 @@ if __name__ == "__main__":
     # `login` in controller/handlers.py); kept out, a replica holds about 60 MiB less
     # (kubernetes 36, pykube with requests 24; VmRSS after importing each).
     for _unused in ("kubernetes", "pykube"):
-        sys.modules.setdefault(_unused, None)  # type: ignore[assignment]
+        sys.modules.setdefault(_unused, None)  # type: ignore[arg-type]
 
 import argparse
 import asyncio
