@@ -49,8 +49,7 @@ NOW = datetime.datetime(2026, 12, 3, 12, 0, tzinfo=datetime.UTC)
 
 
 def queue_body(state: str) -> dict[str, Any]:
-    queue = MakeQueue("backlog", NS).uid("queue-uid").generation(1).resource_version("1")
-    queue.finalizers("videoqueue.dev/running-jobs").state(state).concurrency(10)
+    queue = MakeQueue("backlog", NS).as_indexed().state(state).concurrency(10)
     queue.budget("100Gi").default_request("1Gi").template(container("worker", image="w:1"))
     return queue.obj()
 

@@ -30,8 +30,7 @@ NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC)
 
 def queue_body(state: str) -> dict[str, Any]:
     """A queue as the index holds it: read from the API server, with its finalizer."""
-    queue = MakeQueue("work", NS).uid("queue-uid").generation(1).resource_version("1")
-    queue.finalizers("videoqueue.dev/running-jobs").state(state).concurrency(2)
+    queue = MakeQueue("work", NS).as_indexed().state(state).concurrency(2)
     queue.budget("100Gi").default_request("1Gi").template(container("worker", image="w:1"))
     return queue.obj()
 

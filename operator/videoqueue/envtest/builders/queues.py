@@ -22,6 +22,12 @@ class MakeQueue(MakeObject):
         super().__init__("VideoQueue", name, namespace)
         self._spec["memory"] = {"budget": "8Gi"}
 
+    def as_indexed(self) -> Self:
+        """As the operator's index holds it (read from the API server, with its finalizer):
+        a uid, generation 1, a resourceVersion and the running-jobs finalizer."""
+        self.uid(f"{self.name}-uid").generation(1).resource_version("1")
+        return self.finalizers("videoqueue.dev/running-jobs")
+
     def state(self, state: str) -> Self:
         return self.spec(state=state)
 
