@@ -78,6 +78,11 @@ __all__ = ["CyclePlan", "IndexedJob", "JobFacts", "PodToCreate", "QueueView", "p
 from videoqueue.scheduling.worker_pod import JobNotDeliverable, build_worker_pod
 
 _WAITING_PHASES = frozenset({JobPhase.PENDING, JobPhase.WAITING, JobPhase.BACKOFF})
+# A decision can change the wait reason of every waiting job at once (a paused queue of
+# 100,000 made Active): each is a new assessment and a status write. The jobs first in line
+# are told first, this many a cycle, and the loop comes back for the rest at once, so the
+# admissions decided meanwhile are not held up behind the whole queue's new statuses.
+EXPLAINED_PER_CYCLE = 1_000
 
 
 def plan_cycle(view: QueueView, now: float) -> CyclePlan:
@@ -305,8 +310,12 @@ class _Cycle:
                 self.record(
                     rejection.key, reject(parsed, status, reason, rejection.message, self.at)
                 )
-        for key, blocked in decision.blocked_reasons.items():
-            self._explain_wait(key, blocked.reason, blocked.message)  # a StrEnum: a str
+        told = 0
+        for key, blocked in decision.blocked_reasons.items():  # (in queue order)
+            if told == EXPLAINED_PER_CYCLE:
+                self.wake_at = self.now  # the rest in the next cycles
+                break
+            told += self._explain_wait(key, blocked.reason, blocked.message)  # StrEnum: a str
         preempted: tuple[str, ...] = ()
         if decision.preempt and decision.preempt_for is not None:
             preempted = self._preempt(decision.preempt, decision.preempt_for)
@@ -341,20 +350,22 @@ class _Cycle:
                 starts.append(admitted.timestamp())
         return tuple(starts)
 
-    def _explain_wait(self, key: str, reason: str, message: str) -> None:
+    def _explain_wait(self, key: str, reason: str, message: str) -> bool:
         """Say in the job's status why it waits. Only a change of reason is written: the
         numbers in the message (free memory, slots) change all the time and would cost a
-        status write per job on every admission in the queue."""
+        status write per job on every admission in the queue. Whether the job's status was
+        told a new reason."""
         if key not in self.decided and self.view.explained.get(key) == reason:
-            return
+            return False
         assessment, job = self.current(key), self.view.jobs.get(key)
         if assessment is None or job is None:
-            return
+            return False
         self.explained.append((key, reason))
         current = find_condition(assessment.status.conditions, JobConditionType.ADMITTED)
         if current is not None and current.reason == reason:
-            return
+            return False
         self.record(key, waiting_because(assessment, reason, message, self.at, job.generation))
+        return True
 
     def _preempt(self, victims: tuple[str, ...], preemptor: str) -> tuple[str, ...]:
         preempted: list[str] = []

@@ -8,8 +8,11 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from videoqueue.api import JobConditionType, JobPhase, VideoJob, VideoJobStatus, find_condition
 from videoqueue.envtest.builders import WORKER, MakeJob, MakePod, MakeQueue, iso
+from videoqueue.scheduling import cycle
 from videoqueue.scheduling.cycle import CyclePlan, JobFacts, QueueView, plan_cycle
 from videoqueue.scheduling.cycle_rules import QUEUE_FINALIZER
 from videoqueue.scheduling.jobs import Assessment, assess_job
@@ -277,6 +280,40 @@ def test_a_preempted_job_keeps_its_pod_counted_until_the_pod_is_gone() -> None:
     assert second.create == ()  # low-a1 still holds the slot
     gone = view(work, [low, urgent], [])  # the kubelet reported low-a1 gone
     assert [p.key for p in plan_cycle(gone, NOW.timestamp() + 2).create] == [urgent.key]
+
+
+def test_a_new_wait_reason_for_the_whole_queue_is_told_in_queue_order_a_share_a_cycle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A paused queue made Active changes every waiting job's reason; each cycle tells at
+    most EXPLAINED_PER_CYCLE of them (first in line first) and comes back for the rest."""
+    monkeypatch.setattr(cycle, "EXPLAINED_PER_CYCLE", 3)
+    paused = queue(concurrency=1).state("Paused")
+    work = queue(concurrency=1)
+    running = Job(job("first").running().obj())
+    running.assessment = assess_job(
+        running.job, [MakePod(job("first").running(), work).running().outcome()], work.model(), NOW
+    )
+    waiting = [Job(job(f"w{i}", minute=i + 1).obj()) for i in range(5)]
+    for entry in waiting:
+        assessed(entry, paused)
+    known = dict.fromkeys((w.key for w in waiting), "QueueNotAdmitting")
+
+    first = plan_cycle(view(work, [running, *waiting], [], explained=known), NOW.timestamp())
+    assert [key for key, _ in first.assessments] == [w.key for w in waiting[:3]]
+    assert first.wake_at == NOW.timestamp()  # back at once for the other two
+
+    for key, assessment in first.assessments:
+        next(w for w in waiting if w.key == key).assessment = assessment
+    known |= dict(first.explained)
+    second = plan_cycle(view(work, [running, *waiting], [], explained=known), NOW.timestamp())
+    assert [key for key, _ in second.assessments] == [w.key for w in waiting[3:]]
+    told = [*first.assessments, *second.assessments]
+    reasons = {
+        getattr(find_condition(a.status.conditions, JobConditionType.ADMITTED), "reason", None)
+        for _, a in told
+    }
+    assert reasons == {"WaitingForSlot"}
 
 
 def test_a_waiting_job_whose_reason_is_unchanged_is_not_looked_at_again() -> None:
