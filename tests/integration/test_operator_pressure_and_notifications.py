@@ -66,7 +66,7 @@ def test_repeated_oom_kills_lower_the_effective_concurrency_then_it_recovers(
     # While lowered, the queue admits only 2 at once.
     for n in range(3):
         create(custom, namespace, "videojobs", long_job(f"long-{n}"))
-    third = wait_admitted_reason(custom, namespace, "long-2", "WaitingForSlot", timeout=10)
+    third = wait_admitted_reason(custom, namespace, "long-2", "WaitingForSlot", timeout=30)
     assert "2 of 2" in third["status"]["message"]
 
     # Calm: back up one step per recoverySeconds, to the spec's 4.

@@ -450,12 +450,16 @@ def doubling(failures: int, initial: float, cap: float) -> float:
 
 
 def write_hold(entry: JobEntry) -> float:
-    """Until when the job's status write waits: a retry's delay, a fresh admission's hold
-    while it is admitted (POD_START_WRITE_DELAY, ADMISSION_WRITE_DELAY once its pod is
-    unschedulable) or running, and a fresh start's while it is running (see
-    ADMISSION_WRITE_DELAY)."""
+    """Until when the job's status write waits: a retry's delay, a new job's first Pending
+    status, a fresh admission's hold while it is admitted (POD_START_WRITE_DELAY,
+    ADMISSION_WRITE_DELAY once its pod is unschedulable) or running, and a fresh start's
+    while it is running (see ADMISSION_WRITE_DELAY)."""
     assessment = entry.assessment
-    if assessment is None or assessment.status.phase not in BUSY_PHASES:
+    if assessment is None:
+        return entry.write_after
+    if assessment.status.phase is JobPhase.PENDING and entry.stored_phase is None:
+        return max(entry.write_after, entry.created_at + ADMISSION_WRITE_DELAY)  # a new job
+    if assessment.status.phase not in BUSY_PHASES:
         return entry.write_after
     hold = max(entry.write_after, entry.admitted_at + ADMISSION_WRITE_DELAY)
     status = assessment.status

@@ -168,14 +168,18 @@ def with_status(pod: dict[str, Any], phase: str, started: float | None) -> dict[
 
 
 class OneJob:
-    """An Active queue with one job, cycled by hand at chosen moments."""
+    """A queue (Active unless said) with one job, cycled by hand at chosen moments; the job
+    was created an hour before NOW unless `created` says when."""
 
-    def __init__(self) -> None:
-        objects = {f"{NS}/short": job_body("short")}
+    def __init__(self, state: str = "Active", created: datetime.datetime | None = None) -> None:
+        body = job_body("short")
+        if created is not None:
+            body["metadata"]["creationTimestamp"] = iso(created.timestamp())
+        objects = {f"{NS}/short": body}
         self.kube = RecordingKube(objects)
         self.now = NOW.timestamp()
         self.controller = Controller(cast(KubeClient, self.kube), clock=lambda: self.now)
-        body = queue_body("Active")
+        body = queue_body(state)
         self.entry = QueueEntry(f"{NS}/work", body=body, queue=VideoQueue.model_validate(body))
         self.controller.queues[self.entry.key] = self.entry
         self.controller.jobs[f"{NS}/short"] = JobEntry(copy.deepcopy(objects[f"{NS}/short"]))
@@ -213,6 +217,23 @@ async def test_a_short_job_whose_pod_starts_late_costs_one_status_write_and_no_e
     assert await one.cycle_at(started + 2, done) == "Succeeded"
     assert one.kube.calls["patch videojobs/status"] == 1
     assert one.kube.calls["event"] == 0  # the status says it; the first admission has none
+
+
+async def test_a_new_jobs_first_status_waits_5_s_and_is_skipped_when_admitted_by_then() -> None:
+    """A new job's Pending status waits 5 s after its creation: one that waits longer is
+    written Pending then; one admitted and done meanwhile is written once, with its outcome."""
+    waiting = OneJob("Paused", created=NOW)
+    assert await waiting.cycle_at(NOW.timestamp()) is None
+    assert await waiting.cycle_at(NOW.timestamp() + 4) is None
+    assert await waiting.cycle_at(NOW.timestamp() + 6) == "Pending"
+
+    quick = OneJob(created=NOW)
+    assert await quick.cycle_at(NOW.timestamp() + 1) is None  # admitted, nothing written
+    running = with_status(quick.pod(), "Running", NOW.timestamp() + 2)
+    assert await quick.cycle_at(NOW.timestamp() + 2, running) is None
+    done = with_status(running, "Succeeded", NOW.timestamp() + 2)
+    assert await quick.cycle_at(NOW.timestamp() + 3, done) == "Succeeded"
+    assert quick.kube.calls["patch videojobs/status"] == 1
 
 
 async def test_an_admitted_status_is_written_once_its_pod_is_unschedulable_or_slow() -> None:
