@@ -155,6 +155,11 @@ bench-scale: venv toolchain-peers ## Scale benchmark (N=5,000 against the honest
 bench-scale-quick: venv toolchain-peers ## Scale benchmark, quick mode (N=200 incl. Kueue, 2,000 pending): figures only, no timing assertion.
 	$(RUN)/python -m benchmarks.scale.run --quick --out $(CURDIR)/.dev/bench-scale-quick.json
 
+.PHONY: bench-pending
+bench-pending: venv ## The operator's own cost per pending job, in one process (2,000, 5,000, 20,000 jobs; default and tuned GC; then memory per job): figures only.
+	$(RUN)/python -m benchmarks.pending_cycles
+	$(RUN)/python -m benchmarks.pending_cycles --jobs 3000 --gc tuned --memory
+
 .PHONY: bench-chaos
 bench-chaos: venv toolchain ## Chaos benchmark (2,000 jobs, 30 faults, then a fault-free baseline): table + benchmarks/chaos/results.json; fails on any lost, stuck or doubled job.
 	$(RUN)/python -m benchmarks.chaos.run

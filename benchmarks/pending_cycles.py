@@ -9,12 +9,14 @@ For each N, one paused queue (concurrency 10) holding N new VideoJobs:
   first      the cycles until each job is assessed and its first status written;
   restart    a fresh controller primed with the stored jobs, the queue made Active: the
              cycles until the first worker pod is created;
-  memory     (--memory) what the index holds after `first`, per job, by tracemalloc.
+  memory     (--memory) what the index holds after `first`, per job, by tracemalloc (which
+             slows the run: take the CPU figures from a run without it).
 Figures are CPU seconds of this process (time.process_time) and microseconds per job; a
 per-job cost that grows with N is work that is O(queue) per event or per slice. Each size runs
 first with the interpreter's garbage-collector settings, then with the operator's
 (`videoqueue.controller.gc_settings`), in one process.
 
+    make bench-pending
     python -m benchmarks.pending_cycles [--jobs 2000,20000] [--gc both|tuned|default]
         [--memory] [--profile FILE] [--out FILE]
 """
