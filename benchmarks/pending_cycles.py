@@ -61,7 +61,9 @@ def job_bodies(n: int) -> dict[str, dict[str, Any]]:
     for i in range(n):
         name = f"vj-{i:06d}"
         job = MakeJob(name, NS, queue="backlog").uid(f"uid-{name}").generation(1)
-        created = (NOW - datetime.timedelta(seconds=n - i)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        # Created before the operator started, as in the harness (a new job's first status
+        # waits 5 s after its creation).
+        created = (NOW - datetime.timedelta(seconds=60 + n - i)).strftime("%Y-%m-%dT%H:%M:%SZ")
         bodies[f"{NS}/{name}"] = job.resource_version(str(10 + i)).created(created).obj()
     return bodies
 
