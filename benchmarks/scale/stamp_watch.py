@@ -13,7 +13,10 @@ that could not connect is tried again every half second.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -45,5 +48,17 @@ def main(kubectl: str, kubeconfig: str, path: str, out_path: str) -> None:
                 time.sleep(0.5)  # the API server is down (the chaos benchmark restarts it)
 
 
+def die_with_parent() -> None:
+    """Ask the kernel for SIGTERM when the benchmark that started this process dies (a
+    benchmark stopped by a signal left its watchers retrying against a control plane that
+    was gone, writing into the next run's log)."""
+    parent = os.getppid()
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the request was in place
+        sys.exit(0)
+
+
 if __name__ == "__main__":
+    die_with_parent()
     main(*sys.argv[1:5])
