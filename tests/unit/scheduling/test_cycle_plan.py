@@ -96,6 +96,14 @@ def assessed(entry: Job, queue_: MakeQueue) -> Job:
     return entry
 
 
+def running_job(queue_: MakeQueue, name: str = "first") -> Job:
+    """A job whose worker runs, as a previous cycle assessed it: it holds the slot."""
+    running = Job(job(name).running().obj())
+    pod = MakePod(job(name).running(), queue_).running().outcome()
+    running.assessment = assess_job(running.job, [pod], queue_.model(), NOW)
+    return running
+
+
 def facts(entry: Job, **fields: Any) -> JobFacts:
     return JobFacts(key=entry.key, job=entry.job, new=entry.stored_phase is None, **fields)
 
@@ -140,10 +148,7 @@ def test_a_new_job_is_assessed_admitted_and_its_pod_built_in_one_plan() -> None:
 
 def test_a_job_without_a_slot_is_told_why_and_gets_no_pod() -> None:
     work = queue(concurrency=1)
-    running = Job(job("first").running().obj())
-    running.assessment = assess_job(
-        running.job, [MakePod(job("first").running(), work).running().outcome()], work.model(), NOW
-    )
+    running = running_job(work)
     second = Job(job("second", minute=1).obj())
     plan = plan_cycle(view(work, [running, second], [facts(second)]), NOW.timestamp())
 
@@ -290,10 +295,7 @@ def test_a_new_wait_reason_for_the_whole_queue_is_told_in_queue_order_a_share_a_
     monkeypatch.setattr(cycle, "EXPLAINED_PER_CYCLE", 3)
     paused = queue(concurrency=1).state("Paused")
     work = queue(concurrency=1)
-    running = Job(job("first").running().obj())
-    running.assessment = assess_job(
-        running.job, [MakePod(job("first").running(), work).running().outcome()], work.model(), NOW
-    )
+    running = running_job(work)
     waiting = [Job(job(f"w{i}", minute=i + 1).obj()) for i in range(5)]
     for entry in waiting:
         assessed(entry, paused)
@@ -320,10 +322,7 @@ def test_a_waiting_job_whose_reason_is_unchanged_is_not_looked_at_again() -> Non
     """The wait reasons the index remembers (`explained`) spare the cycle a look at every
     waiting job's status; a job whose reason changes is explained again."""
     work = queue(concurrency=1)
-    running = Job(job("first").running().obj())
-    running.assessment = assess_job(
-        running.job, [MakePod(job("first").running(), work).running().outcome()], work.model(), NOW
-    )
+    running = running_job(work)
     waiting = [Job(job(f"w{i}", minute=i + 1).obj()) for i in range(3)]
     for entry in waiting:
         assessed(entry, work)
