@@ -39,6 +39,7 @@ from videoqueue.controller.progress import ProgressChannel
 from videoqueue.scheduling.cycle import CyclePlan, PodToCreate
 from videoqueue.scheduling.cycle_rules import earliest
 from videoqueue.scheduling.jobs import Assessment, explain_refusal
+from videoqueue.scheduling.jobs.model import parse_time
 from videoqueue.scheduling.pod_outcome import pod_essentials, pod_unschedulable
 
 logger = logging.getLogger(__name__)
@@ -458,7 +459,9 @@ def write_hold(entry: JobEntry) -> float:
     if assessment is None:
         return entry.write_after
     if assessment.status.phase is JobPhase.PENDING and entry.stored_phase is None:
-        return max(entry.write_after, entry.created_at + ADMISSION_WRITE_DELAY)  # a new job
+        created = parse_time(entry.created)  # a new job: its first status waits too
+        new_hold = created.timestamp() + ADMISSION_WRITE_DELAY if created is not None else 0.0
+        return max(entry.write_after, new_hold)
     if assessment.status.phase not in BUSY_PHASES:
         return entry.write_after
     hold = max(entry.write_after, entry.admitted_at + ADMISSION_WRITE_DELAY)

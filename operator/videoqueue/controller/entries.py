@@ -42,11 +42,10 @@ logger = logging.getLogger(__name__)
 # the admission and the start meanwhile, and a job done by then costs one status write
 # (its outcome, with admission and start from the pod), or two when its pod was slow to
 # start (Admitted, then the outcome), instead of three. Outcomes and anything else are
-# written at once.
+# written at once. A new job's first status (Pending, why it waits) waits as long after its
+# creation: a job admitted meanwhile is first written Admitted, Running or with its outcome
+# (in a burst of 5,000 most jobs waited less than that, and each cost a Pending write).
 ADMISSION_WRITE_DELAY = 5.0
-# A new job's first status (Pending, why it waits) waits as long after its creation: a job
-# admitted meanwhile is first written Admitted, Running or with its outcome. (In a burst of
-# 5,000 most jobs waited less than that, and each cost a Pending write.)
 
 # An Admitted status whose pod has not started yet (being scheduled or pulling its image on
 # a busy cluster) waits longer, up to this long after the admission: the pod is the record
@@ -75,7 +74,6 @@ class JobEntry:
         "batch",
         "confirmed_missing",
         "created",
-        "created_at",
         "deleting",
         "depends_on",
         "due_at",
@@ -132,8 +130,6 @@ class JobEntry:
         self.uid: str | None = meta.get("uid")
         self.resource_version: str | None = meta.get("resourceVersion")
         self.created: str = meta.get("creationTimestamp") or ""
-        created_at = parse_time(self.created)
-        self.created_at = created_at.timestamp() if created_at is not None else 0.0
         self.generation: int | None = meta.get("generation")
         self.queue_key = f"{self.namespace}/{spec.get('queueName', '')}"
         self.type: str = spec.get("type", "")
