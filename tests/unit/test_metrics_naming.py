@@ -40,7 +40,8 @@ def families() -> Iterator[list[Metric]]:
     job = MakeJob("secret-job-name", ns).model()
     metrics.record_admission(job, wait_seconds=3.0)
     metrics.record_status_written(
-        job,
+        (ns, "work", job.spec.type),
+        {},  # (a new job's status)
         VideoJobStatus.model_validate(
             {
                 "phase": "Failed",

@@ -202,7 +202,7 @@ class Writes(OwedNotifications):
             entry.unwritten = None
         if updated is not None:
             labels = (entry.namespace, entry.queue_key.partition("/")[2], entry.type)
-            metrics.record_stored_status_written(labels, previous, assessment.status)
+            metrics.record_status_written(labels, previous, assessment.status)
         if updated is not None and advances(
             updated["metadata"].get("resourceVersion"), entry.resource_version
         ):

@@ -236,42 +236,24 @@ def record_admission(job: VideoJob, *, wait_seconds: float) -> None:
     ADMISSION_WAIT.labels(*labels).observe(max(0.0, wait_seconds))
 
 
-def record_status_written(job: VideoJob, written: VideoJobStatus) -> None:
-    """`written` replaced `job.status` in the API: count the transitions between the two.
+_FINAL_PHASES = frozenset(phase.value for phase in JobPhase if phase.is_terminal)
+
+
+def record_status_written(
+    labels: tuple[str, str, str], stored: Mapping[str, Any], written: VideoJobStatus
+) -> None:
+    """`written` replaced `stored` (the status as stored, its JSON) in the API: count the
+    transitions between the two for the job's (namespace, queue, type). Read from the JSON
+    the index keeps, so a status write costs no parse of the job.
 
     Attempts that gained an end reason are attempt endings (and retries when the job goes on);
     a first final phase is a finished job, with its run time.
     """
-    before = job.status
-    ended_before = {r.attempt for r in before.attempts if r.reason is not None}
-    was_final = before.phase is not None and before.phase.is_terminal
-    _count_written(_job_labels(job), ended_before, was_final, written)
-
-
-def record_stored_status_written(
-    labels: tuple[str, str, str], stored: Mapping[str, Any], written: VideoJobStatus
-) -> None:
-    """`record_status_written` from the replaced status as stored (its JSON) and the job's
-    (namespace, queue, type): the index keeps those without the parsed job, which costs a
-    parse per status write otherwise."""
     ensure_job_series(*labels)
     ended_before = {
         r.get("attempt") for r in stored.get("attempts") or () if r.get("reason") is not None
     }
-    phase = stored.get("phase")
-    was_final = phase in _FINAL_PHASES
-    _count_written(labels, ended_before, was_final, written)
-
-
-_FINAL_PHASES = frozenset(phase.value for phase in JobPhase if phase.is_terminal)
-
-
-def _count_written(
-    labels: tuple[str, str, str],
-    ended_before: set[Any],
-    was_final: bool,
-    written: VideoJobStatus,
-) -> None:
+    was_final = stored.get("phase") in _FINAL_PHASES
     requeued = written.phase is not None and not written.phase.is_terminal
     for record in written.attempts:
         if record.reason is None or record.attempt in ended_before:
