@@ -73,21 +73,20 @@ def worker_template(queue: VideoQueue, job_type: str | None) -> dict[str, Any]:
     Raises TemplateError when the type's patch cannot be merged (a merged list that is not a
     list of objects with a name), naming the field under spec.types.<type>.template.
     """
+    template = template_to_read(queue, job_type)
+    return copy.deepcopy(template) if template is queue.spec.template else template
+
+
+def template_to_read(queue: VideoQueue, job_type: str | None) -> dict[str, Any]:
+    """`worker_template` for reading only (never to be changed): the queue's own template,
+    not a copy, when the type has no patch (every assessment of a waiting job reads it;
+    copying it was a tenth of the cost of assessing a queue of waiting jobs). Raises as
+    `worker_template` does."""
     base = queue.spec.template
     settings = type_settings(queue, job_type)
     if settings is None or settings.template is None:
-        return copy.deepcopy(base)
+        return base
     return merge_template(base, settings.template, where=f"spec.types.{job_type}.template")
-
-
-def template_to_read(queue: VideoQueue, job_type: str | None) -> Mapping[str, Any]:
-    """`worker_template` for reading only: the queue's own template, not a copy, when the
-    type has no patch (every assessment of a waiting job reads it; copying it was a tenth of
-    the cost of assessing a queue of waiting jobs)."""
-    settings = type_settings(queue, job_type)
-    if settings is None or settings.template is None:
-        return queue.spec.template
-    return worker_template(queue, job_type)
 
 
 def merge_template(
