@@ -16,6 +16,7 @@ import json
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,7 @@ WRITES_PER_SECOND = 20  # the operator's default --progress-writes-per-second
 def test_a_thousand_publishers_cost_a_bounded_write_rate(
     cluster: LocalCluster,
     custom: Any,
+    core: Any,
     namespace: str,
     redis_server: RedisServer,
     tmp_path: Path,
@@ -170,14 +172,23 @@ def test_a_thousand_publishers_cost_a_bounded_write_rate(
         for i in range(REAL_JOBS):
             create(custom, namespace, "videojobs", long_job(f"job-{i:03d}", memory="64Mi"))
 
+        seen: dict[str, Counter[str]] = {}
+
         def all_running() -> list[dict[str, Any]] | None:
             items = custom.list_namespaced_custom_object(
                 "videoqueue.dev", "v1alpha1", namespace, "videojobs"
             )["items"]
-            ready = [j for j in items if (j.get("status") or {}).get("phase") == "Running"]
-            return items if len(ready) == REAL_JOBS else None
+            phases = Counter(str((j.get("status") or {}).get("phase")) for j in items)
+            seen["jobs"] = phases
+            return items if phases["Running"] == REAL_JOBS else None
 
-        jobs = poll(all_running, timeout=240, what=f"{REAL_JOBS} jobs running", interval=1)
+        try:
+            jobs = poll(all_running, timeout=240, what=f"{REAL_JOBS} jobs running", interval=1)
+        except AssertionError as error:
+            # Say where they stopped: the jobs' phases as written, their pods' as KWOK has them.
+            pods = core.list_namespaced_pod(namespace).items
+            seen["pods"] = Counter(p.status.phase for p in pods)
+            raise AssertionError(f"{error}; seen {seen}") from None
         phantoms = [
             {
                 "metadata": {"namespace": namespace, "name": f"phantom-{i}", "uid": f"u-{i}"},
