@@ -136,6 +136,8 @@ class Scenario:
     kueue_cpu_seconds: float = math.nan
     kueue_peak_rss_mib: float = math.nan
     writes: dict[str, int] = field(default_factory=dict)
+    # The operator's VideoJob status writes per job, by the phase each wrote (its /metrics).
+    status_writes_by_phase: dict[str, float] = field(default_factory=dict)
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -764,6 +766,7 @@ class Bench:
             assert operator.pid is not None
             start_cpu = proc_stats(operator.pid).cpu_seconds
             before = self.settled_writes()
+            phases_before = status_writes_by_phase(operator.metrics_port)
             with (
                 Watch(self.cluster, pods_path(ns), pods),
                 Watch(self.cluster, f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/videojobs", done),
@@ -778,6 +781,8 @@ class Bench:
                 self.drain(done, n, begin, result)
             after = self.settled_writes()
             stats = proc_stats(operator.pid)
+            phases = status_writes_by_phase(operator.metrics_port)
+        result.status_writes_by_phase = per_job_by_phase(phases_before, phases, n)
         result.operator_cpu_seconds = stats.cpu_seconds - start_cpu
         result.operator_peak_rss_mib = stats.peak_rss_mib
         result.controller_cpu_ms_per_job = 1000 * result.operator_cpu_seconds / n
@@ -810,6 +815,7 @@ class Bench:
         operator = self.operator(f"operator-arrivals-{rate:g}")
         with operator:
             wait_settled(operator)
+            phases_before = status_writes_by_phase(operator.metrics_port)
             with (
                 Watch(self.cluster, pods_path(ns), pods),
                 Watch(self.cluster, f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/videojobs", done),
@@ -828,6 +834,8 @@ class Bench:
 
                     await asyncio.gather(*(make(i) for i in range(n)))
                 self.drain(done, n, begin, result)
+            phases = status_writes_by_phase(operator.metrics_port)
+        result.status_writes_by_phase = per_job_by_phase(phases_before, phases, n)
         lat = latencies(created, pods.first_pod)
         result.p50_to_pod, result.p99_to_pod = quantile(lat, 0.5), quantile(lat, 0.99)
         record_admitted(result, created, pods.admitted_at)
@@ -918,17 +926,40 @@ class Bench:
         return figures
 
 
+def operator_metrics(port: int | None) -> list[str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        lines: list[str] = response.read().decode().splitlines()
+    return lines
+
+
 def status_writes(port: int | None) -> float:
     """VideoJob status writes the operator made, from its own /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
     total = 0.0
-    for line in text.splitlines():
+    for line in operator_metrics(port):
         if line.startswith("videoqueue_api_requests_total{") and (
             'resource="videojobs/status"' in line and 'verb="patch"' in line
         ):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def status_writes_by_phase(port: int | None) -> Counter[str]:
+    """The operator's accepted VideoJob status writes by the phase each wrote."""
+    counts: Counter[str] = Counter()
+    prefix = 'videoqueue_job_status_writes_total{phase="'
+    for line in operator_metrics(port):
+        if line.startswith(prefix):
+            phase = line[len(prefix) :].partition('"')[0]
+            counts[phase] += int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
+def per_job_by_phase(before: Counter[str], after: Counter[str], jobs: int) -> dict[str, float]:
+    return {
+        phase: round((after[phase] - before[phase]) / max(jobs, 1), 3)
+        for phase in sorted(after)
+        if after[phase] > before[phase]
+    }
 
 
 def cluster_writes(writes: Counter[WriteKey]) -> int:
@@ -976,6 +1007,10 @@ def table(scenarios: list[Scenario], pending: list[dict[str, float]]) -> str:
         "ctl ms/job: CPU per job of the controllers that ran the jobs (kube-controller-manager;"
         " Kueue + kube-controller-manager; the operator)"
     )
+    for s in scenarios:
+        if s.status_writes_by_phase:
+            phases = ", ".join(f"{p} {v:.3f}" for p, v in s.status_writes_by_phase.items())
+            lines.append(f"{s.name}: VideoJob status writes per job by phase written: {phases}")
     for point in pending:
         lines += [
             "",

@@ -175,6 +175,22 @@ def test_status_write_counts_its_transitions(
     assert sample("videoqueue_job_run_seconds_sum", **labels) == (run_seconds or 0)
 
 
+def test_status_writes_are_counted_by_the_phase_written() -> None:
+    def written() -> dict[str, float]:
+        return {
+            p: sample("videoqueue_job_status_writes_total", phase=p) or 0.0 for p in metrics.PHASES
+        }
+
+    before = written()
+    stored = MakeJob("a", "writes").status(phase="Pending").obj()["status"]
+    metrics.record_status_written(("writes", "work", "transcode"), stored, status(phase="Running"))
+    metrics.record_status_written(("writes", "work", "transcode"), stored, status(phase="Running"))
+    after = written()
+    assert {p: after[p] - before[p] for p in metrics.PHASES if after[p] != before[p]} == {
+        "Running": 2
+    }
+
+
 def test_admission_counts_and_observes_the_wait(ns: str) -> None:
     job = MakeJob("a", ns).type("probe").model()
     metrics.record_admission(job, wait_seconds=12.0)

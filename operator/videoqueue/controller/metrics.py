@@ -152,6 +152,13 @@ PREEMPTIONS = Counter(
     JOB_LABELS,
     registry=REGISTRY,
 )
+STATUS_WRITES = Counter(
+    "videoqueue_job_status_writes_total",
+    "VideoJob status writes the API server accepted, by the phase each wrote (progress "
+    f"updates of a running job included); phase is one of {_one_of(PHASES)}.",
+    ("phase",),
+    registry=REGISTRY,
+)
 ADMISSION_WAIT = Histogram(
     "videoqueue_admission_wait_seconds",
     f"Seconds an attempt waited in the queue before it was admitted (from being queued, or "
@@ -250,6 +257,8 @@ def record_status_written(
     a first final phase is a finished job, with its run time.
     """
     ensure_job_series(*labels)
+    if written.phase is not None:
+        STATUS_WRITES.labels(written.phase.value).inc()
     ended_before = {
         r.get("attempt") for r in stored.get("attempts") or () if r.get("reason") is not None
     }
