@@ -11,7 +11,7 @@ import datetime
 import heapq
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from videoqueue.api import (
     JobPhase,
@@ -35,12 +35,15 @@ from videoqueue.controller.kube import KubeApiError, KubeClient, KubeError
 from videoqueue.controller.kube_helpers import PODS, VIDEOJOBS, VIDEOQUEUES, EventType
 from videoqueue.controller.notifications import Notifier
 from videoqueue.controller.owed import OwedNotifications
-from videoqueue.controller.progress import ProgressChannel
 from videoqueue.scheduling.cycle import CyclePlan, PodToCreate
 from videoqueue.scheduling.cycle_rules import earliest
 from videoqueue.scheduling.jobs import Assessment, explain_refusal
 from videoqueue.scheduling.jobs.model import parse_time
 from videoqueue.scheduling.pod_outcome import pod_essentials, pod_unschedulable
+
+if TYPE_CHECKING:
+    # Imported where the channel is made (loop.py), only when Redis is configured.
+    from videoqueue.controller.progress import ProgressChannel
 
 logger = logging.getLogger(__name__)
 
