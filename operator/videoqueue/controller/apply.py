@@ -457,7 +457,8 @@ def write_hold(entry: JobEntry) -> float:
     """Until when the job's status write waits: a retry's delay, a new job's first Pending
     status, a fresh admission's hold while it is admitted (POD_START_WRITE_DELAY,
     ADMISSION_WRITE_DELAY once its pod is unschedulable) or running, and a fresh start's
-    while it is running (see ADMISSION_WRITE_DELAY)."""
+    while it is running (ADMISSION_WRITE_DELAY; POD_START_WRITE_DELAY after a written
+    Admitted)."""
     assessment = entry.assessment
     if assessment is None:
         return entry.write_after
@@ -473,7 +474,11 @@ def write_hold(entry: JobEntry) -> float:
     if starting and not any(pod_unschedulable(pod) for pod in entry.pods.values()):
         hold = max(hold, entry.admitted_at + POD_START_WRITE_DELAY)
     if status.phase is JobPhase.RUNNING and status.attempts and status.attempts[-1].start_time:
-        hold = max(hold, status.attempts[-1].start_time.timestamp() + ADMISSION_WRITE_DELAY)
+        # One in-between write per attempt: after a stored Admitted, Running waits as long as
+        # a pod's start may (progress from the worker is written as before).
+        after_admitted = entry.stored_phase is JobPhase.ADMITTED and status.progress is None
+        delay = POD_START_WRITE_DELAY if after_admitted else ADMISSION_WRITE_DELAY
+        hold = max(hold, status.attempts[-1].start_time.timestamp() + delay)
     return hold
 
 

@@ -52,6 +52,8 @@ ADMISSION_WRITE_DELAY = 5.0
 # of the admission and the queue's status counts it. A pod the scheduler reports
 # unschedulable ends the wait (ADMISSION_WRITE_DELAY): the user must see that. At N=5,000
 # most pods started 5-30 s after their admission, and each such job cost an Admitted write.
+# A Running status after a written Admitted waits as long after the start (one in-between
+# write per attempt: at N=5,000, 59 % of jobs were written Admitted and then Running).
 POD_START_WRITE_DELAY = 30.0
 BUSY_PHASES = frozenset({JobPhase.ADMITTED, JobPhase.RUNNING})
 # Every job without pods confirmed missing holds this one (each `frozenset()` is 216 bytes).

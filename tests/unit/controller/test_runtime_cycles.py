@@ -238,7 +238,7 @@ async def test_a_new_jobs_first_status_waits_5_s_and_is_skipped_when_admitted_by
 
 async def test_an_admitted_status_is_written_once_its_pod_is_unschedulable_or_slow() -> None:
     """The hold ends at once when the scheduler finds no node for the pod, and after 30 s
-    for a pod that is still not running."""
+    for a pod that is still not running; its Running status then waits 30 s from the start."""
     one = OneJob()
     admitted_at = one.now
     assert await one.cycle_at(admitted_at) is None
@@ -255,6 +255,14 @@ async def test_an_admitted_status_is_written_once_its_pod_is_unschedulable_or_sl
     assert await slow.cycle_at(admitted_at + 29, pending) is None
     assert await slow.cycle_at(admitted_at + 31) == "Admitted"
     assert slow.kube.calls["patch videojobs/status"] == 1
+
+    # One in-between write per attempt: Running then waits 30 s after the start, not 5.
+    started = admitted_at + 40
+    running = with_status(pending, "Running", started)
+    assert await slow.cycle_at(started + 6, running) == "Admitted"
+    assert await slow.cycle_at(started + 29) == "Admitted"
+    assert await slow.cycle_at(started + 31) == "Running"
+    assert slow.kube.calls["patch videojobs/status"] == 2
 
 
 async def test_a_cycle_that_fails_gives_its_jobs_back_for_the_retry(
