@@ -6,6 +6,7 @@ benchmark).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -23,6 +24,19 @@ if TYPE_CHECKING:
 # The worker tests import videoqueue_worker, which is not installed: take it from the checkout.
 if str(WORKER_PATH) not in sys.path:
     sys.path.insert(0, str(WORKER_PATH))
+
+
+def frequent_progress(tmp: Path) -> dict[str, str]:
+    """Worker environment whose ffmpeg writes a progress block every 50 ms rather than its
+    default 500 ms. A test clip can encode within one default period on a fast machine, and
+    then ffmpeg's only block is the last: a test of progress *during* the work would depend
+    on the machine's speed."""
+    ffmpeg = shutil.which("ffmpeg")
+    assert ffmpeg, "ffmpeg is not installed"
+    wrapper = tmp / "ffmpeg-frequent-progress"
+    wrapper.write_text(f'#!/bin/sh\nexec {ffmpeg} -stats_period 0.05 "$@"\n')
+    wrapper.chmod(0o755)
+    return {"VIDEOQUEUE_FFMPEG": str(wrapper)}
 
 
 def ffprobe(path: Path) -> dict[str, Any]:

@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 import redis
 
-from tests.worker.harness import ffprobe, read_events, run_worker, start_worker, stream
+from tests.worker.harness import (
+    ffprobe,
+    frequent_progress,
+    read_events,
+    run_worker,
+    start_worker,
+    stream,
+)
 from videoqueue.api.progress import DEFAULT_PROGRESS_STREAM, ProgressKind
 from videoqueue.envtest.wait import poll
 from videoqueue.envtest.worker import job_payload, make_media
@@ -105,7 +112,8 @@ def test_package_plays_every_rendition(wide_media: Path, tmp_path: Path, redis_u
         "speed": "fastest",
     }
     payload = job_payload("hls", f"file://{wide_media}", f"file://{out}/", params)
-    result = _ok(run_worker(payload, tmp_path, {"VIDEOQUEUE_REDIS_URL": redis_url}))
+    env = {"VIDEOQUEUE_REDIS_URL": redis_url, **frequent_progress(tmp_path)}
+    result = _ok(run_worker(payload, tmp_path, env))
 
     assert result["output"] == f"file://{out}/master.m3u8"
     assert result["dropped"] == [

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from tests.integration.redis_server import RedisServer, TlsFiles
-from tests.worker.harness import read_events, run_worker, start_worker
+from tests.worker.harness import frequent_progress, read_events, run_worker, start_worker
 from videoqueue.api.progress import (
     DEFAULT_PROGRESS_STREAM,
     ProgressEvent,
@@ -73,7 +73,8 @@ def test_progress_is_published_monotonic_and_ends_at_100(
         uid="uid-77",
         attempt=3,
     )
-    run = run_worker(payload, tmp_path, {"VIDEOQUEUE_REDIS_URL": redis_url})
+    env = {"VIDEOQUEUE_REDIS_URL": redis_url, **frequent_progress(tmp_path)}
+    run = run_worker(payload, tmp_path, env)
     assert run.code == 0, run.log
 
     events = _events(redis_url)
