@@ -9,6 +9,7 @@ import collections
 import datetime
 import logging
 import sys
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,16 +63,17 @@ NONE_MISSING: frozenset[str] = frozenset()
 
 
 class JobEntry:
-    """A job in the index. Its object is kept as compact JSON, parsed (`body`, `job`) on
-    demand and dropped again by `compact` while the job is idle (waiting or finished): a
-    parsed VideoJob with its body is ~16 KiB, the JSON ~1 KiB, and a queue may hold tens of
-    thousands of idle jobs. What every cycle reads is kept as plain fields (slots: an
-    instance dictionary of this many fields was 1.5 KiB a job)."""
+    """A job in the index. Its object is kept as compact JSON, deflated (`pack`), parsed
+    (`body`, `job`) on demand and dropped again by `compact` while the job is idle (waiting
+    or finished): a parsed VideoJob with its body is ~16 KiB, the JSON ~1 KiB, and a queue
+    may hold tens of thousands of idle jobs. What every cycle reads is kept as plain fields
+    (slots: an instance dictionary of this many fields was 1.5 KiB a job)."""
 
     __slots__ = (
         "_body",
+        "_dictionary",
         "_job",
-        "_raw",
+        "_packed",
         "admitted_at",
         "assessment",
         "batch",
@@ -159,9 +161,9 @@ class JobEntry:
             if self.stored_phase in _COUNTED_PHASES
             else None
         )
-        # Copied to its size: orjson's result keeps the buffer it was written into, 8 KiB
-        # for a 1 KiB job (tracemalloc).
-        self._raw = bytes(memoryview(orjson.dumps(body)))
+        raw = orjson.dumps(body)
+        self._dictionary = dictionary_for(self.queue_key, raw)
+        self._packed = pack(raw, self._dictionary)
         # Not kept: a queue's jobs arrive by the thousand (a listing, a burst of status
         # echoes) and are assessed one at a time; parsing again costs less than the peak.
         self._body: dict[str, Any] | None = None
@@ -188,7 +190,7 @@ class JobEntry:
     @property
     def body(self) -> dict[str, Any]:
         if self._body is None:
-            self._body = orjson.loads(self._raw)
+            self._body = orjson.loads(unpack(self._packed, self._dictionary))
         return self._body
 
     @property
@@ -207,6 +209,42 @@ class JobEntry:
         self._body = None
         if self._job is not None:
             self._job = _UNSET
+
+
+# Each job's JSON is deflated against a dictionary: the first job the index saw of its queue,
+# whose field names, spec and status most of the queue's jobs repeat; only names, uids,
+# versions and times differ. A pending job's 0.8-1 KiB of JSON (a sixth of the operator's
+# memory per job at 100,000 pending) became about 0.1 KiB, for ~7 us a change and ~1 us a
+# parse. An entry keeps a reference to its dictionary; at most MAX_DICTIONARIES queues get
+# one (jobs of further queue names are deflated without).
+_DICTIONARIES: dict[str, bytes] = {}
+MAX_DICTIONARIES = 4096
+_WBITS = -15  # raw deflate: no header or checksum per job
+
+
+def dictionary_for(queue_key: str, raw: bytes) -> bytes | None:
+    """The dictionary of the queue's jobs: `raw` (copied to its size: orjson's result keeps
+    the buffer it was written into) if the queue has none yet."""
+    found = _DICTIONARIES.get(queue_key)
+    if found is None and len(_DICTIONARIES) < MAX_DICTIONARIES:
+        found = _DICTIONARIES[queue_key] = bytes(memoryview(raw))
+    return found
+
+
+def pack(raw: bytes, dictionary: bytes | None) -> bytes:
+    if dictionary is None:
+        packer = zlib.compressobj(1, zlib.DEFLATED, _WBITS)
+    else:
+        packer = zlib.compressobj(1, zlib.DEFLATED, _WBITS, zdict=dictionary)
+    return packer.compress(raw) + packer.flush()
+
+
+def unpack(packed: bytes, dictionary: bytes | None) -> bytes:
+    if dictionary is None:
+        unpacker = zlib.decompressobj(_WBITS)
+    else:
+        unpacker = zlib.decompressobj(_WBITS, zdict=dictionary)
+    return unpacker.decompress(packed) + unpacker.flush()
 
 
 class _Unset:
