@@ -40,3 +40,16 @@ def test_pending_points_and_the_50_per_second_arrivals_have_their_own_targets() 
     assert checks["pending_20000_rss_mib"] == {"measured": 160.0, "target": 150.0, "met": False}
     assert checks["restart_20000_seconds"]["met"] is True
     assert "pending_100000_rss_mib" not in checks  # not measured, not judged
+
+
+def test_the_honest_limits_latency_under_arrivals_is_shown_beside_the_target_not_judged() -> None:
+    limit_50 = scenario("limit 50/s", 30.0)
+    limit_50.p99_to_pod = 0.3
+    arrivals_50 = scenario("arrivals 50/s", 30.0)
+    arrivals_50.p99_to_pod = 0.7
+    checks = verdicts([limit_50, arrivals_50, scenario("videoqueue", 100.0)], [])
+    assert "writes_per_job" in checks  # the videoqueue drain was judged
+    assert checks["limit_50_p99_seconds"] == {"measured": 0.3, "target": None, "met": None}
+    assert checks["arrivals_50_p99_seconds"]["met"] is False
+    # "limit 50/s" is not the honest limit's drain: no share is computed from it.
+    assert "share_of_honest_limit" not in checks
