@@ -69,7 +69,7 @@ from benchmarks.writes_per_job import (
     scrape_write_counts,
     subtract,
 )
-from videoqueue.controller.kube import KubeClient
+from videoqueue.controller.kube import KubeClient, KubeError
 from videoqueue.controller.kube_helpers import (
     PODS,
     VIDEOJOBS,
@@ -634,18 +634,25 @@ class Bench:
             async def follow_markers() -> None:
                 # Read here, not through `Watch`: its file hand-over polls every 50 ms.
                 seen: set[str] = set()
+                failures = 0
                 while True:  # the server ends a watch after its timeout: reopen from now
-                    lines = kube.watch_lines(MARKERS, "", timeout_seconds=600)
-                    async for line in lines:
-                        event = orjson.loads(line)
-                        meta = (event.get("object") or {}).get("metadata") or {}
-                        name = meta.get("name", "")
-                        if meta.get("namespace") != ns or name in seen:
-                            continue
-                        seen.add(name)
-                        task = asyncio.create_task(make_pod(name))
-                        makers.add(task)
-                        task.add_done_callback(makers.discard)
+                    try:
+                        async for line in kube.watch_lines(MARKERS, "", timeout_seconds=600):
+                            event = orjson.loads(line)
+                            meta = (event.get("object") or {}).get("metadata") or {}
+                            name = meta.get("name", "")
+                            if meta.get("namespace") != ns or name in seen:
+                                continue
+                            seen.add(name)
+                            task = asyncio.create_task(make_pod(name))
+                            makers.add(task)
+                            task.add_done_callback(makers.discard)
+                    except KubeError as error:  # e.g. 429 while a new CRD's cache fills
+                        failures += 1
+                        if failures > 20:
+                            raise
+                        print(f"marker watch: {error}; reopening", file=sys.stderr)
+                        await asyncio.sleep(min(2.0, 0.1 * 2**failures))
 
             patched: set[str] = set()
 
