@@ -4,6 +4,7 @@ shares: a job's key, its memory, its queue's policy and pod overhead, its kstatu
 from __future__ import annotations
 
 import datetime
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -11,6 +12,7 @@ from typing import Literal
 from videoqueue.api import (
     AttemptReason,
     AttemptRecord,
+    Condition,
     JobConditionType,
     JobPhase,
     PreemptionPolicy,
@@ -107,6 +109,14 @@ def editable_status(status: VideoJobStatus) -> VideoJobStatus:
 
 # Shared by the statuses kept in the index instead of a set of their own (`keep_status`).
 _NO_FIELDS_SET: set[str] = set()
+# Conditions equal in every field, shared by the statuses kept in the index: a queue's waiting
+# jobs mostly carry the same ones (the cycle that told them why they wait set reason, message
+# and time alike). Conditions are never changed in place (`put_condition` makes new ones), so
+# one instance serves them all. Emptied when full.
+_SHARED_CONDITIONS: dict[tuple[object, ...], Condition] = {}
+MAX_SHARED_CONDITIONS = 2_048
+# Status strings most jobs repeat, kept once (made per job by f-strings).
+_SHARED_STRINGS = ("message", "memory_source", "effective_memory")
 
 
 def keep_status(status: VideoJobStatus) -> VideoJobStatus:
@@ -114,10 +124,36 @@ def keep_status(status: VideoJobStatus) -> VideoJobStatus:
     fields it was given (for exclude_unset, which nothing here uses), 0.5-0.7 KiB each for a
     status and each of its conditions and attempt records: a third of what the index held
     per waiting job. They share one empty set instead. `editable_status` copies give the
-    copy a set of its own again."""
+    copy a set of its own again. Conditions and strings equal to those of other kept
+    statuses are replaced by the shared ones (equal values: whoever else holds the list or
+    the status sees no change)."""
     for model in (status, *status.conditions, *status.attempts):
         object.__setattr__(model, "__pydantic_fields_set__", _NO_FIELDS_SET)
+    conditions = status.conditions
+    for index, condition in enumerate(conditions):
+        conditions[index] = _shared_condition(condition)
+    fields = status.__dict__
+    for name in _SHARED_STRINGS:
+        if isinstance(value := fields.get(name), str):
+            fields[name] = sys.intern(value)
     return status
+
+
+def _shared_condition(condition: Condition) -> Condition:
+    key = (
+        condition.type,
+        condition.status,
+        condition.reason,
+        condition.message,
+        condition.last_transition_time,
+        condition.observed_generation,
+    )
+    if (shared := _SHARED_CONDITIONS.get(key)) is not None:
+        return shared
+    if len(_SHARED_CONDITIONS) >= MAX_SHARED_CONDITIONS:
+        _SHARED_CONDITIONS.clear()
+    _SHARED_CONDITIONS[key] = condition
+    return condition
 
 
 def job_key(job: VideoJob) -> str:
