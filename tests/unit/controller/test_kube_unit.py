@@ -12,6 +12,7 @@ import base64
 import json
 import random
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import kopf
 import pytest
 import yaml
 from aiohttp import web
 
 from videoqueue.controller.kube import (
+    TLS_READ_BUFFER_BYTES,
     FencedError,
     KubeApiError,
     KubeClient,
@@ -586,3 +589,19 @@ async def test_the_write_guard_refuses_writes_before_they_are_sent(
         await kube.delete(PODS, "ns", "p")
     assert await kube.get(PODS, "ns", "p") == OBJ  # reads are not guarded
     assert [r.method for r in script.seen] == ["PATCH", "GET"]
+
+
+async def test_tls_connections_read_into_a_bounded_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
+    protocol = asyncio.sslproto.SSLProtocol
+    monkeypatch.setattr(protocol, "max_size", 256 * 1024)  # asyncio's own size
+    kube = await KubeClient.from_kopf(kopf.ConnectionInfo(server="https://127.0.0.1:1"))
+    try:
+        # Each TLS connection allocates (and zero-fills) its read buffer when it is made.
+        loop = asyncio.get_running_loop()
+        made = protocol(
+            loop, asyncio.Protocol(), ssl.create_default_context(), loop.create_future()
+        )
+        buffer: bytearray = made._ssl_buffer  # type: ignore[attr-defined]
+        assert len(buffer) == TLS_READ_BUFFER_BYTES == 64 * 1024
+    finally:
+        await kube.close()
