@@ -27,6 +27,7 @@ import re
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Mapping
@@ -126,6 +127,8 @@ class WritesReport:
     succeeded: int
     seconds: float
     writes: Counter[WriteKey]  # after - before - harness
+    # The operator's accepted VideoJob status writes by the phase each wrote (its /metrics).
+    status_writes_by_phase: Counter[str] = field(default_factory=Counter)
     by_category: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -154,6 +157,9 @@ class WritesReport:
             lines.append(f"  {name:<42}{count:>8}{self.per_job(count):>10.2f}")
         total = self.operator_writes
         lines.append(f"  {'total':<42}{total:>8}{self.per_job(total):>10.2f}")
+        if self.status_writes_by_phase:
+            phases = ", ".join(f"{p} {n}" for p, n in sorted(self.status_writes_by_phase.items()))
+            lines.append(f"  job status writes by the phase written (its /metrics): {phases}")
         lines += ["", f"{'not the operator':<44}{'total':>8}{'per job':>10}"]
         for name in (KWOK, SCHEDULER, BACKGROUND):
             count = self.by_category[name]
@@ -206,6 +212,34 @@ def _succeeded(job: dict[str, Any]) -> bool:
     return any(c["type"] == "Complete" and c["status"] == "True" for c in conditions)
 
 
+def operator_metrics(port: int | None) -> list[str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        lines: list[str] = response.read().decode().splitlines()
+    return lines
+
+
+def status_writes(port: int | None) -> float:
+    """VideoJob status writes the operator made, from its own /metrics."""
+    total = 0.0
+    for line in operator_metrics(port):
+        if line.startswith("videoqueue_api_requests_total{") and (
+            'resource="videojobs/status"' in line and 'verb="patch"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def status_writes_by_phase(port: int | None) -> Counter[str]:
+    """The operator's accepted VideoJob status writes by the phase each wrote."""
+    counts: Counter[str] = Counter()
+    prefix = 'videoqueue_job_status_writes_total{phase="'
+    for line in operator_metrics(port):
+        if line.startswith(prefix):
+            phase = line[len(prefix) :].partition('"')[0]
+            counts[phase] += int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
 def measure(
     cluster: ClusterBase,
     namespace: str,
@@ -245,8 +279,9 @@ def measure(
         succeeded = poll(all_done, timeout=timeout, what=f"{jobs} jobs to succeed", interval=0.5)
         seconds = time.monotonic() - begin
         after = _settled(cluster)
+        by_phase = status_writes_by_phase(operator.metrics_port)
     writes = subtract(after, before, harness_writes(jobs))
-    return WritesReport(jobs=jobs, succeeded=succeeded, seconds=seconds, writes=writes)
+    return WritesReport(jobs, succeeded, seconds, writes, by_phase)
 
 
 def _settled(cluster: ClusterBase, quiet: float = 3.0, timeout: float = 60) -> Counter[WriteKey]:

@@ -49,7 +49,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -67,6 +66,8 @@ from benchmarks.writes_per_job import (
     WriteKey,
     category,
     scrape_write_counts,
+    status_writes,
+    status_writes_by_phase,
     subtract,
 )
 from videoqueue.controller.kube import KubeClient, KubeError
@@ -1034,34 +1035,6 @@ class Bench:
             assert operator.pid is not None
             figures["restart_peak_rss_mib"] = proc_stats(operator.pid).peak_rss_mib
         return figures
-
-
-def operator_metrics(port: int | None) -> list[str]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        lines: list[str] = response.read().decode().splitlines()
-    return lines
-
-
-def status_writes(port: int | None) -> float:
-    """VideoJob status writes the operator made, from its own /metrics."""
-    total = 0.0
-    for line in operator_metrics(port):
-        if line.startswith("videoqueue_api_requests_total{") and (
-            'resource="videojobs/status"' in line and 'verb="patch"' in line
-        ):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def status_writes_by_phase(port: int | None) -> Counter[str]:
-    """The operator's accepted VideoJob status writes by the phase each wrote."""
-    counts: Counter[str] = Counter()
-    prefix = 'videoqueue_job_status_writes_total{phase="'
-    for line in operator_metrics(port):
-        if line.startswith(prefix):
-            phase = line[len(prefix) :].partition('"')[0]
-            counts[phase] += int(float(line.rsplit(" ", 1)[1]))
-    return counts
 
 
 def per_job_by_phase(before: Counter[str], after: Counter[str], jobs: int) -> dict[str, float]:

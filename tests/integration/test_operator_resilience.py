@@ -160,6 +160,13 @@ def test_writes_per_job_from_the_api_servers_request_metrics(
     # loaded machine and cost one more each (Admitted). Two or three writes per job (no hold)
     # fail.
     assert result.by_category["videojobs/status"] <= 30
+    # The operator's own count of its status writes, by the phase each wrote, is the API
+    # server's: every job's outcome once, the rest in-between writes (a job written Pending
+    # would have been admitted within the new-job hold: none here).
+    by_phase = result.status_writes_by_phase
+    assert sum(by_phase.values()) == result.by_category["videojobs/status"], by_phase
+    assert by_phase["Succeeded"] == 20, by_phase
+    assert set(by_phase) <= {"Admitted", "Running", "Succeeded"}, by_phase
     assert job_events == []  # a first attempt's success is in its status, not an Event
     per_job = (result.by_category["videojobs/status"] + 20 + len(job_events)) / 20
     assert per_job <= 3  # issue 17's target (status, pod; Events included)
