@@ -8,6 +8,7 @@ nothing here calls the API server.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import heapq
 import logging
@@ -280,7 +281,8 @@ class Index:
     ) -> None:
         """Make `assessment` the job's and keep the queue's bookkeeping in step with it.
         `counted`: the queue's status already counts it (an admission its plan foresaw)."""
-        keep_status(assessment.status)
+        if (kept := keep_status(assessment.status)) is not assessment.status:
+            assessment = dataclasses.replace(assessment, status=kept)
         job_entry.assessment = assessment
         entry.explained.pop(key, None)  # a new assessment may say otherwise
         entry.mark_unsaved(key)

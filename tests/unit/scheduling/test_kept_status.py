@@ -45,3 +45,25 @@ def test_conditions_that_differ_in_any_field_stay_apart() -> None:
     for mine, theirs in zip(first.conditions, later.conditions, strict=True):
         assert mine is not theirs
         assert mine.last_transition_time != theirs.last_transition_time
+
+
+def test_statuses_of_jobs_that_never_ran_are_shared_when_equal_in_every_field() -> None:
+    first = keep_status(waiting_status("a"))
+    same = waiting_status("b")
+    kept = keep_status(same)
+    assert kept is first  # one status for both jobs
+    assert kept.model_dump() == same.model_dump()
+
+    queued_later = waiting_status("c")
+    queued_later.queued_time = at(1)
+    assert keep_status(queued_later) is queued_later
+
+
+def test_a_status_with_attempt_records_or_a_result_stays_its_own() -> None:
+    keep_status(waiting_status("a"))
+    ran = MakeJob("b", "media").running(1).model().status
+    assert ran.attempts
+    assert keep_status(ran) is ran
+    with_result = waiting_status("c")
+    with_result.result = {"output": "s3://bucket/c.mp4"}
+    assert keep_status(with_result) is with_result

@@ -117,6 +117,15 @@ _SHARED_CONDITIONS: dict[tuple[object, ...], Condition] = {}
 MAX_SHARED_CONDITIONS = 2_048
 # Status strings most jobs repeat, kept once (made per job by f-strings).
 _SHARED_STRINGS = ("message", "memory_source", "effective_memory")
+# Whole statuses equal in every field, of jobs that never ran (no attempt records, result or
+# resolved input: only plain values and the shared conditions): jobs created in the same
+# second and told the same reason to wait, as a burst of submissions is. A status model is
+# ~1.2 KiB (its field dictionary), most of what a waiting job costs the index. Kept
+# statuses are never changed in place (`editable_status` copies first), so one serves them
+# all. Emptied when full.
+_SHARED_STATUSES: dict[tuple[object, ...], VideoJobStatus] = {}
+MAX_SHARED_STATUSES = 1_024
+_PLAIN_VALUES = (str, int, float, datetime.datetime, type(None))
 
 
 def keep_status(status: VideoJobStatus) -> VideoJobStatus:
@@ -126,7 +135,8 @@ def keep_status(status: VideoJobStatus) -> VideoJobStatus:
     per waiting job. They share one empty set instead. `editable_status` copies give the
     copy a set of its own again. Conditions and strings equal to those of other kept
     statuses are replaced by the shared ones (equal values: whoever else holds the list or
-    the status sees no change)."""
+    the status sees no change). Returns the status to keep: a shared one equal to `status`,
+    or `status`."""
     for model in (status, *status.conditions, *status.attempts):
         object.__setattr__(model, "__pydantic_fields_set__", _NO_FIELDS_SET)
     conditions = status.conditions
@@ -136,6 +146,26 @@ def keep_status(status: VideoJobStatus) -> VideoJobStatus:
     for name in _SHARED_STRINGS:
         if isinstance(value := fields.get(name), str):
             fields[name] = sys.intern(value)
+    return _shared_status(status)
+
+
+def _shared_status(status: VideoJobStatus) -> VideoJobStatus:
+    if status.attempts:
+        return status
+    key: list[object] = []
+    for value in status.__dict__.values():
+        if isinstance(value, list):  # the conditions (shared: their identity is their value)
+            key.append(tuple(id(item) for item in value))
+        elif isinstance(value, _PLAIN_VALUES):  # (enums are str)
+            key.append(value)
+        else:
+            return status  # a result, a resolved input, a notification: its own
+    found = tuple(key)
+    if (shared := _SHARED_STATUSES.get(found)) is not None:
+        return shared
+    if len(_SHARED_STATUSES) >= MAX_SHARED_STATUSES:
+        _SHARED_STATUSES.clear()
+    _SHARED_STATUSES[found] = status
     return status
 
 
