@@ -220,13 +220,6 @@ class Index:
         self._schedule(entry)
         return entry
 
-    def _assessed_jobs(self, entry: QueueEntry) -> Iterator[tuple[JobEntry, Assessment]]:
-        """The queue's jobs that have been assessed, with their assessment."""
-        for key in entry.jobs:
-            job_entry = self.jobs.get(key)
-            if job_entry is not None and job_entry.assessment is not None:
-                yield job_entry, job_entry.assessment
-
     def _dependency_phases(self, job: VideoJob) -> dict[str, JobPhase | None]:
         """The phase of each job `job` depends on (None: no such job), as last assessed."""
         phases: dict[str, JobPhase | None] = {}
