@@ -391,6 +391,31 @@ class Profile:
             self._process.wait(timeout=60)
 
 
+class MarkerFinisher:
+    """The honest limit's second half: each marker's pod as seen on a watch (`on_pod`), and
+    one status patch per marker once its pod succeeded (`run`, one or more in parallel)."""
+
+    def __init__(self) -> None:
+        self.pods = PodTimes(lambda pod: "m" + pod["metadata"]["name"][1:])
+        self._loop = asyncio.get_running_loop()
+        self._succeeded: asyncio.Queue[str] = asyncio.Queue()
+        self._patched: set[str] = set()
+
+    def on_pod(self, kind: str, pod: Any, now: float) -> None:
+        self.pods(kind, pod, now)
+        if (pod.get("status") or {}).get("phase") == "Succeeded":
+            self._loop.call_soon_threadsafe(self._succeeded.put_nowait, pod["metadata"]["name"])
+
+    async def run(self, kube: KubeClient, ns: str) -> None:
+        complete = {"conditions": [{"type": "Complete", "status": "True"}]}
+        while True:
+            pod = await self._succeeded.get()
+            if pod in self._patched:
+                continue  # later events of a finished pod
+            self._patched.add(pod)
+            await kube.patch(MARKERS, ns, "m" + pod[1:], {"status": complete}, subresource="status")
+
+
 class Bench:
     def __init__(self, cluster: LocalCluster, args: argparse.Namespace, workdir: Path) -> None:
         self.cluster = cluster
@@ -398,6 +423,12 @@ class Bench:
         self.workdir = workdir
         self.namespaces: list[str] = []
         self.kueue_pid: int | None = None
+
+    async def writer(self) -> KubeClient:
+        """A client for the harness's own writes, `--parallelism` of them in flight."""
+        return await KubeClient.from_kubeconfig(
+            self.cluster.kubeconfig, settings=client_settings(self.args.parallelism)
+        )
 
     def namespace(self, name: str) -> str:
         self.cluster.create_namespace(name)
@@ -483,9 +514,7 @@ class Bench:
         # ceiling is the API server's alone and no scheduling or KWOK work trails into the
         # next scenario.
         spec = {**template["spec"], "schedulerName": "bench-nobody"}
-        async with await KubeClient.from_kubeconfig(
-            self.cluster.kubeconfig, settings=client_settings(self.args.parallelism)
-        ) as kube:
+        async with await self.writer() as kube:
             await self.create_markers(kube, ns, n)
             before = self.settled_writes()
             created: dict[str, float] = {}
@@ -533,35 +562,12 @@ class Bench:
         n, ns = self.args.jobs, self.namespace("limit")
         result = Scenario("honest limit", n)
         template = worker_pod_template(self.args.run_for)
-        loop = asyncio.get_running_loop()
-        succeeded: asyncio.Queue[str] = asyncio.Queue()
-        pods = PodTimes(lambda pod: "m" + pod["metadata"]["name"][1:])
-
-        def on_pod(kind: str, pod: Any, now: float) -> None:
-            pods(kind, pod, now)
-            if (pod.get("status") or {}).get("phase") == "Succeeded":
-                loop.call_soon_threadsafe(succeeded.put_nowait, pod["metadata"]["name"])
-
+        finisher = MarkerFinisher()
         done = Completions()
         created: dict[str, float] = {}
-        async with await KubeClient.from_kubeconfig(
-            self.cluster.kubeconfig, settings=client_settings(self.args.parallelism)
-        ) as kube:
+        async with await self.writer() as kube:
             await self.create_markers(kube, ns, n)
             before = self.settled_writes()
-            patched: set[str] = set()
-
-            async def patch_finished() -> None:
-                complete = {"conditions": [{"type": "Complete", "status": "True"}]}
-                while True:
-                    pod = await succeeded.get()
-                    if pod in patched:
-                        continue  # later events of a finished pod
-                    patched.add(pod)
-                    marker = "m" + pod[1:]
-                    await kube.patch(
-                        MARKERS, ns, marker, {"status": complete}, subresource="status"
-                    )
 
             async def make_pod(i: int) -> None:
                 metadata = {"name": f"p{i:05d}", **template["metadata"]}
@@ -570,12 +576,13 @@ class Bench:
                 created[f"m{i:05d}"] = time.time()
 
             with (
-                Watch(self.cluster, pods_path(ns), on_pod),
+                Watch(self.cluster, pods_path(ns), finisher.on_pod),
                 Watch(self.cluster, f"/apis/{BENCH_GROUP}/v1/namespaces/{ns}/markers", done),
             ):
                 begin = time.monotonic()
                 patchers = [
-                    asyncio.create_task(patch_finished()) for _ in range(self.args.parallelism)
+                    asyncio.create_task(finisher.run(kube, ns))
+                    for _ in range(self.args.parallelism)
                 ]
                 await bounded(self.args.parallelism, make_pod, n)
                 deadline = begin + self.args.timeout
@@ -593,7 +600,7 @@ class Bench:
             result,
             subtract(after, before),
             created,
-            pods.first_pod,
+            finisher.pods.first_pod,
             controller={BENCH_GROUP},
             created_count=0,
         )
@@ -609,20 +616,10 @@ class Bench:
         ns = self.namespace(f"limit-arrivals-{rate:g}".replace(".", "-"))
         result = Scenario(f"limit {rate:g}/s", n)
         template = worker_pod_template(self.args.run_for)
-        loop = asyncio.get_running_loop()
-        succeeded: asyncio.Queue[str] = asyncio.Queue()
-        pods = PodTimes(lambda pod: "m" + pod["metadata"]["name"][1:])
-
-        def on_pod(kind: str, pod: Any, now: float) -> None:
-            pods(kind, pod, now)
-            if (pod.get("status") or {}).get("phase") == "Succeeded":
-                loop.call_soon_threadsafe(succeeded.put_nowait, pod["metadata"]["name"])
-
+        finisher = MarkerFinisher()
         done = Completions()
         created: dict[str, float] = {}
-        async with await KubeClient.from_kubeconfig(
-            self.cluster.kubeconfig, settings=client_settings(self.args.parallelism)
-        ) as kube:
+        async with await self.writer() as kube:
             in_flight = asyncio.Semaphore(self.args.parallelism)
             makers: set[asyncio.Task[None]] = set()
 
@@ -655,26 +652,13 @@ class Bench:
                         print(f"marker watch: {error}; reopening", file=sys.stderr)
                         await asyncio.sleep(min(2.0, 0.1 * 2**failures))
 
-            patched: set[str] = set()
-
-            async def patch_finished() -> None:
-                complete = {"conditions": [{"type": "Complete", "status": "True"}]}
-                while True:
-                    pod = await succeeded.get()
-                    if pod in patched:
-                        continue
-                    patched.add(pod)
-                    await kube.patch(
-                        MARKERS, ns, "m" + pod[1:], {"status": complete}, subresource="status"
-                    )
-
             with (
-                Watch(self.cluster, pods_path(ns), on_pod),
+                Watch(self.cluster, pods_path(ns), finisher.on_pod),
                 Watch(self.cluster, f"/apis/{BENCH_GROUP}/v1/namespaces/{ns}/markers", done),
             ):
                 controller = [
                     asyncio.create_task(follow_markers()),
-                    *(asyncio.create_task(patch_finished()) for _ in range(4)),
+                    *(asyncio.create_task(finisher.run(kube, ns)) for _ in range(4)),
                 ]
                 begin = time.monotonic()
 
@@ -701,9 +685,9 @@ class Bench:
                     await asyncio.gather(*controller, *makers, return_exceptions=True)
                 result.done = done.count()
                 result.wall_seconds = time.monotonic() - begin
-        lat = latencies(created, pods.first_pod)
+        lat = latencies(created, finisher.pods.first_pod)
         result.p50_to_pod, result.p99_to_pod = quantile(lat, 0.5), quantile(lat, 0.99)
-        result.admissions_per_second = len(pods.first_pod) / result.wall_seconds
+        result.admissions_per_second = len(finisher.pods.first_pod) / result.wall_seconds
         return result
 
     # -- 2. batch Jobs --------------------------------------------------------------------
@@ -750,9 +734,7 @@ class Bench:
             Watch(self.cluster, f"/apis/batch/v1/namespaces/{ns}/jobs", done),
         ):
             begin = time.monotonic()
-            async with await KubeClient.from_kubeconfig(
-                self.cluster.kubeconfig, settings=client_settings(self.args.parallelism)
-            ) as kube:
+            async with await self.writer() as kube:
 
                 async def make(i: int) -> None:
                     name = f"job-{i:05d}"
@@ -853,9 +835,7 @@ class Bench:
     async def create_video_jobs(
         self, ns: str, queue: str, names: list[str], created: dict[str, float]
     ) -> None:
-        async with await KubeClient.from_kubeconfig(
-            self.cluster.kubeconfig, settings=client_settings(self.args.parallelism)
-        ) as kube:
+        async with await self.writer() as kube:
 
             async def make(i: int) -> None:
                 name = names[i]

@@ -7,7 +7,7 @@ import datetime
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from videoqueue.api import (
     AttemptReason,
@@ -126,6 +126,7 @@ _SHARED_STRINGS = ("message", "memory_source", "effective_memory")
 _SHARED_STATUSES: dict[tuple[object, ...], VideoJobStatus] = {}
 MAX_SHARED_STATUSES = 1_024
 _PLAIN_VALUES = (str, int, float, datetime.datetime, type(None))
+_T = TypeVar("_T")
 
 
 def keep_status(status: VideoJobStatus) -> VideoJobStatus:
@@ -160,13 +161,7 @@ def _shared_status(status: VideoJobStatus) -> VideoJobStatus:
             key.append(value)
         else:
             return status  # a result, a resolved input, a notification: its own
-    found = tuple(key)
-    if (shared := _SHARED_STATUSES.get(found)) is not None:
-        return shared
-    if len(_SHARED_STATUSES) >= MAX_SHARED_STATUSES:
-        _SHARED_STATUSES.clear()
-    _SHARED_STATUSES[found] = status
-    return status
+    return _one_of(_SHARED_STATUSES, tuple(key), status, MAX_SHARED_STATUSES)
 
 
 def _shared_condition(condition: Condition) -> Condition:
@@ -178,12 +173,19 @@ def _shared_condition(condition: Condition) -> Condition:
         condition.last_transition_time,
         condition.observed_generation,
     )
-    if (shared := _SHARED_CONDITIONS.get(key)) is not None:
-        return shared
-    if len(_SHARED_CONDITIONS) >= MAX_SHARED_CONDITIONS:
-        _SHARED_CONDITIONS.clear()
-    _SHARED_CONDITIONS[key] = condition
-    return condition
+    return _one_of(_SHARED_CONDITIONS, key, condition, MAX_SHARED_CONDITIONS)
+
+
+def _one_of(
+    cache: dict[tuple[object, ...], _T], key: tuple[object, ...], value: _T, size: int
+) -> _T:
+    """The value cached under `key`, else `value`, cached (the cache emptied when full)."""
+    if (found := cache.get(key)) is not None:
+        return found
+    if len(cache) >= size:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 def job_key(job: VideoJob) -> str:
