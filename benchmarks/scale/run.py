@@ -55,8 +55,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from benchmarks.results import write_results
 from benchmarks.scale import kueue
 from benchmarks.writes_per_job import (
@@ -70,7 +68,7 @@ from benchmarks.writes_per_job import (
     status_writes_by_phase,
     subtract,
 )
-from videoqueue.controller.kube import KubeClient, KubeError
+from videoqueue.controller.kube import KubeClient
 from videoqueue.controller.kube_helpers import (
     PODS,
     VIDEOJOBS,
@@ -78,6 +76,7 @@ from videoqueue.controller.kube_helpers import (
     ClientSettings,
     Resource,
 )
+from videoqueue.controller.watch import WatchStream
 from videoqueue.envtest import ClusterConfig, LocalCluster, NodeSpec, pod_script, poll
 from videoqueue.envtest.builders import MakeJob, MakeQueue
 from videoqueue.envtest.operator_process import OperatorProcess
@@ -629,35 +628,30 @@ class Bench:
                     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata}
                     await kube.create(PODS, ns, {**pod, "spec": template["spec"]})
 
-            async def follow_markers() -> None:
-                # Read here, not through `Watch`: its file hand-over polls every 50 ms.
-                seen: set[str] = set()
-                failures = 0
-                while True:  # the server ends a watch after its timeout: reopen from now
-                    try:
-                        async for line in kube.watch_lines(MARKERS, "", timeout_seconds=600):
-                            event = orjson.loads(line)
-                            meta = (event.get("object") or {}).get("metadata") or {}
-                            name = meta.get("name", "")
-                            if meta.get("namespace") != ns or name in seen:
-                                continue
-                            seen.add(name)
-                            task = asyncio.create_task(make_pod(name))
-                            makers.add(task)
-                            task.add_done_callback(makers.discard)
-                    except KubeError as error:  # e.g. 429 while a new CRD's cache fills
-                        failures += 1
-                        if failures > 20:
-                            raise
-                        print(f"marker watch: {error}; reopening", file=sys.stderr)
-                        await asyncio.sleep(min(2.0, 0.1 * 2**failures))
+            seen: set[str] = set()
+
+            def on_marker(body: dict[str, Any], deleted: bool) -> None:
+                meta = body["metadata"]
+                if deleted or meta.get("namespace") != ns or meta["name"] in seen:
+                    return
+                seen.add(meta["name"])
+                task = asyncio.create_task(make_pod(meta["name"]))
+                makers.add(task)
+                task.add_done_callback(makers.discard)
+
+            def on_expired() -> None:
+                raise AssertionError(f"the watch of {result.name}'s markers expired")
+
+            # The operator's own watch stream (reopened from the last version seen, failures
+            # backed off), not `Watch`: its file hand-over polls every 50 ms.
+            markers = WatchStream(kube, MARKERS, "", on_event=on_marker, on_expired=on_expired)
 
             with (
                 Watch(self.cluster, pods_path(ns), finisher.on_pod),
                 Watch(self.cluster, f"/apis/{BENCH_GROUP}/v1/namespaces/{ns}/markers", done),
             ):
                 controller = [
-                    asyncio.create_task(follow_markers()),
+                    asyncio.create_task(markers.run()),
                     *(asyncio.create_task(finisher.run(kube, ns)) for _ in range(4)),
                 ]
                 begin = time.monotonic()

@@ -80,12 +80,12 @@ DEFAULT_COMPONENT = "videoqueue-operator"
 # file well before expiry, so re-reading it this often never sends a stale token.
 TOKEN_REFRESH_SECONDS = 60.0
 
-# Failures before the request left this process: always safe to repeat, whatever the verb.
 # asyncio gives every TLS connection a read buffer of 256 KiB, zero-filled and so resident:
 # after a burst of writes that filled the pool (64 connections plus the watches), 19 MiB of
 # the operator's memory, a tenth of it at 20,000 pending jobs. Responses are read in 64 KiB
 # pieces instead (a listing page is a few of them).
 TLS_READ_BUFFER_BYTES = 64 * 1024
+# Failures before the request left this process: always safe to repeat, whatever the verb.
 _NOT_SENT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 _TRANSPORT_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
 
